@@ -1,0 +1,57 @@
+//! The crate's error type: one enum, each variant naming the entity or the
+//! operation involved, so callers branch on meaning rather than on strings.
+
+use std::time::Duration;
+
+use crate::identifier::EntityId;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No mailbox was ever registered for this id.
+    #[error("unknown entity {0}: no mailbox is registered for it")]
+    BadEntityId(EntityId),
+    /// The mailbox was terminated: it accepts no more messages.
+    #[error("mailbox of {0} is closed")]
+    MailboxClosed(EntityId),
+    /// An agent id was expected and a client id was given.
+    #[error("{0} is not an agent")]
+    NotAnAgent(EntityId),
+    /// Nothing arrived within the timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// A string that is not the 26-character base32 form of a UUID.
+    #[error("{0:?} is not a base32-encoded UUID")]
+    InvalidBase32(String),
+    /// Redis could not be reached or refused a command.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A socket operation failed.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// Bytes that do not decode as a message.
+    #[error("undecodable message: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    /// A value that could not be encoded as MessagePack.
+    #[error("unencodable message: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    /// A message written by an incompatible protocol version.
+    #[error("protocol version {0} is not supported (this build speaks {v})", v = crate::message::PROTOCOL_VERSION)]
+    UnsupportedVersion(u8),
+    /// A peer connection failed its handshake.
+    #[error("peer handshake failed: {0}")]
+    Handshake(&'static str),
+    /// A peer connection broke the protocol or went away.
+    #[error("peer connection: {0}")]
+    Peer(&'static str),
+    /// The exchange (or the actor behind it) was closed.
+    #[error("the exchange is closed")]
+    ExchangeClosed,
+}
+
+impl From<actix::MailboxError> for Error {
+    fn from(_: actix::MailboxError) -> Self {
+        Error::ExchangeClosed
+    }
+}

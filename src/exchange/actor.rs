@@ -1,0 +1,133 @@
+//! The exchange actor: sole owner of the exchange's Redis command connection.
+//! Every Redis command the exchange, its mailboxes and its links issue goes
+//! through it as a [`Call`]; commands from many callers are pipelined on the
+//! one multiplexed connection, which reconnects by itself after a failure.
+
+use std::marker::PhantomData;
+use std::sync::LazyLock;
+
+use actix::{Actor, Context, Handler, Message, ResponseFuture};
+use redis::aio::ConnectionManager;
+use redis::{FromRedisValue, Script};
+
+use crate::error::Error;
+
+/// Marks an agent or client terminated: status INACTIVE, close sentinel
+/// pushed, lineage and index entries removed. Unknown ids are left alone.
+/// KEYS: status, queue, behavior. ARGV: namespace, base32 id, sentinel.
+pub(crate) static TERMINATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local status = redis.call('GET', KEYS[1])
+if not status then return 0 end
+if status == 'INACTIVE' then return 1 end
+redis.call('SET', KEYS[1], 'INACTIVE')
+redis.call('RPUSH', KEYS[2], ARGV[3])
+local lineage = redis.call('GET', KEYS[3])
+if lineage then
+  for name in string.gmatch(lineage, '[^,]+') do
+    redis.call('SREM', ARGV[1] .. ':index:' .. name, ARGV[2])
+  end
+  redis.call('DEL', KEYS[3])
+end
+return 1
+",
+    )
+});
+
+/// Active agents in a behavior's index; with ARGV[3] = '1', only those whose
+/// lineage starts with the behavior. Costs O(members of that index).
+/// KEYS: index. ARGV: namespace, behavior name, exact flag.
+pub(crate) static DISCOVER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local found = {}
+local prefix = ARGV[2] .. ','
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('GET', ARGV[1] .. ':status:' .. id) == 'ACTIVE' then
+    local keep = true
+    if ARGV[3] == '1' then
+      local lineage = redis.call('GET', ARGV[1] .. ':behavior:' .. id)
+      keep = lineage == ARGV[2] or (lineage and string.sub(lineage, 1, #prefix) == prefix)
+    end
+    if keep then table.insert(found, id) end
+  end
+end
+return found
+",
+    )
+});
+
+/// Deletes a key only if it still holds the given value, so a mailbox that
+/// closes late never removes the address a newer mailbox published.
+pub(crate) static DELETE_IF_EQUAL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+",
+    )
+});
+
+/// A Redis request the actor runs for a caller.
+pub(crate) enum Request {
+    Cmd(redis::Cmd),
+    Pipeline(redis::Pipeline),
+    Script(redis::ScriptInvocation<'static>),
+}
+
+/// Ask the actor to run a request and decode its reply as `T`.
+pub(crate) struct Call<T>(pub(crate) Request, PhantomData<fn() -> T>);
+
+impl<T> Call<T> {
+    pub(crate) fn new(request: Request) -> Self {
+        Self(request, PhantomData)
+    }
+}
+
+impl<T: 'static> Message for Call<T> {
+    type Result = Result<T, Error>;
+}
+
+/// Stop the actor (the exchange is closing).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Stop;
+
+/// Owns the Redis connection of one exchange.
+pub(crate) struct ExchangeActor {
+    redis: ConnectionManager,
+}
+
+impl ExchangeActor {
+    pub(crate) fn new(redis: ConnectionManager) -> Self {
+        Self { redis }
+    }
+}
+
+impl Actor for ExchangeActor {
+    type Context = Context<Self>;
+}
+
+impl<T: FromRedisValue + Send + 'static> Handler<Call<T>> for ExchangeActor {
+    type Result = ResponseFuture<Result<T, Error>>;
+
+    fn handle(&mut self, Call(request, _): Call<T>, _: &mut Context<Self>) -> Self::Result {
+        let mut redis = self.redis.clone();
+        Box::pin(async move {
+            Ok(match request {
+                Request::Cmd(cmd) => cmd.query_async(&mut redis).await?,
+                Request::Pipeline(pipe) => pipe.query_async(&mut redis).await?,
+                Request::Script(script) => script.invoke_async(&mut redis).await?,
+            })
+        })
+    }
+}
+
+impl Handler<Stop> for ExchangeActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        actix::ActorContext::stop(ctx);
+    }
+}

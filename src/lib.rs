@@ -1,0 +1,23 @@
+//! # actix-academy
+//!
+//! Distributed agents as Actix actors, in the style of Python Academy's hybrid
+//! exchange: Redis holds each mailbox's state, address and offline queue;
+//! messages go peer to peer over authenticated TCP when the receiver listens.
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod behavior;
+mod error;
+pub mod exchange;
+mod frame;
+mod identifier;
+mod mailbox;
+mod message;
+
+pub use behavior::Behavior;
+pub use error::Error;
+pub use exchange::{HybridExchange, HybridExchangeBuilder, MailboxStatus};
+pub use frame::DEFAULT_MAX_FRAME_LEN;
+pub use identifier::{base32_to_uuid, uuid_to_base32, AgentId, ClientId, EntityId, Role};
+pub use mailbox::Mailbox;
+pub use message::{Body, Envelope, RemoteError, RemoteErrorKind, PROTOCOL_VERSION};

@@ -1,0 +1,520 @@
+//! Mailboxes: the receiving end of an entity's messages.
+//!
+//! A [`Mailbox`] is the public face; behind it a `MailboxActor` supervises
+//! three kinds of stream: the TCP acceptor of its listener, one framed read
+//! stream per authenticated peer connection, and the Redis watcher of its
+//! queue. All of them feed one bounded FIFO that [`Mailbox::recv`] reads.
+//! When that FIFO is full the actor pauses, so backpressure reaches the peers
+//! (TCP) and the watcher (it stops popping) instead of growing memory.
+//!
+//! Messages that arrived over TCP are acknowledged to their sender only when
+//! `recv` takes them; if the mailbox closes first they are not acknowledged
+//! and the sender re-routes them to Redis. Messages popped from Redis but not
+//! yet taken are pushed back to the front of the queue on close.
+
+mod watcher;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use futures::{stream, SinkExt, StreamExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tracing::{debug, error, warn};
+
+use crate::error::Error;
+use crate::exchange::HybridExchange;
+use crate::frame::{codec, server_handshake, ACK_LEN};
+use crate::identifier::EntityId;
+use crate::message::Envelope;
+use watcher::Watched;
+
+/// How long a closing mailbox waits for its watcher before stopping anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The receiving end of one entity's messages.
+///
+/// Obtained from [`HybridExchange::get_mailbox`]. Dropping it closes it (in
+/// the background); [`Mailbox::close`] does the same and waits.
+#[derive(Debug)]
+pub struct Mailbox {
+    id: EntityId,
+    address: SocketAddr,
+    rx: Option<mpsc::Receiver<Delivery>>,
+    actor: Addr<MailboxActor>,
+    exchange: HybridExchange,
+}
+
+impl Mailbox {
+    /// Opens the receiving end of `id`: binds a listener, publishes its
+    /// address, and starts the actor that feeds this mailbox.
+    pub(crate) async fn open(exchange: HybridExchange, id: EntityId) -> Result<Self, Error> {
+        let config = exchange.config();
+        let listener = TcpListener::bind((config.host.as_str(), 0)).await?;
+        let address = listener.local_addr()?;
+        exchange.publish_address(&id, &address.to_string()).await?;
+        let (tx, rx) = mpsc::channel(config.mailbox_capacity);
+        let actor = MailboxActor {
+            id: id.clone(),
+            exchange: exchange.clone(),
+            address: address.to_string(),
+            listener: Some(listener),
+            tx,
+            overflow: VecDeque::new(),
+            wake_key: exchange.keys().wake(),
+            conns: HashMap::new(),
+            next_conn: 0,
+            handshaking: 0,
+            accept: None,
+            closing: false,
+        }
+        .start();
+        debug!(mailbox = %id, %address, "mailbox open");
+        Ok(Self {
+            id,
+            address,
+            rx: Some(rx),
+            actor,
+            exchange,
+        })
+    }
+
+    /// The entity this mailbox belongs to.
+    pub fn id(&self) -> &EntityId {
+        &self.id
+    }
+
+    /// The address of its TCP listener, as published in Redis.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The next message, waiting at most `timeout` (forever if `None`).
+    ///
+    /// Fails with [`Error::Timeout`] when nothing came in time, and with
+    /// [`Error::MailboxClosed`] once the mailbox was terminated or closed.
+    pub async fn recv(&mut self, timeout: Option<Duration>) -> Result<Envelope, Error> {
+        let closed = || Error::MailboxClosed(self.id.clone());
+        let rx = self.rx.as_mut().ok_or_else(closed)?;
+        let next = match timeout {
+            Some(t) => tokio::time::timeout(t, rx.recv())
+                .await
+                .map_err(|_| Error::Timeout(t))?,
+            None => rx.recv().await,
+        };
+        next.map(Delivery::take).ok_or_else(closed)
+    }
+
+    /// Stops listening and deletes the published address. The mailbox is not
+    /// terminated: senders queue in Redis until it is opened again. Messages
+    /// received but not yet taken go back to Redis (or to their sender).
+    pub async fn close(mut self) -> Result<(), Error> {
+        match self.rx.take() {
+            Some(rx) => {
+                shutdown(
+                    self.actor.clone(),
+                    rx,
+                    self.exchange.clone(),
+                    self.id.clone(),
+                )
+                .await
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        let Some(rx) = self.rx.take() else { return };
+        let task = shutdown(
+            self.actor.clone(),
+            rx,
+            self.exchange.clone(),
+            self.id.clone(),
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = task.await {
+                        error!("closing a dropped mailbox failed: {e}");
+                    }
+                });
+            }
+            Err(_) => self.actor.do_send(Close),
+        }
+    }
+}
+
+async fn shutdown(
+    actor: Addr<MailboxActor>,
+    mut rx: mpsc::Receiver<Delivery>,
+    exchange: HybridExchange,
+    id: EntityId,
+) -> Result<(), Error> {
+    actor.do_send(Close);
+    let mut popped = Vec::new();
+    while let Some(delivery) = rx.recv().await {
+        if let Origin::Redis(raw) = delivery.origin {
+            popped.push(raw);
+        }
+    }
+    exchange.push_front(&id, popped).await
+}
+
+/// A message in the local FIFO, with what is owed to where it came from.
+#[derive(Debug)]
+struct Delivery {
+    envelope: Envelope,
+    origin: Origin,
+}
+
+#[derive(Debug)]
+enum Origin {
+    /// Popped from the Redis queue: the raw entry, to push back on close.
+    Redis(Bytes),
+    /// Read from a peer connection: acknowledge it when taken.
+    Peer(Arc<AckState>),
+}
+
+impl Delivery {
+    fn take(self) -> Envelope {
+        if let Origin::Peer(ack) = &self.origin {
+            ack.taken.fetch_add(1, Ordering::Release);
+            ack.notify.notify_one();
+        }
+        self.envelope
+    }
+}
+
+/// Per connection: how many of its messages were taken, for acknowledgement.
+#[derive(Debug, Default)]
+struct AckState {
+    taken: AtomicU64,
+    closed: AtomicBool,
+    notify: Notify,
+}
+
+/// Writes cumulative acknowledgements as messages are taken (coalesced, so a
+/// busy connection sends far fewer acks than messages), a keepalive when
+/// idle, and a last acknowledgement before it closes the connection.
+async fn write_acks(write: OwnedWriteHalf, state: Arc<AckState>, keepalive: Duration) {
+    let mut out = FramedWrite::new(write, codec(ACK_LEN));
+    let mut reported = 0;
+    loop {
+        let closed = state.closed.load(Ordering::Acquire);
+        let taken = state.taken.load(Ordering::Acquire);
+        if taken != reported {
+            if out
+                .send(Bytes::copy_from_slice(&taken.to_be_bytes()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            reported = taken;
+        }
+        if closed {
+            break;
+        }
+        if tokio::time::timeout(keepalive, state.notify.notified())
+            .await
+            .is_err()
+            && out
+                .send(Bytes::copy_from_slice(&reported.to_be_bytes()))
+                .await
+                .is_err()
+        {
+            return;
+        }
+    }
+    let _ = SinkExt::<Bytes>::close(&mut out).await;
+}
+
+/// One authenticated peer connection.
+struct Conn {
+    stream: SpawnHandle,
+    ack: Arc<AckState>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.ack.closed.store(true, Ordering::Release);
+        self.ack.notify.notify_one();
+    }
+}
+
+/// A frame (or the end) of peer connection `.0`.
+enum Inbound {
+    Frame(u64, std::io::Result<BytesMut>),
+    End(u64),
+}
+
+impl Message for Inbound {
+    type Result = ();
+}
+
+/// Stop listening, wake the watcher, and stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Close;
+
+struct MailboxActor {
+    id: EntityId,
+    exchange: HybridExchange,
+    address: String,
+    listener: Option<TcpListener>,
+    tx: mpsc::Sender<Delivery>,
+    /// Deliveries waiting for room in the FIFO while the actor is paused.
+    overflow: VecDeque<Delivery>,
+    wake_key: String,
+    conns: HashMap<u64, Conn>,
+    next_conn: u64,
+    handshaking: usize,
+    accept: Option<SpawnHandle>,
+    closing: bool,
+}
+
+impl Actor for MailboxActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(listener) = self.listener.take() {
+            let accepted = stream::unfold(listener, |listener| async move {
+                let accepted = listener.accept().await;
+                if accepted.is_err() {
+                    // Out of file descriptors and the like: do not spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Some((Accepted(accepted), listener))
+            });
+            self.accept = Some(ctx.add_stream(accepted));
+        }
+        let queue = self.exchange.keys().queue(self.id.uid());
+        ctx.add_stream(watcher::watch(
+            self.exchange.redis_client(),
+            queue,
+            self.wake_key.clone(),
+        ));
+    }
+}
+
+/// The result of one `accept`.
+struct Accepted(std::io::Result<(TcpStream, SocketAddr)>);
+
+impl Message for Accepted {
+    type Result = ();
+}
+
+impl StreamHandler<Accepted> for MailboxActor {
+    fn handle(&mut self, Accepted(accepted): Accepted, ctx: &mut Context<Self>) {
+        let (mut stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => return warn!(mailbox = %self.id, "accept failed: {e}"),
+        };
+        let config = self.exchange.config();
+        if self.closing {
+            return;
+        }
+        if self.conns.len() + self.handshaking >= config.max_connections {
+            return warn!(mailbox = %self.id, %peer, "refused: {} connections already open", config.max_connections);
+        }
+        self.handshaking += 1;
+        let secret = config.link.secret.clone();
+        let limit = config.connect_timeout.max(Duration::from_secs(5));
+        let me = self.id.uid();
+        let handshake = async move {
+            stream.set_nodelay(true)?;
+            tokio::time::timeout(limit, server_handshake(&mut stream, &secret, me))
+                .await
+                .map_err(|_| Error::Timeout(limit))??;
+            Ok::<_, Error>(stream)
+        };
+        ctx.spawn(handshake.into_actor(self).map(move |result, act, ctx| {
+            act.handshaking -= 1;
+            match result {
+                Ok(stream) if !act.closing => act.add_connection(stream, ctx),
+                Ok(_) => {}
+                Err(e) => warn!(mailbox = %act.id, %peer, "refused a peer connection: {e}"),
+            }
+        }));
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl MailboxActor {
+    fn add_connection(&mut self, stream: TcpStream, ctx: &mut Context<Self>) {
+        let config = self.exchange.config();
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let (read, write) = stream.into_split();
+        let ack = Arc::new(AckState::default());
+        tokio::spawn(write_acks(write, ack.clone(), config.link.peer_timeout / 3));
+        let frames = FramedRead::new(read, codec(config.link.max_frame_len))
+            .map(move |frame| Inbound::Frame(conn, frame))
+            .chain(stream::once(async move { Inbound::End(conn) }));
+        let stream = ctx.add_stream(frames);
+        self.conns.insert(conn, Conn { stream, ack });
+    }
+
+    fn drop_connection(&mut self, conn: u64, ctx: &mut Context<Self>) {
+        if let Some(conn) = self.conns.remove(&conn) {
+            ctx.cancel_future(conn.stream);
+        }
+    }
+
+    /// Puts a message in the FIFO; if it is full, pauses the actor (and so
+    /// every stream it reads) until there is room.
+    fn deliver(&mut self, delivery: Delivery, ctx: &mut Context<Self>) {
+        if !self.overflow.is_empty() {
+            return self.overflow.push_back(delivery);
+        }
+        match self.tx.try_send(delivery) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(delivery)) => {
+                self.overflow.push_back(delivery);
+                let drain = actix::fut::ready(()).then(|(), act: &mut Self, _| {
+                    let waiting: Vec<_> = act.overflow.drain(..).collect();
+                    let tx = act.tx.clone();
+                    async move {
+                        for delivery in waiting {
+                            if tx.send(delivery).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    .into_actor(act)
+                });
+                ctx.wait(drain);
+            }
+            Err(mpsc::error::TrySendError::Closed(delivery)) => {
+                error!(mailbox = %self.id, tag = %delivery.envelope.tag, "mailbox reader is gone; message not delivered");
+            }
+        }
+    }
+
+    fn stop_listening(&mut self, ctx: &mut Context<Self>) {
+        self.closing = true;
+        if let Some(accept) = self.accept.take() {
+            ctx.cancel_future(accept);
+        }
+        for (_, conn) in self.conns.drain() {
+            ctx.cancel_future(conn.stream);
+        }
+    }
+
+    fn terminated(&mut self, ctx: &mut Context<Self>) {
+        debug!(mailbox = %self.id, "mailbox terminated");
+        self.stop_listening(ctx);
+        let (exchange, id, address) =
+            (self.exchange.clone(), self.id.clone(), self.address.clone());
+        tokio::spawn(async move {
+            if let Err(e) = exchange.unpublish_address(&id, &address).await {
+                warn!(mailbox = %id, "could not delete the address of a terminated mailbox: {e}");
+            }
+        });
+        ctx.stop();
+    }
+}
+
+impl StreamHandler<Inbound> for MailboxActor {
+    fn handle(&mut self, item: Inbound, ctx: &mut Context<Self>) {
+        let (conn, frame) = match item {
+            Inbound::End(conn) => return self.drop_connection(conn, ctx),
+            Inbound::Frame(conn, frame) => (conn, frame),
+        };
+        let Some(ack) = self.conns.get(&conn).map(|c| c.ack.clone()) else {
+            return;
+        };
+        let problem = match frame
+            .map_err(Error::from)
+            .and_then(|f| Envelope::decode(&f))
+        {
+            Ok(envelope) if envelope.dest == self.id => {
+                return self.deliver(
+                    Delivery {
+                        envelope,
+                        origin: Origin::Peer(ack),
+                    },
+                    ctx,
+                );
+            }
+            Ok(envelope) => format!("message for {} arrived at the wrong mailbox", envelope.dest),
+            Err(e) => e.to_string(),
+        };
+        // Nothing after a bad frame is read; unacknowledged messages go back
+        // to the sender, which re-routes them through Redis.
+        warn!(mailbox = %self.id, "closing a peer connection: {problem}");
+        self.drop_connection(conn, ctx);
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl StreamHandler<Watched> for MailboxActor {
+    fn handle(&mut self, item: Watched, ctx: &mut Context<Self>) {
+        match item {
+            Watched::Batch(batch) => {
+                for raw in batch {
+                    if raw == crate::exchange::keys::CLOSE_SENTINEL {
+                        return self.terminated(ctx);
+                    }
+                    match Envelope::decode(&raw) {
+                        Ok(envelope) => {
+                            let origin = Origin::Redis(raw.into());
+                            self.deliver(Delivery { envelope, origin }, ctx);
+                        }
+                        Err(e) => {
+                            error!(mailbox = %self.id, "discarding an undecodable entry of the Redis queue: {e}")
+                        }
+                    }
+                }
+            }
+            Watched::Failed(e) => error!(mailbox = %self.id, "redis watcher failed, retrying: {e}"),
+            Watched::Woken => ctx.stop(),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Close> for MailboxActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.stop_listening(ctx);
+        let (exchange, id, address, wake) = (
+            self.exchange.clone(),
+            self.id.clone(),
+            self.address.clone(),
+            self.wake_key.clone(),
+        );
+        let wake_watcher = async move {
+            exchange.unpublish_address(&id, &address).await?;
+            exchange.wake(&wake).await
+        };
+        ctx.spawn(wake_watcher.into_actor(self).map(|result, act, ctx| {
+            if let Err(e) = result {
+                error!(mailbox = %act.id, "could not wake the Redis watcher; stopping without it: {e}");
+                ctx.stop();
+            }
+        }));
+        ctx.run_later(CLOSE_GRACE, |act, ctx| {
+            warn!(mailbox = %act.id, "the Redis watcher did not stop in time");
+            ctx.stop();
+        });
+    }
+}

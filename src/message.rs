@@ -1,0 +1,199 @@
+//! The wire format: one [`Envelope`] (routing header and a [`Body`]) encoded
+//! as MessagePack. The same bytes travel in a TCP frame or sit in a Redis list.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::identifier::EntityId;
+
+/// The protocol version written in every envelope and in the peer handshake.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// A message with its routing header.
+///
+/// ```
+/// use actix_academy::{Body, ClientId, Envelope};
+/// let (a, b) = (ClientId::new(None), ClientId::new(None));
+/// let ping = Envelope::new(a.into(), b.into(), Body::PingRequest);
+/// let bytes = ping.encode().unwrap();
+/// assert_eq!(Envelope::decode(&bytes).unwrap(), ping);
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Protocol version of the sender.
+    pub version: u8,
+    /// Pairs a request with its response.
+    pub tag: Uuid,
+    /// Sender's mailbox.
+    pub src: EntityId,
+    /// Receiver's mailbox.
+    pub dest: EntityId,
+    /// Which of several handles sharing a mailbox should get the response.
+    pub label: Option<Uuid>,
+    /// What the message says.
+    pub body: Body,
+}
+
+/// The content of a message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Body {
+    /// Invoke `action` with MessagePack-encoded `args`.
+    ActionRequest {
+        /// Action name, as the behavior declares it.
+        action: String,
+        /// The action message, MessagePack-encoded.
+        #[serde(with = "serde_bytes")]
+        args: Vec<u8>,
+    },
+    /// The outcome of an action: the encoded result, or why there is none.
+    ActionResponse {
+        /// Action name, echoed from the request.
+        action: String,
+        /// The encoded result, or a runtime error.
+        result: Result<serde_bytes::ByteBuf, RemoteError>,
+    },
+    /// Are you there?
+    PingRequest,
+    /// Yes.
+    PingResponse,
+    /// Please stop.
+    ShutdownRequest,
+    /// Stopping (or why not).
+    ShutdownResponse {
+        /// Empty on success.
+        result: Result<(), RemoteError>,
+    },
+}
+
+/// An error raised on the far side of a request, carried back to the caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct RemoteError {
+    /// What kind of failure.
+    pub kind: RemoteErrorKind,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// The kinds of [`RemoteError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RemoteErrorKind {
+    /// The behavior does not declare this action.
+    UnknownAction,
+    /// The arguments did not decode as the action's message.
+    BadPayload,
+    /// The agent stopped before answering.
+    AgentStopped,
+    /// Anything else.
+    Internal,
+}
+
+impl Envelope {
+    /// A new message with a fresh tag and no label.
+    pub fn new(src: EntityId, dest: EntityId, body: Body) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            tag: Uuid::new_v4(),
+            src,
+            dest,
+            label: None,
+            body,
+        }
+    }
+
+    /// The response to this message: same tag and label, ends swapped.
+    pub fn reply(&self, body: Body) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            tag: self.tag,
+            src: self.dest.clone(),
+            dest: self.src.clone(),
+            label: self.label,
+            body,
+        }
+    }
+
+    /// MessagePack bytes of this envelope.
+    pub fn encode(&self) -> Result<Bytes, Error> {
+        Ok(rmp_serde::to_vec(self)?.into())
+    }
+
+    /// Parses bytes written by [`Envelope::encode`]. Garbage is an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let envelope: Self = rmp_serde::from_slice(bytes)?;
+        if envelope.version != PROTOCOL_VERSION {
+            return Err(Error::UnsupportedVersion(envelope.version));
+        }
+        Ok(envelope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identifier::{ClientId, Role};
+
+    fn sample(body: Body) -> Envelope {
+        Envelope::new(
+            ClientId::new(Some("a")).into(),
+            EntityId::new(Role::Agent, None),
+            body,
+        )
+    }
+
+    #[test]
+    fn every_body_round_trips() {
+        let bodies = [
+            Body::ActionRequest {
+                action: "add".into(),
+                args: vec![1, 2, 3],
+            },
+            Body::ActionResponse {
+                action: "add".into(),
+                result: Ok(serde_bytes::ByteBuf::from(vec![9])),
+            },
+            Body::ActionResponse {
+                action: "add".into(),
+                result: Err(RemoteError {
+                    kind: RemoteErrorKind::UnknownAction,
+                    message: "no".into(),
+                }),
+            },
+            Body::PingRequest,
+            Body::PingResponse,
+            Body::ShutdownRequest,
+            Body::ShutdownResponse { result: Ok(()) },
+        ];
+        for body in bodies {
+            let env = sample(body);
+            assert_eq!(Envelope::decode(&env.encode().unwrap()).unwrap(), env);
+        }
+    }
+
+    #[test]
+    fn reply_swaps_ends_and_keeps_tag_and_label() {
+        let mut req = sample(Body::PingRequest);
+        req.label = Some(Uuid::new_v4());
+        let resp = req.reply(Body::PingResponse);
+        assert_eq!((resp.src, resp.dest), (req.dest.clone(), req.src.clone()));
+        assert_eq!((resp.tag, resp.label), (req.tag, req.label));
+    }
+
+    #[test]
+    fn garbage_and_other_versions_are_errors() {
+        for bad in [&b""[..], b"\x00", b"<CLOSED>", &[0xff; 64], &[0x96, 0x01]] {
+            assert!(Envelope::decode(bad).is_err(), "{bad:?}");
+        }
+        let mut env = sample(Body::PingRequest);
+        env.version = 99;
+        let bytes = rmp_serde::to_vec(&env).unwrap();
+        assert!(matches!(
+            Envelope::decode(&bytes),
+            Err(Error::UnsupportedVersion(99))
+        ));
+    }
+}

@@ -1,0 +1,167 @@
+//! Test support: a private `redis-server` per test, on a free loopback port,
+//! killed when dropped; and small helpers shared by the test files.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix_academy::{Behavior, HybridExchange, HybridExchangeBuilder};
+
+/// A `redis-server` child process that keeps nothing on disk.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        for _ in 0..20 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut server = Self { child: None, port };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("could not start redis-server: is it installed?");
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--loglevel", "warning", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be on PATH");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.ping() {
+                return true;
+            }
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+        false
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        assert!(
+            self.spawn(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
+    }
+
+    /// A plain synchronous client, to look at the keys as an operator would.
+    pub fn client(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// An exchange builder on this server, in a fresh namespace.
+    pub fn builder(&self) -> HybridExchangeBuilder {
+        HybridExchange::builder(self.url())
+            .random_namespace()
+            .secret("test secret")
+    }
+
+    pub async fn exchange(&self) -> HybridExchange {
+        self.builder().start().await.expect("exchange starts")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until `n` clients are blocked in Redis (watchers parked in `BLPOP`).
+pub async fn wait_for_blocked_clients(redis: &RedisServer, n: usize) {
+    for _ in 0..500 {
+        let info: String = redis::cmd("INFO")
+            .arg("clients")
+            .query(&mut redis.client())
+            .unwrap();
+        let blocked = info
+            .lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        if blocked == Some(n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{n} clients never blocked");
+}
+
+/// Logs to the test's captured output; `RUST_LOG` filters.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub struct A;
+impl Behavior for A {
+    fn name() -> &'static str {
+        "tests::A"
+    }
+}
+
+pub struct B;
+impl Behavior for B {
+    fn name() -> &'static str {
+        "tests::B"
+    }
+}
+
+/// Declares B in its lineage, like a Python subclass of B.
+pub struct C;
+impl Behavior for C {
+    fn name() -> &'static str {
+        "tests::C"
+    }
+    fn lineage() -> Vec<&'static str> {
+        vec![Self::name(), B::name()]
+    }
+}
