@@ -165,3 +165,60 @@ impl Behavior for C {
         vec![Self::name(), B::name()]
     }
 }
+
+/// A hand-rolled peer: the client side of the handshake, written from the
+/// protocol description, so the tests check the wire format itself.
+pub mod raw {
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use uuid::Uuid;
+
+    fn proof(secret: &[u8], side: &[u8], dest: Uuid, client: &[u8], server: &[u8]) -> Vec<u8> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+        for part in [side, dest.as_bytes(), client, server] {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Connects and authenticates; fails if the server does not answer properly.
+    pub async fn connect(address: std::net::SocketAddr, secret: &[u8], dest: Uuid) -> std::io::Result<TcpStream> {
+        let mut stream = TcpStream::connect(address).await?;
+        let nonce = [7u8; 16];
+        let mut hello = b"ACAD\x01".to_vec();
+        hello.extend_from_slice(dest.as_bytes());
+        hello.extend_from_slice(&nonce);
+        stream.write_all(&hello).await?;
+        let mut reply = [0u8; 53];
+        stream.read_exact(&mut reply).await?;
+        let server_nonce = &reply[5..21];
+        if &reply[..5] != b"ACAD\x01" || reply[21..] != proof(secret, b"server", dest, &nonce, server_nonce)[..] {
+            return Err(std::io::Error::other("the server's proof is wrong"));
+        }
+        stream.write_all(&proof(secret, b"client", dest, &nonce, server_nonce)).await?;
+        Ok(stream)
+    }
+
+    /// A length-prefixed frame.
+    pub fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// True once the server has closed the connection (EOF or reset);
+    /// acknowledgement frames it sends meanwhile are skipped.
+    pub async fn closed_by_server(stream: &mut TcpStream, within: std::time::Duration) -> bool {
+        let mut buf = [0u8; 256];
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+            }
+        }
+    }
+}
