@@ -9,8 +9,14 @@ use actix_academy::{Body, Envelope, HybridExchange};
 
 #[actix::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-    let exchange = match HybridExchange::builder(&url).random_namespace().start().await {
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    let exchange = match HybridExchange::builder(&url)
+        .random_namespace()
+        .start()
+        .await
+    {
         Ok(exchange) => exchange,
         Err(e) => {
             eprintln!("cannot reach Redis at {url}: {e}\nstart one with: redis-server --port 6379 --save '' --appendonly no");
@@ -21,7 +27,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bob = exchange.register_client(Some("bob")).await?;
 
     for _ in 0..3 {
-        exchange.send(Envelope::new(alice.clone().into(), bob.clone().into(), Body::PingRequest)).await?;
+        exchange
+            .send(Envelope::new(
+                alice.clone().into(),
+                bob.clone().into(),
+                Body::PingRequest,
+            ))
+            .await?;
     }
     println!("sent 3 pings while {bob} was offline: they wait in Redis");
 
@@ -35,10 +47,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rounds = 1000;
     let started = Instant::now();
     for _ in 0..rounds {
-        exchange.send(Envelope::new(alice.clone().into(), bob.clone().into(), Body::PingRequest)).await?;
+        exchange
+            .send(Envelope::new(
+                alice.clone().into(),
+                bob.clone().into(),
+                Body::PingRequest,
+            ))
+            .await?;
         inbox.recv(Some(Duration::from_secs(5))).await?;
     }
-    println!("{rounds} direct sends, each received before the next: {:?} per message", started.elapsed() / rounds);
+    println!(
+        "{rounds} direct sends, each received before the next: {:?} per message",
+        started.elapsed() / rounds
+    );
 
     inbox.close().await?;
     exchange.terminate(&alice).await?;

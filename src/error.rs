@@ -45,6 +45,24 @@ pub enum Error {
     /// A peer connection broke the protocol or went away.
     #[error("peer connection: {0}")]
     Peer(&'static str),
+    /// The handle was closed: pending and new calls fail.
+    #[error("the handle was closed")]
+    HandleClosed,
+    /// The agent answered with an error of the runtime (unknown action,
+    /// undecodable arguments, agent stopped before answering).
+    #[error("remote error: {0}")]
+    Remote(#[from] crate::message::RemoteError),
+    /// The agent did not answer pings for too long: presumed dead.
+    #[error("{agent} has not answered for {silent:?}; presumed dead")]
+    Unresponsive {
+        /// The silent agent.
+        agent: EntityId,
+        /// How long it has been silent.
+        silent: Duration,
+    },
+    /// A reply whose body does not answer the request.
+    #[error("unexpected reply to a request: {0}")]
+    UnexpectedReply(String),
     /// The exchange (or the actor behind it) was closed.
     #[error("the exchange is closed")]
     ExchangeClosed,

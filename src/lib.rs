@@ -6,18 +6,24 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod agent;
 mod behavior;
 mod error;
 pub mod exchange;
 mod frame;
+mod handle;
 mod identifier;
 mod mailbox;
 mod message;
 
-pub use behavior::Behavior;
+pub use agent::{Agent, AgentContext, AgentExit, DEFAULT_MAX_CONCURRENCY};
+#[doc(hidden)]
+pub use behavior::{action_name as __action_name, call as __call};
+pub use behavior::{ActionFuture, Behavior, Handles, StopAgent};
 pub use error::Error;
 pub use exchange::{HybridExchange, HybridExchangeBuilder, MailboxStatus};
 pub use frame::DEFAULT_MAX_FRAME_LEN;
+pub use handle::{Client, RemoteHandle, UnboundRemoteHandle, DEFAULT_LIVENESS_TIMEOUT};
 pub use identifier::{base32_to_uuid, uuid_to_base32, AgentId, ClientId, EntityId, Role};
 pub use mailbox::Mailbox;
 pub use message::{Body, Envelope, RemoteError, RemoteErrorKind, PROTOCOL_VERSION};

@@ -376,6 +376,12 @@ impl HybridExchange {
             .collect()
     }
 
+    /// An unbound handle to agent `id`: bind it to call the agent.
+    /// (A client id cannot be passed: handles are to agents only.)
+    pub fn get_handle<B: Behavior>(&self, id: AgentId<B>) -> crate::UnboundRemoteHandle<B> {
+        crate::UnboundRemoteHandle::new(id)
+    }
+
     /// Opens the receiving end of `id`'s mailbox: a TCP listener whose address
     /// is published, and a Redis watcher that drains messages queued meanwhile.
     pub async fn get_mailbox(&self, id: &EntityId) -> Result<Mailbox, Error> {

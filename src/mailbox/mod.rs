@@ -131,6 +131,22 @@ impl Mailbox {
     }
 }
 
+/// A mailbox is also a stream of its messages, ending when it is closed or
+/// terminated; an actor can read it with `ctx.add_stream(mailbox)`.
+impl futures::Stream for Mailbox {
+    type Item = Envelope;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Envelope>> {
+        match self.rx.as_mut() {
+            Some(rx) => rx.poll_recv(cx).map(|next| next.map(Delivery::take)),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}
+
 impl Drop for Mailbox {
     fn drop(&mut self) {
         let Some(rx) = self.rx.take() else { return };

@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actix_academy::{Behavior, HybridExchange, HybridExchangeBuilder};
+use actix_academy::{HybridExchange, HybridExchangeBuilder};
 
 /// A `redis-server` child process that keeps nothing on disk.
 pub struct RedisServer {
@@ -141,29 +141,125 @@ pub fn init_tracing() {
         .try_init();
 }
 
-pub struct A;
-impl Behavior for A {
-    fn name() -> &'static str {
-        "tests::A"
-    }
+macro_rules! empty_behavior {
+    ($($name:ident),*) => {$(
+        pub struct $name;
+        impl actix::Actor for $name {
+            type Context = actix::Context<Self>;
+        }
+    )*};
 }
+empty_behavior!(A, B, C);
+actix_academy::behavior!(A { actions: [] });
+actix_academy::behavior!(B { actions: [] });
+// Declares B in its lineage, like a Python subclass of B.
+actix_academy::behavior!(C {
+    actions: [],
+    implements: [B]
+});
 
-pub struct B;
-impl Behavior for B {
-    fn name() -> &'static str {
-        "tests::B"
-    }
-}
+/// The behaviors the agent tests call.
+pub mod agents {
+    use actix::prelude::*;
+    use actix_academy::{AgentContext, UnboundRemoteHandle};
+    use serde::{Deserialize, Serialize};
+    use std::time::Duration;
 
-/// Declares B in its lineage, like a Python subclass of B.
-pub struct C;
-impl Behavior for C {
-    fn name() -> &'static str {
-        "tests::C"
+    #[derive(Default)]
+    pub struct Counter {
+        pub count: i64,
     }
-    fn lineage() -> Vec<&'static str> {
-        vec![Self::name(), B::name()]
+    impl Actor for Counter {
+        type Context = Context<Self>;
     }
+
+    #[derive(Message, Serialize, Deserialize)]
+    #[rtype(result = "i64")]
+    pub struct Increment(pub i64);
+    impl Handler<Increment> for Counter {
+        type Result = i64;
+        fn handle(&mut self, m: Increment, _: &mut Context<Self>) -> i64 {
+            self.count += m.0;
+            self.count
+        }
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    pub enum CounterError {
+        DivideByZero,
+    }
+
+    #[derive(Message, Serialize, Deserialize)]
+    #[rtype(result = "Result<i64, CounterError>")]
+    pub struct Divide(pub i64);
+    impl Handler<Divide> for Counter {
+        type Result = Result<i64, CounterError>;
+        fn handle(&mut self, m: Divide, _: &mut Context<Self>) -> Self::Result {
+            if m.0 == 0 {
+                return Err(CounterError::DivideByZero);
+            }
+            self.count /= m.0;
+            Ok(self.count)
+        }
+    }
+
+    /// Sleeps (without blocking the thread) for the given milliseconds.
+    #[derive(Message, Serialize, Deserialize)]
+    #[rtype(result = "u64")]
+    pub struct Sleep(pub u64);
+    impl Handler<Sleep> for Counter {
+        type Result = ResponseFuture<u64>;
+        fn handle(&mut self, m: Sleep, _: &mut Context<Self>) -> Self::Result {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(m.0)).await;
+                m.0
+            })
+        }
+    }
+
+    /// Stops the actor on its own, as a crash of the behavior would.
+    #[derive(Message, Serialize, Deserialize)]
+    #[rtype(result = "()")]
+    pub struct Crash;
+    impl Handler<Crash> for Counter {
+        type Result = ();
+        fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+            ctx.stop();
+        }
+    }
+
+    actix_academy::behavior!(Counter {
+        actions: [Increment, Divide, Sleep, Crash]
+    });
+
+    /// Forwards increments to a counter it is handed.
+    pub struct Relay {
+        pub agent: AgentContext,
+    }
+    impl Actor for Relay {
+        type Context = Context<Self>;
+    }
+
+    #[derive(Message, Serialize, Deserialize)]
+    #[rtype(result = "Result<i64, String>")]
+    pub struct Forward {
+        pub to: UnboundRemoteHandle<Counter>,
+        pub n: i64,
+    }
+    impl Handler<Forward> for Relay {
+        type Result = ResponseFuture<Result<i64, String>>;
+        fn handle(&mut self, m: Forward, _: &mut Context<Self>) -> Self::Result {
+            let counter = self.agent.bind(m.to);
+            Box::pin(async move {
+                counter
+                    .action(Increment(m.n))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }
+    }
+
+    actix_academy::behavior!(Relay { actions: [Forward] });
 }
 
 /// A hand-rolled peer: the client side of the handshake, written from the
@@ -184,7 +280,11 @@ pub mod raw {
     }
 
     /// Connects and authenticates; fails if the server does not answer properly.
-    pub async fn connect(address: std::net::SocketAddr, secret: &[u8], dest: Uuid) -> std::io::Result<TcpStream> {
+    pub async fn connect(
+        address: std::net::SocketAddr,
+        secret: &[u8],
+        dest: Uuid,
+    ) -> std::io::Result<TcpStream> {
         let mut stream = TcpStream::connect(address).await?;
         let nonce = [7u8; 16];
         let mut hello = b"ACAD\x01".to_vec();
@@ -194,10 +294,14 @@ pub mod raw {
         let mut reply = [0u8; 53];
         stream.read_exact(&mut reply).await?;
         let server_nonce = &reply[5..21];
-        if &reply[..5] != b"ACAD\x01" || reply[21..] != proof(secret, b"server", dest, &nonce, server_nonce)[..] {
+        if &reply[..5] != b"ACAD\x01"
+            || reply[21..] != proof(secret, b"server", dest, &nonce, server_nonce)[..]
+        {
             return Err(std::io::Error::other("the server's proof is wrong"));
         }
-        stream.write_all(&proof(secret, b"client", dest, &nonce, server_nonce)).await?;
+        stream
+            .write_all(&proof(secret, b"client", dest, &nonce, server_nonce))
+            .await?;
         Ok(stream)
     }
 

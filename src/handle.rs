@@ -1,0 +1,486 @@
+//! Typed remote handles. An [`UnboundRemoteHandle<B>`] is just an agent's id:
+//! cheap, serializable, safe to pass inside messages, and unable to call
+//! anything. Binding it (to a [`Client`] or, inside an agent, to the agent's
+//! own mailbox through [`AgentContext`](crate::AgentContext)) gives a
+//! [`RemoteHandle<B>`], whose `action` accepts exactly the messages `B`
+//! handles. Responses come back to the bound mailbox and are routed by the
+//! handle's label and the request's tag.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use actix::Message;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::debug;
+use uuid::Uuid;
+
+use crate::behavior::{Behavior, Handles};
+use crate::error::Error;
+use crate::exchange::HybridExchange;
+use crate::identifier::{AgentId, ClientId, EntityId};
+use crate::message::{Body, Envelope};
+
+/// Default time an agent may stay silent (no reply, no pong) while a call to
+/// it is pending, before the call fails with [`Error::Unresponsive`].
+pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Routes responses arriving at one mailbox to the handles bound to it.
+#[derive(Debug, Default)]
+pub(crate) struct Router {
+    handles: Mutex<HashMap<Uuid, Weak<HandleState>>>,
+}
+
+impl Router {
+    fn register(&self, state: &Arc<HandleState>) {
+        lock(&self.handles).insert(state.label, Arc::downgrade(state));
+    }
+
+    fn unregister(&self, label: Uuid) {
+        lock(&self.handles).remove(&label);
+    }
+
+    /// Hands a response to the handle that asked; drops strays with a note.
+    pub(crate) fn route(&self, envelope: Envelope) {
+        let state = envelope
+            .label
+            .and_then(|label| lock(&self.handles).get(&label).and_then(Weak::upgrade));
+        match state {
+            Some(state) => state.deliver(envelope),
+            None => debug!(tag = %envelope.tag, "response for a handle that is gone"),
+        }
+    }
+
+    /// Fails every pending call of every handle (the mailbox has closed).
+    pub(crate) fn fail_all(&self, error: impl Fn() -> Error) {
+        let states: Vec<_> = lock(&self.handles)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for state in states {
+            state.fail_all(&error);
+        }
+    }
+}
+
+/// One handle's calls in flight.
+#[derive(Debug)]
+struct HandleState {
+    label: Uuid,
+    pending: Mutex<HashMap<Uuid, oneshot::Sender<Result<Envelope, Error>>>>,
+    last_heard: Mutex<Instant>,
+    closed: AtomicBool,
+}
+
+impl HandleState {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            label: Uuid::new_v4(),
+            pending: Mutex::default(),
+            last_heard: Mutex::new(Instant::now()),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn deliver(&self, envelope: Envelope) {
+        *lock(&self.last_heard) = Instant::now();
+        if let Some(waiter) = lock(&self.pending).remove(&envelope.tag) {
+            let _ = waiter.send(Ok(envelope));
+        }
+    }
+
+    fn fail_all(&self, error: impl Fn() -> Error) {
+        for (_, waiter) in lock(&self.pending).drain() {
+            let _ = waiter.send(Err(error()));
+        }
+    }
+}
+
+/// A mailbox that handles can be bound to: a client's, or an agent's own.
+#[derive(Clone, Debug)]
+pub(crate) struct Endpoint {
+    pub(crate) exchange: HybridExchange,
+    pub(crate) me: EntityId,
+    pub(crate) router: Arc<Router>,
+}
+
+impl Endpoint {
+    pub(crate) fn bind<B>(
+        &self,
+        handle: UnboundRemoteHandle<B>,
+        owner: Option<Arc<Client>>,
+    ) -> RemoteHandle<B> {
+        let state = HandleState::new();
+        self.router.register(&state);
+        RemoteHandle {
+            agent: handle.agent,
+            shared: Arc::new(Shared {
+                endpoint: self.clone(),
+                state,
+                owner,
+            }),
+            liveness: Some(DEFAULT_LIVENESS_TIMEOUT),
+        }
+    }
+}
+
+/// A registered client with its own mailbox, to which handles can be bound.
+/// Responses are read by a background task. Closing (or dropping the last
+/// handle that owns it) terminates the client's mailbox.
+#[derive(Debug)]
+pub struct Client {
+    endpoint: Endpoint,
+    closed: AtomicBool,
+}
+
+impl Client {
+    /// Registers a client and opens its mailbox.
+    pub async fn connect(
+        exchange: &HybridExchange,
+        name: Option<&str>,
+    ) -> Result<Arc<Self>, Error> {
+        let id: ClientId = exchange.register_client(name).await?;
+        let mut mailbox = exchange.get_mailbox(&id).await?;
+        let router = Arc::new(Router::default());
+        let reader = router.clone();
+        tokio::spawn(async move {
+            loop {
+                match mailbox.recv(None).await {
+                    Ok(envelope) => reader.route(envelope),
+                    Err(e) => {
+                        let id = mailbox.id().clone();
+                        reader.fail_all(|| Error::MailboxClosed(id.clone()));
+                        debug!(client = %id, "client mailbox ended: {e}");
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Arc::new(Self {
+            endpoint: Endpoint {
+                exchange: exchange.clone(),
+                me: id.into(),
+                router,
+            },
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    /// The client's id.
+    pub fn id(&self) -> &EntityId {
+        &self.endpoint.me
+    }
+
+    /// Binds a handle to this client's mailbox.
+    pub fn bind<B>(self: &Arc<Self>, handle: UnboundRemoteHandle<B>) -> RemoteHandle<B> {
+        self.endpoint.bind(handle, None)
+    }
+
+    /// Fails the pending calls of every handle bound here with
+    /// [`Error::HandleClosed`] and terminates the client's mailbox.
+    pub async fn close(&self) -> Result<(), Error> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.endpoint.router.fail_all(|| Error::HandleClosed);
+        self.endpoint.exchange.terminate(&self.endpoint.me).await
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let (exchange, me) = (self.endpoint.exchange.clone(), self.endpoint.me.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { exchange.terminate(&me).await });
+        }
+    }
+}
+
+/// An agent's id as a handle that is not bound to any mailbox yet: it can be
+/// stored and sent to other agents, but not used until bound.
+///
+/// ```
+/// use actix_academy::{AgentId, UnboundRemoteHandle};
+/// struct Counter;
+/// let handle = UnboundRemoteHandle::new(AgentId::<Counter>::new(None));
+/// let bytes = rmp_serde::to_vec(&handle).unwrap();
+/// let back: UnboundRemoteHandle<Counter> = rmp_serde::from_slice(&bytes).unwrap();
+/// assert_eq!(back.agent_id(), handle.agent_id());
+/// ```
+pub struct UnboundRemoteHandle<B> {
+    agent: AgentId<B>,
+}
+
+impl<B> UnboundRemoteHandle<B> {
+    /// A handle to `agent`.
+    pub fn new(agent: AgentId<B>) -> Self {
+        Self { agent }
+    }
+
+    /// The agent this handle calls.
+    pub fn agent_id(&self) -> &AgentId<B> {
+        &self.agent
+    }
+
+    /// Binds the handle to a new client of its own (registered, with its own
+    /// mailbox); closing the handle terminates that client.
+    pub async fn bind_as_client(self, exchange: &HybridExchange) -> Result<RemoteHandle<B>, Error> {
+        let client = Client::connect(exchange, None).await?;
+        Ok(client.endpoint.bind(self, Some(client.clone())))
+    }
+}
+
+impl<B> Clone for UnboundRemoteHandle<B> {
+    fn clone(&self) -> Self {
+        Self::new(self.agent.clone())
+    }
+}
+
+impl<B> fmt::Debug for UnboundRemoteHandle<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UnboundRemoteHandle({})", self.agent)
+    }
+}
+
+impl<B> Serialize for UnboundRemoteHandle<B> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.agent.serialize(s)
+    }
+}
+
+impl<'de, B> Deserialize<'de> for UnboundRemoteHandle<B> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        AgentId::deserialize(d).map(Self::new)
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    endpoint: Endpoint,
+    state: Arc<HandleState>,
+    /// The client this handle created for itself, if any.
+    owner: Option<Arc<Client>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.endpoint.router.unregister(self.state.label);
+    }
+}
+
+/// A handle bound to a mailbox: calls the actions of agent `B`.
+///
+/// Clones share the binding; [`close`](Self::close) closes it for all.
+pub struct RemoteHandle<B> {
+    agent: AgentId<B>,
+    shared: Arc<Shared>,
+    liveness: Option<Duration>,
+}
+
+impl<B> Clone for RemoteHandle<B> {
+    fn clone(&self) -> Self {
+        Self {
+            agent: self.agent.clone(),
+            shared: self.shared.clone(),
+            liveness: self.liveness,
+        }
+    }
+}
+
+impl<B> fmt::Debug for RemoteHandle<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "RemoteHandle({} from {})",
+            self.agent, self.shared.endpoint.me
+        )
+    }
+}
+
+impl<B: Behavior> RemoteHandle<B> {
+    /// The agent this handle calls.
+    pub fn agent_id(&self) -> &AgentId<B> {
+        &self.agent
+    }
+
+    /// The mailbox responses come back to.
+    pub fn mailbox_id(&self) -> &EntityId {
+        &self.shared.endpoint.me
+    }
+
+    /// The same binding, unbound again (to pass to another agent).
+    pub fn unbound(&self) -> UnboundRemoteHandle<B> {
+        UnboundRemoteHandle::new(self.agent.clone())
+    }
+
+    /// How long the agent may stay silent while a call is pending before the
+    /// call fails with [`Error::Unresponsive`] (`None`: wait forever). While
+    /// waiting, the handle pings the agent, which answers even when busy.
+    pub fn with_liveness_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.liveness = timeout;
+        self
+    }
+
+    /// Calls action `M` and waits for its result.
+    ///
+    /// Compiles only if `B` handles `M`. An `M` whose result is
+    /// `Result<T, E>` gives the agent's `Err(e)` back, typed.
+    pub async fn action<M>(&self, message: M) -> Result<M::Result, Error>
+    where
+        B: Handles<M>,
+        M: Message + Send + Serialize + DeserializeOwned + 'static,
+        M::Result: Send + Serialize + DeserializeOwned,
+    {
+        self.action_within(message, None).await
+    }
+
+    /// [`action`](Self::action), failing with [`Error::Timeout`] after `timeout`.
+    pub async fn action_timeout<M>(&self, message: M, timeout: Duration) -> Result<M::Result, Error>
+    where
+        B: Handles<M>,
+        M: Message + Send + Serialize + DeserializeOwned + 'static,
+        M::Result: Send + Serialize + DeserializeOwned,
+    {
+        self.action_within(message, Some(timeout)).await
+    }
+
+    async fn action_within<M>(
+        &self,
+        message: M,
+        timeout: Option<Duration>,
+    ) -> Result<M::Result, Error>
+    where
+        B: Handles<M>,
+        M: Message + Send + Serialize + DeserializeOwned + 'static,
+        M::Result: Send + Serialize + DeserializeOwned,
+    {
+        let body = Body::ActionRequest {
+            action: <B as Handles<M>>::action_name().to_owned(),
+            args: rmp_serde::to_vec(&message)?,
+        };
+        match self.request(body, timeout).await?.body {
+            Body::ActionResponse {
+                result: Ok(bytes), ..
+            } => Ok(rmp_serde::from_slice(&bytes)?),
+            Body::ActionResponse { result: Err(e), .. } => Err(Error::Remote(e)),
+            other => Err(Error::UnexpectedReply(format!("{other:?}"))),
+        }
+    }
+
+    /// Round-trip time of a ping to the agent.
+    pub async fn ping(&self) -> Result<Duration, Error> {
+        let started = Instant::now();
+        match self.request(Body::PingRequest, None).await?.body {
+            Body::PingResponse => Ok(started.elapsed()),
+            other => Err(Error::UnexpectedReply(format!("{other:?}"))),
+        }
+    }
+
+    /// Asks the agent to shut down and waits until it has: its actor stopped,
+    /// its mailbox terminated, its pending requests answered with errors.
+    /// An agent that is already terminated counts as shut down.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        match self
+            .request(Body::ShutdownRequest, None)
+            .await
+            .map(|reply| reply.body)
+        {
+            Ok(Body::ShutdownResponse { result }) => Ok(result?),
+            Ok(other) => Err(Error::UnexpectedReply(format!("{other:?}"))),
+            Err(Error::MailboxClosed(id)) if id == *self.agent.entity() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Fails pending calls with [`Error::HandleClosed`] and refuses new ones.
+    /// A handle bound with `bind_as_client` also terminates its client.
+    pub async fn close(&self) -> Result<(), Error> {
+        let state = &self.shared.state;
+        if state.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        state.fail_all(|| Error::HandleClosed);
+        match &self.shared.owner {
+            Some(client) => client.close().await,
+            None => Ok(()),
+        }
+    }
+
+    async fn request(&self, body: Body, timeout: Option<Duration>) -> Result<Envelope, Error> {
+        let state = &self.shared.state;
+        if state.closed.load(Ordering::Acquire) {
+            return Err(Error::HandleClosed);
+        }
+        let endpoint = &self.shared.endpoint;
+        let mut envelope = Envelope::new(endpoint.me.clone(), self.agent.entity().clone(), body);
+        envelope.label = Some(state.label);
+        let tag = envelope.tag;
+        let (tx, rx) = oneshot::channel();
+        lock(&state.pending).insert(tag, tx);
+        let _forget = Forget { state, tag };
+        endpoint.exchange.send(envelope).await?;
+        let reply = self.wait(rx);
+        match timeout {
+            Some(t) => tokio::time::timeout(t, reply)
+                .await
+                .map_err(|_| Error::Timeout(t))?,
+            None => reply.await,
+        }
+    }
+
+    /// Waits for a reply; while it is missing, pings the agent now and then
+    /// and gives up once it has been silent for the liveness timeout.
+    async fn wait(
+        &self,
+        mut rx: oneshot::Receiver<Result<Envelope, Error>>,
+    ) -> Result<Envelope, Error> {
+        let closed = || Error::HandleClosed;
+        let Some(liveness) = self.liveness else {
+            return rx.await.unwrap_or_else(|_| Err(closed()));
+        };
+        let state = &self.shared.state;
+        let asked = Instant::now();
+        let check = (liveness / 5).max(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                reply = &mut rx => return reply.unwrap_or_else(|_| Err(closed())),
+                _ = tokio::time::sleep(check) => {
+                    let silent = lock(&state.last_heard).max(asked).elapsed();
+                    if silent >= liveness {
+                        return Err(Error::Unresponsive { agent: self.agent.entity().clone(), silent });
+                    }
+                    if silent >= check {
+                        let endpoint = &self.shared.endpoint;
+                        let mut ping = Envelope::new(endpoint.me.clone(), self.agent.entity().clone(), Body::PingRequest);
+                        ping.label = Some(state.label);
+                        endpoint.exchange.send(ping).await?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Removes a pending call's entry when the call ends, however it ends.
+struct Forget<'a> {
+    state: &'a HandleState,
+    tag: Uuid,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(&self.state.pending).remove(&self.tag);
+    }
+}
