@@ -177,11 +177,8 @@ impl<B: Behavior> Actor for Runtime<B> {
             ctx.add_stream(mailbox);
         }
         ctx.run_interval(Duration::from_millis(100), |act, ctx| {
-            if act.shutdown.is_none() && !act.behavior.connected() {
-                warn!(agent = %act.context.id(), "the behavior stopped on its own");
-                act.shutdown = Some(Ending::Failed);
-                act.stop_behavior_and_drain(ctx);
-                act.finish_if_idle(ctx);
+            if !act.behavior.connected() {
+                act.fail(Vec::new(), ctx);
             }
         });
     }
@@ -206,6 +203,9 @@ impl<B: Behavior> Actor for Runtime<B> {
 impl<B: Behavior> StreamHandler<Envelope> for Runtime<B> {
     fn handle(&mut self, envelope: Envelope, ctx: &mut Context<Self>) {
         match &envelope.body {
+            Body::ActionRequest { .. } if matches!(self.shutdown, Some(Ending::Failed)) => {
+                self.requeue(vec![envelope])
+            }
             Body::ActionRequest { .. } if self.shutdown.is_some() => self.refuse(&envelope),
             Body::ActionRequest { .. } if self.in_flight.len() >= self.max_concurrency => {
                 self.waiting.push_back(envelope)
@@ -223,7 +223,7 @@ impl<B: Behavior> StreamHandler<Envelope> for Runtime<B> {
         if self.shutdown.is_none() {
             // Terminated by someone else: a shutdown nobody waits for.
             self.shutdown = Some(Ending::Shutdown(Vec::new()));
-            self.stop_behavior_and_drain(ctx);
+            self.stop_behavior_and_refuse(ctx);
         }
         self.mailbox_done = true;
         self.finish_if_idle(ctx);
@@ -236,6 +236,9 @@ impl<B: Behavior> Runtime<B> {
         let Body::ActionRequest { action, args } = &envelope.body else {
             return;
         };
+        if !self.behavior.connected() {
+            return self.fail(vec![envelope], ctx);
+        }
         let Some(running) = B::dispatch(&self.behavior, action, args) else {
             let error = RemoteError {
                 kind: RemoteErrorKind::UnknownAction,
@@ -279,6 +282,32 @@ impl<B: Behavior> Runtime<B> {
         self.answer(request, Err(error));
     }
 
+    /// The behavior stopped on its own: requests it took but did not answer
+    /// go back to the front of the Redis queue, for a restarted agent.
+    fn fail(&mut self, mut orphans: Vec<Envelope>, ctx: &mut Context<Self>) {
+        if self.shutdown.is_none() {
+            warn!(agent = %self.context.id(), "the behavior stopped on its own");
+            self.shutdown = Some(Ending::Failed);
+        }
+        orphans.extend(self.in_flight.drain().map(|(_, request)| request));
+        orphans.extend(self.waiting.drain(..));
+        self.requeue(orphans);
+        self.finish_if_idle(ctx);
+    }
+
+    fn requeue(&self, requests: Vec<Envelope>) {
+        if requests.is_empty() {
+            return;
+        }
+        let frames: Result<Vec<_>, _> = requests.iter().map(Envelope::encode).collect();
+        let (exchange, id) = (self.context.exchange().clone(), self.context.id().clone());
+        tokio::spawn(async move {
+            if let Err(e) = async { exchange.push_front(&id, frames?).await }.await {
+                warn!(agent = %id, "could not return unanswered requests to Redis: {e}");
+            }
+        });
+    }
+
     /// Sends a reply in the background; it must not die with this actor.
     fn reply(&self, envelope: Envelope) {
         let exchange = self.context.exchange().clone();
@@ -299,7 +328,7 @@ impl<B: Behavior> Runtime<B> {
             None => self.shutdown = Some(Ending::Shutdown(vec![request])),
         }
         debug!(agent = %self.context.id(), "shutting down");
-        self.stop_behavior_and_drain(ctx);
+        self.stop_behavior_and_refuse(ctx);
         // Terminating wakes the mailbox: it delivers what it holds (refused
         // above), then ends, and `finished` completes the shutdown.
         let (exchange, id) = (self.context.exchange().clone(), self.context.id().clone());
@@ -317,7 +346,7 @@ impl<B: Behavior> Runtime<B> {
 
     /// Stops the behavior and answers everything it will not serve:
     /// actions in flight are abandoned, not awaited.
-    fn stop_behavior_and_drain(&mut self, _: &mut Context<Self>) {
+    fn stop_behavior_and_refuse(&mut self, _: &mut Context<Self>) {
         self.behavior.do_send(crate::behavior::StopAgent);
         let abandoned: Vec<_> = self.in_flight.drain().map(|(_, request)| request).collect();
         for request in abandoned.iter().chain(&std::mem::take(&mut self.waiting)) {

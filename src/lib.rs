@@ -13,6 +13,7 @@ pub mod exchange;
 mod frame;
 mod handle;
 mod identifier;
+mod launcher;
 mod mailbox;
 mod message;
 
@@ -25,5 +26,6 @@ pub use exchange::{HybridExchange, HybridExchangeBuilder, MailboxStatus};
 pub use frame::DEFAULT_MAX_FRAME_LEN;
 pub use handle::{Client, RemoteHandle, UnboundRemoteHandle, DEFAULT_LIVENESS_TIMEOUT};
 pub use identifier::{base32_to_uuid, uuid_to_base32, AgentId, ClientId, EntityId, Role};
+pub use launcher::{Launcher, Outcome};
 pub use mailbox::Mailbox;
 pub use message::{Body, Envelope, RemoteError, RemoteErrorKind, PROTOCOL_VERSION};

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_academy::{
-    base32_to_uuid, uuid_to_base32, AgentId, Body, ClientId, EntityId, Envelope, Error,
+    base32_to_uuid, uuid_to_base32, AgentId, Behavior, Body, ClientId, EntityId, Envelope, Error,
     HybridExchange, MailboxStatus,
 };
 use redis::Commands;
@@ -76,7 +76,8 @@ async fn keys_carry_the_namespace_and_base32_ids() {
     let status: String = con.get(format!("myns:status:{c}")).unwrap();
     assert_eq!(status, "ACTIVE");
     let lineage: String = con.get(format!("myns:behavior:{a}")).unwrap();
-    assert_eq!(lineage, "tests::C,tests::B");
+    assert_eq!(lineage, format!("{},{}", C::name(), B::name()));
+    assert_eq!(C::name(), "exchange::support::C");
     let keys: Vec<String> = con.keys("*").unwrap();
     assert!(keys.iter().all(|k| k.starts_with("myns:")), "{keys:?}");
 
