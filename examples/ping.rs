@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("sent 3 pings while {bob} was offline: they wait in Redis");
 
     let mut inbox = exchange.get_mailbox(&bob).await?;
-    println!("{bob} listens on {}", inbox.address());
+    println!("{bob} listens on {}", inbox.address().unwrap());
     for _ in 0..3 {
         let message = inbox.recv(Some(Duration::from_secs(5))).await?;
         println!("  {} got {:?} from {}", bob, message.body, message.src);

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::behavior::Behavior;
 use crate::error::Error;
-use crate::exchange::HybridExchange;
+use crate::exchange::Exchange;
 use crate::handle::{Endpoint, RemoteHandle, Router, UnboundRemoteHandle};
 use crate::identifier::{AgentId, EntityId};
 use crate::mailbox::Mailbox;
@@ -45,7 +45,7 @@ impl AgentContext {
     }
 
     /// The exchange the agent is registered with.
-    pub fn exchange(&self) -> &HybridExchange {
+    pub fn exchange(&self) -> &Exchange {
         &self.endpoint.exchange
     }
 
@@ -85,7 +85,7 @@ impl<B: Behavior> Agent<B> {
     pub async fn launch(
         behavior: B,
         id: AgentId<B>,
-        exchange: &HybridExchange,
+        exchange: &Exchange,
     ) -> Result<Self, Error> {
         Self::launch_with(id, exchange, DEFAULT_MAX_CONCURRENCY, |_| behavior).await
     }
@@ -94,7 +94,7 @@ impl<B: Behavior> Agent<B> {
     /// context (to keep it for calling peers) and bounding concurrent actions.
     pub async fn launch_with<F>(
         id: AgentId<B>,
-        exchange: &HybridExchange,
+        exchange: &Exchange,
         max_concurrency: usize,
         make: F,
     ) -> Result<Self, Error>
@@ -299,10 +299,9 @@ impl<B: Behavior> Runtime<B> {
         if requests.is_empty() {
             return;
         }
-        let frames: Result<Vec<_>, _> = requests.iter().map(Envelope::encode).collect();
         let (exchange, id) = (self.context.exchange().clone(), self.context.id().clone());
         tokio::spawn(async move {
-            if let Err(e) = async { exchange.push_front(&id, frames?).await }.await {
+            if let Err(e) = exchange.push_front(&id, requests).await {
                 warn!(agent = %id, "could not return unanswered requests to Redis: {e}");
             }
         });

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::behavior::{Behavior, Handles};
 use crate::error::Error;
-use crate::exchange::HybridExchange;
+use crate::exchange::Exchange;
 use crate::identifier::{AgentId, ClientId, EntityId};
 use crate::message::{Body, Envelope};
 
@@ -108,7 +108,7 @@ impl HandleState {
 /// A mailbox that handles can be bound to: a client's, or an agent's own.
 #[derive(Clone, Debug)]
 pub(crate) struct Endpoint {
-    pub(crate) exchange: HybridExchange,
+    pub(crate) exchange: Exchange,
     pub(crate) me: EntityId,
     pub(crate) router: Arc<Router>,
 }
@@ -145,7 +145,7 @@ pub struct Client {
 impl Client {
     /// Registers a client and opens its mailbox.
     pub async fn connect(
-        exchange: &HybridExchange,
+        exchange: &Exchange,
         name: Option<&str>,
     ) -> Result<Arc<Self>, Error> {
         let id: ClientId = exchange.register_client(name).await?;
@@ -236,7 +236,7 @@ impl<B> UnboundRemoteHandle<B> {
 
     /// Binds the handle to a new client of its own (registered, with its own
     /// mailbox); closing the handle terminates that client.
-    pub async fn bind_as_client(self, exchange: &HybridExchange) -> Result<RemoteHandle<B>, Error> {
+    pub async fn bind_as_client(self, exchange: &Exchange) -> Result<RemoteHandle<B>, Error> {
         let client = Client::connect(exchange, None).await?;
         Ok(client.endpoint.bind(self, Some(client.clone())))
     }

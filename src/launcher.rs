@@ -14,7 +14,7 @@ use tracing::{error, warn};
 use crate::agent::{Agent, AgentContext, AgentExit, DEFAULT_MAX_CONCURRENCY};
 use crate::behavior::Behavior;
 use crate::error::Error;
-use crate::exchange::HybridExchange;
+use crate::exchange::Exchange;
 use crate::handle::{Client, RemoteHandle};
 use crate::identifier::{AgentId, EntityId};
 
@@ -38,8 +38,8 @@ struct Supervised {
 /// Starts agents on a pool of arbiters and supervises them.
 ///
 /// ```no_run
-/// # use actix_academy::{HybridExchange, Launcher};
-/// # async fn demo<B: actix_academy::Behavior + Default>(exchange: HybridExchange) -> Result<(), actix_academy::Error> {
+/// # use actix_academy::{Exchange, Launcher};
+/// # async fn demo<B: actix_academy::Behavior + Default>(exchange: Exchange) -> Result<(), actix_academy::Error> {
 /// let mut launcher = Launcher::new(&exchange).await?.max_restarts(2);
 /// let handle = launcher.launch(None, |_| B::default()).await?;
 /// // ... call it ...
@@ -47,7 +47,7 @@ struct Supervised {
 /// # Ok(()) }
 /// ```
 pub struct Launcher {
-    exchange: HybridExchange,
+    exchange: Exchange,
     client: Arc<Client>,
     arbiters: Vec<Arbiter>,
     size: usize,
@@ -69,7 +69,7 @@ impl fmt::Debug for Launcher {
 
 impl Launcher {
     /// A launcher on `exchange`, with one arbiter per CPU and no restarts.
-    pub async fn new(exchange: &HybridExchange) -> Result<Self, Error> {
+    pub async fn new(exchange: &Exchange) -> Result<Self, Error> {
         Ok(Self {
             exchange: exchange.clone(),
             client: Client::connect(exchange, Some("launcher")).await?,
@@ -178,7 +178,7 @@ impl Launcher {
 
 async fn supervise<B, F>(
     id: AgentId<B>,
-    exchange: HybridExchange,
+    exchange: Exchange,
     max_restarts: usize,
     make: F,
     started: oneshot::Sender<Result<(), Error>>,

@@ -5,13 +5,13 @@ mod support;
 use std::time::Duration;
 
 use actix_academy::{
-    Agent, AgentExit, AgentId, Body, Envelope, Error, HybridExchange, MailboxStatus,
+    Agent, AgentExit, AgentId, Body, Envelope, Error, Exchange, MailboxStatus,
     RemoteErrorKind, RemoteHandle, DEFAULT_MAX_CONCURRENCY,
 };
 use support::agents::{Counter, CounterError, Crash, Divide, Forward, Increment, Relay, Sleep};
 use support::RedisServer;
 
-async fn counter(exchange: &HybridExchange) -> (Agent<Counter>, RemoteHandle<Counter>) {
+async fn counter(exchange: &Exchange) -> (Agent<Counter>, RemoteHandle<Counter>) {
     let id: AgentId<Counter> = exchange.register_agent(Some("counter")).await.unwrap();
     let agent = Agent::launch(Counter::default(), id.clone(), exchange)
         .await
@@ -256,7 +256,7 @@ fn handles_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<RemoteHandle<Counter>>();
     check::<actix_academy::UnboundRemoteHandle<Counter>>();
-    check::<HybridExchange>();
+    check::<Exchange>();
     check::<AgentId<Counter>>();
 }
 

@@ -7,7 +7,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use actix_academy::{Body, ClientId, Envelope, HybridExchange};
+use actix_academy::{Body, ClientId, Envelope, Exchange};
 use redis::Commands;
 use support::RedisServer;
 
@@ -182,7 +182,7 @@ async fn a_dead_host_costs_at_most_the_connect_timeout() {
 #[actix::test]
 async fn many_mailboxes_opened_at_once_each_hold_their_port() {
     let redis = RedisServer::start();
-    let exchange: HybridExchange = redis.exchange().await;
+    let exchange: Exchange = redis.exchange().await;
     let me = exchange.register_client(None).await.unwrap();
     let mut ids = Vec::new();
     for _ in 0..50 {
@@ -191,14 +191,14 @@ async fn many_mailboxes_opened_at_once_each_hold_their_port() {
     let mut inboxes = futures::future::try_join_all(ids.iter().map(|id| exchange.get_mailbox(id)))
         .await
         .unwrap();
-    let ports: std::collections::HashSet<_> = inboxes.iter().map(|m| m.address().port()).collect();
+    let ports: std::collections::HashSet<_> = inboxes.iter().map(|m| m.address().unwrap().port()).collect();
     assert_eq!(ports.len(), 50);
     let mut con = redis.client();
     for (id, inbox) in ids.iter().zip(&inboxes) {
         let published: String = con
             .get(format!("{}:address:{}", exchange.namespace(), id.base32()))
             .unwrap();
-        assert_eq!(published, inbox.address().to_string());
+        assert_eq!(published, inbox.address().unwrap().to_string());
         exchange.send(numbered(&me, id, 0, 0)).await.unwrap();
     }
     for inbox in &mut inboxes {

@@ -51,7 +51,7 @@ impl Fixture {
     /// A well-behaved peer still gets a message through.
     async fn still_serves(&mut self) {
         let message = self.message();
-        let mut stream = connect(self.inbox.address(), SECRET, self.peer.uid())
+        let mut stream = connect(self.inbox.address().unwrap(), SECRET, self.peer.uid())
             .await
             .unwrap();
         stream
@@ -70,7 +70,7 @@ async fn several_frames_in_one_write() {
         .iter()
         .flat_map(|m| frame(&m.encode().unwrap()))
         .collect();
-    let mut stream = connect(f.inbox.address(), SECRET, f.peer.uid())
+    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
         .await
         .unwrap();
     stream.write_all(&bytes).await.unwrap();
@@ -83,7 +83,7 @@ async fn several_frames_in_one_write() {
 async fn a_frame_split_down_to_single_bytes() {
     let mut f = fixture(1 << 20).await;
     let messages: Vec<_> = (0..3).map(|_| f.message()).collect();
-    let mut stream = connect(f.inbox.address(), SECRET, f.peer.uid())
+    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
         .await
         .unwrap();
     stream.set_nodelay(true).unwrap();
@@ -104,17 +104,17 @@ async fn a_client_that_leaves_early() {
     let mut f = fixture(1 << 20).await;
     // Connects and leaves before the handshake, halfway through it, and right after it.
     drop(
-        tokio::net::TcpStream::connect(f.inbox.address())
+        tokio::net::TcpStream::connect(f.inbox.address().unwrap())
             .await
             .unwrap(),
     );
-    let mut half = tokio::net::TcpStream::connect(f.inbox.address())
+    let mut half = tokio::net::TcpStream::connect(f.inbox.address().unwrap())
         .await
         .unwrap();
     half.write_all(b"ACAD\x01").await.unwrap();
     drop(half);
     drop(
-        connect(f.inbox.address(), SECRET, f.peer.uid())
+        connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
             .await
             .unwrap(),
     );
@@ -124,7 +124,7 @@ async fn a_client_that_leaves_early() {
 #[actix::test]
 async fn a_frame_over_the_cap_is_refused() {
     let mut f = fixture(1024).await;
-    let mut stream = connect(f.inbox.address(), SECRET, f.peer.uid())
+    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
         .await
         .unwrap();
     // Claims 4 GiB - 1; the mailbox must refuse it from the header alone.
@@ -132,7 +132,7 @@ async fn a_frame_over_the_cap_is_refused() {
     stream.write_all(&[0u8; 64]).await.unwrap();
     assert!(closed_by_server(&mut stream, Duration::from_secs(5)).await);
     // Just over the cap, with the payload actually sent.
-    let mut stream = connect(f.inbox.address(), SECRET, f.peer.uid())
+    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
         .await
         .unwrap();
     let _ = stream.write_all(&frame(&[0u8; 1025])).await;
@@ -148,7 +148,7 @@ async fn a_frame_over_the_cap_is_refused() {
 async fn garbage_and_hang_ups_close_only_that_connection() {
     let mut f = fixture(1 << 20).await;
     // A valid header with garbage inside.
-    let mut stream = connect(f.inbox.address(), SECRET, f.peer.uid())
+    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
         .await
         .unwrap();
     stream
@@ -157,13 +157,13 @@ async fn garbage_and_hang_ups_close_only_that_connection() {
         .unwrap();
     assert!(closed_by_server(&mut stream, Duration::from_secs(5)).await);
     // Random bytes instead of a handshake.
-    let mut stream = tokio::net::TcpStream::connect(f.inbox.address())
+    let mut stream = tokio::net::TcpStream::connect(f.inbox.address().unwrap())
         .await
         .unwrap();
     stream.write_all(&[0x5a; 200]).await.unwrap();
     assert!(closed_by_server(&mut stream, Duration::from_secs(5)).await);
     // Half a frame, then a hang-up.
-    let mut stream = connect(f.inbox.address(), SECRET, f.peer.uid())
+    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
         .await
         .unwrap();
     let whole = frame(&f.message().encode().unwrap());
@@ -179,19 +179,19 @@ async fn garbage_and_hang_ups_close_only_that_connection() {
 #[actix::test]
 async fn a_wrong_secret_or_destination_is_refused() {
     let f = fixture(1 << 20).await;
-    let wrong_secret = connect(f.inbox.address(), b"guess", f.peer.uid());
+    let wrong_secret = connect(f.inbox.address().unwrap(), b"guess", f.peer.uid());
     assert!(tokio::time::timeout(Duration::from_secs(5), wrong_secret)
         .await
         .unwrap()
         .is_err());
-    let wrong_dest = connect(f.inbox.address(), SECRET, uuid::Uuid::new_v4());
+    let wrong_dest = connect(f.inbox.address().unwrap(), SECRET, uuid::Uuid::new_v4());
     assert!(tokio::time::timeout(Duration::from_secs(5), wrong_dest)
         .await
         .unwrap()
         .is_err());
     // A client that ignores the server's proof and bluffs its own: the frame
     // it sends after the bluff is never delivered.
-    let mut stream = tokio::net::TcpStream::connect(f.inbox.address())
+    let mut stream = tokio::net::TcpStream::connect(f.inbox.address().unwrap())
         .await
         .unwrap();
     let mut hello = b"ACAD\x01".to_vec();
@@ -214,7 +214,7 @@ async fn a_wrong_secret_or_destination_is_refused() {
     ));
     // A wrong protocol version or magic.
     for hello in [&b"ACAD\x09"[..], b"HTTP/"] {
-        let mut stream = tokio::net::TcpStream::connect(f.inbox.address())
+        let mut stream = tokio::net::TcpStream::connect(f.inbox.address().unwrap())
             .await
             .unwrap();
         let mut bytes = hello.to_vec();
@@ -241,11 +241,11 @@ fn cpu_time() -> Duration {
 #[actix::test]
 async fn a_peer_gone_mid_frame_does_not_make_the_mailbox_spin() {
     let mut f = fixture(1 << 20).await;
-    let mut silent = connect(f.inbox.address(), SECRET, f.peer.uid())
+    let mut silent = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
         .await
         .unwrap();
     silent.write_all(&[0, 0, 1]).await.unwrap(); // three bytes of a header, then silence
-    let mut gone = connect(f.inbox.address(), SECRET, f.peer.uid())
+    let mut gone = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
         .await
         .unwrap();
     gone.write_all(&[0, 0, 0, 50, 1, 2]).await.unwrap(); // a header and part of a payload

@@ -1,40 +1,27 @@
-//! The hybrid exchange: Redis holds each mailbox's state, address, lineage and
-//! offline queue; messages go peer to peer over TCP when the receiver listens.
+//! Exchanges: where mailboxes are registered, found, and sent to.
 //!
-//! [`HybridExchange`] is the cheap-to-clone public face. The Redis connection
-//! belongs to an actor behind it; outbound links are tasks it tracks.
-//! The routing of a message lives in one function, [`HybridExchange::send`].
+//! [`Exchange`] is the one public face, cheap to clone, over two backends:
+//! the [`HybridExchange`] (Redis state and queues, peer-to-peer TCP) and the
+//! [`LocalExchange`] (everything in one process, for tests and simulations).
+//! Agents, handles and the launcher work unchanged on either.
 
 mod actor;
+mod hybrid;
 pub(crate) mod keys;
 mod link;
+mod local;
 
-use std::collections::HashMap;
-use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use actix::{Actor, Addr};
-use bytes::Bytes;
-use redis::aio::ConnectionManagerConfig;
-use tokio_util::task::TaskTracker;
-use tracing::debug;
+pub use hybrid::{HybridExchange, HybridExchangeBuilder, SECRET_ENV};
+pub use local::LocalExchange;
 
 use crate::behavior::Behavior;
 use crate::error::Error;
-use crate::frame::DEFAULT_MAX_FRAME_LEN;
-use crate::identifier::{uuid_to_base32, AgentId, ClientId, EntityId, Role};
+use crate::handle::UnboundRemoteHandle;
+use crate::identifier::{AgentId, ClientId, EntityId, Role};
 use crate::mailbox::Mailbox;
 use crate::message::Envelope;
-use actor::{Call, ExchangeActor, Request, DELETE_IF_EQUAL, DISCOVER, TERMINATE};
-use keys::{Keys, ACTIVE, INACTIVE};
-use link::{Link, LinkConfig, Links};
 
-/// Environment variable read for the peer secret when none is configured.
-pub const SECRET_ENV: &str = "ACADEMY_SECRET";
-
-/// The state of a mailbox as Redis records it.
+/// The state of a mailbox as the exchange records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MailboxStatus {
@@ -46,229 +33,77 @@ pub enum MailboxStatus {
     Inactive,
 }
 
-/// Configures and starts a [`HybridExchange`].
+/// An exchange: hybrid (Redis + TCP) or local (one process).
 ///
-/// ```no_run
-/// # async fn demo() -> Result<(), actix_academy::Error> {
-/// use actix_academy::HybridExchange;
-/// let exchange = HybridExchange::builder("redis://127.0.0.1:6379")
-///     .namespace("demo")
-///     .secret("shared secret")
-///     .start()
-///     .await?;
-/// # Ok(()) }
 /// ```
-#[derive(Debug)]
-#[must_use]
-pub struct HybridExchangeBuilder {
-    url: String,
-    namespace: Option<String>,
-    host: String,
-    secret: Option<Vec<u8>>,
-    connect_timeout: Duration,
-    peer_timeout: Duration,
-    max_frame_len: usize,
-    mailbox_capacity: usize,
-    max_connections: usize,
-}
-
-impl HybridExchangeBuilder {
-    /// Redis key namespace (default `default`).
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = Some(namespace.into());
-        self
-    }
-
-    /// A fresh random namespace, as the reference does for `namespace=None`.
-    pub fn random_namespace(mut self) -> Self {
-        self.namespace = Some(uuid_to_base32(uuid::Uuid::new_v4()));
-        self
-    }
-
-    /// Interface that mailboxes bind and advertise to peers (default `127.0.0.1`).
-    pub fn host(mut self, host: impl Into<String>) -> Self {
-        self.host = host.into();
-        self
-    }
-
-    /// Shared secret that peers prove they know before any message is read.
-    /// Defaults to the `ACADEMY_SECRET` environment variable, else empty.
-    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
-        self.secret = Some(secret.as_ref().to_vec());
-        self
-    }
-
-    /// Longest wait to connect to a peer (and to Redis) before falling back (default 1 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How long a peer with unacknowledged messages may stay silent before
-    /// its link is declared dead and the messages go to Redis (default 10 s).
-    pub fn peer_timeout(mut self, timeout: Duration) -> Self {
-        self.peer_timeout = timeout;
-        self
-    }
-
-    /// Largest frame a mailbox accepts (default 64 MiB).
-    pub fn max_frame_len(mut self, len: usize) -> Self {
-        self.max_frame_len = len;
-        self
-    }
-
-    /// Messages a mailbox holds before it stops reading (default 10,000).
-    pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
-        self.mailbox_capacity = capacity.max(1);
-        self
-    }
-
-    /// Concurrent inbound connections one mailbox accepts (default 1,024).
-    pub fn max_connections(mut self, max: usize) -> Self {
-        self.max_connections = max;
-        self
-    }
-
-    /// Connects to Redis and starts the exchange actor on the current arbiter.
-    pub async fn start(self) -> Result<HybridExchange, Error> {
-        let client = redis::Client::open(self.url.as_str())?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_max_delay(Duration::from_secs(2));
-        let redis = client.get_connection_manager_with_config(manager).await?;
-        let secret = self
-            .secret
-            .or_else(|| std::env::var(SECRET_ENV).ok().map(String::into_bytes))
-            .unwrap_or_default();
-        let namespace = self.namespace.unwrap_or_else(|| "default".to_owned());
-        Ok(HybridExchange {
-            inner: Arc::new(Inner {
-                actor: ExchangeActor::new(redis).start(),
-                client,
-                keys: Keys::new(&namespace),
-                config: Config {
-                    host: self.host,
-                    connect_timeout: self.connect_timeout,
-                    mailbox_capacity: self.mailbox_capacity,
-                    max_connections: self.max_connections,
-                    link: Arc::new(LinkConfig {
-                        secret: secret.into(),
-                        connect_timeout: self.connect_timeout,
-                        peer_timeout: self.peer_timeout,
-                        max_frame_len: self.max_frame_len,
-                    }),
-                },
-                links: Arc::new(Mutex::new(HashMap::new())),
-                tasks: TaskTracker::new(),
-                closed: AtomicBool::new(false),
-            }),
-        })
-    }
-}
-
-/// Settings shared by the exchange, its mailboxes and its links.
-#[derive(Debug)]
-pub(crate) struct Config {
-    pub(crate) host: String,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) mailbox_capacity: usize,
-    pub(crate) max_connections: usize,
-    pub(crate) link: Arc<LinkConfig>,
-}
-
-struct Inner {
-    actor: Addr<ExchangeActor>,
-    client: redis::Client,
-    keys: Keys,
-    config: Config,
-    links: Arc<Links>,
-    tasks: TaskTracker,
-    closed: AtomicBool,
-}
-
-/// A handle to the hybrid exchange; clones share one Redis connection and one
-/// set of peer links.
-///
-/// ```no_run
 /// # #[actix::main] async fn main() -> Result<(), actix_academy::Error> {
-/// use actix_academy::{Body, Envelope, HybridExchange};
-/// let exchange = HybridExchange::builder("redis://127.0.0.1:6379").start().await?;
+/// use actix_academy::{Body, Envelope, Exchange};
+/// let exchange = Exchange::local(); // or HybridExchange::builder(url).start().await?
 /// let alice = exchange.register_client(Some("alice")).await?;
 /// let bob = exchange.register_client(Some("bob")).await?;
-/// let mut inbox = exchange.get_mailbox(&bob).await?;
-/// exchange.send(Envelope::new(alice.into(), bob.into(), Body::PingRequest)).await?;
+/// exchange.send(Envelope::new(alice.into(), bob.clone().into(), Body::PingRequest)).await?;
+/// let mut inbox = exchange.get_mailbox(&bob).await?; // messages sent earlier wait for it
 /// assert_eq!(inbox.recv(None).await?.body, Body::PingRequest);
-/// inbox.close().await?;
-/// exchange.close().await;
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
-pub struct HybridExchange {
-    inner: Arc<Inner>,
+#[derive(Clone, Debug)]
+pub struct Exchange(Kind);
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Hybrid(HybridExchange),
+    Local(LocalExchange),
 }
 
-impl fmt::Debug for HybridExchange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HybridExchange")
-            .field("namespace", &self.namespace())
-            .finish_non_exhaustive()
+impl From<HybridExchange> for Exchange {
+    fn from(exchange: HybridExchange) -> Self {
+        Self(Kind::Hybrid(exchange))
     }
 }
 
-impl HybridExchange {
-    /// Starts configuring an exchange on the Redis server at `url`
-    /// (`redis://[:password@]host:port[/db]`; `rediss://` with the `tls` feature).
-    pub fn builder(url: impl Into<String>) -> HybridExchangeBuilder {
-        HybridExchangeBuilder {
-            url: url.into(),
-            namespace: None,
-            host: "127.0.0.1".to_owned(),
-            secret: None,
-            connect_timeout: Duration::from_secs(1),
-            peer_timeout: Duration::from_secs(10),
-            max_frame_len: DEFAULT_MAX_FRAME_LEN,
-            mailbox_capacity: 10_000,
-            max_connections: 1024,
+impl From<LocalExchange> for Exchange {
+    fn from(exchange: LocalExchange) -> Self {
+        Self(Kind::Local(exchange))
+    }
+}
+
+/// Runs the same call on whichever backend this is.
+macro_rules! on_backend {
+    ($exchange:expr, $backend:ident => $call:expr) => {
+        match &$exchange.0 {
+            Kind::Hybrid($backend) => $call,
+            Kind::Local($backend) => $call,
+        }
+    };
+}
+
+impl Exchange {
+    /// A new in-process exchange.
+    pub fn local() -> Self {
+        LocalExchange::default().into()
+    }
+
+    /// Starts configuring a hybrid exchange on the Redis server at `url`.
+    pub fn hybrid(url: impl Into<String>) -> HybridExchangeBuilder {
+        HybridExchange::builder(url)
+    }
+
+    /// The hybrid backend, if this is one.
+    pub fn as_hybrid(&self) -> Option<&HybridExchange> {
+        match &self.0 {
+            Kind::Hybrid(exchange) => Some(exchange),
+            Kind::Local(_) => None,
         }
     }
 
-    /// The Redis key namespace.
+    /// The key namespace (`local` for a local exchange).
     pub fn namespace(&self) -> &str {
-        self.inner.keys.namespace()
+        on_backend!(self, backend => backend.namespace())
     }
 
-    pub(crate) fn keys(&self) -> &Keys {
-        &self.inner.keys
-    }
-
-    pub(crate) fn config(&self) -> &Config {
-        &self.inner.config
-    }
-
-    pub(crate) fn redis_client(&self) -> redis::Client {
-        self.inner.client.clone()
-    }
-
-    async fn call<T: redis::FromRedisValue + Send + 'static>(
-        &self,
-        request: Request,
-    ) -> Result<T, Error> {
-        self.inner.actor.send(Call::new(request)).await?
-    }
-
-    async fn cmd<T: redis::FromRedisValue + Send + 'static>(
-        &self,
-        cmd: &mut redis::Cmd,
-    ) -> Result<T, Error> {
-        self.call(Request::Cmd(std::mem::take(cmd))).await
-    }
-
-    /// Registers a new agent whose behavior is `B` (status ACTIVE, lineage stored and indexed).
-    pub async fn register_agent<B: Behavior>(
-        &self,
-        name: Option<&str>,
-    ) -> Result<AgentId<B>, Error> {
+    /// Registers a new agent whose behavior is `B`: status ACTIVE, its
+    /// lineage recorded for discovery.
+    pub async fn register_agent<B: Behavior>(&self, name: Option<&str>) -> Result<AgentId<B>, Error> {
         let id = AgentId::new(name);
         self.register_agent_id(&id).await?;
         Ok(id)
@@ -276,263 +111,88 @@ impl HybridExchange {
 
     /// Registers (or re-registers) an agent under an id chosen by the caller.
     pub async fn register_agent_id<B: Behavior>(&self, id: &AgentId<B>) -> Result<(), Error> {
-        let keys = self.keys();
         let lineage = B::lineage();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .set(keys.status(id.uid()), ACTIVE)
-            .set(keys.behavior(id.uid()), lineage.join(","));
-        for name in &lineage {
-            pipe.sadd(keys.index(name), id.base32());
-        }
-        self.call::<()>(Request::Pipeline(pipe)).await?;
-        debug!(agent = %id, behavior = B::name(), "registered agent");
+        on_backend!(self, backend => backend.register(id, &lineage).await)?;
+        tracing::debug!(agent = %id, behavior = B::name(), "registered agent");
         Ok(())
     }
 
     /// Registers a new client (status ACTIVE).
     pub async fn register_client(&self, name: Option<&str>) -> Result<ClientId, Error> {
         let id = ClientId::new(name);
-        self.cmd::<()>(
-            redis::cmd("SET")
-                .arg(self.keys().status(id.uid()))
-                .arg(ACTIVE),
-        )
-        .await?;
-        debug!(client = %id, "registered client");
+        on_backend!(self, backend => backend.register(&id, &[]).await)?;
         Ok(id)
     }
 
     /// Terminates a mailbox: status INACTIVE, a blocked `recv` fails with
-    /// [`Error::MailboxClosed`], the agent leaves discovery. Unknown ids are
-    /// not an error.
+    /// [`Error::MailboxClosed`], later sends fail too, and an agent leaves
+    /// discovery. Terminating an unknown id is not an error.
     pub async fn terminate(&self, id: &EntityId) -> Result<(), Error> {
-        let keys = self.keys();
-        let mut script = TERMINATE.prepare_invoke();
-        script
-            .key(keys.status(id.uid()))
-            .key(keys.queue(id.uid()))
-            .key(keys.behavior(id.uid()))
-            .arg(keys.namespace())
-            .arg(id.base32())
-            .arg(keys::CLOSE_SENTINEL);
-        self.call::<i64>(Request::Script(script)).await?;
-        let link = self
-            .inner
-            .links
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id.uid());
-        drop(link);
-        debug!(entity = %id, "terminated");
-        Ok(())
+        on_backend!(self, backend => backend.terminate(id).await)
     }
 
-    /// The mailbox state Redis records for `id`.
+    /// The recorded state of `id`'s mailbox.
     pub async fn status(&self, id: &EntityId) -> Result<MailboxStatus, Error> {
-        let status: Option<String> = self
-            .cmd(redis::cmd("GET").arg(self.keys().status(id.uid())))
-            .await?;
-        Ok(match status.as_deref() {
-            None => MailboxStatus::Missing,
-            Some(INACTIVE) => MailboxStatus::Inactive,
-            Some(_) => MailboxStatus::Active,
-        })
+        on_backend!(self, backend => backend.status(id).await)
     }
 
     /// Active agents whose behavior is `B` or, with `allow_subclasses`, whose
-    /// lineage names `B`. Costs O(agents indexed under `B`), not a key scan.
-    pub async fn discover<B: Behavior>(
-        &self,
-        allow_subclasses: bool,
-    ) -> Result<Vec<AgentId<B>>, Error> {
-        let ids = self.discover_by_name(B::name(), allow_subclasses).await?;
-        ids.into_iter().map(AgentId::from_entity).collect()
+    /// lineage names `B`. On the hybrid exchange this costs O(agents indexed
+    /// under `B`), not a scan of every key.
+    pub async fn discover<B: Behavior>(&self, allow_subclasses: bool) -> Result<Vec<AgentId<B>>, Error> {
+        let found = self.discover_by_name(B::name(), allow_subclasses).await?;
+        found.into_iter().map(AgentId::from_entity).collect()
     }
 
     /// [`discover`](Self::discover) by behavior name, for callers without the type.
-    pub async fn discover_by_name(
-        &self,
-        behavior: &str,
-        allow_subclasses: bool,
-    ) -> Result<Vec<EntityId>, Error> {
-        let keys = self.keys();
-        let mut script = DISCOVER.prepare_invoke();
-        script
-            .key(keys.index(behavior))
-            .arg(keys.namespace())
-            .arg(behavior)
-            .arg(if allow_subclasses { "0" } else { "1" });
-        let found: Vec<String> = self.call(Request::Script(script)).await?;
-        found
-            .iter()
-            .map(|b32| {
-                Ok(EntityId::from_parts(
-                    crate::identifier::base32_to_uuid(b32)?,
-                    Role::Agent,
-                    None,
-                ))
-            })
-            .collect()
+    pub async fn discover_by_name(&self, behavior: &str, allow_subclasses: bool) -> Result<Vec<EntityId>, Error> {
+        on_backend!(self, backend => backend.discover_by_name(behavior, allow_subclasses).await)
+    }
+
+    /// Opens the receiving end of `id`'s mailbox. Messages sent while it was
+    /// closed are delivered first. Unknown id: [`Error::BadEntityId`];
+    /// terminated: [`Error::MailboxClosed`].
+    pub async fn get_mailbox(&self, id: &EntityId) -> Result<Mailbox, Error> {
+        on_backend!(self, backend => backend.get_mailbox(id).await)
+    }
+
+    /// Sends a message to `envelope.dest`; see [`HybridExchange::send`] for
+    /// the route. Unknown destination: [`Error::BadEntityId`]; terminated:
+    /// [`Error::MailboxClosed`]. `Ok` means the exchange owns the message.
+    pub async fn send(&self, envelope: Envelope) -> Result<(), Error> {
+        on_backend!(self, backend => backend.send(envelope).await)
     }
 
     /// An unbound handle to agent `id`: bind it to call the agent.
-    /// (A client id cannot be passed: handles are to agents only.)
-    pub fn get_handle<B: Behavior>(&self, id: AgentId<B>) -> crate::UnboundRemoteHandle<B> {
-        crate::UnboundRemoteHandle::new(id)
+    /// (Only agent ids have handles: a `ClientId` does not type-check.)
+    pub fn get_handle<B: Behavior>(&self, id: AgentId<B>) -> UnboundRemoteHandle<B> {
+        UnboundRemoteHandle::new(id)
     }
 
-    /// Opens the receiving end of `id`'s mailbox: a TCP listener whose address
-    /// is published, and a Redis watcher that drains messages queued meanwhile.
-    pub async fn get_mailbox(&self, id: &EntityId) -> Result<Mailbox, Error> {
-        match self.status(id).await? {
-            MailboxStatus::Missing => Err(Error::BadEntityId(id.clone())),
-            MailboxStatus::Inactive => Err(Error::MailboxClosed(id.clone())),
-            MailboxStatus::Active => Mailbox::open(self.clone(), id.clone()).await,
-        }
-    }
-
-    /// Sends a message to `envelope.dest`.
-    ///
-    /// Route: a live link to the destination (cached) takes it at once.
-    /// Otherwise one Redis round trip reads status and address together:
-    /// unknown -> [`Error::BadEntityId`], terminated -> [`Error::MailboxClosed`],
-    /// listening -> a new link (connect and handshake happen in the link, which
-    /// hands everything to Redis if they fail), offline -> the Redis queue.
-    ///
-    /// `Ok` means the message is owned by the exchange: written to Redis, or
-    /// held by a link until the receiver acknowledges it (and pushed to Redis
-    /// if the link fails first).
-    #[tracing::instrument(name = "send", skip_all, fields(tag = %envelope.tag, dest = %envelope.dest))]
-    pub async fn send(&self, envelope: Envelope) -> Result<(), Error> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(Error::ExchangeClosed);
-        }
-        let mut frame = envelope.encode()?;
-        let dest = envelope.dest;
-        let cached = self.link(&dest, None);
-        if let Some(link) = cached {
-            match link.send(frame).await {
-                Ok(()) => return Ok(()),
-                Err(back) => frame = back,
-            }
-        }
-        let keys = self.keys();
-        let (status, address): (Option<String>, Option<String>) = self
-            .cmd(
-                redis::cmd("MGET")
-                    .arg(keys.status(dest.uid()))
-                    .arg(keys.address(dest.uid())),
-            )
-            .await?;
-        match status.as_deref() {
-            None => return Err(Error::BadEntityId(dest)),
-            Some(INACTIVE) => return Err(Error::MailboxClosed(dest)),
-            Some(_) => {}
-        }
-        if let Some(link) = address.and_then(|address| self.link(&dest, Some(address))) {
-            match link.send(frame).await {
-                Ok(()) => return Ok(()),
-                Err(back) => frame = back,
-            }
-        }
-        self.push_back(&dest, frame).await
-    }
-
-    /// The cached link to `dest`; with an address, a new link if there is no
-    /// cached link to that address.
-    fn link(&self, dest: &EntityId, address: Option<String>) -> Option<Link> {
-        let mut links = self.inner.links.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(link) = links.get(&dest.uid()) {
-            if address.as_ref().is_none_or(|a| *a == link.address) {
-                return Some(link.clone());
-            }
-        }
-        let address = address?;
-        if self.inner.closed.load(Ordering::Acquire) {
-            return None;
-        }
-        let link = Link::spawn(
-            dest.clone(),
-            address,
-            self.keys().queue(dest.uid()),
-            self.inner.config.link.clone(),
-            self.inner.actor.clone(),
-            Arc::downgrade(&self.inner.links),
-            &self.inner.tasks,
-        );
-        links.insert(dest.uid(), link.clone());
-        Some(link)
-    }
-
-    /// Appends a message to the destination's Redis queue.
-    async fn push_back(&self, dest: &EntityId, frame: Bytes) -> Result<(), Error> {
-        self.cmd::<()>(
-            redis::cmd("RPUSH")
-                .arg(self.keys().queue(dest.uid()))
-                .arg(&frame[..]),
-        )
-        .await?;
-        debug!("queued in Redis");
-        Ok(())
-    }
-
-    /// Returns popped messages to the front of a queue, keeping their order.
-    pub(crate) async fn push_front(
-        &self,
-        dest: &EntityId,
-        frames: Vec<Bytes>,
-    ) -> Result<(), Error> {
-        if frames.is_empty() {
-            return Ok(());
-        }
-        let mut cmd = redis::cmd("LPUSH");
-        cmd.arg(self.keys().queue(dest.uid()));
-        for frame in frames.iter().rev() {
-            cmd.arg(&frame[..]);
-        }
-        self.cmd(&mut cmd).await
-    }
-
-    pub(crate) async fn publish_address(&self, id: &EntityId, address: &str) -> Result<(), Error> {
-        self.cmd(
-            redis::cmd("SET")
-                .arg(self.keys().address(id.uid()))
-                .arg(address),
-        )
-        .await
-    }
-
-    pub(crate) async fn unpublish_address(
-        &self,
-        id: &EntityId,
-        address: &str,
-    ) -> Result<(), Error> {
-        let mut script = DELETE_IF_EQUAL.prepare_invoke();
-        script.key(self.keys().address(id.uid())).arg(address);
-        self.call::<i64>(Request::Script(script)).await.map(drop)
-    }
-
-    pub(crate) async fn wake(&self, key: &str) -> Result<(), Error> {
-        self.cmd(redis::cmd("RPUSH").arg(key).arg("wake")).await
-    }
-
-    /// Flushes every outbound link (waiting for acknowledgements, handing
-    /// what is unconfirmed to Redis) and releases the Redis connection.
-    /// Later calls fail with [`Error::ExchangeClosed`].
+    /// Releases the exchange's resources (the hybrid exchange first flushes
+    /// its peer links). Later calls fail with [`Error::ExchangeClosed`].
     pub async fn close(&self) {
-        self.inner.closed.store(true, Ordering::Release);
-        let links: Vec<_> = self
-            .inner
-            .links
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .collect();
-        drop(links);
-        self.inner.tasks.close();
-        self.inner.tasks.wait().await;
-        self.inner.actor.do_send(actor::Stop);
-        debug!(namespace = self.namespace(), "exchange closed");
+        on_backend!(self, backend => backend.close().await)
     }
+}
+
+impl Exchange {
+    /// Returns taken-but-unanswered messages to the front of `id`'s queue.
+    pub(crate) async fn push_front(&self, id: &EntityId, envelopes: Vec<Envelope>) -> Result<(), Error> {
+        match &self.0 {
+            Kind::Hybrid(backend) => {
+                let frames = envelopes.iter().map(Envelope::encode).collect::<Result<_, _>>()?;
+                backend.push_front(id, frames).await
+            }
+            Kind::Local(backend) => {
+                backend.detach(id, envelopes);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Checks that an id handed to `register` has the role it claims.
+pub(crate) fn is_agent(id: &EntityId) -> bool {
+    id.role() == Role::Agent
 }

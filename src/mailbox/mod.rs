@@ -30,7 +30,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, error, warn};
 
 use crate::error::Error;
-use crate::exchange::HybridExchange;
+use crate::exchange::{HybridExchange, LocalExchange};
 use crate::frame::{codec, server_handshake, ACK_LEN};
 use crate::identifier::EntityId;
 use crate::message::Envelope;
@@ -41,15 +41,22 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// The receiving end of one entity's messages.
 ///
-/// Obtained from [`HybridExchange::get_mailbox`]. Dropping it closes it (in
-/// the background); [`Mailbox::close`] does the same and waits.
+/// Obtained from [`Exchange::get_mailbox`](crate::Exchange::get_mailbox).
+/// Dropping it closes it (in the background); [`Mailbox::close`] does the
+/// same and waits.
 #[derive(Debug)]
 pub struct Mailbox {
     id: EntityId,
-    address: SocketAddr,
+    address: Option<SocketAddr>,
     rx: Option<mpsc::Receiver<Delivery>>,
-    actor: Addr<MailboxActor>,
-    exchange: HybridExchange,
+    backend: Backend,
+}
+
+/// Who feeds the FIFO, and so who must be told when the mailbox closes.
+#[derive(Clone, Debug)]
+enum Backend {
+    Hybrid(Addr<MailboxActor>, HybridExchange),
+    Local(LocalExchange),
 }
 
 impl Mailbox {
@@ -79,11 +86,20 @@ impl Mailbox {
         debug!(mailbox = %id, %address, "mailbox open");
         Ok(Self {
             id,
-            address,
+            address: Some(address),
             rx: Some(rx),
-            actor,
-            exchange,
+            backend: Backend::Hybrid(actor, exchange),
         })
+    }
+
+    /// A mailbox fed directly by a [`LocalExchange`].
+    pub(crate) fn local(exchange: LocalExchange, id: EntityId, rx: mpsc::Receiver<Delivery>) -> Self {
+        Self {
+            id,
+            address: None,
+            rx: Some(rx),
+            backend: Backend::Local(exchange),
+        }
     }
 
     /// The entity this mailbox belongs to.
@@ -91,8 +107,9 @@ impl Mailbox {
         &self.id
     }
 
-    /// The address of its TCP listener, as published in Redis.
-    pub fn address(&self) -> SocketAddr {
+    /// The address of its TCP listener, as published in Redis (none for a
+    /// local exchange).
+    pub fn address(&self) -> Option<SocketAddr> {
         self.address
     }
 
@@ -117,15 +134,7 @@ impl Mailbox {
     /// received but not yet taken go back to Redis (or to their sender).
     pub async fn close(mut self) -> Result<(), Error> {
         match self.rx.take() {
-            Some(rx) => {
-                shutdown(
-                    self.actor.clone(),
-                    rx,
-                    self.exchange.clone(),
-                    self.id.clone(),
-                )
-                .await
-            }
+            Some(rx) => shutdown(self.backend.clone(), rx, self.id.clone()).await,
             None => Ok(()),
         }
     }
@@ -150,12 +159,7 @@ impl futures::Stream for Mailbox {
 impl Drop for Mailbox {
     fn drop(&mut self) {
         let Some(rx) = self.rx.take() else { return };
-        let task = shutdown(
-            self.actor.clone(),
-            rx,
-            self.exchange.clone(),
-            self.id.clone(),
-        );
+        let task = shutdown(self.backend.clone(), rx, self.id.clone());
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
@@ -164,36 +168,65 @@ impl Drop for Mailbox {
                     }
                 });
             }
-            Err(_) => self.actor.do_send(Close),
+            Err(_) => {
+                if let Backend::Hybrid(actor, _) = &self.backend {
+                    actor.do_send(Close);
+                }
+            }
         }
     }
 }
 
-async fn shutdown(
-    actor: Addr<MailboxActor>,
-    mut rx: mpsc::Receiver<Delivery>,
-    exchange: HybridExchange,
-    id: EntityId,
-) -> Result<(), Error> {
-    actor.do_send(Close);
-    let mut popped = Vec::new();
-    while let Some(delivery) = rx.recv().await {
-        if let Origin::Redis(raw) = delivery.origin {
-            popped.push(raw);
+/// Closes the feeding side, then returns what was received but not taken:
+/// Redis entries to the front of the queue, local messages to the front of
+/// the local queue; peer messages stay unacknowledged, so their senders
+/// re-route them.
+async fn shutdown(backend: Backend, mut rx: mpsc::Receiver<Delivery>, id: EntityId) -> Result<(), Error> {
+    match backend {
+        Backend::Hybrid(actor, exchange) => {
+            actor.do_send(Close);
+            let mut popped = Vec::new();
+            while let Some(delivery) = rx.recv().await {
+                if let Origin::Redis(raw) = delivery.origin {
+                    popped.push(raw);
+                }
+            }
+            exchange.push_front(&id, popped).await
+        }
+        Backend::Local(exchange) => {
+            rx.close();
+            let mut left = Vec::new();
+            while let Ok(delivery) = rx.try_recv() {
+                left.push(delivery.envelope);
+            }
+            exchange.detach(&id, left);
+            Ok(())
         }
     }
-    exchange.push_front(&id, popped).await
 }
 
 /// A message in the local FIFO, with what is owed to where it came from.
 #[derive(Debug)]
-struct Delivery {
+pub(crate) struct Delivery {
     envelope: Envelope,
     origin: Origin,
 }
 
+impl Delivery {
+    /// A message handed over in process by a [`LocalExchange`].
+    pub(crate) fn local(envelope: Envelope) -> Self {
+        Self { envelope, origin: Origin::Local }
+    }
+
+    pub(crate) fn into_envelope(self) -> Envelope {
+        self.envelope
+    }
+}
+
 #[derive(Debug)]
 enum Origin {
+    /// Handed over in process.
+    Local,
     /// Popped from the Redis queue: the raw entry, to push back on close.
     Redis(Bytes),
     /// Read from a peer connection: acknowledge it when taken.

@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actix_academy::{HybridExchange, HybridExchangeBuilder};
+use actix_academy::{Exchange, HybridExchange, HybridExchangeBuilder};
 
 /// A `redis-server` child process that keeps nothing on disk.
 pub struct RedisServer {
@@ -101,7 +101,7 @@ impl RedisServer {
             .secret("test secret")
     }
 
-    pub async fn exchange(&self) -> HybridExchange {
+    pub async fn exchange(&self) -> Exchange {
         self.builder().start().await.expect("exchange starts")
     }
 }
