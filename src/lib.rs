@@ -29,3 +29,14 @@ pub use identifier::{base32_to_uuid, uuid_to_base32, AgentId, ClientId, EntityId
 pub use launcher::{Launcher, Outcome};
 pub use mailbox::Mailbox;
 pub use message::{Body, Envelope, RemoteError, RemoteErrorKind, PROTOCOL_VERSION};
+
+/// Everything an agent program needs: this crate's types, the `behavior!`
+/// macro, Actix's prelude, and serde's derives.
+pub mod prelude {
+    pub use crate::{
+        behavior, Agent, AgentContext, AgentExit, AgentId, Behavior, ClientId, EntityId, Error, Exchange, HybridExchange,
+        Launcher, RemoteHandle, UnboundRemoteHandle,
+    };
+    pub use actix::prelude::*;
+    pub use serde::{Deserialize, Serialize};
+}
