@@ -82,11 +82,7 @@ impl<B: Behavior> fmt::Debug for Agent<B> {
 
 impl<B: Behavior> Agent<B> {
     /// Runs `behavior` as agent `id`: opens its mailbox and starts serving.
-    pub async fn launch(
-        behavior: B,
-        id: AgentId<B>,
-        exchange: &Exchange,
-    ) -> Result<Self, Error> {
+    pub async fn launch(behavior: B, id: AgentId<B>, exchange: &Exchange) -> Result<Self, Error> {
         Self::launch_with(id, exchange, DEFAULT_MAX_CONCURRENCY, |_| behavior).await
     }
 

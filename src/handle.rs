@@ -144,10 +144,7 @@ pub struct Client {
 
 impl Client {
     /// Registers a client and opens its mailbox.
-    pub async fn connect(
-        exchange: &Exchange,
-        name: Option<&str>,
-    ) -> Result<Arc<Self>, Error> {
+    pub async fn connect(exchange: &Exchange, name: Option<&str>) -> Result<Arc<Self>, Error> {
         let id: ClientId = exchange.register_client(name).await?;
         let mut mailbox = exchange.get_mailbox(&id).await?;
         let router = Arc::new(Router::default());

@@ -191,7 +191,10 @@ async fn many_mailboxes_opened_at_once_each_hold_their_port() {
     let mut inboxes = futures::future::try_join_all(ids.iter().map(|id| exchange.get_mailbox(id)))
         .await
         .unwrap();
-    let ports: std::collections::HashSet<_> = inboxes.iter().map(|m| m.address().unwrap().port()).collect();
+    let ports: std::collections::HashSet<_> = inboxes
+        .iter()
+        .map(|m| m.address().unwrap().port())
+        .collect();
     assert_eq!(ports.len(), 50);
     let mut con = redis.client();
     for (id, inbox) in ids.iter().zip(&inboxes) {

@@ -89,7 +89,11 @@ impl LocalExchange {
         })
     }
 
-    pub(crate) async fn discover_by_name(&self, behavior: &str, allow_subclasses: bool) -> Result<Vec<EntityId>, Error> {
+    pub(crate) async fn discover_by_name(
+        &self,
+        behavior: &str,
+        allow_subclasses: bool,
+    ) -> Result<Vec<EntityId>, Error> {
         let entries = self.entries()?;
         let matches = |lineage: &[String]| match allow_subclasses {
             true => lineage.iter().any(|name| name == behavior),
@@ -104,14 +108,17 @@ impl LocalExchange {
 
     pub(crate) async fn get_mailbox(&self, id: &EntityId) -> Result<Mailbox, Error> {
         let mut entries = self.entries()?;
-        let entry = entries.get_mut(&id.uid()).ok_or_else(|| Error::BadEntityId(id.clone()))?;
+        let entry = entries
+            .get_mut(&id.uid())
+            .ok_or_else(|| Error::BadEntityId(id.clone()))?;
         if !entry.active {
             return Err(Error::MailboxClosed(id.clone()));
         }
         // Room for the backlog, so it moves in at once and in order.
         let (tx, rx) = mpsc::channel(CAPACITY + entry.queue.len());
         for envelope in entry.queue.drain(..) {
-            tx.try_send(Delivery::local(envelope)).expect("the channel has room for the backlog");
+            tx.try_send(Delivery::local(envelope))
+                .expect("the channel has room for the backlog");
         }
         entry.inbox = Some(tx);
         Ok(Mailbox::local(self.clone(), id.clone(), rx))
@@ -123,19 +130,27 @@ impl LocalExchange {
             let entry = Self::accepting(&mut entries, &envelope.dest)?;
             match &entry.inbox {
                 Some(inbox) => inbox.clone(),
-                None => return Ok(entry.queue.push_back(envelope)),
+                None => {
+                    entry.queue.push_back(envelope);
+                    return Ok(());
+                }
             }
         };
         if let Err(refused) = inbox.send(Delivery::local(envelope)).await {
             // The mailbox closed meanwhile: the message waits for the next one.
             let envelope = refused.0.into_envelope();
             let mut entries = self.entries()?;
-            Self::accepting(&mut entries, &envelope.dest)?.queue.push_back(envelope);
+            Self::accepting(&mut entries, &envelope.dest)?
+                .queue
+                .push_back(envelope);
         }
         Ok(())
     }
 
-    fn accepting<'a>(entries: &'a mut HashMap<Uuid, Entry>, dest: &EntityId) -> Result<&'a mut Entry, Error> {
+    fn accepting<'a>(
+        entries: &'a mut HashMap<Uuid, Entry>,
+        dest: &EntityId,
+    ) -> Result<&'a mut Entry, Error> {
         match entries.get_mut(&dest.uid()) {
             None => Err(Error::BadEntityId(dest.clone())),
             Some(entry) if !entry.active => Err(Error::MailboxClosed(dest.clone())),
@@ -145,8 +160,12 @@ impl LocalExchange {
 
     /// A mailbox closed: messages it held go back to the front of the queue.
     pub(crate) fn detach(&self, id: &EntityId, held: Vec<Envelope>) {
-        let Ok(mut entries) = self.entries() else { return };
-        let Some(entry) = entries.get_mut(&id.uid()) else { return };
+        let Ok(mut entries) = self.entries() else {
+            return;
+        };
+        let Some(entry) = entries.get_mut(&id.uid()) else {
+            return;
+        };
         if entry.inbox.as_ref().is_some_and(mpsc::Sender::is_closed) {
             entry.inbox = None;
         }

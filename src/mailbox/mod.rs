@@ -93,7 +93,11 @@ impl Mailbox {
     }
 
     /// A mailbox fed directly by a [`LocalExchange`].
-    pub(crate) fn local(exchange: LocalExchange, id: EntityId, rx: mpsc::Receiver<Delivery>) -> Self {
+    pub(crate) fn local(
+        exchange: LocalExchange,
+        id: EntityId,
+        rx: mpsc::Receiver<Delivery>,
+    ) -> Self {
         Self {
             id,
             address: None,
@@ -181,7 +185,11 @@ impl Drop for Mailbox {
 /// Redis entries to the front of the queue, local messages to the front of
 /// the local queue; peer messages stay unacknowledged, so their senders
 /// re-route them.
-async fn shutdown(backend: Backend, mut rx: mpsc::Receiver<Delivery>, id: EntityId) -> Result<(), Error> {
+async fn shutdown(
+    backend: Backend,
+    mut rx: mpsc::Receiver<Delivery>,
+    id: EntityId,
+) -> Result<(), Error> {
     match backend {
         Backend::Hybrid(actor, exchange) => {
             actor.do_send(Close);
@@ -215,7 +223,10 @@ pub(crate) struct Delivery {
 impl Delivery {
     /// A message handed over in process by a [`LocalExchange`].
     pub(crate) fn local(envelope: Envelope) -> Self {
-        Self { envelope, origin: Origin::Local }
+        Self {
+            envelope,
+            origin: Origin::Local,
+        }
     }
 
     pub(crate) fn into_envelope(self) -> Envelope {
