@@ -1,8 +1,4 @@
-//! # actix-academy
-//!
-//! Distributed agents as Actix actors, in the style of Python Academy's hybrid
-//! exchange: Redis holds each mailbox's state, address and offline queue;
-//! messages go peer to peer over authenticated TCP when the receiver listens.
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
