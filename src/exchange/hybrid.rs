@@ -54,6 +54,7 @@ pub struct HybridExchangeBuilder {
     max_frame_len: usize,
     mailbox_capacity: usize,
     max_connections: usize,
+    peer_to_peer: bool,
 }
 
 impl HybridExchangeBuilder {
@@ -107,6 +108,14 @@ impl HybridExchangeBuilder {
         self
     }
 
+    /// Whether mailboxes listen for peers (default `true`). With `false`,
+    /// every message goes through the Redis queues: for networks where peers
+    /// cannot reach each other, and to measure the Redis path.
+    pub fn peer_to_peer(mut self, enabled: bool) -> Self {
+        self.peer_to_peer = enabled;
+        self
+    }
+
     /// Concurrent inbound connections one mailbox accepts (default 1,024).
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
@@ -138,6 +147,7 @@ impl HybridExchangeBuilder {
                     connect_timeout: self.connect_timeout,
                     mailbox_capacity: self.mailbox_capacity,
                     max_connections: self.max_connections,
+                    peer_to_peer: self.peer_to_peer,
                     link: Arc::new(LinkConfig {
                         secret: secret.into(),
                         connect_timeout: self.connect_timeout,
@@ -160,6 +170,7 @@ pub(crate) struct Config {
     pub(crate) connect_timeout: Duration,
     pub(crate) mailbox_capacity: usize,
     pub(crate) max_connections: usize,
+    pub(crate) peer_to_peer: bool,
     pub(crate) link: Arc<LinkConfig>,
 }
 
@@ -202,6 +213,7 @@ impl HybridExchange {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             mailbox_capacity: 10_000,
             max_connections: 1024,
+            peer_to_peer: true,
         }
     }
 
@@ -429,11 +441,8 @@ impl HybridExchange {
         .await
     }
 
-    pub(crate) async fn unpublish_address(
-        &self,
-        id: &EntityId,
-        address: &str,
-    ) -> Result<(), Error> {
+    pub(crate) async fn unpublish_address(&self, id: &EntityId, address: Option<&str>) -> Result<(), Error> {
+        let Some(address) = address else { return Ok(()) };
         let mut script = DELETE_IF_EQUAL.prepare_invoke();
         script.key(self.keys().address(id.uid())).arg(address);
         self.call::<i64>(Request::Script(script)).await.map(drop)

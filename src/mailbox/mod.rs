@@ -64,15 +64,21 @@ impl Mailbox {
     /// address, and starts the actor that feeds this mailbox.
     pub(crate) async fn open(exchange: HybridExchange, id: EntityId) -> Result<Self, Error> {
         let config = exchange.config();
-        let listener = TcpListener::bind((config.host.as_str(), 0)).await?;
-        let address = listener.local_addr()?;
-        exchange.publish_address(&id, &address.to_string()).await?;
+        let (listener, address) = match config.peer_to_peer {
+            true => {
+                let listener = TcpListener::bind((config.host.as_str(), 0)).await?;
+                let address = listener.local_addr()?;
+                exchange.publish_address(&id, &address.to_string()).await?;
+                (Some(listener), Some(address))
+            }
+            false => (None, None),
+        };
         let (tx, rx) = mpsc::channel(config.mailbox_capacity);
         let actor = MailboxActor {
             id: id.clone(),
             exchange: exchange.clone(),
-            address: address.to_string(),
-            listener: Some(listener),
+            address: address.map(|a| a.to_string()),
+            listener,
             tx,
             overflow: VecDeque::new(),
             wake_key: exchange.keys().wake(),
@@ -83,10 +89,10 @@ impl Mailbox {
             closing: false,
         }
         .start();
-        debug!(mailbox = %id, %address, "mailbox open");
+        debug!(mailbox = %id, ?address, "mailbox open");
         Ok(Self {
             id,
-            address: Some(address),
+            address,
             rx: Some(rx),
             backend: Backend::Hybrid(actor, exchange),
         })
@@ -329,7 +335,8 @@ struct Close;
 struct MailboxActor {
     id: EntityId,
     exchange: HybridExchange,
-    address: String,
+    /// The published `host:port`, if this mailbox listens for peers.
+    address: Option<String>,
     listener: Option<TcpListener>,
     tx: mpsc::Sender<Delivery>,
     /// Deliveries waiting for room in the FIFO while the actor is paused.
@@ -477,7 +484,7 @@ impl MailboxActor {
         let (exchange, id, address) =
             (self.exchange.clone(), self.id.clone(), self.address.clone());
         tokio::spawn(async move {
-            if let Err(e) = exchange.unpublish_address(&id, &address).await {
+            if let Err(e) = exchange.unpublish_address(&id, address.as_deref()).await {
                 warn!(mailbox = %id, "could not delete the address of a terminated mailbox: {e}");
             }
         });
@@ -563,7 +570,7 @@ impl Handler<Close> for MailboxActor {
             self.wake_key.clone(),
         );
         let wake_watcher = async move {
-            exchange.unpublish_address(&id, &address).await?;
+            exchange.unpublish_address(&id, address.as_deref()).await?;
             exchange.wake(&wake).await
         };
         ctx.spawn(wake_watcher.into_actor(self).map(|result, act, ctx| {

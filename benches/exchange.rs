@@ -1,0 +1,483 @@
+//! The bench program: every measurement of the performance issue, beside the
+//! floors of the same run, printed as a table and as one JSON object a line.
+//!
+//! `cargo bench --bench exchange` (both modes), `-- --quick` (under a minute
+//! a mode), `-- --mode pinned|unpinned` (one mode). "pinned" re-runs this
+//! program under `taskset -c 0`, so it and its redis-server share CPU 0.
+
+use std::io::{Read, Write};
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix_academy::prelude::*;
+use actix_academy::{Body, Client, Envelope};
+use clap::{Parser, ValueEnum};
+use futures::{stream, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+// ------------------------------------------------------------- behaviors
+
+struct Echo;
+impl Actor for Echo {
+    type Context = Context<Self>;
+}
+
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "serde_bytes::ByteBuf")]
+struct Bounce(#[serde(with = "serde_bytes")] Vec<u8>);
+
+impl Handler<Bounce> for Echo {
+    type Result = MessageResult<Bounce>;
+    fn handle(&mut self, m: Bounce, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(serde_bytes::ByteBuf::from(m.0))
+    }
+}
+
+behavior!(Echo { actions: [Bounce] });
+
+struct Filler;
+impl Actor for Filler {
+    type Context = Context<Self>;
+}
+behavior!(Filler { actions: [] });
+
+struct Target;
+impl Actor for Target {
+    type Context = Context<Self>;
+}
+behavior!(Target { actions: [] });
+
+// ------------------------------------------------------------- plumbing
+
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum Mode {
+    Both,
+    Pinned,
+    Unpinned,
+}
+
+#[derive(Parser, Clone)]
+struct Args {
+    /// A short run: fewer samples and messages.
+    #[arg(long)]
+    quick: bool,
+    #[arg(long, value_enum, default_value = "both")]
+    mode: Mode,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--maxclients", "20000", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        for _ in 0..500 {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let mut buf = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() {
+                    return Self { child, port };
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn info(&self, section: &str, field: &str) -> u64 {
+        let mut con = redis::Client::open(self.url()).unwrap().get_connection().unwrap();
+        let info: String = redis::cmd("INFO").arg(section).query(&mut con).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Row {
+    implementation: &'static str,
+    bench: String,
+    variant: String,
+    latency: Option<(f64, f64, f64)>,
+    rate: Option<f64>,
+}
+
+struct Report {
+    mode: &'static str,
+    rows: Vec<Row>,
+}
+
+impl Report {
+    fn latency(&mut self, implementation: &'static str, bench: &str, variant: &str, mut samples: Vec<Duration>) {
+        samples.sort_unstable();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let p = |q: f64| us(samples[((samples.len() - 1) as f64 * q).round() as usize]);
+        let mean = samples.iter().map(|d| us(*d)).sum::<f64>() / samples.len() as f64;
+        let row = Row {
+            implementation,
+            bench: bench.into(),
+            variant: variant.into(),
+            latency: Some((p(0.5), p(0.99), mean)),
+            rate: Some(1e6 / mean),
+        };
+        self.emit(row);
+    }
+
+    fn rate(&mut self, implementation: &'static str, bench: &str, variant: &str, count: u64, elapsed: Duration) {
+        let rate = count as f64 / elapsed.as_secs_f64();
+        self.emit(Row { implementation, bench: bench.into(), variant: variant.into(), latency: None, rate: Some(rate) });
+    }
+
+    fn value(&mut self, bench: &str, variant: &str, value: f64) {
+        self.emit(Row { implementation: "actix-academy", bench: bench.into(), variant: variant.into(), latency: None, rate: Some(value) });
+    }
+
+    fn emit(&mut self, row: Row) {
+        let num = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.1}"));
+        let (p50, p99, mean) = match row.latency {
+            Some((a, b, c)) => (Some(a), Some(b), Some(c)),
+            None => (None, None, None),
+        };
+        println!(
+            "{{\"impl\": \"{}\", \"mode\": \"{}\", \"bench\": \"{}\", \"variant\": \"{}\", \"p50_us\": {}, \"p99_us\": {}, \"mean_us\": {}, \"msgs_per_s\": {}}}",
+            row.implementation, self.mode, row.bench, row.variant, num(p50), num(p99), num(mean), num(row.rate)
+        );
+        self.rows.push(row);
+    }
+
+    fn find(&self, bench: &str, variant: &str) -> Option<&Row> {
+        self.rows.iter().find(|r| r.bench == bench && r.variant == variant)
+    }
+
+    fn print_table(&self) {
+        println!();
+        println!("## {} (CPU placement: {})", self.mode, if self.mode == "pinned" { "everything on CPU 0" } else { "free" });
+        println!("| impl | bench | variant | p50 us | p99 us | mean us | per s |");
+        println!("|---|---|---|---:|---:|---:|---:|");
+        for row in &self.rows {
+            let (p50, p99, mean) = match row.latency {
+                Some((a, b, c)) => (format!("{a:.1}"), format!("{b:.1}"), format!("{c:.1}")),
+                None => ("".into(), "".into(), "".into()),
+            };
+            let rate = row.rate.map_or(String::new(), |r| format!("{r:.0}"));
+            println!("| {} | {} | {} | {p50} | {p99} | {mean} | {rate} |", row.implementation, row.bench, row.variant);
+        }
+        let ratio = |a: (&str, &str), b: (&str, &str)| {
+            let (Some(x), Some(y)) = (self.find(a.0, a.1), self.find(b.0, b.1)) else { return None };
+            Some(x.latency?.0 / y.latency?.0)
+        };
+        println!();
+        if let Some(r) = ratio(("action round trip", "echo 100B direct"), ("floor", "tcp ping-pong 100B")) {
+            println!("- echo 100 B direct / raw TCP ping-pong floor (p50): {r:.1}x (target <= 3x)");
+        }
+        if let Some(r) = ratio(("action round trip", "echo 100B redis"), ("floor", "rpush+blpop ping-pong")) {
+            println!("- echo 100 B via Redis / RPUSH+BLPOP floor (p50): {r:.1}x (target <= 2x)");
+        }
+    }
+}
+
+fn samples(args: &Args, full: usize) -> usize {
+    if args.quick {
+        (full / 5).max(200)
+    } else {
+        full
+    }
+}
+
+// ------------------------------------------------------------- floors
+
+async fn floors(args: &Args, redis: &Redis, report: &mut Report) {
+    let n = samples(args, 5000);
+    // Raw TCP ping-pong of 100 B, the echo server on another thread.
+    let listener = StdListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut buf = [0u8; 100];
+            while s.read_exact(&mut buf).await.is_ok() {
+                if s.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+        })
+    });
+    let mut s = tokio::net::TcpStream::connect(address).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut buf = [7u8; 100];
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        s.write_all(&buf).await.unwrap();
+        s.read_exact(&mut buf).await.unwrap();
+        if i >= n / 10 {
+            times.push(t.elapsed());
+        }
+    }
+    report.latency("floor", "floor", "tcp ping-pong 100B", times);
+
+    // Raw Redis PING on one connection.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        let _: String = redis::cmd("PING").query_async(&mut con).await.unwrap();
+        if i >= n / 10 {
+            times.push(t.elapsed());
+        }
+    }
+    report.latency("floor", "floor", "redis PING", times);
+
+    // RPUSH + BLPOP ping-pong through Redis (an echo task on its own connection).
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut echo = client.get_multiplexed_async_connection_with_config(&config).await.unwrap();
+    let echo_task = tokio::spawn(async move {
+        loop {
+            let (_, v): (String, Vec<u8>) = redis::cmd("BLPOP").arg("bench:ping").arg(0).query_async(&mut echo).await.unwrap();
+            if v.is_empty() {
+                break;
+            }
+            let _: () = redis::cmd("RPUSH").arg("bench:pong").arg(v).query_async(&mut echo).await.unwrap();
+        }
+    });
+    let mut con = client.get_multiplexed_async_connection_with_config(&config).await.unwrap();
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        let _: () = redis::cmd("RPUSH").arg("bench:ping").arg(&[1u8; 100][..]).query_async(&mut con).await.unwrap();
+        let _: (String, Vec<u8>) = redis::cmd("BLPOP").arg("bench:pong").arg(0).query_async(&mut con).await.unwrap();
+        if i >= n / 10 {
+            times.push(t.elapsed());
+        }
+    }
+    let _: () = redis::cmd("RPUSH").arg("bench:ping").arg(&b""[..]).query_async(&mut con).await.unwrap();
+    let _ = echo_task.await;
+    report.latency("floor", "floor", "rpush+blpop ping-pong", times);
+}
+
+// ------------------------------------------------------------- the crate
+
+async fn exchange(redis: &Redis, peer_to_peer: bool) -> Exchange {
+    HybridExchange::builder(redis.url()).random_namespace().peer_to_peer(peer_to_peer).start().await.unwrap()
+}
+
+async fn round_trips(args: &Args, redis: &Redis, report: &mut Report) {
+    for (path, p2p) in [("direct", true), ("redis", false)] {
+        let x = exchange(redis, p2p).await;
+        let id: AgentId<Echo> = x.register_agent(None).await.unwrap();
+        let _agent = Agent::launch(Echo, id.clone(), &x).await.unwrap();
+        let echo = x.get_handle(id).bind_as_client(&x).await.unwrap();
+        let n = samples(args, 5000);
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n + n / 10 {
+            let rtt = echo.ping().await.unwrap();
+            if i >= n / 10 {
+                times.push(rtt);
+            }
+        }
+        report.latency("actix-academy", "action round trip", &format!("ping {path}"), times);
+        for (label, size, full) in [("100B", 100, 5000), ("10KB", 10_000, 2000), ("1MB", 1 << 20, 2000), ("10MB", 10 << 20, 2000)] {
+            let n = if args.quick { samples(args, full).min(if size > 100_000 { 50 } else { usize::MAX }) } else { full };
+            let payload = vec![0x5au8; size];
+            let mut times = Vec::with_capacity(n);
+            for i in 0..n + (n / 10).max(2) {
+                let t = Instant::now();
+                let back = echo.action(Bounce(payload.clone())).await.unwrap();
+                let elapsed = t.elapsed();
+                assert_eq!(back.len(), size);
+                if i >= (n / 10).max(2) {
+                    times.push(elapsed);
+                }
+            }
+            report.latency("actix-academy", "action round trip", &format!("echo {label} {path}"), times);
+        }
+        echo.close().await.unwrap();
+        x.close().await;
+    }
+}
+
+async fn pipelined(args: &Args, redis: &Redis, report: &mut Report) {
+    let x = exchange(redis, true).await;
+    let id: AgentId<Echo> = x.register_agent(None).await.unwrap();
+    let _agent = Agent::launch_with(id.clone(), &x, 1024, |_| Echo).await.unwrap();
+    let echo = x.get_handle(id).bind_as_client(&x).await.unwrap();
+    let total = if args.quick { 20_000 } else { 50_000 };
+    let t = Instant::now();
+    let done = stream::iter(0..total)
+        .map(|_| echo.action(Bounce(vec![1; 100])))
+        .buffer_unordered(1000)
+        .filter(|r| futures::future::ready(r.is_ok()))
+        .count()
+        .await;
+    assert_eq!(done, total);
+    report.rate("actix-academy", "pipelined actions", "echo 100B, window 1000", total as u64, t.elapsed());
+    echo.close().await.unwrap();
+    x.close().await;
+}
+
+async fn one_way(args: &Args, redis: &Redis, report: &mut Report) {
+    let total: u64 = if args.quick { 50_000 } else { 200_000 };
+    for (path, p2p) in [("direct", true), ("redis", false)] {
+        for senders in [1u64, 8] {
+            let receiver = exchange(redis, p2p).await;
+            let me = receiver.register_client(None).await.unwrap();
+            let mut inbox = receiver.get_mailbox(&me).await.unwrap();
+            let mut exchanges = Vec::new();
+            for _ in 0..senders {
+                let x = HybridExchange::builder(redis.url()).namespace(receiver.namespace()).peer_to_peer(p2p).start().await.unwrap();
+                let src = x.register_client(None).await.unwrap();
+                exchanges.push((x, src));
+            }
+            let t = Instant::now();
+            for (x, src) in exchanges.clone() {
+                let dest = me.clone();
+                actix::spawn(async move {
+                    for _ in 0..total / senders {
+                        let body = Body::ActionRequest { action: "n".into(), args: vec![0; 100] };
+                        x.send(Envelope::new(src.clone().into(), dest.clone().into(), body)).await.unwrap();
+                    }
+                });
+            }
+            for _ in 0..total {
+                inbox.recv(Some(Duration::from_secs(60))).await.expect("a one-way message was lost");
+            }
+            let elapsed = t.elapsed();
+            report.rate("actix-academy", "one-way 100B", &format!("{path}, {senders} sender(s)"), total, elapsed);
+            for (x, _) in exchanges {
+                x.close().await;
+            }
+            inbox.close().await.unwrap();
+            receiver.close().await;
+        }
+    }
+}
+
+async fn discover(args: &Args, redis: &Redis, report: &mut Report) {
+    let x = exchange(redis, true).await;
+    for _ in 0..10 {
+        x.register_agent::<Target>(None).await.unwrap();
+    }
+    let mut registered = 10;
+    for size in [10usize, 100, 1000, 10_000] {
+        let more = size.saturating_sub(registered);
+        stream::iter(0..more).for_each_concurrent(64, |_| async { x.register_agent::<Filler>(None).await.map(drop).unwrap() }).await;
+        registered = registered.max(size);
+        let n = samples(args, 2000);
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n + n / 10 {
+            let t = Instant::now();
+            let found = x.discover::<Target>(false).await.unwrap();
+            if i >= n / 10 {
+                times.push(t.elapsed());
+            }
+            assert_eq!(found.len(), 10);
+        }
+        report.latency("actix-academy", "discover", &format!("{size} agents, 10 match"), times);
+    }
+    x.close().await;
+}
+
+fn rss_peak_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn startup(args: &Args, redis: &Redis, report: &mut Report) {
+    let x = exchange(redis, true).await;
+    let client = Client::connect(&x, None).await.unwrap();
+    let count = 1000;
+    let mut agents = Vec::with_capacity(count);
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let t = Instant::now();
+        let id: AgentId<Echo> = x.register_agent(None).await.unwrap();
+        let agent = Agent::launch(Echo, id.clone(), &x).await.unwrap();
+        let handle = client.bind(x.get_handle(id));
+        handle.action(Bounce(vec![1])).await.unwrap();
+        times.push(t.elapsed());
+        agents.push((agent, handle));
+    }
+    report.latency("actix-academy", "startup", "launch to first action (each of 1000)", times);
+    report.value("startup", "peak RSS MB (1000 agents)", rss_peak_mb());
+    let connections = {
+        let mut con = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut con).unwrap();
+        list.lines().count() as f64 - 1.0 // minus this one
+    };
+    report.value("startup", "redis connections (1000 agents)", connections);
+    let window = Duration::from_secs(if args.quick { 2 } else { 5 });
+    let before = redis.info("stats", "total_commands_processed");
+    tokio::time::sleep(window).await;
+    let after = redis.info("stats", "total_commands_processed");
+    let own = 2.0; // the two INFO calls
+    report.value("startup", "redis commands/s, 1000 idle agents", (after - before) as f64 / window.as_secs_f64() - own / window.as_secs_f64());
+    for (_, handle) in &agents {
+        let _ = handle.shutdown().await;
+    }
+    client.close().await.unwrap();
+    x.close().await;
+}
+
+fn run_mode(args: &Args, mode: &'static str) {
+    actix::System::new().block_on(async move {
+        let redis = Redis::start();
+        let mut report = Report { mode, rows: Vec::new() };
+        floors(args, &redis, &mut report).await;
+        round_trips(args, &redis, &mut report).await;
+        pipelined(args, &redis, &mut report).await;
+        one_way(args, &redis, &mut report).await;
+        discover(args, &redis, &mut report).await;
+        startup(args, &redis, &mut report).await;
+        report.print_table();
+    });
+}
+
+fn main() {
+    let args = Args::parse();
+    match args.mode {
+        Mode::Pinned => run_mode(&args, "pinned"),
+        Mode::Unpinned => run_mode(&args, "unpinned"),
+        Mode::Both => {
+            let me = std::env::current_exe().unwrap();
+            let quick: &[&str] = if args.quick { &["--quick"] } else { &[] };
+            let pinned = Command::new("taskset").arg("-c").arg("0").arg(&me).args(["--mode", "pinned"]).args(quick).status();
+            match pinned {
+                Ok(status) if status.success() => {}
+                other => eprintln!("pinned run failed ({other:?}); is taskset installed?"),
+            }
+            let status = Command::new(&me).args(["--mode", "unpinned"]).args(quick).status().unwrap();
+            std::process::exit(status.code().unwrap_or(1));
+        }
+    }
+}
