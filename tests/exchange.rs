@@ -226,7 +226,15 @@ async fn messages_sent_before_the_mailbox_opens_wait_in_redis() {
     for message in &sent {
         exchange.send(message.clone()).await.unwrap();
     }
+    // The first is pushed before `send` returns; the rest are batched by the
+    // destination's queue link right after.
     let queue = format!("{}:queue:{}", exchange.namespace(), peer.base32());
+    for _ in 0..200 {
+        if redis.client().llen::<_, usize>(&queue).unwrap() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(redis.client().llen::<_, usize>(&queue).unwrap(), 3);
     let mut inbox = exchange.get_mailbox(&peer).await.unwrap();
     for message in &sent {

@@ -58,6 +58,25 @@ return found
     )
 });
 
+/// Routes or queues messages in one round trip: unknown -> -1, terminated
+/// -> -2; with ARGV[1] = 'route' and a published address, that address;
+/// otherwise pushes ARGV[2..] onto the queue and returns 1 if the mailbox
+/// listens, else 0. KEYS: status, address, queue.
+pub(crate) static SEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local status = redis.call('GET', KEYS[1])
+if not status then return -1 end
+if status == 'INACTIVE' then return -2 end
+local address = redis.call('GET', KEYS[2])
+if address and ARGV[1] == 'route' then return address end
+redis.call('RPUSH', KEYS[3], unpack(ARGV, 2))
+if address then return 1 end
+return 0
+",
+    )
+});
+
 /// Deletes a key only if it still holds the given value, so a mailbox that
 /// closes late never removes the address a newer mailbox published.
 pub(crate) static DELETE_IF_EQUAL: LazyLock<Script> = LazyLock::new(|| {

@@ -19,7 +19,7 @@ use tracing::debug;
 
 use super::actor::{self, Call, ExchangeActor, Request, DELETE_IF_EQUAL, DISCOVER, TERMINATE};
 use super::keys::{self, Keys, ACTIVE, INACTIVE};
-use super::link::{Link, LinkConfig, Links};
+use super::link::{enqueue, Enqueued, Link, LinkEnv, Links, Route};
 use super::{Exchange, MailboxStatus};
 use crate::error::Error;
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
@@ -137,25 +137,32 @@ impl HybridExchangeBuilder {
             .or_else(|| std::env::var(SECRET_ENV).ok().map(String::into_bytes))
             .unwrap_or_default();
         let namespace = self.namespace.unwrap_or_else(|| "default".to_owned());
+        let keys = Keys::new(&namespace);
+        let actor = ExchangeActor::new(redis).start();
+        let links = Arc::new(Mutex::new(HashMap::new()));
+        let env = Arc::new(LinkEnv {
+            secret: secret.into(),
+            connect_timeout: self.connect_timeout,
+            peer_timeout: self.peer_timeout,
+            max_frame_len: self.max_frame_len,
+            keys: keys.clone(),
+            actor: actor.clone(),
+            links: Arc::downgrade(&links),
+        });
         Ok(Exchange::from(HybridExchange {
             inner: Arc::new(Inner {
-                actor: ExchangeActor::new(redis).start(),
+                actor,
                 client,
-                keys: Keys::new(&namespace),
+                keys,
                 config: Config {
                     host: self.host,
                     connect_timeout: self.connect_timeout,
                     mailbox_capacity: self.mailbox_capacity,
                     max_connections: self.max_connections,
                     peer_to_peer: self.peer_to_peer,
-                    link: Arc::new(LinkConfig {
-                        secret: secret.into(),
-                        connect_timeout: self.connect_timeout,
-                        peer_timeout: self.peer_timeout,
-                        max_frame_len: self.max_frame_len,
-                    }),
+                    link: env,
                 },
-                links: Arc::new(Mutex::new(HashMap::new())),
+                links,
                 tasks: TaskTracker::new(),
                 closed: AtomicBool::new(false),
             }),
@@ -171,7 +178,7 @@ pub(crate) struct Config {
     pub(crate) mailbox_capacity: usize,
     pub(crate) max_connections: usize,
     pub(crate) peer_to_peer: bool,
-    pub(crate) link: Arc<LinkConfig>,
+    pub(crate) link: Arc<LinkEnv>,
 }
 
 struct Inner {
@@ -355,64 +362,53 @@ impl HybridExchange {
                 Err(back) => frame = back,
             }
         }
-        let keys = self.keys();
-        let (status, address): (Option<String>, Option<String>) = self
-            .cmd(
-                redis::cmd("MGET")
-                    .arg(keys.status(dest.uid()))
-                    .arg(keys.address(dest.uid())),
-            )
-            .await?;
-        match status.as_deref() {
-            None => return Err(Error::BadEntityId(dest)),
-            Some(INACTIVE) => return Err(Error::MailboxClosed(dest)),
-            Some(_) => {}
-        }
-        if let Some(link) = address.and_then(|address| self.link(&dest, Some(address))) {
-            match link.send(frame).await {
-                Ok(()) => return Ok(()),
-                Err(back) => frame = back,
+        match enqueue(
+            &self.inner.config.link,
+            &dest,
+            std::slice::from_ref(&frame),
+            true,
+        )
+        .await?
+        {
+            Enqueued::Listening(address) => {
+                if let Some(link) = self.link(&dest, Some(Route::Peer(address))) {
+                    match link.send(frame).await {
+                        Ok(()) => return Ok(()),
+                        Err(back) => frame = back,
+                    }
+                }
+                enqueue(&self.inner.config.link, &dest, &[frame], false).await?;
+            }
+            // Queued; later messages to this offline mailbox are batched.
+            Enqueued::Offline | Enqueued::PushedWhileListening => {
+                self.link(&dest, Some(Route::Queue));
             }
         }
-        self.push_back(&dest, frame).await
+        debug!("queued in Redis");
+        Ok(())
     }
 
-    /// The cached link to `dest`; with an address, a new link if there is no
-    /// cached link to that address.
-    fn link(&self, dest: &EntityId, address: Option<String>) -> Option<Link> {
+    /// The cached link to `dest`; given a route, a new link unless the
+    /// cached one already takes that route.
+    fn link(&self, dest: &EntityId, route: Option<Route>) -> Option<Link> {
         let mut links = self.inner.links.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(link) = links.get(&dest.uid()) {
-            if address.as_ref().is_none_or(|a| *a == link.address) {
+            if route.as_ref().is_none_or(|r| *r == link.route) {
                 return Some(link.clone());
             }
         }
-        let address = address?;
+        let route = route?;
         if self.inner.closed.load(Ordering::Acquire) {
             return None;
         }
         let link = Link::spawn(
             dest.clone(),
-            address,
-            self.keys().queue(dest.uid()),
+            route,
             self.inner.config.link.clone(),
-            self.inner.actor.clone(),
-            Arc::downgrade(&self.inner.links),
             &self.inner.tasks,
         );
         links.insert(dest.uid(), link.clone());
         Some(link)
-    }
-
-    /// Appends a message to the destination's Redis queue.
-    async fn push_back(&self, dest: &EntityId, frame: Bytes) -> Result<(), Error> {
-        self.cmd::<()>(
-            redis::cmd("RPUSH")
-                .arg(self.keys().queue(dest.uid()))
-                .arg(&frame[..]),
-        )
-        .await?;
-        debug!("queued in Redis");
-        Ok(())
     }
 
     /// Returns popped messages to the front of a queue, keeping their order.
@@ -441,8 +437,14 @@ impl HybridExchange {
         .await
     }
 
-    pub(crate) async fn unpublish_address(&self, id: &EntityId, address: Option<&str>) -> Result<(), Error> {
-        let Some(address) = address else { return Ok(()) };
+    pub(crate) async fn unpublish_address(
+        &self,
+        id: &EntityId,
+        address: Option<&str>,
+    ) -> Result<(), Error> {
+        let Some(address) = address else {
+            return Ok(());
+        };
         let mut script = DELETE_IF_EQUAL.prepare_invoke();
         script.key(self.keys().address(id.uid())).arg(address);
         self.call::<i64>(Request::Script(script)).await.map(drop)

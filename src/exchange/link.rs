@@ -1,10 +1,20 @@
-//! Outbound links: one task per destination mailbox owns the TCP connection,
-//! so frames never interleave and one sender's messages keep their order.
-//! Messages wait in the link's channel, are written in batches (one flush per
-//! batch), and stay in an unacknowledged list until the receiver confirms it
-//! has taken them. When the link fails (refused or timed-out connect, failed
-//! handshake, reset, silent peer), everything unacknowledged or still waiting
-//! is pushed to the destination's Redis queue, in order: nothing is dropped.
+//! Outbound links: one task per destination mailbox, so frames never
+//! interleave and one sender's messages keep their order. A link takes one of
+//! two routes:
+//!
+//! - **peer**: the task owns a TCP connection to the mailbox. Messages are
+//!   written in batches (one flush per batch) and kept until the receiver
+//!   acknowledges taking them. When the connection fails (refused or timed-out
+//!   connect, failed handshake, reset, silent peer), everything
+//!   unacknowledged or still waiting goes to the Redis queue, in order.
+//! - **queue**: the destination is offline; the task pushes batches onto its
+//!   Redis queue, one round trip per batch, re-checking the mailbox's status
+//!   atomically each time. Once the mailbox listens again the link retires,
+//!   so later sends find the direct route.
+//!
+//! A retired or failed link leaves the cache first, so new sends take the
+//! slow path (and see errors, such as Redis being down, themselves); what it
+//! already holds it keeps pushing to Redis, retrying while Redis is down.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +31,8 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, error, warn};
 use uuid::Uuid;
 
-use super::actor::{Call, ExchangeActor, Request};
+use super::actor::{Call, ExchangeActor, Request, SEND};
+use super::keys::Keys;
 use crate::error::Error;
 use crate::frame::{client_handshake, codec, ACK_LEN};
 use crate::identifier::EntityId;
@@ -30,88 +41,150 @@ use crate::identifier::EntityId;
 const LINK_CAPACITY: usize = 4096;
 /// Bytes written before a flush, when many messages are waiting.
 const MAX_BATCH_BYTES: usize = 256 << 10;
-/// Messages per RPUSH when a failed link hands its messages to Redis.
-const REQUEUE_CHUNK: usize = 1000;
+/// Messages per Redis round trip (well under Lua's argument limit).
+const QUEUE_BATCH: usize = 1000;
+/// How long held messages are retried while Redis is unreachable.
+const REDIS_PATIENCE: Duration = Duration::from_secs(60);
 
 static NEXT_LINK: AtomicU64 = AtomicU64::new(0);
 
 /// The live links of one exchange, by destination UUID.
 pub(crate) type Links = Mutex<HashMap<Uuid, Link>>;
 
-/// Settings every link of an exchange shares.
+/// What every link of an exchange shares.
 #[derive(Debug)]
-pub(crate) struct LinkConfig {
+pub(crate) struct LinkEnv {
     pub(crate) secret: Arc<[u8]>,
     pub(crate) connect_timeout: Duration,
     pub(crate) peer_timeout: Duration,
     pub(crate) max_frame_len: usize,
+    pub(crate) keys: Keys,
+    pub(crate) actor: Addr<ExchangeActor>,
+    pub(crate) links: Weak<Links>,
+}
+
+/// Where a link sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// Directly to the mailbox listening at this address.
+    Peer(String),
+    /// Onto the mailbox's Redis queue.
+    Queue,
 }
 
 /// The sending end of a link to one mailbox.
 #[derive(Clone, Debug)]
 pub(crate) struct Link {
     id: u64,
-    pub(crate) address: String,
+    pub(crate) route: Route,
     tx: mpsc::Sender<Bytes>,
 }
 
 impl Link {
-    /// Starts a link task to `dest` at `address`.
+    /// Starts a link task to `dest` by `route`.
     pub(crate) fn spawn(
         dest: EntityId,
-        address: String,
-        queue_key: String,
-        config: Arc<LinkConfig>,
-        actor: Addr<ExchangeActor>,
-        links: Weak<Links>,
+        route: Route,
+        env: Arc<LinkEnv>,
         tasks: &tokio_util::task::TaskTracker,
     ) -> Link {
         let (tx, rx) = mpsc::channel(LINK_CAPACITY);
         let link = Link {
             id: NEXT_LINK.fetch_add(1, Ordering::Relaxed),
-            address,
+            route,
             tx,
         };
         let task = LinkTask {
             id: link.id,
             dest,
-            address: link.address.clone(),
-            queue_key,
-            config,
-            actor,
-            links,
+            route: link.route.clone(),
+            env,
         };
         tasks.spawn(task.run(rx));
         link
     }
 
-    /// Hands a frame to the link; gives it back if the link has failed.
+    /// Hands a frame to the link; gives it back if the link has retired.
     pub(crate) async fn send(&self, frame: Bytes) -> Result<(), Bytes> {
         self.tx.send(frame).await.map_err(|e| e.0)
+    }
+}
+
+/// What [`enqueue`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Enqueued {
+    /// Nothing: asked only to route, the mailbox listens at this address.
+    Listening(String),
+    /// Pushed; the mailbox is offline.
+    Offline,
+    /// Pushed; the mailbox listens again (its link should retire).
+    PushedWhileListening,
+}
+
+/// In one Redis round trip: checks the destination's status and either
+/// pushes `frames` onto its queue or (with `route_only_if_offline`, when the
+/// mailbox listens) returns its address instead.
+pub(crate) async fn enqueue(
+    env: &LinkEnv,
+    dest: &EntityId,
+    frames: &[Bytes],
+    route_only_if_offline: bool,
+) -> Result<Enqueued, Error> {
+    let mut script = SEND.prepare_invoke();
+    script
+        .key(env.keys.status(dest.uid()))
+        .key(env.keys.address(dest.uid()))
+        .key(env.keys.queue(dest.uid()))
+        .arg(if route_only_if_offline {
+            "route"
+        } else {
+            "push"
+        });
+    for frame in frames {
+        script.arg(&frame[..]);
+    }
+    let reply: redis::Value = env.actor.send(Call::new(Request::Script(script))).await??;
+    match reply {
+        redis::Value::Int(-1) => Err(Error::BadEntityId(dest.clone())),
+        redis::Value::Int(-2) => Err(Error::MailboxClosed(dest.clone())),
+        redis::Value::Int(0) => Ok(Enqueued::Offline),
+        redis::Value::Int(_) => Ok(Enqueued::PushedWhileListening),
+        redis::Value::BulkString(address) => Ok(Enqueued::Listening(
+            String::from_utf8_lossy(&address).into_owned(),
+        )),
+        other => Err(Error::UnexpectedReply(format!(
+            "from the send script: {other:?}"
+        ))),
     }
 }
 
 struct LinkTask {
     id: u64,
     dest: EntityId,
-    address: String,
-    queue_key: String,
-    config: Arc<LinkConfig>,
-    actor: Addr<ExchangeActor>,
-    links: Weak<Links>,
+    route: Route,
+    env: Arc<LinkEnv>,
 }
 
 impl LinkTask {
-    #[tracing::instrument(name = "link", skip_all, fields(dest = %self.dest, address = %self.address))]
+    #[tracing::instrument(name = "link", skip_all, fields(dest = %self.dest, route = ?self.route))]
     async fn run(self, mut rx: mpsc::Receiver<Bytes>) {
-        let mut unacked = VecDeque::new();
-        match self.serve(&mut rx, &mut unacked).await {
-            Ok(()) => debug!("link closed"),
-            Err(e) => warn!("link failed, falling back to Redis: {e}"),
+        let mut held = VecDeque::new();
+        let mut open = true;
+        if let Route::Peer(address) = &self.route {
+            match self.serve(address, &mut rx, &mut held).await {
+                Ok(()) => debug!("link closed"),
+                Err(e) => warn!("link failed, falling back to Redis: {e}"),
+            }
+            self.retire(&mut rx, &mut held);
+            open = false;
         }
-        // Leave the cache first, then refuse new frames: a sender that finds
-        // the channel closed takes the slow path and sees the new state.
-        if let Some(links) = self.links.upgrade() {
+        self.push_to_redis(&mut rx, held, open).await;
+    }
+
+    /// Leaves the cache, then refuses new frames and takes what is waiting:
+    /// a sender that finds the channel closed takes the slow path.
+    fn retire(&self, rx: &mut mpsc::Receiver<Bytes>, held: &mut VecDeque<Bytes>) {
+        if let Some(links) = self.env.links.upgrade() {
             let mut links = links.lock().unwrap_or_else(|e| e.into_inner());
             if links.get(&self.dest.uid()).is_some_and(|l| l.id == self.id) {
                 links.remove(&self.dest.uid());
@@ -119,31 +192,32 @@ impl LinkTask {
         }
         rx.close();
         while let Ok(frame) = rx.try_recv() {
-            unacked.push_back(frame);
+            held.push_back(frame);
         }
-        self.requeue(unacked).await;
     }
 
     /// Runs the connection until the channel closes (then waits for the
-    /// last acknowledgements) or the connection fails.
+    /// last acknowledgements) or the connection fails. What the peer has not
+    /// acknowledged stays in `unacked`.
     async fn serve(
         &self,
+        address: &str,
         rx: &mut mpsc::Receiver<Bytes>,
         unacked: &mut VecDeque<Bytes>,
     ) -> Result<(), Error> {
-        let config = &self.config;
+        let env = &self.env;
         let connect = async {
-            let mut stream = TcpStream::connect(&self.address).await?;
+            let mut stream = TcpStream::connect(address).await?;
             stream.set_nodelay(true)?;
-            client_handshake(&mut stream, &config.secret, self.dest.uid()).await?;
+            client_handshake(&mut stream, &env.secret, self.dest.uid()).await?;
             Ok::<_, Error>(stream)
         };
-        let stream = timeout(config.connect_timeout, connect)
+        let stream = timeout(env.connect_timeout, connect)
             .await
-            .map_err(|_| Error::Timeout(config.connect_timeout))??;
+            .map_err(|_| Error::Timeout(env.connect_timeout))??;
         let (read, write) = stream.into_split();
         let mut acks = FramedRead::new(read, codec(ACK_LEN));
-        let mut out = FramedWrite::new(write, codec(config.max_frame_len));
+        let mut out = FramedWrite::new(write, codec(env.max_frame_len));
         let (mut acked, mut sent) = (0u64, 0u64);
         let mut last_heard = Instant::now();
         let mut open = true;
@@ -183,42 +257,68 @@ impl LinkTask {
                     }
                     SinkExt::<Bytes>::flush(&mut out).await?;
                 }
-                _ = tokio::time::sleep_until(last_heard + config.peer_timeout), if !unacked.is_empty() => {
-                    return Err(Error::Timeout(config.peer_timeout));
+                _ = tokio::time::sleep_until(last_heard + env.peer_timeout), if !unacked.is_empty() => {
+                    return Err(Error::Timeout(env.peer_timeout));
                 }
             }
         }
         Ok(())
     }
 
-    /// Pushes frames the peer never confirmed onto the destination's queue.
-    async fn requeue(&self, frames: VecDeque<Bytes>) {
-        if frames.is_empty() {
-            return;
-        }
-        let total = frames.len();
-        let frames = Vec::from(frames);
-        for (i, chunk) in frames.chunks(REQUEUE_CHUNK).enumerate() {
-            let mut cmd = redis::cmd("RPUSH");
-            cmd.arg(&self.queue_key);
-            for frame in chunk {
-                cmd.arg(&frame[..]);
+    /// Pushes what the link holds, then (while `open`) what it is sent, onto
+    /// the destination's queue in batches. Retires when the mailbox listens
+    /// again, when it is gone, or when Redis is down (retrying what it holds).
+    async fn push_to_redis(
+        &self,
+        rx: &mut mpsc::Receiver<Bytes>,
+        mut held: VecDeque<Bytes>,
+        mut open: bool,
+    ) {
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            if held.is_empty() {
+                let next = if open { rx.recv().await } else { None };
+                let Some(frame) = next else { return };
+                held.push_back(frame);
             }
-            if let Err(e) = self
-                .actor
-                .send(Call::<()>::new(Request::Cmd(cmd)))
-                .await
-                .map_err(Error::from)
-                .and_then(|r| r)
-            {
-                let lost = total - i * REQUEUE_CHUNK;
-                error!(
-                    lost,
-                    "could not hand undelivered messages to the Redis queue: {e}"
-                );
-                return;
+            while open && held.len() < QUEUE_BATCH {
+                let Ok(frame) = rx.try_recv() else { break };
+                held.push_back(frame);
+            }
+            let count = held.len().min(QUEUE_BATCH);
+            let batch: Vec<Bytes> = held.iter().take(count).cloned().collect();
+            match enqueue(&self.env, &self.dest, &batch, false).await {
+                Ok(enqueued) => {
+                    held.drain(..count);
+                    failing_since = None;
+                    if enqueued == Enqueued::PushedWhileListening && open {
+                        self.retire(rx, &mut held);
+                        open = false;
+                    }
+                }
+                Err(e @ (Error::BadEntityId(_) | Error::MailboxClosed(_))) => {
+                    self.retire(rx, &mut held);
+                    return error!(
+                        lost = held.len(),
+                        "messages accepted for a mailbox that was then terminated: {e}"
+                    );
+                }
+                Err(e) => {
+                    if open {
+                        self.retire(rx, &mut held);
+                        open = false;
+                    }
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > REDIS_PATIENCE || matches!(e, Error::ExchangeClosed) {
+                        return error!(
+                            lost = held.len(),
+                            "could not hand undelivered messages to Redis: {e}"
+                        );
+                    }
+                    warn!(held = held.len(), "Redis unreachable, retrying: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
         }
-        debug!(total, "handed undelivered messages to the Redis queue");
     }
 }
