@@ -72,7 +72,9 @@ pub(crate) fn watch(
 
 impl State {
     async fn next(&mut self) -> Watched {
-        tokio::time::sleep(self.backoff).await;
+        if !self.backoff.is_zero() {
+            tokio::time::sleep(self.backoff).await;
+        }
         match self.pop().await {
             Ok(event) => event,
             Err(e) => Watched::Failed(e),
