@@ -14,29 +14,25 @@ const SECRET: &[u8] = b"test secret";
 const WAIT: Option<Duration> = Some(Duration::from_secs(5));
 
 struct Fixture {
-    _redis: RedisServer,
+    redis: RedisServer,
+    exchange: actix_academy::Exchange,
     me: ClientId,
     peer: ClientId,
     inbox: Mailbox,
 }
 
 async fn fixture(max_frame_len: usize) -> Fixture {
+    fixture_with(max_frame_len, Duration::from_secs(10)).await
+}
+
+async fn fixture_with(max_frame_len: usize, peer_timeout: Duration) -> Fixture {
     let redis = RedisServer::start();
-    let exchange = redis
-        .builder()
-        .max_frame_len(max_frame_len)
-        .start()
-        .await
-        .unwrap();
+    let builder = redis.builder().max_frame_len(max_frame_len).peer_timeout(peer_timeout);
+    let exchange = builder.start().await.unwrap();
     let me = exchange.register_client(None).await.unwrap();
     let peer = exchange.register_client(None).await.unwrap();
     let inbox = exchange.get_mailbox(&peer).await.unwrap();
-    Fixture {
-        _redis: redis,
-        me,
-        peer,
-        inbox,
-    }
+    Fixture { redis, exchange, me, peer, inbox }
 }
 
 impl Fixture {
@@ -225,9 +221,9 @@ async fn a_wrong_secret_or_destination_is_refused() {
     f.still_serves().await;
 }
 
-/// CPU time this process has used, from /proc.
+/// CPU time this thread (the test's actix system, where the mailbox runs) has used.
 fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .unwrap()
@@ -259,4 +255,47 @@ async fn a_peer_gone_mid_frame_does_not_make_the_mailbox_spin() {
     );
     f.still_serves().await;
     drop(silent);
+}
+
+#[actix::test]
+async fn half_a_frame_then_silence_times_out() {
+    let mut f = fixture_with(1 << 20, Duration::from_millis(400)).await;
+    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap();
+    stream.write_all(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
+    // Closed by the mailbox once silent for the peer timeout, not left open.
+    assert!(closed_by_server(&mut stream, Duration::from_secs(5)).await);
+    f.still_serves().await;
+}
+
+#[actix::test]
+async fn an_idle_link_stays_up_through_keepalives() {
+    let mut f = fixture_with(1 << 20, Duration::from_millis(300)).await;
+    for _ in 0..2 {
+        let message = f.message();
+        f.exchange.send(message.clone()).await.unwrap();
+        assert_eq!(f.inbox.recv(WAIT).await.unwrap(), message);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut f.redis.client()).unwrap();
+    assert!(!info.contains("cmdstat_rpush"), "the link fell back to Redis: {info}");
+}
+
+#[actix::test]
+async fn a_thousand_idle_connections_do_not_lock_others_out() {
+    let mut f = fixture(1 << 20).await;
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap());
+    }
+    f.still_serves().await;
+    // Past the cap (1,024 by default), connections are refused at once.
+    let mut extra = Vec::new();
+    for _ in 0..30 {
+        extra.push(tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap());
+    }
+    assert!(closed_by_server(extra.last_mut().unwrap(), Duration::from_secs(5)).await);
+    drop(idle);
+    drop(extra);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    f.still_serves().await;
 }

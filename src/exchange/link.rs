@@ -220,6 +220,8 @@ impl LinkTask {
         let mut out = FramedWrite::new(write, codec(env.max_frame_len));
         let (mut acked, mut sent) = (0u64, 0u64);
         let mut last_heard = Instant::now();
+        let mut last_written = Instant::now();
+        let keepalive = env.peer_timeout / 3;
         let mut open = true;
         while open || !unacked.is_empty() {
             tokio::select! {
@@ -256,6 +258,12 @@ impl LinkTask {
                         sent += 1;
                     }
                     SinkExt::<Bytes>::flush(&mut out).await?;
+                    last_written = Instant::now();
+                }
+                // An empty frame tells the mailbox this idle link is alive.
+                _ = tokio::time::sleep_until(last_written + keepalive) => {
+                    out.send(Bytes::new()).await?;
+                    last_written = Instant::now();
                 }
                 _ = tokio::time::sleep_until(last_heard + env.peer_timeout), if !unacked.is_empty() => {
                     return Err(Error::Timeout(env.peer_timeout));

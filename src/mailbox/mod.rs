@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
@@ -87,6 +87,7 @@ impl Mailbox {
             handshaking: 0,
             accept: None,
             closing: false,
+            resumed: Instant::now(),
         }
         .start();
         debug!(mailbox = %id, ?address, "mailbox open");
@@ -308,6 +309,8 @@ async fn write_acks(write: OwnedWriteHalf, state: Arc<AckState>, keepalive: Dura
 struct Conn {
     stream: SpawnHandle,
     ack: Arc<AckState>,
+    /// When a frame (a message or a keepalive) last arrived.
+    last_heard: Instant,
 }
 
 impl Drop for Conn {
@@ -347,6 +350,9 @@ struct MailboxActor {
     handshaking: usize,
     accept: Option<SpawnHandle>,
     closing: bool,
+    /// When the actor last resumed after a pause for backpressure (peers
+    /// were not read meanwhile, so their silence does not count).
+    resumed: Instant,
 }
 
 impl Actor for MailboxActor {
@@ -364,6 +370,17 @@ impl Actor for MailboxActor {
             });
             self.accept = Some(ctx.add_stream(accepted));
         }
+        // Peers send a keepalive when idle: a connection silent for longer
+        // than the peer timeout is dead or stuck mid-frame, and is closed.
+        let limit = self.exchange.config().link.peer_timeout;
+        ctx.run_interval(limit / 4, move |act, ctx| {
+            let since = |heard: Instant| heard.max(act.resumed).elapsed();
+            let silent: Vec<u64> = act.conns.iter().filter(|(_, c)| since(c.last_heard) > limit).map(|(id, _)| *id).collect();
+            for conn in silent {
+                warn!(mailbox = %act.id, "closing a peer connection silent for over {limit:?}");
+                act.drop_connection(conn, ctx);
+            }
+        });
         let queue = self.exchange.keys().queue(self.id.uid());
         ctx.add_stream(watcher::watch(
             self.exchange.redis_client(),
@@ -429,7 +446,7 @@ impl MailboxActor {
             .map(move |frame| Inbound::Frame(conn, frame))
             .chain(stream::once(async move { Inbound::End(conn) }));
         let stream = ctx.add_stream(frames);
-        self.conns.insert(conn, Conn { stream, ack });
+        self.conns.insert(conn, Conn { stream, ack, last_heard: Instant::now() });
     }
 
     fn drop_connection(&mut self, conn: u64, ctx: &mut Context<Self>) {
@@ -459,6 +476,7 @@ impl MailboxActor {
                         }
                     }
                     .into_actor(act)
+                    .map(|(), act, _| act.resumed = Instant::now())
                 });
                 ctx.wait(drain);
             }
