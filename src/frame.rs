@@ -216,3 +216,58 @@ mod tests {
         assert!(c.is_err() && s.is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::codec;
+    use bytes::BytesMut;
+    use proptest::prelude::*;
+    use tokio_util::codec::{Decoder, Encoder};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        /// Any bytes, cut anywhere: the decoder yields frames or an error, never panics,
+        /// and never holds more than the cap plus what it was given.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), cuts in proptest::collection::vec(0usize..512, 0..8)) {
+            let mut c = codec(256);
+            let mut buf = BytesMut::new();
+            let mut last = 0;
+            let mut cuts = cuts;
+            cuts.push(bytes.len());
+            cuts.sort_unstable();
+            for cut in cuts.into_iter().map(|c| c.min(bytes.len())) {
+                buf.extend_from_slice(&bytes[last..cut]);
+                last = cut;
+                loop {
+                    match c.decode(&mut buf) {
+                        Ok(Some(frame)) => prop_assert!(frame.len() <= 256),
+                        Ok(None) => break,
+                        Err(_) => return Ok(()),
+                    }
+                }
+                prop_assert!(buf.capacity() <= 8192 + 512);
+            }
+        }
+
+        /// Valid frames, delivered in arbitrary pieces, come out whole and in order.
+        #[test]
+        fn frames_survive_any_split(payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..8), step in 1usize..40) {
+            let mut wire = BytesMut::new();
+            for p in &payloads {
+                codec(256).encode(bytes::Bytes::from(p.clone()), &mut wire).unwrap();
+            }
+            let mut c = codec(256);
+            let mut buf = BytesMut::new();
+            let mut out = Vec::new();
+            for piece in wire.chunks(step) {
+                buf.extend_from_slice(piece);
+                while let Some(frame) = c.decode(&mut buf).unwrap() {
+                    out.push(frame.to_vec());
+                }
+            }
+            prop_assert_eq!(out, payloads);
+        }
+    }
+}

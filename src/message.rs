@@ -197,3 +197,34 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::identifier::{ClientId, Role};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(100_000))]
+
+        /// Arbitrary bytes decode to an envelope or an error; never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Envelope::decode(&bytes);
+        }
+
+        /// A valid envelope with bytes flipped, cut or extended: never a panic.
+        #[test]
+        fn mutated_envelopes_never_panic(flips in proptest::collection::vec((0usize..512, any::<u8>()), 1..6), cut in 0usize..600) {
+            let body = Body::ActionRequest { action: "Increment".into(), args: vec![7; 40] };
+            let env = Envelope::new(ClientId::new(Some("x")).into(), EntityId::new(Role::Agent, None), body);
+            let mut bytes = env.encode().unwrap().to_vec();
+            for (at, value) in flips {
+                let at = at % bytes.len();
+                bytes[at] ^= value;
+            }
+            bytes.truncate(cut);
+            let _ = Envelope::decode(&bytes);
+        }
+    }
+}

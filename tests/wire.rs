@@ -27,12 +27,21 @@ async fn fixture(max_frame_len: usize) -> Fixture {
 
 async fn fixture_with(max_frame_len: usize, peer_timeout: Duration) -> Fixture {
     let redis = RedisServer::start();
-    let builder = redis.builder().max_frame_len(max_frame_len).peer_timeout(peer_timeout);
+    let builder = redis
+        .builder()
+        .max_frame_len(max_frame_len)
+        .peer_timeout(peer_timeout);
     let exchange = builder.start().await.unwrap();
     let me = exchange.register_client(None).await.unwrap();
     let peer = exchange.register_client(None).await.unwrap();
     let inbox = exchange.get_mailbox(&peer).await.unwrap();
-    Fixture { redis, exchange, me, peer, inbox }
+    Fixture {
+        redis,
+        exchange,
+        me,
+        peer,
+        inbox,
+    }
 }
 
 impl Fixture {
@@ -260,7 +269,9 @@ async fn a_peer_gone_mid_frame_does_not_make_the_mailbox_spin() {
 #[actix::test]
 async fn half_a_frame_then_silence_times_out() {
     let mut f = fixture_with(1 << 20, Duration::from_millis(400)).await;
-    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap();
+    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
+        .await
+        .unwrap();
     stream.write_all(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
     // Closed by the mailbox once silent for the peer timeout, not left open.
     assert!(closed_by_server(&mut stream, Duration::from_secs(5)).await);
@@ -276,8 +287,14 @@ async fn an_idle_link_stays_up_through_keepalives() {
         assert_eq!(f.inbox.recv(WAIT).await.unwrap(), message);
         tokio::time::sleep(Duration::from_millis(1200)).await;
     }
-    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut f.redis.client()).unwrap();
-    assert!(!info.contains("cmdstat_rpush"), "the link fell back to Redis: {info}");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut f.redis.client())
+        .unwrap();
+    assert!(
+        !info.contains("cmdstat_rpush"),
+        "the link fell back to Redis: {info}"
+    );
 }
 
 #[actix::test]
@@ -285,13 +302,21 @@ async fn a_thousand_idle_connections_do_not_lock_others_out() {
     let mut f = fixture(1 << 20).await;
     let mut idle = Vec::new();
     for _ in 0..1000 {
-        idle.push(tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap());
+        idle.push(
+            tokio::net::TcpStream::connect(f.inbox.address().unwrap())
+                .await
+                .unwrap(),
+        );
     }
     f.still_serves().await;
     // Past the cap (1,024 by default), connections are refused at once.
     let mut extra = Vec::new();
     for _ in 0..30 {
-        extra.push(tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap());
+        extra.push(
+            tokio::net::TcpStream::connect(f.inbox.address().unwrap())
+                .await
+                .unwrap(),
+        );
     }
     assert!(closed_by_server(extra.last_mut().unwrap(), Duration::from_secs(5)).await);
     drop(idle);

@@ -375,7 +375,12 @@ impl Actor for MailboxActor {
         let limit = self.exchange.config().link.peer_timeout;
         ctx.run_interval(limit / 4, move |act, ctx| {
             let since = |heard: Instant| heard.max(act.resumed).elapsed();
-            let silent: Vec<u64> = act.conns.iter().filter(|(_, c)| since(c.last_heard) > limit).map(|(id, _)| *id).collect();
+            let silent: Vec<u64> = act
+                .conns
+                .iter()
+                .filter(|(_, c)| since(c.last_heard) > limit)
+                .map(|(id, _)| *id)
+                .collect();
             for conn in silent {
                 warn!(mailbox = %act.id, "closing a peer connection silent for over {limit:?}");
                 act.drop_connection(conn, ctx);
@@ -446,7 +451,14 @@ impl MailboxActor {
             .map(move |frame| Inbound::Frame(conn, frame))
             .chain(stream::once(async move { Inbound::End(conn) }));
         let stream = ctx.add_stream(frames);
-        self.conns.insert(conn, Conn { stream, ack, last_heard: Instant::now() });
+        self.conns.insert(
+            conn,
+            Conn {
+                stream,
+                ack,
+                last_heard: Instant::now(),
+            },
+        );
     }
 
     fn drop_connection(&mut self, conn: u64, ctx: &mut Context<Self>) {
