@@ -15,7 +15,8 @@ use actix::{Actor, Addr};
 use bytes::Bytes;
 use redis::aio::ConnectionManagerConfig;
 use tokio_util::task::TaskTracker;
-use tracing::debug;
+use tracing::{debug, warn};
+use uuid::Uuid;
 
 use super::actor::{self, Call, ExchangeActor, Request, DELETE_IF_EQUAL, DISCOVER, TERMINATE};
 use super::keys::{self, Keys, ACTIVE, INACTIVE};
@@ -163,6 +164,8 @@ impl HybridExchangeBuilder {
                     link: env,
                 },
                 links,
+                owned: Mutex::default(),
+                published: Mutex::default(),
                 tasks: TaskTracker::new(),
                 closed: AtomicBool::new(false),
             }),
@@ -187,6 +190,10 @@ struct Inner {
     keys: Keys,
     config: Config,
     links: Arc<Links>,
+    /// Entities registered through this exchange and not terminated by it.
+    owned: Mutex<HashMap<Uuid, (EntityId, Vec<String>)>>,
+    /// Addresses of this exchange's open mailboxes.
+    published: Mutex<HashMap<Uuid, String>>,
     tasks: TaskTracker,
     closed: AtomicBool,
 }
@@ -256,16 +263,57 @@ impl HybridExchange {
 
     /// Registers `id` as ACTIVE; an agent's lineage is stored and indexed.
     pub(crate) async fn register(&self, id: &EntityId, lineage: &[&str]) -> Result<(), Error> {
-        let keys = self.keys();
+        let lineage: Vec<String> = lineage.iter().map(|name| name.to_string()).collect();
         let mut pipe = redis::pipe();
-        pipe.atomic().set(keys.status(id.uid()), ACTIVE);
+        pipe.atomic();
+        self.registration(&mut pipe, id, &lineage, false);
+        self.call::<()>(Request::Pipeline(pipe)).await?;
+        lock(&self.inner.owned).insert(id.uid(), (id.clone(), lineage));
+        Ok(())
+    }
+
+    /// The commands that register `id`; with `only_if_missing`, they leave
+    /// an existing status (say, INACTIVE) alone.
+    fn registration(
+        &self,
+        pipe: &mut redis::Pipeline,
+        id: &EntityId,
+        lineage: &[String],
+        only_if_missing: bool,
+    ) {
+        let keys = self.keys();
+        let set = |pipe: &mut redis::Pipeline, key: String, value: &str| {
+            let cmd = pipe.cmd("SET").arg(key).arg(value);
+            if only_if_missing {
+                cmd.arg("NX");
+            }
+        };
+        set(pipe, keys.status(id.uid()), ACTIVE);
         if id.role() == Role::Agent {
-            pipe.set(keys.behavior(id.uid()), lineage.join(","));
+            set(pipe, keys.behavior(id.uid()), &lineage.join(","));
             for name in lineage {
                 pipe.sadd(keys.index(name), id.base32());
             }
         }
-        self.call::<()>(Request::Pipeline(pipe)).await
+    }
+
+    /// Writes again what this exchange registered and published, after Redis
+    /// lost it (a restart without persistence). Terminated ids stay so.
+    pub(crate) async fn reassert(&self) -> Result<(), Error> {
+        let mut pipe = redis::pipe();
+        for (id, lineage) in lock(&self.inner.owned).values() {
+            self.registration(&mut pipe, id, lineage, true);
+        }
+        for (uid, address) in lock(&self.inner.published).iter() {
+            pipe.set(self.keys().address(*uid), address);
+        }
+        pipe.ignore();
+        self.call::<()>(Request::Pipeline(pipe)).await?;
+        warn!(
+            namespace = self.namespace(),
+            "re-registered this exchange's entities after Redis lost them"
+        );
+        Ok(())
     }
 
     pub(crate) async fn terminate(&self, id: &EntityId) -> Result<(), Error> {
@@ -279,6 +327,7 @@ impl HybridExchange {
             .arg(id.base32())
             .arg(keys::CLOSE_SENTINEL);
         self.call::<i64>(Request::Script(script)).await?;
+        lock(&self.inner.owned).remove(&id.uid());
         let link = self
             .inner
             .links
@@ -429,12 +478,14 @@ impl HybridExchange {
     }
 
     pub(crate) async fn publish_address(&self, id: &EntityId, address: &str) -> Result<(), Error> {
-        self.cmd(
+        self.cmd::<()>(
             redis::cmd("SET")
                 .arg(self.keys().address(id.uid()))
                 .arg(address),
         )
-        .await
+        .await?;
+        lock(&self.inner.published).insert(id.uid(), address.to_owned());
+        Ok(())
     }
 
     pub(crate) async fn unpublish_address(
@@ -445,6 +496,7 @@ impl HybridExchange {
         let Some(address) = address else {
             return Ok(());
         };
+        lock(&self.inner.published).remove(&id.uid());
         let mut script = DELETE_IF_EQUAL.prepare_invoke();
         script.key(self.keys().address(id.uid())).arg(address);
         self.call::<i64>(Request::Script(script)).await.map(drop)
@@ -471,4 +523,8 @@ impl HybridExchange {
         self.inner.actor.do_send(actor::Stop);
         debug!(namespace = self.namespace(), "exchange closed");
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -577,6 +577,14 @@ impl StreamHandler<Watched> for MailboxActor {
             }
             Watched::Failed(e) => error!(mailbox = %self.id, "redis watcher failed, retrying: {e}"),
             Watched::Woken => ctx.stop(),
+            Watched::Reconnected => {
+                let exchange = self.exchange.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = exchange.reassert().await {
+                        error!("could not re-register after a Redis failure: {e}");
+                    }
+                });
+            }
         }
     }
 

@@ -28,6 +28,8 @@ pub(crate) enum Watched {
     Failed(Error),
     /// The wake key was pushed: the mailbox is closing, the stream ends.
     Woken,
+    /// Connected again after a failure: Redis may have lost its state.
+    Reconnected,
 }
 
 struct State {
@@ -64,7 +66,7 @@ pub(crate) fn watch(
                 state.backoff = (state.backoff * 2).clamp(Duration::from_millis(50), MAX_BACKOFF);
             }
             Watched::Woken => state.done = true,
-            Watched::Batch(_) => state.backoff = Duration::ZERO,
+            Watched::Batch(_) | Watched::Reconnected => state.backoff = Duration::ZERO,
         }
         Some((event, state))
     })
@@ -88,11 +90,15 @@ impl State {
                 let config = AsyncConnectionConfig::new()
                     .set_response_timeout(None)
                     .set_connection_timeout(Some(Duration::from_secs(1)));
-                self.conn.insert(
-                    self.client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await?,
-                )
+                let conn = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                let conn = self.conn.insert(conn);
+                if !self.backoff.is_zero() {
+                    return Ok(Watched::Reconnected);
+                }
+                conn
             }
         };
         loop {

@@ -1,0 +1,279 @@
+//! Reliability under load and faults: real processes, a real Redis, SIGKILL.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix_academy::{
+    AgentId, Body, ClientId, EntityId, Envelope, Error, Exchange, HybridExchange, MailboxStatus,
+    Role,
+};
+use support::agents::{Counter, Increment};
+use support::RedisServer;
+
+fn numbered(src: &ClientId, dest: &EntityId, sender: u8, seq: u32) -> Envelope {
+    let mut args = vec![sender];
+    args.extend_from_slice(&seq.to_be_bytes());
+    args.resize(100, 0xab);
+    Envelope::new(
+        src.clone().into(),
+        dest.clone(),
+        Body::ActionRequest {
+            action: "n".into(),
+            args,
+        },
+    )
+}
+
+fn seq_of(message: &Envelope) -> (u8, u32) {
+    let Body::ActionRequest { args, .. } = &message.body else {
+        panic!("unexpected body")
+    };
+    (args[0], u32::from_be_bytes(args[1..5].try_into().unwrap()))
+}
+
+#[actix::test]
+async fn eight_senders_of_fifty_thousand_lose_nothing() {
+    const SENDERS: u8 = 8;
+    const EACH: u32 = 50_000;
+    let redis = RedisServer::start();
+    let receiver = redis.exchange().await;
+    let me = receiver.register_client(None).await.unwrap();
+    let mut inbox = receiver.get_mailbox(&me).await.unwrap();
+    let started = Instant::now();
+    for sender in 0..SENDERS {
+        let exchange = redis
+            .builder()
+            .namespace(receiver.namespace())
+            .start()
+            .await
+            .unwrap();
+        let src = exchange.register_client(None).await.unwrap();
+        let dest: EntityId = me.clone().into();
+        actix::spawn(async move {
+            for seq in 0..EACH {
+                exchange
+                    .send(numbered(&src, &dest, sender, seq))
+                    .await
+                    .unwrap();
+            }
+            exchange.close().await;
+        });
+    }
+    let mut next: HashMap<u8, u32> = HashMap::new();
+    for _ in 0..u32::from(SENDERS) * EACH {
+        let message = inbox
+            .recv(Some(Duration::from_secs(30)))
+            .await
+            .expect("a message was lost");
+        let (sender, seq) = seq_of(&message);
+        let expected = next.entry(sender).or_default();
+        assert_eq!(
+            seq, *expected,
+            "sender {sender}: out of order or duplicated"
+        );
+        *expected += 1;
+    }
+    assert!(
+        inbox.recv(Some(Duration::from_millis(300))).await.is_err(),
+        "a message was duplicated"
+    );
+    eprintln!(
+        "8 x 50,000 messages: 0 lost, 0 duplicated, order kept, in {:?}",
+        started.elapsed()
+    );
+}
+
+const CHILD: &str = "ACADEMY_TEST_RECEIVER";
+
+/// The receiving process: records every message's number in a file.
+#[actix::test]
+#[ignore = "run by the other tests in a child process"]
+async fn child_receiver() {
+    let Ok(config) = std::env::var(CHILD) else {
+        return;
+    };
+    let parts: Vec<&str> = config.split(' ').collect();
+    let exchange = HybridExchange::builder(parts[0])
+        .namespace(parts[1])
+        .secret("test secret")
+        .start()
+        .await
+        .unwrap();
+    let id = EntityId::from_parts(parts[2].parse().unwrap(), Role::Client, None);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(parts[3])
+        .unwrap();
+    let mut inbox = exchange.get_mailbox(&id).await.unwrap();
+    loop {
+        let message = inbox.recv(None).await.unwrap();
+        writeln!(file, "{}", seq_of(&message).1).unwrap();
+        // Slow enough that messages are still in flight when it is killed.
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+fn spawn_receiver(
+    redis: &RedisServer,
+    exchange: &Exchange,
+    id: &ClientId,
+    file: &std::path::Path,
+) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_receiver",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            CHILD,
+            format!(
+                "{} {} {} {}",
+                redis.url(),
+                exchange.namespace(),
+                id.uid(),
+                file.display()
+            ),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn recorded(file: &std::path::Path) -> Vec<u32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect()
+}
+
+#[actix::test]
+async fn a_receiver_killed_mid_stream_and_restarted_gets_every_message() {
+    const TOTAL: u32 = 10_000;
+    let redis = RedisServer::start();
+    let exchange = redis.exchange().await;
+    let sender = exchange.register_client(None).await.unwrap();
+    let receiver = exchange.register_client(None).await.unwrap();
+    let file = std::env::temp_dir().join(format!("academy-receiver-{}", receiver.uid()));
+    let mut child = spawn_receiver(&redis, &exchange, &receiver, &file);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while recorded(&file).is_empty() {
+        exchange
+            .send(numbered(&sender, &receiver, 0, 0))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(Instant::now() < deadline, "the receiver never started");
+    }
+    for seq in 1..TOTAL {
+        exchange
+            .send(numbered(&sender, &receiver, 0, seq))
+            .await
+            .unwrap();
+    }
+    while recorded(&file).len() < 2_000 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap(); // SIGKILL, with thousands of messages in flight
+    child.wait().unwrap();
+    let before = recorded(&file).len();
+    let mut child = spawn_receiver(&redis, &exchange, &receiver, &file);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen: HashSet<u32> = recorded(&file).into_iter().collect();
+        if seen.len() == TOTAL as usize {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {TOTAL} arrived",
+            seen.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = recorded(&file);
+    let duplicates = all.len() - TOTAL as usize;
+    eprintln!("killed after {before} of {TOTAL} were recorded: 0 lost, {duplicates} delivered twice (at least once)");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_file(&file);
+}
+
+#[actix::test]
+async fn redis_restarted_mid_run_is_recovered_from() {
+    let mut redis = RedisServer::start();
+    let exchange = redis.exchange().await;
+    let id: AgentId<Counter> = exchange.register_agent(Some("counter")).await.unwrap();
+    let _agent = actix_academy::Agent::launch(Counter::default(), id.clone(), &exchange)
+        .await
+        .unwrap();
+    let counter = exchange
+        .get_handle(id.clone())
+        .bind_as_client(&exchange)
+        .await
+        .unwrap();
+    assert_eq!(counter.action(Increment(1)).await.unwrap(), 1);
+    // Messages queued for a mailbox that is not open.
+    let me = exchange.register_client(None).await.unwrap();
+    let offline = exchange.register_client(None).await.unwrap();
+    for seq in 0..3 {
+        exchange
+            .send(numbered(&me, &offline, 0, seq))
+            .await
+            .unwrap();
+    }
+    let queue = format!("{}:queue:{}", exchange.namespace(), offline.base32());
+    while redis::Commands::llen::<_, usize>(&mut redis.client(), &queue).unwrap() < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    support::wait_for_blocked_clients(&redis, 2).await;
+
+    redis.restart(); // empty: no persistence
+                     // The watchers notice, and the exchange writes its entities again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while exchange.status(&id).await.ok() != Some(MailboxStatus::Active) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent was never re-registered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counter.action(Increment(1)).await.unwrap(), 2);
+    assert_eq!(
+        exchange.status(&offline).await.unwrap(),
+        MailboxStatus::Active
+    );
+    // What the killed Redis held in its queues is gone (documented): the
+    // offline mailbox opens to nothing, and new messages flow again.
+    let mut inbox = exchange.get_mailbox(&offline).await.unwrap();
+    let stale = inbox.recv(Some(Duration::from_millis(300))).await;
+    assert!(
+        matches!(stale, Err(Error::Timeout(_))),
+        "{:?}",
+        stale.map(|m| seq_of(&m))
+    );
+    exchange.send(numbered(&me, &offline, 0, 9)).await.unwrap();
+    assert_eq!(
+        seq_of(&inbox.recv(Some(Duration::from_secs(5))).await.unwrap()).1,
+        9
+    );
+}
+
+#[actix::test]
+async fn a_send_that_reaches_neither_peer_nor_redis_is_an_error() {
+    let mut redis = RedisServer::start();
+    let exchange = redis.exchange().await;
+    let me = exchange.register_client(None).await.unwrap();
+    let peer = exchange.register_client(None).await.unwrap();
+    redis.kill();
+    let result = exchange.send(numbered(&me, &peer, 0, 0)).await;
+    assert!(matches!(result, Err(Error::Redis(_))), "{result:?}");
+}
