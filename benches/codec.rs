@@ -8,15 +8,8 @@ use std::hint::black_box;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 fn envelope(size: usize) -> Envelope {
-    let body = Body::ActionRequest {
-        action: "Echo".into(),
-        args: vec![0x5a; size],
-    };
-    Envelope::new(
-        ClientId::new(Some("a")).into(),
-        ClientId::new(Some("b")).into(),
-        body,
-    )
+    let body = Body::ActionRequest { action: "Echo".into(), args: vec![0x5a; size] };
+    Envelope::new(ClientId::new(Some("a")).into(), ClientId::new(Some("b")).into(), body)
 }
 
 fn codec(c: &mut Criterion) {
@@ -26,9 +19,7 @@ fn codec(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("envelope/{name}"));
         group.throughput(Throughput::Bytes(bytes.len() as u64));
         group.bench_function("encode", |b| b.iter(|| black_box(&env).encode().unwrap()));
-        group.bench_function("decode", |b| {
-            b.iter(|| Envelope::decode(black_box(&bytes)).unwrap())
-        });
+        group.bench_function("decode", |b| b.iter(|| Envelope::decode(black_box(&bytes)).unwrap()));
         group.finish();
     }
 }
@@ -36,9 +27,7 @@ fn codec(c: &mut Criterion) {
 fn frames(c: &mut Criterion) {
     let payload = envelope(100).encode().unwrap();
     let mut stream = BytesMut::new();
-    let mut codec = LengthDelimitedCodec::builder()
-        .max_frame_length(64 << 20)
-        .new_codec();
+    let mut codec = LengthDelimitedCodec::builder().max_frame_length(64 << 20).new_codec();
     for _ in 0..1000 {
         codec.encode(payload.clone(), &mut stream).unwrap();
     }
@@ -48,9 +37,7 @@ fn frames(c: &mut Criterion) {
         b.iter_batched(
             || stream.clone(),
             |mut buf| {
-                let mut codec = LengthDelimitedCodec::builder()
-                    .max_frame_length(64 << 20)
-                    .new_codec();
+                let mut codec = LengthDelimitedCodec::builder().max_frame_length(64 << 20).new_codec();
                 let mut n = 0;
                 while let Some(frame) = codec.decode(&mut buf).unwrap() {
                     n += frame.len();

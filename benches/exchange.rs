@@ -76,22 +76,9 @@ struct Redis {
 
 impl Redis {
     fn start() -> Self {
-        let port = StdListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--maxclients", "20000", "--loglevel", "warning"])
             .stdout(Stdio::null())
             .spawn()
@@ -113,15 +100,9 @@ impl Redis {
     }
 
     fn info(&self, section: &str, field: &str) -> u64 {
-        let mut con = redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let mut con = redis::Client::open(self.url()).unwrap().get_connection().unwrap();
         let info: String = redis::cmd("INFO").arg(section).query(&mut con).unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix(&format!("{field}:")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
+        info.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
     }
 }
 
@@ -146,13 +127,7 @@ struct Report {
 }
 
 impl Report {
-    fn latency(
-        &mut self,
-        implementation: &'static str,
-        bench: &str,
-        variant: &str,
-        mut samples: Vec<Duration>,
-    ) {
+    fn latency(&mut self, implementation: &'static str, bench: &str, variant: &str, mut samples: Vec<Duration>) {
         samples.sort_unstable();
         let us = |d: Duration| d.as_secs_f64() * 1e6;
         let p = |q: f64| us(samples[((samples.len() - 1) as f64 * q).round() as usize]);
@@ -167,14 +142,7 @@ impl Report {
         self.emit(row);
     }
 
-    fn rate(
-        &mut self,
-        implementation: &'static str,
-        bench: &str,
-        variant: &str,
-        count: u64,
-        elapsed: Duration,
-    ) {
+    fn rate(&mut self, implementation: &'static str, bench: &str, variant: &str, count: u64, elapsed: Duration) {
         let rate = count as f64 / elapsed.as_secs_f64();
         self.emit(Row {
             implementation,
@@ -209,9 +177,7 @@ impl Report {
     }
 
     fn find(&self, bench: &str, variant: &str) -> Option<&Row> {
-        self.rows
-            .iter()
-            .find(|r| r.bench == bench && r.variant == variant)
+        self.rows.iter().find(|r| r.bench == bench && r.variant == variant)
     }
 
     fn print_table(&self) {
@@ -219,11 +185,7 @@ impl Report {
         println!(
             "## {} (CPU placement: {})",
             self.mode,
-            if self.mode == "pinned" {
-                "everything on CPU 0"
-            } else {
-                "free"
-            }
+            if self.mode == "pinned" { "everything on CPU 0" } else { "free" }
         );
         println!("| impl | bench | variant | p50 us | p99 us | mean us | per s |");
         println!("|---|---|---|---:|---:|---:|---:|");
@@ -233,10 +195,7 @@ impl Report {
                 None => ("".into(), "".into(), "".into()),
             };
             let rate = row.rate.map_or(String::new(), |r| format!("{r:.0}"));
-            println!(
-                "| {} | {} | {} | {p50} | {p99} | {mean} | {rate} |",
-                row.implementation, row.bench, row.variant
-            );
+            println!("| {} | {} | {} | {p50} | {p99} | {mean} | {rate} |", row.implementation, row.bench, row.variant);
         }
         let ratio = |a: (&str, &str), b: (&str, &str)| {
             let (Some(x), Some(y)) = (self.find(a.0, a.1), self.find(b.0, b.1)) else {
@@ -245,16 +204,10 @@ impl Report {
             Some(x.latency?.0 / y.latency?.0)
         };
         println!();
-        if let Some(r) = ratio(
-            ("action round trip", "echo 100B direct"),
-            ("floor", "tcp ping-pong 100B"),
-        ) {
+        if let Some(r) = ratio(("action round trip", "echo 100B direct"), ("floor", "tcp ping-pong 100B")) {
             println!("- echo 100 B direct / raw TCP ping-pong floor (p50): {r:.1}x (target <= 3x)");
         }
-        if let Some(r) = ratio(
-            ("action round trip", "echo 100B redis"),
-            ("floor", "rpush+blpop ping-pong"),
-        ) {
+        if let Some(r) = ratio(("action round trip", "echo 100B redis"), ("floor", "rpush+blpop ping-pong")) {
             println!("- echo 100 B via Redis / RPUSH+BLPOP floor (p50): {r:.1}x (target <= 2x)");
         }
     }
@@ -276,10 +229,7 @@ async fn floors(args: &Args, redis: &Redis, report: &mut Report) {
     let listener = StdListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async move {
             listener.set_nonblocking(true).unwrap();
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
@@ -322,58 +272,28 @@ async fn floors(args: &Args, redis: &Redis, report: &mut Report) {
 
     // RPUSH + BLPOP ping-pong through Redis (an echo task on its own connection).
     let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    let mut echo = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .unwrap();
+    let mut echo = client.get_multiplexed_async_connection_with_config(&config).await.unwrap();
     let echo_task = tokio::spawn(async move {
         loop {
-            let (_, v): (String, Vec<u8>) = redis::cmd("BLPOP")
-                .arg("bench:ping")
-                .arg(0)
-                .query_async(&mut echo)
-                .await
-                .unwrap();
+            let (_, v): (String, Vec<u8>) =
+                redis::cmd("BLPOP").arg("bench:ping").arg(0).query_async(&mut echo).await.unwrap();
             if v.is_empty() {
                 break;
             }
-            let _: () = redis::cmd("RPUSH")
-                .arg("bench:pong")
-                .arg(v)
-                .query_async(&mut echo)
-                .await
-                .unwrap();
+            let _: () = redis::cmd("RPUSH").arg("bench:pong").arg(v).query_async(&mut echo).await.unwrap();
         }
     });
-    let mut con = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .unwrap();
+    let mut con = client.get_multiplexed_async_connection_with_config(&config).await.unwrap();
     let mut times = Vec::with_capacity(n);
     for i in 0..n + n / 10 {
         let t = Instant::now();
-        let _: () = redis::cmd("RPUSH")
-            .arg("bench:ping")
-            .arg(&[1u8; 100][..])
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        let _: (String, Vec<u8>) = redis::cmd("BLPOP")
-            .arg("bench:pong")
-            .arg(0)
-            .query_async(&mut con)
-            .await
-            .unwrap();
+        let _: () = redis::cmd("RPUSH").arg("bench:ping").arg(&[1u8; 100][..]).query_async(&mut con).await.unwrap();
+        let _: (String, Vec<u8>) = redis::cmd("BLPOP").arg("bench:pong").arg(0).query_async(&mut con).await.unwrap();
         if i >= n / 10 {
             times.push(t.elapsed());
         }
     }
-    let _: () = redis::cmd("RPUSH")
-        .arg("bench:ping")
-        .arg(&b""[..])
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let _: () = redis::cmd("RPUSH").arg("bench:ping").arg(&b""[..]).query_async(&mut con).await.unwrap();
     let _ = echo_task.await;
     report.latency("floor", "floor", "rpush+blpop ping-pong", times);
 }
@@ -381,12 +301,7 @@ async fn floors(args: &Args, redis: &Redis, report: &mut Report) {
 // ------------------------------------------------------------- the crate
 
 async fn exchange(redis: &Redis, peer_to_peer: bool) -> Exchange {
-    HybridExchange::builder(redis.url())
-        .random_namespace()
-        .peer_to_peer(peer_to_peer)
-        .start()
-        .await
-        .unwrap()
+    HybridExchange::builder(redis.url()).random_namespace().peer_to_peer(peer_to_peer).start().await.unwrap()
 }
 
 async fn round_trips(args: &Args, redis: &Redis, report: &mut Report) {
@@ -403,23 +318,12 @@ async fn round_trips(args: &Args, redis: &Redis, report: &mut Report) {
                 times.push(rtt);
             }
         }
-        report.latency(
-            "actix-academy",
-            "action round trip",
-            &format!("ping {path}"),
-            times,
-        );
-        for (label, size, full) in [
-            ("100B", 100, 5000),
-            ("10KB", 10_000, 2000),
-            ("1MB", 1 << 20, 2000),
-            ("10MB", 10 << 20, 2000),
-        ] {
-            let n = if args.quick {
-                samples(args, full).min(if size > 100_000 { 50 } else { usize::MAX })
-            } else {
-                full
-            };
+        report.latency("actix-academy", "action round trip", &format!("ping {path}"), times);
+        for (label, size, full) in
+            [("100B", 100, 5000), ("10KB", 10_000, 2000), ("1MB", 1 << 20, 2000), ("10MB", 10 << 20, 2000)]
+        {
+            let n =
+                if args.quick { samples(args, full).min(if size > 100_000 { 50 } else { usize::MAX }) } else { full };
             let payload = vec![0x5au8; size];
             let mut times = Vec::with_capacity(n);
             for i in 0..n + (n / 10).max(2) {
@@ -431,12 +335,7 @@ async fn round_trips(args: &Args, redis: &Redis, report: &mut Report) {
                     times.push(elapsed);
                 }
             }
-            report.latency(
-                "actix-academy",
-                "action round trip",
-                &format!("echo {label} {path}"),
-                times,
-            );
+            report.latency("actix-academy", "action round trip", &format!("echo {label} {path}"), times);
         }
         echo.close().await.unwrap();
         x.close().await;
@@ -446,9 +345,7 @@ async fn round_trips(args: &Args, redis: &Redis, report: &mut Report) {
 async fn pipelined(args: &Args, redis: &Redis, report: &mut Report) {
     let x = exchange(redis, true).await;
     let id: AgentId<Echo> = x.register_agent(None).await.unwrap();
-    let _agent = Agent::launch_with(id.clone(), &x, 1024, |_| Echo)
-        .await
-        .unwrap();
+    let _agent = Agent::launch_with(id.clone(), &x, 1024, |_| Echo).await.unwrap();
     let echo = x.get_handle(id).bind_as_client(&x).await.unwrap();
     let total = if args.quick { 20_000 } else { 50_000 };
     let t = Instant::now();
@@ -459,13 +356,7 @@ async fn pipelined(args: &Args, redis: &Redis, report: &mut Report) {
         .count()
         .await;
     assert_eq!(done, total);
-    report.rate(
-        "actix-academy",
-        "pipelined actions",
-        "echo 100B, window 1000",
-        total as u64,
-        t.elapsed(),
-    );
+    report.rate("actix-academy", "pipelined actions", "echo 100B, window 1000", total as u64, t.elapsed());
     echo.close().await.unwrap();
     x.close().await;
 }
@@ -493,30 +384,16 @@ async fn one_way(args: &Args, redis: &Redis, report: &mut Report) {
                 let dest = me.clone();
                 actix::spawn(async move {
                     for _ in 0..total / senders {
-                        let body = Body::ActionRequest {
-                            action: "n".into(),
-                            args: vec![0; 100],
-                        };
-                        x.send(Envelope::new(src.clone().into(), dest.clone().into(), body))
-                            .await
-                            .unwrap();
+                        let body = Body::ActionRequest { action: "n".into(), args: vec![0; 100] };
+                        x.send(Envelope::new(src.clone().into(), dest.clone().into(), body)).await.unwrap();
                     }
                 });
             }
             for _ in 0..total {
-                inbox
-                    .recv(Some(Duration::from_secs(60)))
-                    .await
-                    .expect("a one-way message was lost");
+                inbox.recv(Some(Duration::from_secs(60))).await.expect("a one-way message was lost");
             }
             let elapsed = t.elapsed();
-            report.rate(
-                "actix-academy",
-                "one-way 100B",
-                &format!("{path}, {senders} sender(s)"),
-                total,
-                elapsed,
-            );
+            report.rate("actix-academy", "one-way 100B", &format!("{path}, {senders} sender(s)"), total, elapsed);
             for (x, _) in exchanges {
                 x.close().await;
             }
@@ -535,9 +412,7 @@ async fn discover(args: &Args, redis: &Redis, report: &mut Report) {
     for size in [10usize, 100, 1000, 10_000] {
         let more = size.saturating_sub(registered);
         stream::iter(0..more)
-            .for_each_concurrent(64, |_| async {
-                x.register_agent::<Filler>(None).await.map(drop).unwrap()
-            })
+            .for_each_concurrent(64, |_| async { x.register_agent::<Filler>(None).await.map(drop).unwrap() })
             .await;
         registered = registered.max(size);
         let n = samples(args, 2000);
@@ -550,12 +425,7 @@ async fn discover(args: &Args, redis: &Redis, report: &mut Report) {
             }
             assert_eq!(found.len(), 10);
         }
-        report.latency(
-            "actix-academy",
-            "discover",
-            &format!("{size} agents, 10 match"),
-            times,
-        );
+        report.latency("actix-academy", "discover", &format!("{size} agents, 10 match"), times);
     }
     x.close().await;
 }
@@ -584,18 +454,10 @@ async fn startup(args: &Args, redis: &Redis, report: &mut Report) {
         times.push(t.elapsed());
         agents.push((agent, handle));
     }
-    report.latency(
-        "actix-academy",
-        "startup",
-        "launch to first action (each of 1000)",
-        times,
-    );
+    report.latency("actix-academy", "startup", "launch to first action (each of 1000)", times);
     report.value("startup", "peak RSS MB (1000 agents)", rss_peak_mb());
     let connections = {
-        let mut con = redis::Client::open(redis.url())
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let mut con = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
         let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut con).unwrap();
         list.lines().count() as f64 - 1.0 // minus this one
     };
@@ -620,10 +482,7 @@ async fn startup(args: &Args, redis: &Redis, report: &mut Report) {
 fn run_mode(args: &Args, mode: &'static str) {
     actix::System::new().block_on(async move {
         let redis = Redis::start();
-        let mut report = Report {
-            mode,
-            rows: Vec::new(),
-        };
+        let mut report = Report { mode, rows: Vec::new() };
         floors(args, &redis, &mut report).await;
         round_trips(args, &redis, &mut report).await;
         pipelined(args, &redis, &mut report).await;
@@ -642,22 +501,13 @@ fn main() {
         Mode::Both => {
             let me = std::env::current_exe().unwrap();
             let quick: &[&str] = if args.quick { &["--quick"] } else { &[] };
-            let pinned = Command::new("taskset")
-                .arg("-c")
-                .arg("0")
-                .arg(&me)
-                .args(["--mode", "pinned"])
-                .args(quick)
-                .status();
+            let pinned =
+                Command::new("taskset").arg("-c").arg("0").arg(&me).args(["--mode", "pinned"]).args(quick).status();
             match pinned {
                 Ok(status) if status.success() => {}
                 other => eprintln!("pinned run failed ({other:?}); is taskset installed?"),
             }
-            let status = Command::new(&me)
-                .args(["--mode", "unpinned"])
-                .args(quick)
-                .status()
-                .unwrap();
+            let status = Command::new(&me).args(["--mode", "unpinned"]).args(quick).status().unwrap();
             std::process::exit(status.code().unwrap_or(1));
         }
     }

@@ -40,9 +40,7 @@ impl Handler<Get> for Counter {
     }
 }
 
-behavior!(Counter {
-    actions: [Increment, Get]
-});
+behavior!(Counter { actions: [Increment, Get] });
 
 #[derive(Parser)]
 struct Args {
@@ -56,18 +54,9 @@ async fn main() {
     let exchange = args.exchange.connect().await;
     println!("counter on the {}", args.exchange.describe(&exchange));
 
-    let id: AgentId<Counter> = exchange
-        .register_agent(Some("counter"))
-        .await
-        .or_exit("register");
-    let agent = Agent::launch(Counter::default(), id.clone(), &exchange)
-        .await
-        .or_exit("launch");
-    let counter = exchange
-        .get_handle(id)
-        .bind_as_client(&exchange)
-        .await
-        .or_exit("bind");
+    let id: AgentId<Counter> = exchange.register_agent(Some("counter")).await.or_exit("register");
+    let agent = Agent::launch(Counter::default(), id.clone(), &exchange).await.or_exit("launch");
+    let counter = exchange.get_handle(id).bind_as_client(&exchange).await.or_exit("bind");
 
     for n in [1, 2, 3] {
         let total = counter.action(Increment(n)).await.or_exit("increment");

@@ -77,11 +77,8 @@ async fn main() {
 }
 
 async fn worker(args: &Args, exchange: &Exchange) {
-    let uid = args
-        .agent
-        .unwrap_or_else(|| fail("--role worker needs --agent"));
-    let id = AgentId::<Worker>::from_entity(EntityId::from_parts(uid, EntityRole::Agent, None))
-        .or_exit("agent id");
+    let uid = args.agent.unwrap_or_else(|| fail("--role worker needs --agent"));
+    let id = AgentId::<Worker>::from_entity(EntityId::from_parts(uid, EntityRole::Agent, None)).or_exit("agent id");
     let agent = Agent::launch(Worker, id, exchange).await.or_exit("launch");
     agent.wait().await;
 }
@@ -89,49 +86,27 @@ async fn worker(args: &Args, exchange: &Exchange) {
 async fn driver(args: &Args, url: &str, exchange: &Exchange) {
     let namespace = exchange.namespace().to_owned();
     println!("distributed on the {}", args.exchange.describe(exchange));
-    let client = Client::connect(exchange, Some("driver"))
-        .await
-        .or_exit("client");
+    let client = Client::connect(exchange, Some("driver")).await.or_exit("client");
     let mut ids = Vec::new();
     for i in 0..args.workers {
-        ids.push(
-            exchange
-                .register_agent::<Worker>(Some(&format!("worker-{i}")))
-                .await
-                .or_exit("register"),
-        );
+        ids.push(exchange.register_agent::<Worker>(Some(&format!("worker-{i}"))).await.or_exit("register"));
     }
-    let handles: Vec<_> = ids
-        .iter()
-        .map(|id| client.bind(exchange.get_handle(id.clone())))
-        .collect();
+    let handles: Vec<_> = ids.iter().map(|id| client.bind(exchange.get_handle(id.clone()))).collect();
 
     // Work sent now waits in Redis: no worker process exists yet.
     let calls: Vec<_> = (0..args.tasks)
         .map(|n| {
-            let handle = handles[n as usize % handles.len()]
-                .clone()
-                .with_liveness_timeout(None);
+            let handle = handles[n as usize % handles.len()].clone().with_liveness_timeout(None);
             actix::spawn(async move { (n, handle.action(Square(n)).await) })
         })
         .collect();
-    println!(
-        "sent {} tasks to {} workers that are not running yet",
-        args.tasks, args.workers
-    );
+    println!("sent {} tasks to {} workers that are not running yet", args.tasks, args.workers);
 
     let exe = std::env::current_exe().or_exit("own path");
     let mut children = Vec::new();
     for id in &ids {
         let child = Command::new(&exe)
-            .args([
-                "--redis",
-                url,
-                "--namespace",
-                &namespace,
-                "--role",
-                "worker",
-            ])
+            .args(["--redis", url, "--namespace", &namespace, "--role", "worker"])
             .args(["--agent", &id.uid().to_string()])
             .stdout(Stdio::null())
             .spawn()
@@ -168,10 +143,7 @@ async fn driver(args: &Args, url: &str, exchange: &Exchange) {
     for mut child in children {
         let status = child.wait().or_exit("wait for a worker");
         if !status.success() {
-            fail(&format!(
-                "worker process {} exited with {status}",
-                child.id()
-            ));
+            fail(&format!("worker process {} exited with {status}", child.id()));
         }
     }
     println!("all {} worker processes exited cleanly", args.workers);

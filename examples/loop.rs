@@ -63,23 +63,10 @@ async fn main() {
     let exchange = args.exchange.connect().await;
     println!("loop on the {}", args.exchange.describe(&exchange));
 
-    let id: AgentId<Sensor> = exchange
-        .register_agent(Some("sensor"))
-        .await
-        .or_exit("register");
-    let sensor = Sensor {
-        period: Duration::from_millis(args.period_ms),
-        samples: 0,
-        sum: 0.0,
-    };
-    let agent = Agent::launch(sensor, id.clone(), &exchange)
-        .await
-        .or_exit("launch");
-    let handle = exchange
-        .get_handle(id)
-        .bind_as_client(&exchange)
-        .await
-        .or_exit("bind");
+    let id: AgentId<Sensor> = exchange.register_agent(Some("sensor")).await.or_exit("register");
+    let sensor = Sensor { period: Duration::from_millis(args.period_ms), samples: 0, sum: 0.0 };
+    let agent = Agent::launch(sensor, id.clone(), &exchange).await.or_exit("launch");
+    let handle = exchange.get_handle(id).bind_as_client(&exchange).await.or_exit("bind");
 
     let mut last = 0;
     for _ in 0..3 {

@@ -67,11 +67,7 @@ impl Handler<Run> for Coordinator {
                     second.action(Apply(y)).await
                 }
             });
-            join_all(stages)
-                .await
-                .into_iter()
-                .collect::<Result<_, _>>()
-                .map_err(|e| e.to_string())
+            join_all(stages).await.into_iter().collect::<Result<_, _>>().map_err(|e| e.to_string())
         })
     }
 }
@@ -94,40 +90,14 @@ async fn main() {
     println!("pipeline on the {}", args.exchange.describe(&exchange));
 
     let mut launcher = Launcher::new(&exchange).await.or_exit("launcher");
-    let doubler = launcher
-        .launch(Some("doubler"), |_| Worker {
-            scale: 2,
-            offset: 0,
-            done: 0,
-        })
-        .await
-        .or_exit("launch");
-    let adder = launcher
-        .launch(Some("adder"), |_| Worker {
-            scale: 1,
-            offset: 1,
-            done: 0,
-        })
-        .await
-        .or_exit("launch");
-    let coordinator = launcher
-        .launch(Some("coordinator"), |agent| Coordinator {
-            agent: agent.clone(),
-        })
-        .await
-        .or_exit("launch");
+    let doubler = launcher.launch(Some("doubler"), |_| Worker { scale: 2, offset: 0, done: 0 }).await.or_exit("launch");
+    let adder = launcher.launch(Some("adder"), |_| Worker { scale: 1, offset: 1, done: 0 }).await.or_exit("launch");
+    let coordinator =
+        launcher.launch(Some("coordinator"), |agent| Coordinator { agent: agent.clone() }).await.or_exit("launch");
 
     let inputs: Vec<i64> = (1..=args.values).collect();
-    let run = Run {
-        inputs: inputs.clone(),
-        first: doubler.unbound(),
-        second: adder.unbound(),
-    };
-    let outputs = coordinator
-        .action(run)
-        .await
-        .or_exit("run")
-        .unwrap_or_else(|e| common::fail(&e));
+    let run = Run { inputs: inputs.clone(), first: doubler.unbound(), second: adder.unbound() };
+    let outputs = coordinator.action(run).await.or_exit("run").unwrap_or_else(|e| common::fail(&e));
     for (x, y) in inputs.iter().zip(&outputs) {
         println!("  {x:>3} -> doubler -> adder -> {y:>3}");
         if *y != 2 * x + 1 {
@@ -136,10 +106,6 @@ async fn main() {
     }
 
     let outcomes = launcher.shutdown().await;
-    println!(
-        "{} agents shut down: {:?}",
-        outcomes.len(),
-        outcomes.iter().map(|o| o.exit).collect::<Vec<_>>()
-    );
+    println!("{} agents shut down: {:?}", outcomes.len(), outcomes.iter().map(|o| o.exit).collect::<Vec<_>>());
     exchange.close().await;
 }

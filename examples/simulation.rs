@@ -77,10 +77,7 @@ impl Handler<Join> for Person {
         let me = AgentId::<Person>::from_entity(agent.id().clone()).map(UnboundRemoteHandle::new);
         let join = async move {
             let found = agent.exchange().discover::<HealthOffice>(false).await?;
-            let office = found
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::UnexpectedReply("no HealthOffice".into()))?;
+            let office = found.into_iter().next().ok_or_else(|| Error::UnexpectedReply("no HealthOffice".into()))?;
             let office = agent.bind(agent.exchange().get_handle(office));
             office.action(Register { index, me: me? }).await?;
             Ok::<_, Error>(office)
@@ -109,10 +106,7 @@ impl Handler<Wire> for Person {
                 .map_err(|e| e.to_string())?
         };
         Box::pin(ask.into_actor(self).map(|neighbors, person, _| {
-            person.neighbors = neighbors?
-                .into_iter()
-                .map(|n| person.agent.bind(n))
-                .collect();
+            person.neighbors = neighbors?.into_iter().map(|n| person.agent.bind(n)).collect();
             Ok(person.neighbors.len())
         }))
     }
@@ -145,10 +139,7 @@ impl Handler<Spread> for Person {
             Health::Infected { .. } => self.neighbors.clone(),
             _ => Vec::new(),
         };
-        let contact = Contact {
-            round: m.round,
-            from: self.index,
-        };
+        let contact = Contact { round: m.round, from: self.index };
         Box::pin(async move {
             let results = join_all(targets.iter().map(|t| t.action(contact.clone()))).await;
             let mut infected = 0;
@@ -173,12 +164,7 @@ impl Handler<Contact> for Person {
     fn handle(&mut self, m: Contact, _: &mut Context<Self>) -> bool {
         let d = self.disease;
         let caught = self.health == Health::Susceptible
-            && roll(&[
-                d.seed,
-                u64::from(m.round),
-                u64::from(m.from),
-                u64::from(self.index),
-            ]) < d.transmission;
+            && roll(&[d.seed, u64::from(m.round), u64::from(m.from), u64::from(self.index)]) < d.transmission;
         let newly = caught && !self.exposed;
         self.exposed |= caught;
         newly
@@ -197,17 +183,11 @@ impl Handler<Advance> for Person {
     fn handle(&mut self, m: Advance, _: &mut Context<Self>) -> Self::Result {
         self.health = match self.health {
             Health::Susceptible if self.exposed => Health::Infected { since: m.round },
-            Health::Infected { since } if m.round + 1 - since >= self.disease.recovery_rounds => {
-                Health::Recovered
-            }
+            Health::Infected { since } if m.round + 1 - since >= self.disease.recovery_rounds => Health::Recovered,
             other => other,
         };
         self.exposed = false;
-        let report = Report {
-            round: m.round,
-            index: self.index,
-            health: self.health,
-        };
+        let report = Report { round: m.round, index: self.index, health: self.health };
         let office = self.office.clone();
         Box::pin(async move {
             let office = office.ok_or("not joined")?;
@@ -216,9 +196,7 @@ impl Handler<Advance> for Person {
     }
 }
 
-behavior!(Person {
-    actions: [Join, Wire, Infect, Spread, Contact, Advance]
-});
+behavior!(Person { actions: [Join, Wire, Infect, Spread, Contact, Advance] });
 
 // ----------------------------------------------------------- HealthOffice
 
@@ -248,8 +226,7 @@ impl HealthOffice {
             }
             let (a, b) = (i.min(index), i.max(index));
             let ring = (b - a).min(n - (b - a)) <= self.degree / 2;
-            let rewired = roll(&[self.seed, 0xfeed, u64::from(a), u64::from(b)])
-                < self.shortcut / f64::from(n);
+            let rewired = roll(&[self.seed, 0xfeed, u64::from(a), u64::from(b)]) < self.shortcut / f64::from(n);
             if ring || rewired {
                 out.push(i);
             }
@@ -281,12 +258,7 @@ struct Neighbors {
 impl Handler<Neighbors> for HealthOffice {
     type Result = Result<Vec<UnboundRemoteHandle<Person>>, String>;
     fn handle(&mut self, m: Neighbors, _: &mut Context<Self>) -> Self::Result {
-        let member = |i: u32| {
-            self.members
-                .get(&i)
-                .cloned()
-                .ok_or(format!("person {i} has not joined"))
-        };
+        let member = |i: u32| self.members.get(&i).cloned().ok_or(format!("person {i} has not joined"));
         self.neighbors_of(m.index).into_iter().map(member).collect()
     }
 }
@@ -332,9 +304,7 @@ impl Handler<Summary> for HealthOffice {
     }
 }
 
-behavior!(HealthOffice {
-    actions: [Register, Neighbors, Report, Summary]
-});
+behavior!(HealthOffice { actions: [Register, Neighbors, Report, Summary] });
 
 // ----------------------------------------------------------------- driver
 
@@ -369,28 +339,17 @@ struct Args {
 }
 
 /// Runs one step on every person at once and returns the results.
-async fn everyone<M, R>(
-    persons: &[RemoteHandle<Person>],
-    step: impl Fn() -> M,
-    what: &str,
-) -> Vec<R>
+async fn everyone<M, R>(persons: &[RemoteHandle<Person>], step: impl Fn() -> M, what: &str) -> Vec<R>
 where
     Person: actix_academy::Handles<M>,
-    M: Message<Result = Result<R, String>>
-        + Send
-        + Serialize
-        + serde::de::DeserializeOwned
-        + 'static,
+    M: Message<Result = Result<R, String>> + Send + Serialize + serde::de::DeserializeOwned + 'static,
     R: Send + Serialize + serde::de::DeserializeOwned + 'static,
 {
     let calls = persons.iter().map(|p| p.action(step()));
     join_all(calls)
         .await
         .into_iter()
-        .map(|r| {
-            r.or_exit(what)
-                .unwrap_or_else(|e| fail(&format!("{what}: {e}")))
-        })
+        .map(|r| r.or_exit(what).unwrap_or_else(|e| fail(&format!("{what}: {e}"))))
         .collect()
 }
 
@@ -409,15 +368,10 @@ async fn main() {
         args.exchange.describe(&exchange)
     );
     let started = Instant::now();
-    let disease = Disease {
-        seed: args.seed,
-        transmission: args.transmission,
-        recovery_rounds: args.recovery,
-    };
+    let disease = Disease { seed: args.seed, transmission: args.transmission, recovery_rounds: args.recovery };
 
     let mut launcher = Launcher::new(&exchange).await.or_exit("launcher");
-    let (seed, population, degree, shortcut) =
-        (args.seed, args.agents, args.degree, args.shortcuts);
+    let (seed, population, degree, shortcut) = (args.seed, args.agents, args.degree, args.shortcuts);
     let office = launcher
         .launch(Some("health-office"), move |_| HealthOffice {
             seed,
@@ -449,19 +403,13 @@ async fn main() {
     let degrees: Vec<usize> = everyone(&persons, || Wire, "wire").await;
     let links: usize = degrees.iter().sum::<usize>() / 2;
     let setup = started.elapsed();
-    println!(
-        "setup: {} agents launched, found the office, wired {links} contacts in {setup:.2?}",
-        persons.len() + 1
-    );
+    println!("setup: {} agents launched, found the office, wired {links} contacts in {setup:.2?}", persons.len() + 1);
 
     // Patients zero, chosen by the seed.
     let mut zero: Vec<u32> = (0..args.agents).collect();
     zero.sort_by_key(|i| mix(args.seed ^ u64::from(*i)));
     for &i in &zero[..args.initial as usize] {
-        persons[i as usize]
-            .action(Infect { round: 0 })
-            .await
-            .or_exit("infect");
+        persons[i as usize].action(Infect { round: 0 }).await.or_exit("infect");
     }
 
     let mut actions = 1 + 4 * u64::from(args.agents) + u64::from(args.initial);
@@ -507,27 +455,12 @@ async fn main() {
     println!("| persons                         | {:>5} |", args.agents);
     println!("| contacts in the network         | {links:>5} |");
     println!("| peak infected (round)           | {peak:>5} ({peak_round}) |");
-    println!(
-        "| ever infected                   | {:>5} |",
-        args.agents - last.susceptible
-    );
-    println!(
-        "| still susceptible               | {:>5} |",
-        last.susceptible
-    );
+    println!("| ever infected                   | {:>5} |", args.agents - last.susceptible);
+    println!("| still susceptible               | {:>5} |", last.susceptible);
     println!("| actions called                  | {actions:>5} |");
     println!("| setup time                      | {setup:.2?} |");
-    println!(
-        "| time for {} rounds              | {rounds_wall:.2?} |",
-        args.rounds
-    );
-    println!(
-        "| actions per second (rounds)     | {:.0} |",
-        actions as f64 / rounds_wall.as_secs_f64()
-    );
+    println!("| time for {} rounds              | {rounds_wall:.2?} |", args.rounds);
+    println!("| actions per second (rounds)     | {:.0} |", actions as f64 / rounds_wall.as_secs_f64());
     println!("| wall time                       | {wall:.2?} |");
-    println!(
-        "| agents shut down                | {:>5} |",
-        outcomes.len()
-    );
+    println!("| agents shut down                | {:>5} |", outcomes.len());
 }

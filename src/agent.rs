@@ -120,11 +120,7 @@ impl<B: Behavior> Agent<B> {
         }
         .start();
         debug!(agent = %id, behavior = B::name(), "agent launched");
-        Ok(Self {
-            id,
-            addr,
-            exit: exit_rx.shared(),
-        })
+        Ok(Self { id, addr, exit: exit_rx.shared() })
     }
 
     /// The agent's id.
@@ -189,19 +185,14 @@ impl<B: Behavior> Actor for Runtime<B> {
             let _ = tx.send(exit);
         }
         let id = self.context.id().clone();
-        self.context
-            .endpoint
-            .router
-            .fail_all(|| Error::MailboxClosed(id.clone()));
+        self.context.endpoint.router.fail_all(|| Error::MailboxClosed(id.clone()));
     }
 }
 
 impl<B: Behavior> StreamHandler<Envelope> for Runtime<B> {
     fn handle(&mut self, envelope: Envelope, ctx: &mut Context<Self>) {
         match &envelope.body {
-            Body::ActionRequest { .. } if matches!(self.shutdown, Some(Ending::Failed)) => {
-                self.requeue(vec![envelope])
-            }
+            Body::ActionRequest { .. } if matches!(self.shutdown, Some(Ending::Failed)) => self.requeue(vec![envelope]),
             Body::ActionRequest { .. } if self.shutdown.is_some() => self.refuse(&envelope),
             Body::ActionRequest { .. } if self.in_flight.len() >= self.max_concurrency => {
                 self.waiting.push_back(envelope)
@@ -264,10 +255,7 @@ impl<B: Behavior> Runtime<B> {
             return;
         };
         let result = result.map(serde_bytes::ByteBuf::from);
-        self.reply(request.reply(Body::ActionResponse {
-            action: action.clone(),
-            result,
-        }));
+        self.reply(request.reply(Body::ActionResponse { action: action.clone(), result }));
     }
 
     fn refuse(&self, request: &Envelope) {
@@ -327,16 +315,12 @@ impl<B: Behavior> Runtime<B> {
         // Terminating wakes the mailbox: it delivers what it holds (refused
         // above), then ends, and `finished` completes the shutdown.
         let (exchange, id) = (self.context.exchange().clone(), self.context.id().clone());
-        ctx.spawn(
-            async move { exchange.terminate(&id).await }
-                .into_actor(self)
-                .map(|result, act, ctx| {
-                    if let Err(e) = result {
-                        warn!(agent = %act.context.id(), "could not terminate the mailbox: {e}");
-                        ctx.stop();
-                    }
-                }),
-        );
+        ctx.spawn(async move { exchange.terminate(&id).await }.into_actor(self).map(|result, act, ctx| {
+            if let Err(e) = result {
+                warn!(agent = %act.context.id(), "could not terminate the mailbox: {e}");
+                ctx.stop();
+            }
+        }));
     }
 
     /// Stops the behavior and answers everything it will not serve:

@@ -35,10 +35,7 @@ const SERVER_HELLO_LEN: usize = 4 + 1 + NONCE_LEN + PROOF_LEN;
 /// compares it with the cap, and only then reserves room for the payload;
 /// partial headers and payloads simply wait for more bytes.
 pub(crate) fn codec(max_frame_len: usize) -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .length_field_type::<u32>()
-        .max_frame_length(max_frame_len)
-        .new_codec()
+    LengthDelimitedCodec::builder().length_field_type::<u32>().max_frame_length(max_frame_len).new_codec()
 }
 
 /// Acknowledgement frames (receiver -> sender) carry one big-endian `u64`:
@@ -54,11 +51,7 @@ fn proof(secret: &[u8], side: &[u8], dest: Uuid, client: &[u8], server: &[u8]) -
 }
 
 /// Opens a connection to mailbox `dest` and proves knowledge of `secret`.
-pub(crate) async fn client_handshake<S>(
-    stream: &mut S,
-    secret: &[u8],
-    dest: Uuid,
-) -> Result<(), Error>
+pub(crate) async fn client_handshake<S>(stream: &mut S, secret: &[u8], dest: Uuid) -> Result<(), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -78,19 +71,13 @@ where
         .verify_slice(&reply[5 + NONCE_LEN..])
         .map_err(|_| Error::Handshake("the peer does not know the shared secret"))?;
 
-    let ours = proof(secret, b"client", dest, &nonce, server_nonce)
-        .finalize()
-        .into_bytes();
+    let ours = proof(secret, b"client", dest, &nonce, server_nonce).finalize().into_bytes();
     stream.write_all(&ours).await?;
     Ok(())
 }
 
 /// Accepts a connection for mailbox `me` if the peer proves knowledge of `secret`.
-pub(crate) async fn server_handshake<S>(
-    stream: &mut S,
-    secret: &[u8],
-    me: Uuid,
-) -> Result<(), Error>
+pub(crate) async fn server_handshake<S>(stream: &mut S, secret: &[u8], me: Uuid) -> Result<(), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -107,11 +94,7 @@ where
     reply.extend_from_slice(&MAGIC);
     reply.push(PROTOCOL_VERSION);
     reply.extend_from_slice(&nonce);
-    reply.extend_from_slice(
-        &proof(secret, b"server", me, client_nonce, &nonce)
-            .finalize()
-            .into_bytes(),
-    );
+    reply.extend_from_slice(&proof(secret, b"server", me, client_nonce, &nonce).finalize().into_bytes());
     stream.write_all(&reply).await?;
 
     let mut theirs = [0u8; PROOF_LEN];
@@ -140,9 +123,7 @@ mod tests {
     fn framed(payloads: &[&[u8]]) -> BytesMut {
         let mut buf = BytesMut::new();
         for p in payloads {
-            codec(1024)
-                .encode(bytes::Bytes::copy_from_slice(p), &mut buf)
-                .unwrap();
+            codec(1024).encode(bytes::Bytes::copy_from_slice(p), &mut buf).unwrap();
         }
         buf
     }
@@ -178,11 +159,7 @@ mod tests {
         buf.put_slice(b"xx");
         let before = buf.capacity();
         assert!(codec(1024).decode(&mut buf).is_err());
-        assert!(
-            buf.capacity() <= before.max(64),
-            "capacity grew to {}",
-            buf.capacity()
-        );
+        assert!(buf.capacity() <= before.max(64), "capacity grew to {}", buf.capacity());
     }
 
     #[test]
@@ -196,11 +173,7 @@ mod tests {
 
     #[tokio::test]
     async fn handshake_needs_the_same_secret_and_destination() {
-        async fn run(
-            client_secret: &'static [u8],
-            dest: Uuid,
-            me: Uuid,
-        ) -> (Result<(), Error>, Result<(), Error>) {
+        async fn run(client_secret: &'static [u8], dest: Uuid, me: Uuid) -> (Result<(), Error>, Result<(), Error>) {
             let (mut a, mut b) = tokio::io::duplex(1024);
             let server = tokio::spawn(async move { server_handshake(&mut b, b"s3cret", me).await });
             let client = client_handshake(&mut a, client_secret, dest).await;

@@ -51,9 +51,7 @@ impl Router {
 
     /// Hands a response to the handle that asked; drops strays with a note.
     pub(crate) fn route(&self, envelope: Envelope) {
-        let state = envelope
-            .label
-            .and_then(|label| lock(&self.handles).get(&label).and_then(Weak::upgrade));
+        let state = envelope.label.and_then(|label| lock(&self.handles).get(&label).and_then(Weak::upgrade));
         match state {
             Some(state) => state.deliver(envelope),
             None => debug!(tag = %envelope.tag, "response for a handle that is gone"),
@@ -62,10 +60,7 @@ impl Router {
 
     /// Fails every pending call of every handle (the mailbox has closed).
     pub(crate) fn fail_all(&self, error: impl Fn() -> Error) {
-        let states: Vec<_> = lock(&self.handles)
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect();
+        let states: Vec<_> = lock(&self.handles).values().filter_map(Weak::upgrade).collect();
         for state in states {
             state.fail_all(&error);
         }
@@ -114,20 +109,12 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) fn bind<B>(
-        &self,
-        handle: UnboundRemoteHandle<B>,
-        owner: Option<Arc<Client>>,
-    ) -> RemoteHandle<B> {
+    pub(crate) fn bind<B>(&self, handle: UnboundRemoteHandle<B>, owner: Option<Arc<Client>>) -> RemoteHandle<B> {
         let state = HandleState::new();
         self.router.register(&state);
         RemoteHandle {
             agent: handle.agent,
-            shared: Arc::new(Shared {
-                endpoint: self.clone(),
-                state,
-                owner,
-            }),
+            shared: Arc::new(Shared { endpoint: self.clone(), state, owner }),
             liveness: Some(DEFAULT_LIVENESS_TIMEOUT),
         }
     }
@@ -163,11 +150,7 @@ impl Client {
             }
         });
         Ok(Arc::new(Self {
-            endpoint: Endpoint {
-                exchange: exchange.clone(),
-                me: id.into(),
-                router,
-            },
+            endpoint: Endpoint { exchange: exchange.clone(), me: id.into(), router },
             closed: AtomicBool::new(false),
         }))
     }
@@ -288,21 +271,13 @@ pub struct RemoteHandle<B> {
 
 impl<B> Clone for RemoteHandle<B> {
     fn clone(&self) -> Self {
-        Self {
-            agent: self.agent.clone(),
-            shared: self.shared.clone(),
-            liveness: self.liveness,
-        }
+        Self { agent: self.agent.clone(), shared: self.shared.clone(), liveness: self.liveness }
     }
 }
 
 impl<B> fmt::Debug for RemoteHandle<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "RemoteHandle({} from {})",
-            self.agent, self.shared.endpoint.me
-        )
+        write!(f, "RemoteHandle({} from {})", self.agent, self.shared.endpoint.me)
     }
 }
 
@@ -353,11 +328,7 @@ impl<B: Behavior> RemoteHandle<B> {
         self.action_within(message, Some(timeout)).await
     }
 
-    async fn action_within<M>(
-        &self,
-        message: M,
-        timeout: Option<Duration>,
-    ) -> Result<M::Result, Error>
+    async fn action_within<M>(&self, message: M, timeout: Option<Duration>) -> Result<M::Result, Error>
     where
         B: Handles<M>,
         M: Message + Send + Serialize + DeserializeOwned + 'static,
@@ -368,9 +339,7 @@ impl<B: Behavior> RemoteHandle<B> {
             args: rmp_serde::to_vec(&message)?,
         };
         match self.request(body, timeout).await?.body {
-            Body::ActionResponse {
-                result: Ok(bytes), ..
-            } => Ok(rmp_serde::from_slice(&bytes)?),
+            Body::ActionResponse { result: Ok(bytes), .. } => Ok(rmp_serde::from_slice(&bytes)?),
             Body::ActionResponse { result: Err(e), .. } => Err(Error::Remote(e)),
             other => Err(Error::UnexpectedReply(format!("{other:?}"))),
         }
@@ -389,11 +358,7 @@ impl<B: Behavior> RemoteHandle<B> {
     /// its mailbox terminated, its pending requests answered with errors.
     /// An agent that is already terminated counts as shut down.
     pub async fn shutdown(&self) -> Result<(), Error> {
-        match self
-            .request(Body::ShutdownRequest, None)
-            .await
-            .map(|reply| reply.body)
-        {
+        match self.request(Body::ShutdownRequest, None).await.map(|reply| reply.body) {
             Ok(Body::ShutdownResponse { result }) => Ok(result?),
             Ok(other) => Err(Error::UnexpectedReply(format!("{other:?}"))),
             Err(Error::MailboxClosed(id)) if id == *self.agent.entity() => Ok(()),
@@ -430,19 +395,14 @@ impl<B: Behavior> RemoteHandle<B> {
         endpoint.exchange.send(envelope).await?;
         let reply = self.wait(rx);
         match timeout {
-            Some(t) => tokio::time::timeout(t, reply)
-                .await
-                .map_err(|_| Error::Timeout(t))?,
+            Some(t) => tokio::time::timeout(t, reply).await.map_err(|_| Error::Timeout(t))?,
             None => reply.await,
         }
     }
 
     /// Waits for a reply; while it is missing, pings the agent now and then
     /// and gives up once it has been silent for the liveness timeout.
-    async fn wait(
-        &self,
-        mut rx: oneshot::Receiver<Result<Envelope, Error>>,
-    ) -> Result<Envelope, Error> {
+    async fn wait(&self, mut rx: oneshot::Receiver<Result<Envelope, Error>>) -> Result<Envelope, Error> {
         let closed = || Error::HandleClosed;
         let Some(liveness) = self.liveness else {
             return rx.await.unwrap_or_else(|_| Err(closed()));

@@ -46,11 +46,7 @@ impl EntityId {
 
     /// An identifier from its parts.
     pub fn from_parts(uid: Uuid, role: Role, name: Option<&str>) -> Self {
-        Self {
-            uid,
-            role,
-            name: name.map(Arc::from),
-        }
+        Self { uid, role, name: name.map(Arc::from) }
     }
 
     /// The UUID that identifies the entity.
@@ -124,10 +120,7 @@ impl<B> AgentId<B> {
     }
 
     fn wrap(id: EntityId) -> Self {
-        Self {
-            id,
-            _behavior: PhantomData,
-        }
+        Self { id, _behavior: PhantomData }
     }
 
     /// Types an untyped identifier; fails unless it names an agent.
@@ -303,10 +296,7 @@ mod tests {
             "0000000000000000000000000!",
             &format!("{good}======"),
         ] {
-            assert!(
-                matches!(base32_to_uuid(bad), Err(Error::InvalidBase32(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(base32_to_uuid(bad), Err(Error::InvalidBase32(_))), "{bad:?}");
         }
     }
 
@@ -341,10 +331,7 @@ mod tests {
         assert_eq!(back.name(), Some("c"));
         let agent = AgentId::<Counter>::new(None);
         let bytes = rmp_serde::to_vec(&agent).unwrap();
-        assert_eq!(
-            rmp_serde::from_slice::<AgentId<Counter>>(&bytes).unwrap(),
-            agent
-        );
+        assert_eq!(rmp_serde::from_slice::<AgentId<Counter>>(&bytes).unwrap(), agent);
         assert!(rmp_serde::from_slice::<ClientId>(&bytes).is_err());
     }
 }

@@ -58,12 +58,7 @@ pub struct Launcher {
 
 impl fmt::Debug for Launcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Launcher({} agents on {} arbiters)",
-            self.agents.len(),
-            self.arbiters.len()
-        )
+        write!(f, "Launcher({} agents on {} arbiters)", self.agents.len(), self.arbiters.len())
     }
 }
 
@@ -107,11 +102,7 @@ impl Launcher {
     /// Registers a new agent, starts it on one of the arbiters (building the
     /// behavior there with `make`, again on each restart), and returns a
     /// handle to it once it serves.
-    pub async fn launch<B, F>(
-        &mut self,
-        name: Option<&str>,
-        make: F,
-    ) -> Result<RemoteHandle<B>, Error>
+    pub async fn launch<B, F>(&mut self, name: Option<&str>, make: F) -> Result<RemoteHandle<B>, Error>
     where
         B: Behavior,
         F: Fn(&AgentContext) -> B + Send + Sync + 'static,
@@ -119,8 +110,7 @@ impl Launcher {
         let id: AgentId<B> = self.exchange.register_agent(name).await?;
         let (started_tx, started_rx) = oneshot::channel();
         let (outcome_tx, outcome_rx) = oneshot::channel();
-        let (exchange, agent, max_restarts) =
-            (self.exchange.clone(), id.clone(), self.max_restarts);
+        let (exchange, agent, max_restarts) = (self.exchange.clone(), id.clone(), self.max_restarts);
         let spawned = self.arbiter().spawn(async move {
             let outcome = supervise(agent, exchange, max_restarts, make, started_tx).await;
             let _ = outcome_tx.send(outcome);
@@ -143,11 +133,7 @@ impl Launcher {
     pub async fn wait(&mut self) -> Vec<Outcome> {
         let agents = std::mem::take(&mut self.agents);
         join_all(agents.into_iter().map(|agent| async move {
-            agent.outcome.await.unwrap_or(Outcome {
-                id: agent.id,
-                exit: AgentExit::Failed,
-                restarts: 0,
-            })
+            agent.outcome.await.unwrap_or(Outcome { id: agent.id, exit: AgentExit::Failed, restarts: 0 })
         }))
         .await
     }
@@ -156,8 +142,7 @@ impl Launcher {
     pub async fn shutdown(mut self) -> Vec<Outcome> {
         let mut stops = Vec::new();
         for agent in &mut self.agents {
-            let stop =
-                std::mem::replace(&mut agent.shutdown, Box::new(|| Box::pin(async { Ok(()) })));
+            let stop = std::mem::replace(&mut agent.shutdown, Box::new(|| Box::pin(async { Ok(()) })));
             stops.push(stop());
         }
         for result in join_all(stops).await {
@@ -190,21 +175,16 @@ where
     let mut started = Some(started);
     let mut restarts = 0;
     loop {
-        let agent =
-            match Agent::launch_with(id.clone(), &exchange, DEFAULT_MAX_CONCURRENCY, &make).await {
-                Ok(agent) => agent,
-                Err(e) => {
-                    error!(agent = %id, "could not launch: {e}");
-                    if let Some(started) = started.take() {
-                        let _ = started.send(Err(e));
-                    }
-                    return Outcome {
-                        id: id.into(),
-                        exit: AgentExit::Failed,
-                        restarts,
-                    };
+        let agent = match Agent::launch_with(id.clone(), &exchange, DEFAULT_MAX_CONCURRENCY, &make).await {
+            Ok(agent) => agent,
+            Err(e) => {
+                error!(agent = %id, "could not launch: {e}");
+                if let Some(started) = started.take() {
+                    let _ = started.send(Err(e));
                 }
-            };
+                return Outcome { id: id.into(), exit: AgentExit::Failed, restarts };
+            }
+        };
         if let Some(started) = started.take() {
             let _ = started.send(Ok(()));
         }
@@ -213,13 +193,7 @@ where
                 restarts += 1;
                 warn!(agent = %id, restarts, "behavior stopped on its own; restarting");
             }
-            exit => {
-                return Outcome {
-                    id: id.into(),
-                    exit,
-                    restarts,
-                }
-            }
+            exit => return Outcome { id: id.into(), exit, restarts },
         }
     }
 }

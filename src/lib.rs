@@ -18,9 +18,7 @@ pub use agent::{Agent, AgentContext, AgentExit, DEFAULT_MAX_CONCURRENCY};
 pub use behavior::{action_name as __action_name, call as __call};
 pub use behavior::{ActionFuture, Behavior, Handles, StopAgent};
 pub use error::Error;
-pub use exchange::{
-    Exchange, HybridExchange, HybridExchangeBuilder, LocalExchange, MailboxStatus, SECRET_ENV,
-};
+pub use exchange::{Exchange, HybridExchange, HybridExchangeBuilder, LocalExchange, MailboxStatus, SECRET_ENV};
 pub use frame::DEFAULT_MAX_FRAME_LEN;
 pub use handle::{Client, RemoteHandle, UnboundRemoteHandle, DEFAULT_LIVENESS_TIMEOUT};
 pub use identifier::{base32_to_uuid, uuid_to_base32, AgentId, ClientId, EntityId, Role};
@@ -32,8 +30,8 @@ pub use message::{Body, Envelope, RemoteError, RemoteErrorKind, PROTOCOL_VERSION
 /// macro, Actix's prelude, and serde's derives.
 pub mod prelude {
     pub use crate::{
-        behavior, Agent, AgentContext, AgentExit, AgentId, Behavior, ClientId, EntityId, Error,
-        Exchange, HybridExchange, Launcher, RemoteHandle, UnboundRemoteHandle,
+        behavior, Agent, AgentContext, AgentExit, AgentId, Behavior, ClientId, EntityId, Error, Exchange,
+        HybridExchange, Launcher, RemoteHandle, UnboundRemoteHandle,
     };
     pub use actix::prelude::*;
     pub use serde::{Deserialize, Serialize};

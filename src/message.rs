@@ -95,14 +95,7 @@ pub enum RemoteErrorKind {
 impl Envelope {
     /// A new message with a fresh tag and no label.
     pub fn new(src: EntityId, dest: EntityId, body: Body) -> Self {
-        Self {
-            version: PROTOCOL_VERSION,
-            tag: Uuid::new_v4(),
-            src,
-            dest,
-            label: None,
-            body,
-        }
+        Self { version: PROTOCOL_VERSION, tag: Uuid::new_v4(), src, dest, label: None, body }
     }
 
     /// The response to this message: same tag and label, ends swapped.
@@ -138,30 +131,17 @@ mod tests {
     use crate::identifier::{ClientId, Role};
 
     fn sample(body: Body) -> Envelope {
-        Envelope::new(
-            ClientId::new(Some("a")).into(),
-            EntityId::new(Role::Agent, None),
-            body,
-        )
+        Envelope::new(ClientId::new(Some("a")).into(), EntityId::new(Role::Agent, None), body)
     }
 
     #[test]
     fn every_body_round_trips() {
         let bodies = [
-            Body::ActionRequest {
-                action: "add".into(),
-                args: vec![1, 2, 3],
-            },
+            Body::ActionRequest { action: "add".into(), args: vec![1, 2, 3] },
+            Body::ActionResponse { action: "add".into(), result: Ok(serde_bytes::ByteBuf::from(vec![9])) },
             Body::ActionResponse {
                 action: "add".into(),
-                result: Ok(serde_bytes::ByteBuf::from(vec![9])),
-            },
-            Body::ActionResponse {
-                action: "add".into(),
-                result: Err(RemoteError {
-                    kind: RemoteErrorKind::UnknownAction,
-                    message: "no".into(),
-                }),
+                result: Err(RemoteError { kind: RemoteErrorKind::UnknownAction, message: "no".into() }),
             },
             Body::PingRequest,
             Body::PingResponse,
@@ -191,10 +171,7 @@ mod tests {
         let mut env = sample(Body::PingRequest);
         env.version = 99;
         let bytes = rmp_serde::to_vec(&env).unwrap();
-        assert!(matches!(
-            Envelope::decode(&bytes),
-            Err(Error::UnsupportedVersion(99))
-        ));
+        assert!(matches!(Envelope::decode(&bytes), Err(Error::UnsupportedVersion(99))));
     }
 }
 

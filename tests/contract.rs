@@ -6,8 +6,7 @@ mod support;
 use std::time::Duration;
 
 use actix_academy::{
-    Agent, AgentId, Body, ClientId, EntityId, Envelope, Error, Exchange, MailboxStatus,
-    RemoteErrorKind,
+    Agent, AgentId, Body, ClientId, EntityId, Envelope, Error, Exchange, MailboxStatus, RemoteErrorKind,
 };
 use support::agents::{Counter, Increment, Sleep};
 use support::{RedisServer, A, B, C};
@@ -22,18 +21,12 @@ struct Subject {
 
 impl Subject {
     fn local() -> Self {
-        Self {
-            exchange: Exchange::local(),
-            _redis: None,
-        }
+        Self { exchange: Exchange::local(), _redis: None }
     }
 
     async fn hybrid() -> Self {
         let redis = RedisServer::start();
-        Self {
-            exchange: redis.exchange().await,
-            _redis: Some(redis),
-        }
+        Self { exchange: redis.exchange().await, _redis: Some(redis) }
     }
 }
 
@@ -44,21 +37,19 @@ fn ping(src: &ClientId, dest: &EntityId) -> Envelope {
 async fn register_and_status(x: Exchange) {
     let client = x.register_client(Some("c")).await.unwrap();
     let agent: AgentId<A> = x.register_agent(Some("a")).await.unwrap();
-    assert_eq!(x.status(&client).await.unwrap(), MailboxStatus::Active);
-    assert_eq!(x.status(&agent).await.unwrap(), MailboxStatus::Active);
-    assert_eq!(
-        x.status(&ClientId::new(None)).await.unwrap(),
-        MailboxStatus::Missing
-    );
+    assert_eq!(x.status(&client).await.unwrap(), MailboxStatus::Offline);
+    assert_eq!(x.status(&agent).await.unwrap(), MailboxStatus::Offline);
+    let inbox = x.get_mailbox(&client).await.unwrap();
+    assert_eq!(x.status(&client).await.unwrap(), MailboxStatus::Listening);
+    inbox.close().await.unwrap();
+    assert_eq!(x.status(&client).await.unwrap(), MailboxStatus::Offline);
+    assert_eq!(x.status(&ClientId::new(None)).await.unwrap(), MailboxStatus::Missing);
     x.terminate(&agent).await.unwrap();
     assert_eq!(x.status(&agent).await.unwrap(), MailboxStatus::Inactive);
 }
 
 async fn send_and_recv(x: Exchange) {
-    let (me, peer) = (
-        x.register_client(None).await.unwrap(),
-        x.register_client(None).await.unwrap(),
-    );
+    let (me, peer) = (x.register_client(None).await.unwrap(), x.register_client(None).await.unwrap());
     let mut inbox = x.get_mailbox(&peer).await.unwrap();
     let sent: Vec<_> = (0..10).map(|_| ping(&me, &peer)).collect();
     for message in &sent {
@@ -72,29 +63,15 @@ async fn send_and_recv(x: Exchange) {
 async fn send_to_unknown_is_bad_entity_id(x: Exchange) {
     let me = x.register_client(None).await.unwrap();
     let nobody = ClientId::new(None);
-    assert!(
-        matches!(x.send(ping(&me, &nobody)).await, Err(Error::BadEntityId(id)) if id == *nobody)
-    );
-    assert!(matches!(
-        x.get_mailbox(&nobody).await,
-        Err(Error::BadEntityId(_))
-    ));
+    assert!(matches!(x.send(ping(&me, &nobody)).await, Err(Error::BadEntityId(id)) if id == *nobody));
+    assert!(matches!(x.get_mailbox(&nobody).await, Err(Error::BadEntityId(_))));
 }
 
 async fn send_after_terminate_is_mailbox_closed(x: Exchange) {
-    let (me, peer) = (
-        x.register_client(None).await.unwrap(),
-        x.register_client(None).await.unwrap(),
-    );
+    let (me, peer) = (x.register_client(None).await.unwrap(), x.register_client(None).await.unwrap());
     x.terminate(&peer).await.unwrap();
-    assert!(matches!(
-        x.send(ping(&me, &peer)).await,
-        Err(Error::MailboxClosed(_))
-    ));
-    assert!(matches!(
-        x.get_mailbox(&peer).await,
-        Err(Error::MailboxClosed(_))
-    ));
+    assert!(matches!(x.send(ping(&me, &peer)).await, Err(Error::MailboxClosed(_))));
+    assert!(matches!(x.get_mailbox(&peer).await, Err(Error::MailboxClosed(_))));
 }
 
 async fn recv_times_out(x: Exchange) {
@@ -108,10 +85,7 @@ async fn terminate_ends_an_open_mailbox(x: Exchange) {
     let peer = x.register_client(None).await.unwrap();
     let mut inbox = x.get_mailbox(&peer).await.unwrap();
     x.terminate(&peer).await.unwrap();
-    assert!(matches!(
-        inbox.recv(WAIT).await,
-        Err(Error::MailboxClosed(_))
-    ));
+    assert!(matches!(inbox.recv(WAIT).await, Err(Error::MailboxClosed(_))));
 }
 
 async fn terminate_of_an_unknown_id_is_ok(x: Exchange) {
@@ -127,13 +101,7 @@ async fn discover(x: Exchange) {
     x.terminate(&dead).await.unwrap();
     assert!(x.discover::<A>(true).await.unwrap().is_empty());
     assert_eq!(x.discover::<B>(false).await.unwrap(), vec![b.clone()]);
-    let mut all: Vec<EntityId> = x
-        .discover::<B>(true)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(Into::into)
-        .collect();
+    let mut all: Vec<EntityId> = x.discover::<B>(true).await.unwrap().into_iter().map(Into::into).collect();
     all.sort_by_key(EntityId::uid);
     let mut want = vec![EntityId::from(b), EntityId::from(c)];
     want.sort_by_key(EntityId::uid);
@@ -141,10 +109,7 @@ async fn discover(x: Exchange) {
 }
 
 async fn messages_wait_until_the_mailbox_opens(x: Exchange) {
-    let (me, peer) = (
-        x.register_client(None).await.unwrap(),
-        x.register_client(None).await.unwrap(),
-    );
+    let (me, peer) = (x.register_client(None).await.unwrap(), x.register_client(None).await.unwrap());
     let sent: Vec<_> = (0..3).map(|_| ping(&me, &peer)).collect();
     for message in &sent {
         x.send(message.clone()).await.unwrap();
@@ -156,10 +121,7 @@ async fn messages_wait_until_the_mailbox_opens(x: Exchange) {
 }
 
 async fn closing_keeps_what_the_mailbox_held(x: Exchange) {
-    let (me, peer) = (
-        x.register_client(None).await.unwrap(),
-        x.register_client(None).await.unwrap(),
-    );
+    let (me, peer) = (x.register_client(None).await.unwrap(), x.register_client(None).await.unwrap());
     let inbox = x.get_mailbox(&peer).await.unwrap();
     let sent: Vec<_> = (0..5).map(|_| ping(&me, &peer)).collect();
     for message in &sent {
@@ -180,9 +142,7 @@ async fn closing_keeps_what_the_mailbox_held(x: Exchange) {
 
 async fn agent_round_trip(x: Exchange) {
     let id: AgentId<Counter> = x.register_agent(None).await.unwrap();
-    let _agent = Agent::launch(Counter::default(), id.clone(), &x)
-        .await
-        .unwrap();
+    let _agent = Agent::launch(Counter::default(), id.clone(), &x).await.unwrap();
     let counter = x.get_handle(id).bind_as_client(&x).await.unwrap();
     assert_eq!(counter.action(Increment(3)).await.unwrap(), 3);
     assert_eq!(counter.action(Increment(4)).await.unwrap(), 7);
@@ -191,9 +151,7 @@ async fn agent_round_trip(x: Exchange) {
 
 async fn shutdown_answers_pending_requests(x: Exchange) {
     let id: AgentId<Counter> = x.register_agent(None).await.unwrap();
-    let agent = Agent::launch(Counter::default(), id.clone(), &x)
-        .await
-        .unwrap();
+    let agent = Agent::launch(Counter::default(), id.clone(), &x).await.unwrap();
     let counter = x.get_handle(id).bind_as_client(&x).await.unwrap();
     let slow = {
         let counter = counter.clone();
@@ -202,26 +160,16 @@ async fn shutdown_answers_pending_requests(x: Exchange) {
     tokio::time::sleep(Duration::from_millis(50)).await;
     counter.shutdown().await.unwrap();
     agent.wait().await;
-    match tokio::time::timeout(Duration::from_secs(10), slow)
-        .await
-        .unwrap()
-        .unwrap()
-    {
+    match tokio::time::timeout(Duration::from_secs(10), slow).await.unwrap().unwrap() {
         Err(Error::Remote(e)) => assert_eq!(e.kind, RemoteErrorKind::AgentStopped),
         other => panic!("expected AgentStopped, got {other:?}"),
     }
-    assert!(matches!(
-        counter.action(Increment(1)).await,
-        Err(Error::MailboxClosed(_))
-    ));
+    assert!(matches!(counter.action(Increment(1)).await, Err(Error::MailboxClosed(_))));
 }
 
 async fn closed_exchange_refuses_work(x: Exchange) {
     x.close().await;
-    assert!(matches!(
-        x.register_client(None).await,
-        Err(Error::ExchangeClosed)
-    ));
+    assert!(matches!(x.register_client(None).await, Err(Error::ExchangeClosed)));
 }
 
 macro_rules! contract {

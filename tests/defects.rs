@@ -18,14 +18,7 @@ fn numbered(src: &ClientId, dest: &ClientId, sender: usize, seq: u32) -> Envelop
     let mut args = vec![sender as u8];
     args.extend_from_slice(&seq.to_be_bytes());
     args.resize(100, 0xab);
-    Envelope::new(
-        src.clone().into(),
-        dest.clone().into(),
-        Body::ActionRequest {
-            action: "n".into(),
-            args,
-        },
-    )
+    Envelope::new(src.clone().into(), dest.clone().into(), Body::ActionRequest { action: "n".into(), args })
 }
 
 /// Defects 1 and 2: concurrent senders corrupted frames, lost messages and
@@ -37,32 +30,19 @@ async fn concurrent_senders_lose_nothing_and_keep_order() {
     let receiver = redis.exchange().await;
     let me = receiver.register_client(Some("receiver")).await.unwrap();
     let mut inbox = receiver.get_mailbox(&me).await.unwrap();
-    let shared = redis
-        .builder()
-        .namespace(receiver.namespace())
-        .start()
-        .await
-        .unwrap();
+    let shared = redis.builder().namespace(receiver.namespace()).start().await.unwrap();
 
     let mut tasks = Vec::new();
     for sender in 0..SENDERS {
         let exchange = if sender < 4 {
             shared.clone()
         } else {
-            redis
-                .builder()
-                .namespace(receiver.namespace())
-                .start()
-                .await
-                .unwrap()
+            redis.builder().namespace(receiver.namespace()).start().await.unwrap()
         };
         let (src, dest) = (exchange.register_client(None).await.unwrap(), me.clone());
         tasks.push(actix::spawn(async move {
             for seq in 0..PER_SENDER {
-                exchange
-                    .send(numbered(&src, &dest, sender, seq))
-                    .await
-                    .unwrap();
+                exchange.send(numbered(&src, &dest, sender, seq)).await.unwrap();
             }
             exchange
         }));
@@ -70,29 +50,17 @@ async fn concurrent_senders_lose_nothing_and_keep_order() {
 
     let mut next: HashMap<u8, u32> = HashMap::new();
     for _ in 0..SENDERS as u32 * PER_SENDER {
-        let message = inbox
-            .recv(Some(Duration::from_secs(30)))
-            .await
-            .expect("a message was lost");
-        let Body::ActionRequest { args, .. } = message.body else {
-            panic!("corrupted body")
-        };
+        let message = inbox.recv(Some(Duration::from_secs(30))).await.expect("a message was lost");
+        let Body::ActionRequest { args, .. } = message.body else { panic!("corrupted body") };
         assert_eq!(args.len(), 100, "corrupted payload");
         assert!(args[5..].iter().all(|b| *b == 0xab), "corrupted payload");
         let seq = u32::from_be_bytes(args[1..5].try_into().unwrap());
         let expected = next.entry(args[0]).or_default();
-        assert_eq!(
-            seq, *expected,
-            "sender {} out of order or duplicated",
-            args[0]
-        );
+        assert_eq!(seq, *expected, "sender {} out of order or duplicated", args[0]);
         *expected += 1;
     }
     assert!(next.values().all(|n| *n == PER_SENDER));
-    assert!(
-        inbox.recv(Some(Duration::from_millis(200))).await.is_err(),
-        "a message was duplicated"
-    );
+    assert!(inbox.recv(Some(Duration::from_millis(200))).await.is_err(), "a message was duplicated");
     for task in tasks {
         task.await.unwrap().close().await;
     }
@@ -120,17 +88,11 @@ async fn closing_a_mailbox_loses_nothing_it_held() {
     let mut inbox = exchange.get_mailbox(&peer).await.unwrap();
     let mut seen = Vec::new();
     while let Ok(message) = inbox.recv(Some(Duration::from_millis(500))).await {
-        let Body::ActionRequest { args, .. } = message.body else {
-            unreachable!()
-        };
+        let Body::ActionRequest { args, .. } = message.body else { unreachable!() };
         seen.push(u32::from_be_bytes(args[1..5].try_into().unwrap()));
     }
     seen.sort_unstable();
-    assert_eq!(
-        seen,
-        (0..100).collect::<Vec<_>>(),
-        "lost or duplicated across a close"
-    );
+    assert_eq!(seen, (0..100).collect::<Vec<_>>(), "lost or duplicated across a close");
 }
 
 /// Defect 8: a peer that never answers (its accept queue is full, so the
@@ -139,12 +101,7 @@ async fn closing_a_mailbox_loses_nothing_it_held() {
 #[actix::test]
 async fn a_dead_host_costs_at_most_the_connect_timeout() {
     let redis = RedisServer::start();
-    let exchange = redis
-        .builder()
-        .connect_timeout(Duration::from_millis(300))
-        .start()
-        .await
-        .unwrap();
+    let exchange = redis.builder().connect_timeout(Duration::from_millis(300)).start().await.unwrap();
     let me = exchange.register_client(None).await.unwrap();
     let peer = exchange.register_client(None).await.unwrap();
 
@@ -155,17 +112,11 @@ async fn a_dead_host_costs_at_most_the_connect_timeout() {
     let address = listener.local_addr().unwrap();
     let queue = format!("{}:queue:{}", exchange.namespace(), peer.base32());
     let address_key = format!("{}:address:{}", exchange.namespace(), peer.base32());
-    let _: () = redis
-        .client()
-        .set(&address_key, address.to_string())
-        .unwrap();
+    let _: () = redis.client().set(&address_key, address.to_string()).unwrap();
 
     let started = std::time::Instant::now();
     exchange.send(numbered(&me, &peer, 0, 0)).await.unwrap();
-    assert!(
-        started.elapsed() < Duration::from_millis(300),
-        "send waited for the connection"
-    );
+    assert!(started.elapsed() < Duration::from_millis(300), "send waited for the connection");
     for _ in 0..300 {
         if redis.client().llen::<_, usize>(&queue).unwrap() == 1 {
             drop(listener);
@@ -188,19 +139,12 @@ async fn many_mailboxes_opened_at_once_each_hold_their_port() {
     for _ in 0..50 {
         ids.push(exchange.register_client(None).await.unwrap());
     }
-    let mut inboxes = futures::future::try_join_all(ids.iter().map(|id| exchange.get_mailbox(id)))
-        .await
-        .unwrap();
-    let ports: std::collections::HashSet<_> = inboxes
-        .iter()
-        .map(|m| m.address().unwrap().port())
-        .collect();
+    let mut inboxes = futures::future::try_join_all(ids.iter().map(|id| exchange.get_mailbox(id))).await.unwrap();
+    let ports: std::collections::HashSet<_> = inboxes.iter().map(|m| m.address().unwrap().port()).collect();
     assert_eq!(ports.len(), 50);
     let mut con = redis.client();
     for (id, inbox) in ids.iter().zip(&inboxes) {
-        let published: String = con
-            .get(format!("{}:address:{}", exchange.namespace(), id.base32()))
-            .unwrap();
+        let published: String = con.get(format!("{}:address:{}", exchange.namespace(), id.base32())).unwrap();
         assert_eq!(published, inbox.address().unwrap().to_string());
         exchange.send(numbered(&me, id, 0, 0)).await.unwrap();
     }

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_academy::{
-    base32_to_uuid, uuid_to_base32, AgentId, Behavior, Body, ClientId, EntityId, Envelope, Error,
-    HybridExchange, MailboxStatus,
+    base32_to_uuid, uuid_to_base32, AgentId, Behavior, Body, ClientId, EntityId, Envelope, Error, HybridExchange,
+    MailboxStatus,
 };
 use redis::Commands;
 use support::{RedisServer, A, B, C};
@@ -18,10 +18,7 @@ fn ping(src: &ClientId, dest: &EntityId) -> Envelope {
 
 /// Calls of one Redis command so far, from `INFO commandstats`.
 fn calls(redis: &RedisServer, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut redis.client())
-        .unwrap();
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut redis.client()).unwrap();
     let prefix = format!("cmdstat_{command}:calls=");
     info.lines()
         .find_map(|l| l.strip_prefix(&prefix))
@@ -34,32 +31,17 @@ async fn open_and_close() {
     let redis = RedisServer::start();
     let exchange = redis.exchange().await;
     let id = exchange.register_client(None).await.unwrap();
-    assert_eq!(exchange.status(&id).await.unwrap(), MailboxStatus::Active);
+    assert_eq!(exchange.status(&id).await.unwrap(), MailboxStatus::Offline);
     exchange.close().await;
-    assert!(matches!(
-        exchange.register_client(None).await,
-        Err(Error::ExchangeClosed)
-    ));
-    assert!(matches!(
-        exchange.send(ping(&id, &id)).await,
-        Err(Error::ExchangeClosed)
-    ));
+    assert!(matches!(exchange.register_client(None).await, Err(Error::ExchangeClosed)));
+    assert!(matches!(exchange.send(ping(&id, &id)).await, Err(Error::ExchangeClosed)));
 }
 
 #[actix::test]
 async fn bad_redis_url_and_unreachable_redis_are_errors() {
-    assert!(matches!(
-        HybridExchange::builder("not a url").start().await,
-        Err(Error::Redis(_))
-    ));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let unreachable = HybridExchange::builder(format!("redis://127.0.0.1:{port}"))
-        .start()
-        .await;
+    assert!(matches!(HybridExchange::builder("not a url").start().await, Err(Error::Redis(_))));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let unreachable = HybridExchange::builder(format!("redis://127.0.0.1:{port}")).start().await;
     assert!(matches!(unreachable, Err(Error::Redis(_))));
 }
 
@@ -85,10 +67,7 @@ async fn keys_carry_the_namespace_and_base32_ids() {
     let address: String = con.get(format!("myns:address:{a}")).unwrap();
     assert_eq!(address, inbox.address().unwrap().to_string());
     exchange.terminate(&agent).await.unwrap();
-    assert!(matches!(
-        inbox.recv(Some(Duration::from_secs(5))).await,
-        Err(Error::MailboxClosed(_))
-    ));
+    assert!(matches!(inbox.recv(Some(Duration::from_secs(5))).await, Err(Error::MailboxClosed(_))));
     let status: String = con.get(format!("myns:status:{a}")).unwrap();
     assert_eq!(status, "INACTIVE");
     let gone: Option<String> = con.get(format!("myns:behavior:{a}")).unwrap();
@@ -109,10 +88,7 @@ async fn default_namespace_is_default_and_random_ones_differ() {
     let redis = RedisServer::start();
     let plain = HybridExchange::builder(redis.url()).start().await.unwrap();
     assert_eq!(plain.namespace(), "default");
-    let (x, y) = (
-        redis.builder().start().await.unwrap(),
-        redis.builder().start().await.unwrap(),
-    );
+    let (x, y) = (redis.builder().start().await.unwrap(), redis.builder().start().await.unwrap());
     assert_ne!(x.namespace(), y.namespace());
     assert_eq!(x.namespace().len(), 26);
 }
@@ -127,20 +103,11 @@ async fn send_to_unknown_id_is_bad_entity_id() {
         Err(Error::BadEntityId(id)) => assert_eq!(id, *stranger),
         other => panic!("expected BadEntityId, got {other:?}"),
     }
-    assert!(matches!(
-        exchange.get_mailbox(&stranger).await,
-        Err(Error::BadEntityId(_))
-    ));
-    assert_eq!(
-        exchange.status(&stranger).await.unwrap(),
-        MailboxStatus::Missing
-    );
+    assert!(matches!(exchange.get_mailbox(&stranger).await, Err(Error::BadEntityId(_))));
+    assert_eq!(exchange.status(&stranger).await.unwrap(), MailboxStatus::Missing);
     // Terminating an unknown id is not an error, and does not create it.
     exchange.terminate(&stranger).await.unwrap();
-    assert_eq!(
-        exchange.status(&stranger).await.unwrap(),
-        MailboxStatus::Missing
-    );
+    assert_eq!(exchange.status(&stranger).await.unwrap(), MailboxStatus::Missing);
 }
 
 #[actix::test]
@@ -150,27 +117,12 @@ async fn send_after_terminate_is_mailbox_closed() {
     let me = exchange.register_client(None).await.unwrap();
     let agent: AgentId<A> = exchange.register_agent(None).await.unwrap();
     exchange.terminate(&agent).await.unwrap();
-    assert!(matches!(
-        exchange.send(ping(&me, &agent)).await,
-        Err(Error::MailboxClosed(_))
-    ));
-    assert!(matches!(
-        exchange.get_mailbox(&agent).await,
-        Err(Error::MailboxClosed(_))
-    ));
-    assert_eq!(
-        exchange.status(&agent).await.unwrap(),
-        MailboxStatus::Inactive
-    );
+    assert!(matches!(exchange.send(ping(&me, &agent)).await, Err(Error::MailboxClosed(_))));
+    assert!(matches!(exchange.get_mailbox(&agent).await, Err(Error::MailboxClosed(_))));
+    assert_eq!(exchange.status(&agent).await.unwrap(), MailboxStatus::Inactive);
     // Nothing was queued for the terminated mailbox beyond the close sentinel.
-    let queued: Vec<Vec<u8>> = redis
-        .client()
-        .lrange(
-            format!("{}:queue:{}", exchange.namespace(), agent.base32()),
-            0,
-            -1,
-        )
-        .unwrap();
+    let queued: Vec<Vec<u8>> =
+        redis.client().lrange(format!("{}:queue:{}", exchange.namespace(), agent.base32()), 0, -1).unwrap();
     assert_eq!(queued, vec![b"<CLOSED>".to_vec()]);
 }
 
@@ -184,10 +136,7 @@ async fn send_after_terminate_through_a_cached_link_is_mailbox_closed() {
     exchange.send(ping(&me, &peer)).await.unwrap();
     inbox.recv(Some(Duration::from_secs(5))).await.unwrap();
     exchange.terminate(&peer).await.unwrap();
-    assert!(matches!(
-        exchange.send(ping(&me, &peer)).await,
-        Err(Error::MailboxClosed(_))
-    ));
+    assert!(matches!(exchange.send(ping(&me, &peer)).await, Err(Error::MailboxClosed(_))));
 }
 
 #[actix::test]
@@ -202,16 +151,9 @@ async fn messages_to_an_open_mailbox_go_direct() {
         exchange.send(message.clone()).await.unwrap();
     }
     for message in &sent {
-        assert_eq!(
-            &inbox.recv(Some(Duration::from_secs(5))).await.unwrap(),
-            message
-        );
+        assert_eq!(&inbox.recv(Some(Duration::from_secs(5))).await.unwrap(), message);
     }
-    assert_eq!(
-        calls(&redis, "rpush"),
-        0,
-        "nothing should have gone through the Redis queue"
-    );
+    assert_eq!(calls(&redis, "rpush"), 0, "nothing should have gone through the Redis queue");
     inbox.close().await.unwrap();
     exchange.close().await;
 }
@@ -238,10 +180,7 @@ async fn messages_sent_before_the_mailbox_opens_wait_in_redis() {
     assert_eq!(redis.client().llen::<_, usize>(&queue).unwrap(), 3);
     let mut inbox = exchange.get_mailbox(&peer).await.unwrap();
     for message in &sent {
-        assert_eq!(
-            &inbox.recv(Some(Duration::from_secs(5))).await.unwrap(),
-            message
-        );
+        assert_eq!(&inbox.recv(Some(Duration::from_secs(5))).await.unwrap(), message);
     }
     assert_eq!(redis.client().llen::<_, usize>(&queue).unwrap(), 0);
 }
@@ -265,10 +204,7 @@ async fn terminate_wakes_a_blocked_recv() {
     let waiting = actix::spawn(async move { inbox.recv(None).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     exchange.terminate(&agent).await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .expect("recv must wake")
-        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("recv must wake").unwrap();
     assert!(matches!(result, Err(Error::MailboxClosed(id)) if id == *agent));
 }
 
@@ -296,10 +232,7 @@ impl Captured {
 async fn a_failing_redis_watcher_is_logged_and_recovers() {
     let logs = Captured::default();
     let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let mut redis = RedisServer::start();
@@ -316,10 +249,7 @@ async fn a_failing_redis_watcher_is_logged_and_recovers() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let text = logs.text();
-    assert!(
-        text.contains("ERROR") && text.contains("redis watcher failed"),
-        "{text}"
-    );
+    assert!(text.contains("ERROR") && text.contains("redis watcher failed"), "{text}");
 
     // The restarted Redis lost every key (no persistence); once the entity is
     // registered again, a message queued in Redis reaches the same mailbox.
@@ -335,14 +265,8 @@ async fn a_failing_redis_watcher_is_logged_and_recovers() {
         .unwrap();
     let message = ping(&me, &peer);
     let queue = format!("{}:queue:{}", exchange.namespace(), peer.base32());
-    let _: () = redis
-        .client()
-        .rpush(&queue, message.encode().unwrap().to_vec())
-        .unwrap();
-    assert_eq!(
-        inbox.recv(Some(Duration::from_secs(10))).await.unwrap(),
-        message
-    );
+    let _: () = redis.client().rpush(&queue, message.encode().unwrap().to_vec()).unwrap();
+    assert_eq!(inbox.recv(Some(Duration::from_secs(10))).await.unwrap(), message);
 }
 
 #[actix::test]
@@ -356,10 +280,7 @@ async fn a_stale_cached_address_falls_back_to_redis_and_a_reopened_mailbox_recei
     let first_port = inbox.address().unwrap().port();
     let first = ping(&me, &peer);
     exchange.send(first.clone()).await.unwrap();
-    assert_eq!(
-        inbox.recv(Some(Duration::from_secs(5))).await.unwrap(),
-        first
-    );
+    assert_eq!(inbox.recv(Some(Duration::from_secs(5))).await.unwrap(), first);
     inbox.close().await.unwrap();
 
     // The cached link points at a closed port now.
@@ -378,10 +299,7 @@ async fn a_stale_cached_address_falls_back_to_redis_and_a_reopened_mailbox_recei
     let mut want = vec![second, third];
     want.sort_by_key(|m| m.tag);
     assert_eq!(got, want);
-    assert!(matches!(
-        inbox.recv(Some(Duration::from_millis(100))).await,
-        Err(Error::Timeout(_))
-    ));
+    assert!(matches!(inbox.recv(Some(Duration::from_millis(100))).await, Err(Error::Timeout(_))));
 }
 
 #[actix::test]
@@ -391,20 +309,14 @@ async fn a_stale_address_in_redis_falls_back_to_the_queue() {
     let me = exchange.register_client(None).await.unwrap();
     let peer = exchange.register_client(None).await.unwrap();
     // A crashed peer left its address behind; nothing listens there now.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let address_key = format!("{}:address:{}", exchange.namespace(), peer.base32());
     let _: () = redis.client().set(&address_key, dead.to_string()).unwrap();
     let message = ping(&me, &peer);
     exchange.send(message.clone()).await.unwrap();
     let _: () = redis.client().del(&address_key).unwrap();
     let mut inbox = exchange.get_mailbox(&peer).await.unwrap();
-    assert_eq!(
-        inbox.recv(Some(Duration::from_secs(5))).await.unwrap(),
-        message
-    );
+    assert_eq!(inbox.recv(Some(Duration::from_secs(5))).await.unwrap(), message);
 }
 
 #[actix::test]
@@ -418,32 +330,14 @@ async fn discover_by_behavior_and_lineage() {
 
     assert!(exchange.discover::<A>(true).await.unwrap().is_empty());
     assert!(exchange.discover::<A>(false).await.unwrap().is_empty());
-    let exact: Vec<EntityId> = exchange
-        .discover::<B>(false)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(Into::into)
-        .collect();
+    let exact: Vec<EntityId> = exchange.discover::<B>(false).await.unwrap().into_iter().map(Into::into).collect();
     assert_eq!(exact, vec![EntityId::from(b.clone())]);
-    let mut all: Vec<EntityId> = exchange
-        .discover::<B>(true)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(Into::into)
-        .collect();
+    let mut all: Vec<EntityId> = exchange.discover::<B>(true).await.unwrap().into_iter().map(Into::into).collect();
     all.sort_by_key(|id| id.uid());
     let mut want = vec![EntityId::from(b), EntityId::from(c_live.clone())];
     want.sort_by_key(|id| id.uid());
     assert_eq!(all, want);
-    let cs: Vec<EntityId> = exchange
-        .discover::<C>(false)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(Into::into)
-        .collect();
+    let cs: Vec<EntityId> = exchange.discover::<C>(false).await.unwrap().into_iter().map(Into::into).collect();
     assert_eq!(cs, vec![EntityId::from(c_live)]);
 }
 
@@ -451,8 +345,5 @@ async fn discover_by_behavior_and_lineage() {
 fn base32_round_trip() {
     let uid = uuid::Uuid::new_v4();
     assert_eq!(base32_to_uuid(&uuid_to_base32(uid)).unwrap(), uid);
-    assert!(matches!(
-        base32_to_uuid("not base32"),
-        Err(Error::InvalidBase32(_))
-    ));
+    assert!(matches!(base32_to_uuid("not base32"), Err(Error::InvalidBase32(_))));
 }

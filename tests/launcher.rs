@@ -10,19 +10,10 @@ use support::RedisServer;
 async fn launches_restarts_and_shuts_down_agents() {
     let redis = RedisServer::start();
     let exchange = redis.exchange().await;
-    let mut launcher = Launcher::new(&exchange)
-        .await
-        .unwrap()
-        .arbiters(2)
-        .max_restarts(1);
+    let mut launcher = Launcher::new(&exchange).await.unwrap().arbiters(2).max_restarts(1);
     let mut counters = Vec::new();
     for i in 0..4 {
-        counters.push(
-            launcher
-                .launch(Some(&format!("counter-{i}")), |_| Counter::default())
-                .await
-                .unwrap(),
-        );
+        counters.push(launcher.launch(Some(&format!("counter-{i}")), |_| Counter::default()).await.unwrap());
     }
     for (i, counter) in counters.iter().enumerate() {
         assert_eq!(counter.action(Increment(i as i64)).await.unwrap(), i as i64);
@@ -37,10 +28,7 @@ async fn launches_restarts_and_shuts_down_agents() {
     assert_eq!(outcomes.len(), 4);
     for outcome in &outcomes {
         assert_eq!(outcome.exit, AgentExit::Shutdown);
-        assert_eq!(
-            exchange.status(&outcome.id).await.unwrap(),
-            MailboxStatus::Inactive
-        );
+        assert_eq!(exchange.status(&outcome.id).await.unwrap(), MailboxStatus::Inactive);
     }
     let restarts: Vec<_> = outcomes.iter().map(|o| o.restarts).collect();
     assert_eq!(restarts, [1, 0, 0, 0]);

@@ -21,13 +21,7 @@ impl AgentProcess {
     fn spawn(redis: &RedisServer, namespace: &str, agent: Option<&AgentId<Counter>>) -> Self {
         let mut command = Command::new(std::env::current_exe().unwrap());
         command
-            .args([
-                "child_agent",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["child_agent", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
             .env(CHILD, format!("{} {namespace}", redis.url()))
             .stdout(Stdio::null());
         if let Some(agent) = agent {
@@ -63,29 +57,15 @@ async fn child_agent() {
         return;
     };
     let (url, namespace) = config.split_once(' ').unwrap();
-    let exchange = HybridExchange::builder(url)
-        .namespace(namespace)
-        .secret("test secret")
-        .start()
-        .await
-        .unwrap();
+    let exchange = HybridExchange::builder(url).namespace(namespace).secret("test secret").start().await.unwrap();
     let id = match std::env::var("ACADEMY_TEST_AGENT") {
         Ok(uid) => {
-            let id = actix_academy::EntityId::from_parts(
-                uid.parse().unwrap(),
-                actix_academy::Role::Agent,
-                None,
-            );
+            let id = actix_academy::EntityId::from_parts(uid.parse().unwrap(), actix_academy::Role::Agent, None);
             AgentId::from_entity(id).unwrap()
         }
-        Err(_) => exchange
-            .register_agent::<Counter>(Some("child"))
-            .await
-            .unwrap(),
+        Err(_) => exchange.register_agent::<Counter>(Some("child")).await.unwrap(),
     };
-    let agent = Agent::launch(Counter::default(), id, &exchange)
-        .await
-        .unwrap();
+    let agent = Agent::launch(Counter::default(), id, &exchange).await.unwrap();
     agent.wait().await;
     exchange.close().await;
 }
@@ -103,23 +83,12 @@ async fn an_agent_in_another_process_is_discovered_and_called() {
         assert!(Instant::now() < deadline, "the child agent never showed up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let counter = exchange
-        .get_handle(id)
-        .bind_as_client(&exchange)
-        .await
-        .unwrap();
+    let counter = exchange.get_handle(id).bind_as_client(&exchange).await.unwrap();
     assert_eq!(counter.action(Increment(5)).await.unwrap(), 5);
     assert_eq!(counter.action(Increment(5)).await.unwrap(), 10);
     counter.shutdown().await.unwrap();
-    assert!(
-        child.wait_exit(Duration::from_secs(10)),
-        "the child did not exit cleanly"
-    );
-    assert!(exchange
-        .discover::<Counter>(false)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(child.wait_exit(Duration::from_secs(10)), "the child did not exit cleanly");
+    assert!(exchange.discover::<Counter>(false).await.unwrap().is_empty());
 }
 
 #[actix::test]
@@ -127,12 +96,7 @@ async fn messages_sent_before_the_agent_process_starts_are_handled() {
     let redis = RedisServer::start();
     let exchange = redis.exchange().await;
     let id: AgentId<Counter> = exchange.register_agent(None).await.unwrap();
-    let counter = exchange
-        .get_handle(id.clone())
-        .bind_as_client(&exchange)
-        .await
-        .unwrap()
-        .with_liveness_timeout(None);
+    let counter = exchange.get_handle(id.clone()).bind_as_client(&exchange).await.unwrap().with_liveness_timeout(None);
     let calls: Vec<_> = (0..3)
         .map(|_| {
             let counter = counter.clone();
@@ -147,13 +111,7 @@ async fn messages_sent_before_the_agent_process_starts_are_handled() {
     let mut child = AgentProcess::spawn(&redis, exchange.namespace(), Some(&id));
     let mut results = Vec::new();
     for call in calls {
-        results.push(
-            tokio::time::timeout(Duration::from_secs(20), call)
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap(),
-        );
+        results.push(tokio::time::timeout(Duration::from_secs(20), call).await.unwrap().unwrap().unwrap());
     }
     results.sort_unstable();
     assert_eq!(results, [1, 2, 3]);
@@ -168,16 +126,8 @@ async fn killing_the_agent_process_mid_call_fails_the_caller_within_the_bound() 
     let id: AgentId<Counter> = exchange.register_agent(None).await.unwrap();
     let mut child = AgentProcess::spawn(&redis, exchange.namespace(), Some(&id));
     let bound = Duration::from_secs(1);
-    let counter = exchange
-        .get_handle(id)
-        .bind_as_client(&exchange)
-        .await
-        .unwrap()
-        .with_liveness_timeout(Some(bound));
-    tokio::time::timeout(Duration::from_secs(20), counter.ping())
-        .await
-        .unwrap()
-        .unwrap();
+    let counter = exchange.get_handle(id).bind_as_client(&exchange).await.unwrap().with_liveness_timeout(Some(bound));
+    tokio::time::timeout(Duration::from_secs(20), counter.ping()).await.unwrap().unwrap();
 
     let call = {
         let counter = counter.clone();
@@ -186,15 +136,9 @@ async fn killing_the_agent_process_mid_call_fails_the_caller_within_the_bound() 
     tokio::time::sleep(Duration::from_millis(300)).await;
     child.0.kill().unwrap(); // SIGKILL
     let killed = Instant::now();
-    let result = tokio::time::timeout(Duration::from_secs(10), call)
-        .await
-        .expect("the caller hung")
-        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), call).await.expect("the caller hung").unwrap();
     let waited = killed.elapsed();
-    assert!(
-        matches!(result, Err(Error::Unresponsive { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(Error::Unresponsive { .. })), "{result:?}");
     eprintln!("the caller failed {waited:?} after the kill (liveness bound {bound:?})");
     assert!(waited < bound * 3, "took {waited:?}");
 }

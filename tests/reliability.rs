@@ -8,8 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix_academy::{
-    AgentId, Body, ClientId, EntityId, Envelope, Error, Exchange, HybridExchange, MailboxStatus,
-    Role,
+    AgentId, Body, ClientId, EntityId, Envelope, Error, Exchange, HybridExchange, MailboxStatus, Role,
 };
 use support::agents::{Counter, Increment};
 use support::RedisServer;
@@ -18,20 +17,11 @@ fn numbered(src: &ClientId, dest: &EntityId, sender: u8, seq: u32) -> Envelope {
     let mut args = vec![sender];
     args.extend_from_slice(&seq.to_be_bytes());
     args.resize(100, 0xab);
-    Envelope::new(
-        src.clone().into(),
-        dest.clone(),
-        Body::ActionRequest {
-            action: "n".into(),
-            args,
-        },
-    )
+    Envelope::new(src.clone().into(), dest.clone(), Body::ActionRequest { action: "n".into(), args })
 }
 
 fn seq_of(message: &Envelope) -> (u8, u32) {
-    let Body::ActionRequest { args, .. } = &message.body else {
-        panic!("unexpected body")
-    };
+    let Body::ActionRequest { args, .. } = &message.body else { panic!("unexpected body") };
     (args[0], u32::from_be_bytes(args[1..5].try_into().unwrap()))
 }
 
@@ -45,46 +35,26 @@ async fn eight_senders_of_fifty_thousand_lose_nothing() {
     let mut inbox = receiver.get_mailbox(&me).await.unwrap();
     let started = Instant::now();
     for sender in 0..SENDERS {
-        let exchange = redis
-            .builder()
-            .namespace(receiver.namespace())
-            .start()
-            .await
-            .unwrap();
+        let exchange = redis.builder().namespace(receiver.namespace()).start().await.unwrap();
         let src = exchange.register_client(None).await.unwrap();
         let dest: EntityId = me.clone().into();
         actix::spawn(async move {
             for seq in 0..EACH {
-                exchange
-                    .send(numbered(&src, &dest, sender, seq))
-                    .await
-                    .unwrap();
+                exchange.send(numbered(&src, &dest, sender, seq)).await.unwrap();
             }
             exchange.close().await;
         });
     }
     let mut next: HashMap<u8, u32> = HashMap::new();
     for _ in 0..u32::from(SENDERS) * EACH {
-        let message = inbox
-            .recv(Some(Duration::from_secs(30)))
-            .await
-            .expect("a message was lost");
+        let message = inbox.recv(Some(Duration::from_secs(30))).await.expect("a message was lost");
         let (sender, seq) = seq_of(&message);
         let expected = next.entry(sender).or_default();
-        assert_eq!(
-            seq, *expected,
-            "sender {sender}: out of order or duplicated"
-        );
+        assert_eq!(seq, *expected, "sender {sender}: out of order or duplicated");
         *expected += 1;
     }
-    assert!(
-        inbox.recv(Some(Duration::from_millis(300))).await.is_err(),
-        "a message was duplicated"
-    );
-    eprintln!(
-        "8 x 50,000 messages: 0 lost, 0 duplicated, order kept, in {:?}",
-        started.elapsed()
-    );
+    assert!(inbox.recv(Some(Duration::from_millis(300))).await.is_err(), "a message was duplicated");
+    eprintln!("8 x 50,000 messages: 0 lost, 0 duplicated, order kept, in {:?}", started.elapsed());
 }
 
 const CHILD: &str = "ACADEMY_TEST_RECEIVER";
@@ -97,18 +67,11 @@ async fn child_receiver() {
         return;
     };
     let parts: Vec<&str> = config.split(' ').collect();
-    let exchange = HybridExchange::builder(parts[0])
-        .namespace(parts[1])
-        .secret("test secret")
-        .start()
-        .await
-        .unwrap();
+    let heartbeat = parts.get(4).map_or(10_000, |ms| ms.parse().unwrap());
+    let builder = HybridExchange::builder(parts[0]).namespace(parts[1]).secret("test secret");
+    let exchange = builder.heartbeat(Duration::from_millis(heartbeat)).start().await.unwrap();
     let id = EntityId::from_parts(parts[2].parse().unwrap(), Role::Client, None);
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(parts[3])
-        .unwrap();
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(parts[3]).unwrap();
     let mut inbox = exchange.get_mailbox(&id).await.unwrap();
     loop {
         let message = inbox.recv(None).await.unwrap();
@@ -118,41 +81,27 @@ async fn child_receiver() {
     }
 }
 
-fn spawn_receiver(
+fn spawn_receiver(redis: &RedisServer, exchange: &Exchange, id: &ClientId, file: &std::path::Path) -> Child {
+    spawn_receiver_with(redis, exchange, id, file, 10_000)
+}
+
+fn spawn_receiver_with(
     redis: &RedisServer,
     exchange: &Exchange,
     id: &ClientId,
     file: &std::path::Path,
+    heartbeat_ms: u64,
 ) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_receiver",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(
-            CHILD,
-            format!(
-                "{} {} {} {}",
-                redis.url(),
-                exchange.namespace(),
-                id.uid(),
-                file.display()
-            ),
-        )
+        .args(["child_receiver", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(CHILD, format!("{} {} {} {} {heartbeat_ms}", redis.url(), exchange.namespace(), id.uid(), file.display()))
         .stdout(Stdio::null())
         .spawn()
         .unwrap()
 }
 
 fn recorded(file: &std::path::Path) -> Vec<u32> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.parse().ok())
-        .collect()
+    std::fs::read_to_string(file).unwrap_or_default().lines().filter_map(|l| l.parse().ok()).collect()
 }
 
 #[actix::test]
@@ -166,18 +115,12 @@ async fn a_receiver_killed_mid_stream_and_restarted_gets_every_message() {
     let mut child = spawn_receiver(&redis, &exchange, &receiver, &file);
     let deadline = Instant::now() + Duration::from_secs(20);
     while recorded(&file).is_empty() {
-        exchange
-            .send(numbered(&sender, &receiver, 0, 0))
-            .await
-            .unwrap();
+        exchange.send(numbered(&sender, &receiver, 0, 0)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(Instant::now() < deadline, "the receiver never started");
     }
     for seq in 1..TOTAL {
-        exchange
-            .send(numbered(&sender, &receiver, 0, seq))
-            .await
-            .unwrap();
+        exchange.send(numbered(&sender, &receiver, 0, seq)).await.unwrap();
     }
     while recorded(&file).len() < 2_000 {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -192,11 +135,7 @@ async fn a_receiver_killed_mid_stream_and_restarted_gets_every_message() {
         if seen.len() == TOTAL as usize {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {TOTAL} arrived",
-            seen.len()
-        );
+        assert!(Instant::now() < deadline, "only {} of {TOTAL} arrived", seen.len());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let all = recorded(&file);
@@ -212,23 +151,14 @@ async fn redis_restarted_mid_run_is_recovered_from() {
     let mut redis = RedisServer::start();
     let exchange = redis.exchange().await;
     let id: AgentId<Counter> = exchange.register_agent(Some("counter")).await.unwrap();
-    let _agent = actix_academy::Agent::launch(Counter::default(), id.clone(), &exchange)
-        .await
-        .unwrap();
-    let counter = exchange
-        .get_handle(id.clone())
-        .bind_as_client(&exchange)
-        .await
-        .unwrap();
+    let _agent = actix_academy::Agent::launch(Counter::default(), id.clone(), &exchange).await.unwrap();
+    let counter = exchange.get_handle(id.clone()).bind_as_client(&exchange).await.unwrap();
     assert_eq!(counter.action(Increment(1)).await.unwrap(), 1);
     // Messages queued for a mailbox that is not open.
     let me = exchange.register_client(None).await.unwrap();
     let offline = exchange.register_client(None).await.unwrap();
     for seq in 0..3 {
-        exchange
-            .send(numbered(&me, &offline, 0, seq))
-            .await
-            .unwrap();
+        exchange.send(numbered(&me, &offline, 0, seq)).await.unwrap();
     }
     let queue = format!("{}:queue:{}", exchange.namespace(), offline.base32());
     while redis::Commands::llen::<_, usize>(&mut redis.client(), &queue).unwrap() < 3 {
@@ -239,32 +169,19 @@ async fn redis_restarted_mid_run_is_recovered_from() {
     redis.restart(); // empty: no persistence
                      // The watchers notice, and the exchange writes its entities again.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while exchange.status(&id).await.ok() != Some(MailboxStatus::Active) {
-        assert!(
-            Instant::now() < deadline,
-            "the agent was never re-registered"
-        );
+    while exchange.status(&id).await.ok() != Some(MailboxStatus::Listening) {
+        assert!(Instant::now() < deadline, "the agent was never re-registered");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(counter.action(Increment(1)).await.unwrap(), 2);
-    assert_eq!(
-        exchange.status(&offline).await.unwrap(),
-        MailboxStatus::Active
-    );
+    assert_eq!(exchange.status(&offline).await.unwrap(), MailboxStatus::Offline);
     // What the killed Redis held in its queues is gone (documented): the
     // offline mailbox opens to nothing, and new messages flow again.
     let mut inbox = exchange.get_mailbox(&offline).await.unwrap();
     let stale = inbox.recv(Some(Duration::from_millis(300))).await;
-    assert!(
-        matches!(stale, Err(Error::Timeout(_))),
-        "{:?}",
-        stale.map(|m| seq_of(&m))
-    );
+    assert!(matches!(stale, Err(Error::Timeout(_))), "{:?}", stale.map(|m| seq_of(&m)));
     exchange.send(numbered(&me, &offline, 0, 9)).await.unwrap();
-    assert_eq!(
-        seq_of(&inbox.recv(Some(Duration::from_secs(5))).await.unwrap()).1,
-        9
-    );
+    assert_eq!(seq_of(&inbox.recv(Some(Duration::from_secs(5))).await.unwrap()).1, 9);
 }
 
 #[actix::test]
@@ -276,4 +193,36 @@ async fn a_send_that_reaches_neither_peer_nor_redis_is_an_error() {
     redis.kill();
     let result = exchange.send(numbered(&me, &peer, 0, 0)).await;
     assert!(matches!(result, Err(Error::Redis(_))), "{result:?}");
+}
+
+#[actix::test]
+async fn a_crashed_peers_address_goes_stale_on_its_own() {
+    let redis = RedisServer::start();
+    let exchange = redis.exchange().await;
+    let me = exchange.register_client(None).await.unwrap();
+    let peer = exchange.register_client(None).await.unwrap();
+    let file = std::env::temp_dir().join(format!("academy-stale-{}", peer.uid()));
+    let mut child = spawn_receiver_with(&redis, &exchange, &peer, &file, 100);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while exchange.status(&peer).await.unwrap() != MailboxStatus::Listening {
+        assert!(Instant::now() < deadline, "the receiver never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // no chance to delete its address
+    child.wait().unwrap();
+    let killed = Instant::now();
+    while exchange.status(&peer).await.unwrap() != MailboxStatus::Offline {
+        assert!(killed.elapsed() < Duration::from_secs(5), "the dead peer still looks alive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("a SIGKILLed peer was seen offline {:?} after the kill (lease 300 ms)", killed.elapsed());
+    let address_key = format!("{}:address:{}", exchange.namespace(), peer.base32());
+    assert!(!redis::Commands::exists::<_, bool>(&mut redis.client(), &address_key).unwrap());
+    // Sends now queue at once, without trying the dead peer.
+    let started = Instant::now();
+    exchange.send(numbered(&me, &peer, 0, 1)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(500));
+    let queue = format!("{}:queue:{}", exchange.namespace(), peer.base32());
+    assert_eq!(redis::Commands::llen::<_, usize>(&mut redis.client(), &queue).unwrap(), 1);
+    let _ = std::fs::remove_file(&file);
 }

@@ -27,42 +27,24 @@ async fn fixture(max_frame_len: usize) -> Fixture {
 
 async fn fixture_with(max_frame_len: usize, peer_timeout: Duration) -> Fixture {
     let redis = RedisServer::start();
-    let builder = redis
-        .builder()
-        .max_frame_len(max_frame_len)
-        .peer_timeout(peer_timeout);
+    let builder = redis.builder().max_frame_len(max_frame_len).peer_timeout(peer_timeout);
     let exchange = builder.start().await.unwrap();
     let me = exchange.register_client(None).await.unwrap();
     let peer = exchange.register_client(None).await.unwrap();
     let inbox = exchange.get_mailbox(&peer).await.unwrap();
-    Fixture {
-        redis,
-        exchange,
-        me,
-        peer,
-        inbox,
-    }
+    Fixture { redis, exchange, me, peer, inbox }
 }
 
 impl Fixture {
     fn message(&self) -> Envelope {
-        Envelope::new(
-            self.me.clone().into(),
-            self.peer.clone().into(),
-            Body::PingRequest,
-        )
+        Envelope::new(self.me.clone().into(), self.peer.clone().into(), Body::PingRequest)
     }
 
     /// A well-behaved peer still gets a message through.
     async fn still_serves(&mut self) {
         let message = self.message();
-        let mut stream = connect(self.inbox.address().unwrap(), SECRET, self.peer.uid())
-            .await
-            .unwrap();
-        stream
-            .write_all(&frame(&message.encode().unwrap()))
-            .await
-            .unwrap();
+        let mut stream = connect(self.inbox.address().unwrap(), SECRET, self.peer.uid()).await.unwrap();
+        stream.write_all(&frame(&message.encode().unwrap())).await.unwrap();
         assert_eq!(self.inbox.recv(WAIT).await.unwrap(), message);
     }
 }
@@ -71,13 +53,8 @@ impl Fixture {
 async fn several_frames_in_one_write() {
     let mut f = fixture(1 << 20).await;
     let messages: Vec<_> = (0..5).map(|_| f.message()).collect();
-    let bytes: Vec<u8> = messages
-        .iter()
-        .flat_map(|m| frame(&m.encode().unwrap()))
-        .collect();
-    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
-        .await
-        .unwrap();
+    let bytes: Vec<u8> = messages.iter().flat_map(|m| frame(&m.encode().unwrap())).collect();
+    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap();
     stream.write_all(&bytes).await.unwrap();
     for message in &messages {
         assert_eq!(&f.inbox.recv(WAIT).await.unwrap(), message);
@@ -88,9 +65,7 @@ async fn several_frames_in_one_write() {
 async fn a_frame_split_down_to_single_bytes() {
     let mut f = fixture(1 << 20).await;
     let messages: Vec<_> = (0..3).map(|_| f.message()).collect();
-    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
-        .await
-        .unwrap();
+    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap();
     stream.set_nodelay(true).unwrap();
     for (i, message) in messages.iter().enumerate() {
         let bytes = frame(&message.encode().unwrap());
@@ -108,44 +83,27 @@ async fn a_frame_split_down_to_single_bytes() {
 async fn a_client_that_leaves_early() {
     let mut f = fixture(1 << 20).await;
     // Connects and leaves before the handshake, halfway through it, and right after it.
-    drop(
-        tokio::net::TcpStream::connect(f.inbox.address().unwrap())
-            .await
-            .unwrap(),
-    );
-    let mut half = tokio::net::TcpStream::connect(f.inbox.address().unwrap())
-        .await
-        .unwrap();
+    drop(tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap());
+    let mut half = tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap();
     half.write_all(b"ACAD\x01").await.unwrap();
     drop(half);
-    drop(
-        connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
-            .await
-            .unwrap(),
-    );
+    drop(connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap());
     f.still_serves().await;
 }
 
 #[actix::test]
 async fn a_frame_over_the_cap_is_refused() {
     let mut f = fixture(1024).await;
-    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
-        .await
-        .unwrap();
+    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap();
     // Claims 4 GiB - 1; the mailbox must refuse it from the header alone.
     stream.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
     stream.write_all(&[0u8; 64]).await.unwrap();
     assert!(closed_by_server(&mut stream, Duration::from_secs(5)).await);
     // Just over the cap, with the payload actually sent.
-    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
-        .await
-        .unwrap();
+    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap();
     let _ = stream.write_all(&frame(&[0u8; 1025])).await;
     assert!(closed_by_server(&mut stream, Duration::from_secs(5)).await);
-    assert!(matches!(
-        f.inbox.recv(Some(Duration::from_millis(50))).await,
-        Err(Error::Timeout(_))
-    ));
+    assert!(matches!(f.inbox.recv(Some(Duration::from_millis(50))).await, Err(Error::Timeout(_))));
     f.still_serves().await;
 }
 
@@ -153,75 +111,46 @@ async fn a_frame_over_the_cap_is_refused() {
 async fn garbage_and_hang_ups_close_only_that_connection() {
     let mut f = fixture(1 << 20).await;
     // A valid header with garbage inside.
-    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
-        .await
-        .unwrap();
-    stream
-        .write_all(&frame(b"definitely not messagepack"))
-        .await
-        .unwrap();
+    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap();
+    stream.write_all(&frame(b"definitely not messagepack")).await.unwrap();
     assert!(closed_by_server(&mut stream, Duration::from_secs(5)).await);
     // Random bytes instead of a handshake.
-    let mut stream = tokio::net::TcpStream::connect(f.inbox.address().unwrap())
-        .await
-        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap();
     stream.write_all(&[0x5a; 200]).await.unwrap();
     assert!(closed_by_server(&mut stream, Duration::from_secs(5)).await);
     // Half a frame, then a hang-up.
-    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
-        .await
-        .unwrap();
+    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap();
     let whole = frame(&f.message().encode().unwrap());
     stream.write_all(&whole[..whole.len() / 2]).await.unwrap();
     drop(stream);
     f.still_serves().await;
-    assert!(matches!(
-        f.inbox.recv(Some(Duration::from_millis(50))).await,
-        Err(Error::Timeout(_))
-    ));
+    assert!(matches!(f.inbox.recv(Some(Duration::from_millis(50))).await, Err(Error::Timeout(_))));
 }
 
 #[actix::test]
 async fn a_wrong_secret_or_destination_is_refused() {
     let f = fixture(1 << 20).await;
     let wrong_secret = connect(f.inbox.address().unwrap(), b"guess", f.peer.uid());
-    assert!(tokio::time::timeout(Duration::from_secs(5), wrong_secret)
-        .await
-        .unwrap()
-        .is_err());
+    assert!(tokio::time::timeout(Duration::from_secs(5), wrong_secret).await.unwrap().is_err());
     let wrong_dest = connect(f.inbox.address().unwrap(), SECRET, uuid::Uuid::new_v4());
-    assert!(tokio::time::timeout(Duration::from_secs(5), wrong_dest)
-        .await
-        .unwrap()
-        .is_err());
+    assert!(tokio::time::timeout(Duration::from_secs(5), wrong_dest).await.unwrap().is_err());
     // A client that ignores the server's proof and bluffs its own: the frame
     // it sends after the bluff is never delivered.
-    let mut stream = tokio::net::TcpStream::connect(f.inbox.address().unwrap())
-        .await
-        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap();
     let mut hello = b"ACAD\x01".to_vec();
     hello.extend_from_slice(f.peer.uid().as_bytes());
     hello.extend_from_slice(&[1u8; 16]);
     stream.write_all(&hello).await.unwrap();
     let mut reply = [0u8; 53];
-    tokio::io::AsyncReadExt::read_exact(&mut stream, &mut reply)
-        .await
-        .unwrap();
+    tokio::io::AsyncReadExt::read_exact(&mut stream, &mut reply).await.unwrap();
     stream.write_all(&[0u8; 32]).await.unwrap();
-    let _ = stream
-        .write_all(&frame(&f.message().encode().unwrap()))
-        .await;
+    let _ = stream.write_all(&frame(&f.message().encode().unwrap())).await;
     assert!(closed_by_server(&mut stream, Duration::from_secs(5)).await);
     let mut f = f;
-    assert!(matches!(
-        f.inbox.recv(Some(Duration::from_millis(100))).await,
-        Err(Error::Timeout(_))
-    ));
+    assert!(matches!(f.inbox.recv(Some(Duration::from_millis(100))).await, Err(Error::Timeout(_))));
     // A wrong protocol version or magic.
     for hello in [&b"ACAD\x09"[..], b"HTTP/"] {
-        let mut stream = tokio::net::TcpStream::connect(f.inbox.address().unwrap())
-            .await
-            .unwrap();
+        let mut stream = tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap();
         let mut bytes = hello.to_vec();
         bytes.extend_from_slice(&[0u8; 32]);
         stream.write_all(&bytes).await.unwrap();
@@ -233,12 +162,7 @@ async fn a_wrong_secret_or_destination_is_refused() {
 /// CPU time this thread (the test's actix system, where the mailbox runs) has used.
 fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     Duration::from_millis(ticks * 10)
 }
@@ -246,22 +170,15 @@ fn cpu_time() -> Duration {
 #[actix::test]
 async fn a_peer_gone_mid_frame_does_not_make_the_mailbox_spin() {
     let mut f = fixture(1 << 20).await;
-    let mut silent = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
-        .await
-        .unwrap();
+    let mut silent = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap();
     silent.write_all(&[0, 0, 1]).await.unwrap(); // three bytes of a header, then silence
-    let mut gone = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
-        .await
-        .unwrap();
+    let mut gone = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap();
     gone.write_all(&[0, 0, 0, 50, 1, 2]).await.unwrap(); // a header and part of a payload
     drop(gone);
     let before = cpu_time();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let used = cpu_time() - before;
-    assert!(
-        used < Duration::from_millis(300),
-        "used {used:?} of CPU while idle"
-    );
+    assert!(used < Duration::from_millis(300), "used {used:?} of CPU while idle");
     f.still_serves().await;
     drop(silent);
 }
@@ -269,9 +186,7 @@ async fn a_peer_gone_mid_frame_does_not_make_the_mailbox_spin() {
 #[actix::test]
 async fn half_a_frame_then_silence_times_out() {
     let mut f = fixture_with(1 << 20, Duration::from_millis(400)).await;
-    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid())
-        .await
-        .unwrap();
+    let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap();
     stream.write_all(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
     // Closed by the mailbox once silent for the peer timeout, not left open.
     assert!(closed_by_server(&mut stream, Duration::from_secs(5)).await);
@@ -287,14 +202,8 @@ async fn an_idle_link_stays_up_through_keepalives() {
         assert_eq!(f.inbox.recv(WAIT).await.unwrap(), message);
         tokio::time::sleep(Duration::from_millis(1200)).await;
     }
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut f.redis.client())
-        .unwrap();
-    assert!(
-        !info.contains("cmdstat_rpush"),
-        "the link fell back to Redis: {info}"
-    );
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut f.redis.client()).unwrap();
+    assert!(!info.contains("cmdstat_rpush"), "the link fell back to Redis: {info}");
 }
 
 #[actix::test]
@@ -302,21 +211,13 @@ async fn a_thousand_idle_connections_do_not_lock_others_out() {
     let mut f = fixture(1 << 20).await;
     let mut idle = Vec::new();
     for _ in 0..1000 {
-        idle.push(
-            tokio::net::TcpStream::connect(f.inbox.address().unwrap())
-                .await
-                .unwrap(),
-        );
+        idle.push(tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap());
     }
     f.still_serves().await;
     // Past the cap (1,024 by default), connections are refused at once.
     let mut extra = Vec::new();
     for _ in 0..30 {
-        extra.push(
-            tokio::net::TcpStream::connect(f.inbox.address().unwrap())
-                .await
-                .unwrap(),
-        );
+        extra.push(tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap());
     }
     assert!(closed_by_server(extra.last_mut().unwrap(), Duration::from_secs(5)).await);
     drop(idle);

@@ -36,10 +36,7 @@ impl ExchangeArgs {
     /// Which exchange, for the output.
     pub fn describe(&self, exchange: &Exchange) -> String {
         match &self.redis {
-            Some(url) => format!(
-                "hybrid exchange on {url} (namespace {})",
-                exchange.namespace()
-            ),
+            Some(url) => format!("hybrid exchange on {url} (namespace {})", exchange.namespace()),
             None => "local exchange (in process)".to_owned(),
         }
     }

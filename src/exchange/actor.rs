@@ -58,31 +58,61 @@ return found
     )
 });
 
+/// The live address of a mailbox: its address key, unless the process that
+/// published it has let its lease lapse (crashed), in which case the stale
+/// address (and its owner key) are deleted. KEYS[2]: address, KEYS[4]: owner;
+/// ARGV[2]: namespace.
+const LIVE_ADDRESS: &str = r"
+local function live_address()
+  local address = redis.call('GET', KEYS[2])
+  if not address then return nil end
+  local owner = redis.call('GET', KEYS[4])
+  if owner and redis.call('EXISTS', ARGV[2] .. ':alive:' .. owner) == 1 then return address end
+  redis.call('DEL', KEYS[2], KEYS[4])
+  return nil
+end
+";
+
 /// Routes or queues messages in one round trip: unknown -> -1, terminated
-/// -> -2; with ARGV[1] = 'route' and a published address, that address;
-/// otherwise pushes ARGV[2..] onto the queue and returns 1 if the mailbox
-/// listens, else 0. KEYS: status, address, queue.
+/// -> -2; with ARGV[1] = 'route' and a live address, that address;
+/// otherwise pushes ARGV[3..] onto the queue and returns 1 if the mailbox
+/// listens, else 0. KEYS: status, address, queue, owner. ARGV[2]: namespace.
 pub(crate) static SEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{LIVE_ADDRESS}
 local status = redis.call('GET', KEYS[1])
 if not status then return -1 end
 if status == 'INACTIVE' then return -2 end
-local address = redis.call('GET', KEYS[2])
+local address = live_address()
 if address and ARGV[1] == 'route' then return address end
-redis.call('RPUSH', KEYS[3], unpack(ARGV, 2))
+redis.call('RPUSH', KEYS[3], unpack(ARGV, 3))
 if address then return 1 end
 return 0
-",
-    )
+"
+    ))
 });
 
-/// Deletes a key only if it still holds the given value, so a mailbox that
-/// closes late never removes the address a newer mailbox published.
+/// A mailbox's state: MISSING, INACTIVE, LISTENING (live address) or OFFLINE.
+/// KEYS: status, address, unused, owner. ARGV: unused, namespace.
+pub(crate) static STATUS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{LIVE_ADDRESS}
+local status = redis.call('GET', KEYS[1])
+if not status then return 'MISSING' end
+if status == 'INACTIVE' then return 'INACTIVE' end
+if live_address() then return 'LISTENING' end
+return 'OFFLINE'
+"
+    ))
+});
+
+/// Deletes an address (and its owner key) only if it still holds the given
+/// value, so a mailbox that closes late never removes the address a newer
+/// mailbox published. KEYS: address, owner. ARGV: address.
 pub(crate) static DELETE_IF_EQUAL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1], KEYS[2]) end
 return 0
 ",
     )
@@ -113,19 +143,53 @@ impl<T: 'static> Message for Call<T> {
 #[rtype(result = "()")]
 pub(crate) struct Stop;
 
-/// Owns the Redis connection of one exchange.
+/// Owns the Redis connection of one exchange, and renews the exchange's
+/// lease: the key whose presence says this process (and so the addresses it
+/// published) is alive.
 pub(crate) struct ExchangeActor {
     redis: ConnectionManager,
+    lease: Lease,
+}
+
+/// The exchange's liveness key and how often it is renewed (it expires after
+/// three periods without renewal).
+#[derive(Clone, Debug)]
+pub(crate) struct Lease {
+    pub(crate) key: String,
+    pub(crate) period: std::time::Duration,
+}
+
+impl Lease {
+    pub(crate) fn renewal(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&self.key).arg(1).arg("PX").arg((self.period * 3).as_millis() as u64);
+        cmd
+    }
 }
 
 impl ExchangeActor {
-    pub(crate) fn new(redis: ConnectionManager) -> Self {
-        Self { redis }
+    pub(crate) fn new(redis: ConnectionManager, lease: Lease) -> Self {
+        Self { redis, lease }
     }
 }
 
 impl Actor for ExchangeActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        use actix::{AsyncContext, WrapFuture};
+        ctx.run_interval(self.lease.period, |act, ctx| {
+            let (mut redis, renewal) = (act.redis.clone(), act.lease.renewal());
+            ctx.spawn(
+                async move {
+                    if let Err(e) = renewal.query_async::<()>(&mut redis).await {
+                        tracing::warn!("could not renew the exchange's lease: {e}");
+                    }
+                }
+                .into_actor(act),
+            );
+        });
+    }
 }
 
 impl<T: FromRedisValue + Send + 'static> Handler<Call<T>> for ExchangeActor {

@@ -18,8 +18,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use super::actor::{self, Call, ExchangeActor, Request, DELETE_IF_EQUAL, DISCOVER, TERMINATE};
-use super::keys::{self, Keys, ACTIVE, INACTIVE};
+use super::actor::{self, Call, ExchangeActor, Lease, Request, DELETE_IF_EQUAL, DISCOVER, STATUS, TERMINATE};
+use super::keys::{self, Keys, ACTIVE};
 use super::link::{enqueue, Enqueued, Link, LinkEnv, Links, Route};
 use super::{Exchange, MailboxStatus};
 use crate::error::Error;
@@ -56,6 +56,7 @@ pub struct HybridExchangeBuilder {
     mailbox_capacity: usize,
     max_connections: usize,
     peer_to_peer: bool,
+    heartbeat: Duration,
 }
 
 impl HybridExchangeBuilder {
@@ -117,6 +118,15 @@ impl HybridExchangeBuilder {
         self
     }
 
+    /// How often this exchange renews its lease in Redis (default 10 s). If
+    /// the process dies, its mailboxes' addresses are ignored (and deleted by
+    /// the first reader) once three periods pass without renewal, so senders
+    /// queue in Redis instead of trying a dead peer.
+    pub fn heartbeat(mut self, period: Duration) -> Self {
+        self.heartbeat = period.max(Duration::from_millis(10));
+        self
+    }
+
     /// Concurrent inbound connections one mailbox accepts (default 1,024).
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
@@ -133,13 +143,14 @@ impl HybridExchangeBuilder {
             // Fail fast when Redis is unreachable; later commands reconnect again.
             .set_number_of_retries(2);
         let redis = client.get_connection_manager_with_config(manager).await?;
-        let secret = self
-            .secret
-            .or_else(|| std::env::var(SECRET_ENV).ok().map(String::into_bytes))
-            .unwrap_or_default();
+        let secret = self.secret.or_else(|| std::env::var(SECRET_ENV).ok().map(String::into_bytes)).unwrap_or_default();
         let namespace = self.namespace.unwrap_or_else(|| "default".to_owned());
         let keys = Keys::new(&namespace);
-        let actor = ExchangeActor::new(redis).start();
+        let token = uuid_to_base32(Uuid::new_v4());
+        let lease = Lease { key: keys.alive(&token), period: self.heartbeat };
+        let mut first = redis.clone();
+        lease.renewal().query_async::<()>(&mut first).await?;
+        let actor = ExchangeActor::new(redis, lease.clone()).start();
         let links = Arc::new(Mutex::new(HashMap::new()));
         let env = Arc::new(LinkEnv {
             secret: secret.into(),
@@ -164,6 +175,8 @@ impl HybridExchangeBuilder {
                     link: env,
                 },
                 links,
+                token,
+                lease,
                 owned: Mutex::default(),
                 published: Mutex::default(),
                 tasks: TaskTracker::new(),
@@ -190,6 +203,9 @@ struct Inner {
     keys: Keys,
     config: Config,
     links: Arc<Links>,
+    /// Names this exchange (process) as the owner of the addresses it publishes.
+    token: String,
+    lease: Lease,
     /// Entities registered through this exchange and not terminated by it.
     owned: Mutex<HashMap<Uuid, (EntityId, Vec<String>)>>,
     /// Addresses of this exchange's open mailboxes.
@@ -207,9 +223,7 @@ pub struct HybridExchange {
 
 impl fmt::Debug for HybridExchange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HybridExchange")
-            .field("namespace", &self.namespace())
-            .finish_non_exhaustive()
+        f.debug_struct("HybridExchange").field("namespace", &self.namespace()).finish_non_exhaustive()
     }
 }
 
@@ -228,6 +242,7 @@ impl HybridExchange {
             mailbox_capacity: 10_000,
             max_connections: 1024,
             peer_to_peer: true,
+            heartbeat: Duration::from_secs(10),
         }
     }
 
@@ -247,17 +262,11 @@ impl HybridExchange {
         self.inner.client.clone()
     }
 
-    async fn call<T: redis::FromRedisValue + Send + 'static>(
-        &self,
-        request: Request,
-    ) -> Result<T, Error> {
+    async fn call<T: redis::FromRedisValue + Send + 'static>(&self, request: Request) -> Result<T, Error> {
         self.inner.actor.send(Call::new(request)).await?
     }
 
-    async fn cmd<T: redis::FromRedisValue + Send + 'static>(
-        &self,
-        cmd: &mut redis::Cmd,
-    ) -> Result<T, Error> {
+    async fn cmd<T: redis::FromRedisValue + Send + 'static>(&self, cmd: &mut redis::Cmd) -> Result<T, Error> {
         self.call(Request::Cmd(std::mem::take(cmd))).await
     }
 
@@ -274,13 +283,7 @@ impl HybridExchange {
 
     /// The commands that register `id`; with `only_if_missing`, they leave
     /// an existing status (say, INACTIVE) alone.
-    fn registration(
-        &self,
-        pipe: &mut redis::Pipeline,
-        id: &EntityId,
-        lineage: &[String],
-        only_if_missing: bool,
-    ) {
+    fn registration(&self, pipe: &mut redis::Pipeline, id: &EntityId, lineage: &[String], only_if_missing: bool) {
         let keys = self.keys();
         let set = |pipe: &mut redis::Pipeline, key: String, value: &str| {
             let cmd = pipe.cmd("SET").arg(key).arg(value);
@@ -304,15 +307,13 @@ impl HybridExchange {
         for (id, lineage) in lock(&self.inner.owned).values() {
             self.registration(&mut pipe, id, lineage, true);
         }
+        pipe.add_command(self.inner.lease.renewal());
         for (uid, address) in lock(&self.inner.published).iter() {
-            pipe.set(self.keys().address(*uid), address);
+            pipe.set(self.keys().address(*uid), address).set(self.keys().owner(*uid), &self.inner.token);
         }
         pipe.ignore();
         self.call::<()>(Request::Pipeline(pipe)).await?;
-        warn!(
-            namespace = self.namespace(),
-            "re-registered this exchange's entities after Redis lost them"
-        );
+        warn!(namespace = self.namespace(), "re-registered this exchange's entities after Redis lost them");
         Ok(())
     }
 
@@ -328,25 +329,28 @@ impl HybridExchange {
             .arg(keys::CLOSE_SENTINEL);
         self.call::<i64>(Request::Script(script)).await?;
         lock(&self.inner.owned).remove(&id.uid());
-        let link = self
-            .inner
-            .links
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id.uid());
+        let link = self.inner.links.lock().unwrap_or_else(|e| e.into_inner()).remove(&id.uid());
         drop(link);
         debug!(entity = %id, "terminated");
         Ok(())
     }
 
     pub(crate) async fn status(&self, id: &EntityId) -> Result<MailboxStatus, Error> {
-        let status: Option<String> = self
-            .cmd(redis::cmd("GET").arg(self.keys().status(id.uid())))
-            .await?;
-        Ok(match status.as_deref() {
-            None => MailboxStatus::Missing,
-            Some(INACTIVE) => MailboxStatus::Inactive,
-            Some(_) => MailboxStatus::Active,
+        let keys = self.keys();
+        let mut script = STATUS.prepare_invoke();
+        script
+            .key(keys.status(id.uid()))
+            .key(keys.address(id.uid()))
+            .key(keys.queue(id.uid()))
+            .key(keys.owner(id.uid()))
+            .arg("status")
+            .arg(keys.namespace());
+        let status: String = self.call(Request::Script(script)).await?;
+        Ok(match status.as_str() {
+            "MISSING" => MailboxStatus::Missing,
+            "INACTIVE" => MailboxStatus::Inactive,
+            "LISTENING" => MailboxStatus::Listening,
+            _ => MailboxStatus::Offline,
         })
     }
 
@@ -358,21 +362,15 @@ impl HybridExchange {
     ) -> Result<Vec<EntityId>, Error> {
         let keys = self.keys();
         let mut script = DISCOVER.prepare_invoke();
-        script
-            .key(keys.index(behavior))
-            .arg(keys.namespace())
-            .arg(behavior)
-            .arg(if allow_subclasses { "0" } else { "1" });
+        script.key(keys.index(behavior)).arg(keys.namespace()).arg(behavior).arg(if allow_subclasses {
+            "0"
+        } else {
+            "1"
+        });
         let found: Vec<String> = self.call(Request::Script(script)).await?;
         found
             .iter()
-            .map(|b32| {
-                Ok(EntityId::from_parts(
-                    crate::identifier::base32_to_uuid(b32)?,
-                    Role::Agent,
-                    None,
-                ))
-            })
+            .map(|b32| Ok(EntityId::from_parts(crate::identifier::base32_to_uuid(b32)?, Role::Agent, None)))
             .collect()
     }
 
@@ -382,7 +380,7 @@ impl HybridExchange {
         match self.status(id).await? {
             MailboxStatus::Missing => Err(Error::BadEntityId(id.clone())),
             MailboxStatus::Inactive => Err(Error::MailboxClosed(id.clone())),
-            MailboxStatus::Active => Mailbox::open(self.clone(), id.clone()).await,
+            _ => Mailbox::open(self.clone(), id.clone()).await,
         }
     }
 
@@ -411,14 +409,7 @@ impl HybridExchange {
                 Err(back) => frame = back,
             }
         }
-        match enqueue(
-            &self.inner.config.link,
-            &dest,
-            std::slice::from_ref(&frame),
-            true,
-        )
-        .await?
-        {
+        match enqueue(&self.inner.config.link, &dest, std::slice::from_ref(&frame), true).await? {
             Enqueued::Listening(address) => {
                 if let Some(link) = self.link(&dest, Some(Route::Peer(address))) {
                     match link.send(frame).await {
@@ -450,22 +441,13 @@ impl HybridExchange {
         if self.inner.closed.load(Ordering::Acquire) {
             return None;
         }
-        let link = Link::spawn(
-            dest.clone(),
-            route,
-            self.inner.config.link.clone(),
-            &self.inner.tasks,
-        );
+        let link = Link::spawn(dest.clone(), route, self.inner.config.link.clone(), &self.inner.tasks);
         links.insert(dest.uid(), link.clone());
         Some(link)
     }
 
     /// Returns popped messages to the front of a queue, keeping their order.
-    pub(crate) async fn push_front(
-        &self,
-        dest: &EntityId,
-        frames: Vec<Bytes>,
-    ) -> Result<(), Error> {
+    pub(crate) async fn push_front(&self, dest: &EntityId, frames: Vec<Bytes>) -> Result<(), Error> {
         if frames.is_empty() {
             return Ok(());
         }
@@ -478,27 +460,20 @@ impl HybridExchange {
     }
 
     pub(crate) async fn publish_address(&self, id: &EntityId, address: &str) -> Result<(), Error> {
-        self.cmd::<()>(
-            redis::cmd("SET")
-                .arg(self.keys().address(id.uid()))
-                .arg(address),
-        )
-        .await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic().set(self.keys().address(id.uid()), address).set(self.keys().owner(id.uid()), &self.inner.token);
+        self.call::<()>(Request::Pipeline(pipe)).await?;
         lock(&self.inner.published).insert(id.uid(), address.to_owned());
         Ok(())
     }
 
-    pub(crate) async fn unpublish_address(
-        &self,
-        id: &EntityId,
-        address: Option<&str>,
-    ) -> Result<(), Error> {
+    pub(crate) async fn unpublish_address(&self, id: &EntityId, address: Option<&str>) -> Result<(), Error> {
         let Some(address) = address else {
             return Ok(());
         };
         lock(&self.inner.published).remove(&id.uid());
         let mut script = DELETE_IF_EQUAL.prepare_invoke();
-        script.key(self.keys().address(id.uid())).arg(address);
+        script.key(self.keys().address(id.uid())).key(self.keys().owner(id.uid())).arg(address);
         self.call::<i64>(Request::Script(script)).await.map(drop)
     }
 
@@ -510,16 +485,12 @@ impl HybridExchange {
     /// what is unconfirmed to Redis) and releases the Redis connection.
     pub(crate) async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        let links: Vec<_> = self
-            .inner
-            .links
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .collect();
+        let links: Vec<_> = self.inner.links.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
         drop(links);
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        // Addresses this process still publishes are stale from now on.
+        let _ = self.cmd::<()>(redis::cmd("DEL").arg(&self.inner.lease.key)).await;
         self.inner.actor.do_send(actor::Stop);
         debug!(namespace = self.namespace(), "exchange closed");
     }

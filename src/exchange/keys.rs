@@ -9,6 +9,8 @@
 //! | `ns:queue:<b32>` | list of encoded envelopes, FIFO; the close sentinel marks termination |
 //! | `ns:index:<behavior>` | set of `<b32>` of agents whose lineage names `<behavior>` |
 //! | `ns:wake:<b32>` | private list that wakes a mailbox's watcher when it closes |
+//! | `ns:owner:<b32>` | token of the exchange (process) that published the address |
+//! | `ns:alive:<token>` | present while that exchange renews its lease (heartbeat) |
 
 use std::sync::Arc;
 
@@ -19,7 +21,6 @@ use crate::identifier::uuid_to_base32;
 /// Pushed onto a queue by `terminate` to wake and stop its reader.
 pub(crate) const CLOSE_SENTINEL: &[u8] = b"<CLOSED>";
 pub(crate) const ACTIVE: &str = "ACTIVE";
-pub(crate) const INACTIVE: &str = "INACTIVE";
 
 /// Builds the keys of one namespace.
 #[derive(Clone, Debug)]
@@ -29,9 +30,7 @@ pub(crate) struct Keys {
 
 impl Keys {
     pub(crate) fn new(namespace: &str) -> Self {
-        Self {
-            namespace: namespace.into(),
-        }
+        Self { namespace: namespace.into() }
     }
 
     pub(crate) fn namespace(&self) -> &str {
@@ -61,6 +60,14 @@ impl Keys {
     /// A fresh key on which a watcher also blocks, so closing can wake it.
     pub(crate) fn wake(&self) -> String {
         self.key("wake", Uuid::new_v4())
+    }
+
+    pub(crate) fn owner(&self, uid: Uuid) -> String {
+        self.key("owner", uid)
+    }
+
+    pub(crate) fn alive(&self, token: &str) -> String {
+        format!("{}:alive:{token}", self.namespace)
     }
 
     pub(crate) fn index(&self, behavior: &str) -> String {

@@ -89,17 +89,8 @@ impl Link {
         tasks: &tokio_util::task::TaskTracker,
     ) -> Link {
         let (tx, rx) = mpsc::channel(LINK_CAPACITY);
-        let link = Link {
-            id: NEXT_LINK.fetch_add(1, Ordering::Relaxed),
-            route,
-            tx,
-        };
-        let task = LinkTask {
-            id: link.id,
-            dest,
-            route: link.route.clone(),
-            env,
-        };
+        let link = Link { id: NEXT_LINK.fetch_add(1, Ordering::Relaxed), route, tx };
+        let task = LinkTask { id: link.id, dest, route: link.route.clone(), env };
         tasks.spawn(task.run(rx));
         link
     }
@@ -131,15 +122,14 @@ pub(crate) async fn enqueue(
     route_only_if_offline: bool,
 ) -> Result<Enqueued, Error> {
     let mut script = SEND.prepare_invoke();
+    let mode = if route_only_if_offline { "route" } else { "push" };
     script
         .key(env.keys.status(dest.uid()))
         .key(env.keys.address(dest.uid()))
         .key(env.keys.queue(dest.uid()))
-        .arg(if route_only_if_offline {
-            "route"
-        } else {
-            "push"
-        });
+        .key(env.keys.owner(dest.uid()))
+        .arg(mode)
+        .arg(env.keys.namespace());
     for frame in frames {
         script.arg(&frame[..]);
     }
@@ -149,12 +139,8 @@ pub(crate) async fn enqueue(
         redis::Value::Int(-2) => Err(Error::MailboxClosed(dest.clone())),
         redis::Value::Int(0) => Ok(Enqueued::Offline),
         redis::Value::Int(_) => Ok(Enqueued::PushedWhileListening),
-        redis::Value::BulkString(address) => Ok(Enqueued::Listening(
-            String::from_utf8_lossy(&address).into_owned(),
-        )),
-        other => Err(Error::UnexpectedReply(format!(
-            "from the send script: {other:?}"
-        ))),
+        redis::Value::BulkString(address) => Ok(Enqueued::Listening(String::from_utf8_lossy(&address).into_owned())),
+        other => Err(Error::UnexpectedReply(format!("from the send script: {other:?}"))),
     }
 }
 
@@ -212,9 +198,7 @@ impl LinkTask {
             client_handshake(&mut stream, &env.secret, self.dest.uid()).await?;
             Ok::<_, Error>(stream)
         };
-        let stream = timeout(env.connect_timeout, connect)
-            .await
-            .map_err(|_| Error::Timeout(env.connect_timeout))??;
+        let stream = timeout(env.connect_timeout, connect).await.map_err(|_| Error::Timeout(env.connect_timeout))??;
         let (read, write) = stream.into_split();
         let mut acks = FramedRead::new(read, codec(ACK_LEN));
         let mut out = FramedWrite::new(write, codec(env.max_frame_len));
@@ -276,12 +260,7 @@ impl LinkTask {
     /// Pushes what the link holds, then (while `open`) what it is sent, onto
     /// the destination's queue in batches. Retires when the mailbox listens
     /// again, when it is gone, or when Redis is down (retrying what it holds).
-    async fn push_to_redis(
-        &self,
-        rx: &mut mpsc::Receiver<Bytes>,
-        mut held: VecDeque<Bytes>,
-        mut open: bool,
-    ) {
+    async fn push_to_redis(&self, rx: &mut mpsc::Receiver<Bytes>, mut held: VecDeque<Bytes>, mut open: bool) {
         let mut failing_since: Option<Instant> = None;
         loop {
             if held.is_empty() {
@@ -306,10 +285,7 @@ impl LinkTask {
                 }
                 Err(e @ (Error::BadEntityId(_) | Error::MailboxClosed(_))) => {
                     self.retire(rx, &mut held);
-                    return error!(
-                        lost = held.len(),
-                        "messages accepted for a mailbox that was then terminated: {e}"
-                    );
+                    return error!(lost = held.len(), "messages accepted for a mailbox that was then terminated: {e}");
                 }
                 Err(e) => {
                     if open {
@@ -318,10 +294,7 @@ impl LinkTask {
                     }
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > REDIS_PATIENCE || matches!(e, Error::ExchangeClosed) {
-                        return error!(
-                            lost = held.len(),
-                            "could not hand undelivered messages to Redis: {e}"
-                        );
+                        return error!(lost = held.len(), "could not hand undelivered messages to Redis: {e}");
                     }
                     warn!(held = held.len(), "Redis unreachable, retrying: {e}");
                     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -84,7 +84,10 @@ impl LocalExchange {
     pub(crate) async fn status(&self, id: &EntityId) -> Result<MailboxStatus, Error> {
         Ok(match self.entries()?.get(&id.uid()) {
             None => MailboxStatus::Missing,
-            Some(entry) if entry.active => MailboxStatus::Active,
+            Some(entry) if entry.active && entry.inbox.as_ref().is_some_and(|tx| !tx.is_closed()) => {
+                MailboxStatus::Listening
+            }
+            Some(entry) if entry.active => MailboxStatus::Offline,
             Some(_) => MailboxStatus::Inactive,
         })
     }
@@ -108,17 +111,14 @@ impl LocalExchange {
 
     pub(crate) async fn get_mailbox(&self, id: &EntityId) -> Result<Mailbox, Error> {
         let mut entries = self.entries()?;
-        let entry = entries
-            .get_mut(&id.uid())
-            .ok_or_else(|| Error::BadEntityId(id.clone()))?;
+        let entry = entries.get_mut(&id.uid()).ok_or_else(|| Error::BadEntityId(id.clone()))?;
         if !entry.active {
             return Err(Error::MailboxClosed(id.clone()));
         }
         // Room for the backlog, so it moves in at once and in order.
         let (tx, rx) = mpsc::channel(CAPACITY + entry.queue.len());
         for envelope in entry.queue.drain(..) {
-            tx.try_send(Delivery::local(envelope))
-                .expect("the channel has room for the backlog");
+            tx.try_send(Delivery::local(envelope)).expect("the channel has room for the backlog");
         }
         entry.inbox = Some(tx);
         Ok(Mailbox::local(self.clone(), id.clone(), rx))
@@ -140,17 +140,12 @@ impl LocalExchange {
             // The mailbox closed meanwhile: the message waits for the next one.
             let envelope = refused.0.into_envelope();
             let mut entries = self.entries()?;
-            Self::accepting(&mut entries, &envelope.dest)?
-                .queue
-                .push_back(envelope);
+            Self::accepting(&mut entries, &envelope.dest)?.queue.push_back(envelope);
         }
         Ok(())
     }
 
-    fn accepting<'a>(
-        entries: &'a mut HashMap<Uuid, Entry>,
-        dest: &EntityId,
-    ) -> Result<&'a mut Entry, Error> {
+    fn accepting<'a>(entries: &'a mut HashMap<Uuid, Entry>, dest: &EntityId) -> Result<&'a mut Entry, Error> {
         match entries.get_mut(&dest.uid()) {
             None => Err(Error::BadEntityId(dest.clone())),
             Some(entry) if !entry.active => Err(Error::MailboxClosed(dest.clone())),

@@ -27,10 +27,20 @@ use crate::message::Envelope;
 pub enum MailboxStatus {
     /// Never registered (or registered in another namespace).
     Missing,
-    /// Registered and accepting messages.
-    Active,
+    /// Active, and its mailbox is open: messages go to it directly.
+    Listening,
+    /// Active, but its mailbox is not open (or its process died): messages
+    /// wait in the queue.
+    Offline,
     /// Terminated: sends fail with [`Error::MailboxClosed`].
     Inactive,
+}
+
+impl MailboxStatus {
+    /// Registered and not terminated (listening or not).
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Listening | Self::Offline)
+    }
 }
 
 /// An exchange: hybrid (Redis + TCP) or local (one process).
@@ -103,10 +113,7 @@ impl Exchange {
 
     /// Registers a new agent whose behavior is `B`: status ACTIVE, its
     /// lineage recorded for discovery.
-    pub async fn register_agent<B: Behavior>(
-        &self,
-        name: Option<&str>,
-    ) -> Result<AgentId<B>, Error> {
+    pub async fn register_agent<B: Behavior>(&self, name: Option<&str>) -> Result<AgentId<B>, Error> {
         let id = AgentId::new(name);
         self.register_agent_id(&id).await?;
         Ok(id)
@@ -142,20 +149,13 @@ impl Exchange {
     /// Active agents whose behavior is `B` or, with `allow_subclasses`, whose
     /// lineage names `B`. On the hybrid exchange this costs O(agents indexed
     /// under `B`), not a scan of every key.
-    pub async fn discover<B: Behavior>(
-        &self,
-        allow_subclasses: bool,
-    ) -> Result<Vec<AgentId<B>>, Error> {
+    pub async fn discover<B: Behavior>(&self, allow_subclasses: bool) -> Result<Vec<AgentId<B>>, Error> {
         let found = self.discover_by_name(B::name(), allow_subclasses).await?;
         found.into_iter().map(AgentId::from_entity).collect()
     }
 
     /// [`discover`](Self::discover) by behavior name, for callers without the type.
-    pub async fn discover_by_name(
-        &self,
-        behavior: &str,
-        allow_subclasses: bool,
-    ) -> Result<Vec<EntityId>, Error> {
+    pub async fn discover_by_name(&self, behavior: &str, allow_subclasses: bool) -> Result<Vec<EntityId>, Error> {
         on_backend!(self, backend => backend.discover_by_name(behavior, allow_subclasses).await)
     }
 
@@ -188,17 +188,10 @@ impl Exchange {
 
 impl Exchange {
     /// Returns taken-but-unanswered messages to the front of `id`'s queue.
-    pub(crate) async fn push_front(
-        &self,
-        id: &EntityId,
-        envelopes: Vec<Envelope>,
-    ) -> Result<(), Error> {
+    pub(crate) async fn push_front(&self, id: &EntityId, envelopes: Vec<Envelope>) -> Result<(), Error> {
         match &self.0 {
             Kind::Hybrid(backend) => {
-                let frames = envelopes
-                    .iter()
-                    .map(Envelope::encode)
-                    .collect::<Result<_, _>>()?;
+                let frames = envelopes.iter().map(Envelope::encode).collect::<Result<_, _>>()?;
                 backend.push_front(id, frames).await
             }
             Kind::Local(backend) => {

@@ -91,26 +91,12 @@ impl Mailbox {
         }
         .start();
         debug!(mailbox = %id, ?address, "mailbox open");
-        Ok(Self {
-            id,
-            address,
-            rx: Some(rx),
-            backend: Backend::Hybrid(actor, exchange),
-        })
+        Ok(Self { id, address, rx: Some(rx), backend: Backend::Hybrid(actor, exchange) })
     }
 
     /// A mailbox fed directly by a [`LocalExchange`].
-    pub(crate) fn local(
-        exchange: LocalExchange,
-        id: EntityId,
-        rx: mpsc::Receiver<Delivery>,
-    ) -> Self {
-        Self {
-            id,
-            address: None,
-            rx: Some(rx),
-            backend: Backend::Local(exchange),
-        }
+    pub(crate) fn local(exchange: LocalExchange, id: EntityId, rx: mpsc::Receiver<Delivery>) -> Self {
+        Self { id, address: None, rx: Some(rx), backend: Backend::Local(exchange) }
     }
 
     /// The entity this mailbox belongs to.
@@ -132,9 +118,7 @@ impl Mailbox {
         let closed = || Error::MailboxClosed(self.id.clone());
         let rx = self.rx.as_mut().ok_or_else(closed)?;
         let next = match timeout {
-            Some(t) => tokio::time::timeout(t, rx.recv())
-                .await
-                .map_err(|_| Error::Timeout(t))?,
+            Some(t) => tokio::time::timeout(t, rx.recv()).await.map_err(|_| Error::Timeout(t))?,
             None => rx.recv().await,
         };
         next.map(Delivery::take).ok_or_else(closed)
@@ -192,11 +176,7 @@ impl Drop for Mailbox {
 /// Redis entries to the front of the queue, local messages to the front of
 /// the local queue; peer messages stay unacknowledged, so their senders
 /// re-route them.
-async fn shutdown(
-    backend: Backend,
-    mut rx: mpsc::Receiver<Delivery>,
-    id: EntityId,
-) -> Result<(), Error> {
+async fn shutdown(backend: Backend, mut rx: mpsc::Receiver<Delivery>, id: EntityId) -> Result<(), Error> {
     match backend {
         Backend::Hybrid(actor, exchange) => {
             actor.do_send(Close);
@@ -230,10 +210,7 @@ pub(crate) struct Delivery {
 impl Delivery {
     /// A message handed over in process by a [`LocalExchange`].
     pub(crate) fn local(envelope: Envelope) -> Self {
-        Self {
-            envelope,
-            origin: Origin::Local,
-        }
+        Self { envelope, origin: Origin::Local }
     }
 
     pub(crate) fn into_envelope(self) -> Envelope {
@@ -279,11 +256,7 @@ async fn write_acks(write: OwnedWriteHalf, state: Arc<AckState>, keepalive: Dura
         let closed = state.closed.load(Ordering::Acquire);
         let taken = state.taken.load(Ordering::Acquire);
         if taken != reported {
-            if out
-                .send(Bytes::copy_from_slice(&taken.to_be_bytes()))
-                .await
-                .is_err()
-            {
+            if out.send(Bytes::copy_from_slice(&taken.to_be_bytes())).await.is_err() {
                 return;
             }
             reported = taken;
@@ -291,13 +264,8 @@ async fn write_acks(write: OwnedWriteHalf, state: Arc<AckState>, keepalive: Dura
         if closed {
             break;
         }
-        if tokio::time::timeout(keepalive, state.notify.notified())
-            .await
-            .is_err()
-            && out
-                .send(Bytes::copy_from_slice(&reported.to_be_bytes()))
-                .await
-                .is_err()
+        if tokio::time::timeout(keepalive, state.notify.notified()).await.is_err()
+            && out.send(Bytes::copy_from_slice(&reported.to_be_bytes())).await.is_err()
         {
             return;
         }
@@ -375,23 +343,15 @@ impl Actor for MailboxActor {
         let limit = self.exchange.config().link.peer_timeout;
         ctx.run_interval(limit / 4, move |act, ctx| {
             let since = |heard: Instant| heard.max(act.resumed).elapsed();
-            let silent: Vec<u64> = act
-                .conns
-                .iter()
-                .filter(|(_, c)| since(c.last_heard) > limit)
-                .map(|(id, _)| *id)
-                .collect();
+            let silent: Vec<u64> =
+                act.conns.iter().filter(|(_, c)| since(c.last_heard) > limit).map(|(id, _)| *id).collect();
             for conn in silent {
                 warn!(mailbox = %act.id, "closing a peer connection silent for over {limit:?}");
                 act.drop_connection(conn, ctx);
             }
         });
         let queue = self.exchange.keys().queue(self.id.uid());
-        ctx.add_stream(watcher::watch(
-            self.exchange.redis_client(),
-            queue,
-            self.wake_key.clone(),
-        ));
+        ctx.add_stream(watcher::watch(self.exchange.redis_client(), queue, self.wake_key.clone()));
     }
 }
 
@@ -451,14 +411,7 @@ impl MailboxActor {
             .map(move |frame| Inbound::Frame(conn, frame))
             .chain(stream::once(async move { Inbound::End(conn) }));
         let stream = ctx.add_stream(frames);
-        self.conns.insert(
-            conn,
-            Conn {
-                stream,
-                ack,
-                last_heard: Instant::now(),
-            },
-        );
+        self.conns.insert(conn, Conn { stream, ack, last_heard: Instant::now() });
     }
 
     fn drop_connection(&mut self, conn: u64, ctx: &mut Context<Self>) {
@@ -511,8 +464,7 @@ impl MailboxActor {
     fn terminated(&mut self, ctx: &mut Context<Self>) {
         debug!(mailbox = %self.id, "mailbox terminated");
         self.stop_listening(ctx);
-        let (exchange, id, address) =
-            (self.exchange.clone(), self.id.clone(), self.address.clone());
+        let (exchange, id, address) = (self.exchange.clone(), self.id.clone(), self.address.clone());
         tokio::spawn(async move {
             if let Err(e) = exchange.unpublish_address(&id, address.as_deref()).await {
                 warn!(mailbox = %id, "could not delete the address of a terminated mailbox: {e}");
@@ -531,18 +483,9 @@ impl StreamHandler<Inbound> for MailboxActor {
         let Some(ack) = self.conns.get(&conn).map(|c| c.ack.clone()) else {
             return;
         };
-        let problem = match frame
-            .map_err(Error::from)
-            .and_then(|f| Envelope::decode(&f))
-        {
+        let problem = match frame.map_err(Error::from).and_then(|f| Envelope::decode(&f)) {
             Ok(envelope) if envelope.dest == self.id => {
-                return self.deliver(
-                    Delivery {
-                        envelope,
-                        origin: Origin::Peer(ack),
-                    },
-                    ctx,
-                );
+                return self.deliver(Delivery { envelope, origin: Origin::Peer(ack) }, ctx);
             }
             Ok(envelope) => format!("message for {} arrived at the wrong mailbox", envelope.dest),
             Err(e) => e.to_string(),
@@ -601,12 +544,8 @@ impl Handler<Close> for MailboxActor {
             return;
         }
         self.stop_listening(ctx);
-        let (exchange, id, address, wake) = (
-            self.exchange.clone(),
-            self.id.clone(),
-            self.address.clone(),
-            self.wake_key.clone(),
-        );
+        let (exchange, id, address, wake) =
+            (self.exchange.clone(), self.id.clone(), self.address.clone(), self.wake_key.clone());
         let wake_watcher = async move {
             exchange.unpublish_address(&id, address.as_deref()).await?;
             exchange.wake(&wake).await

@@ -42,19 +42,8 @@ struct State {
 }
 
 /// Watches `queue` until `wake` is pushed.
-pub(crate) fn watch(
-    client: redis::Client,
-    queue: String,
-    wake: String,
-) -> impl Stream<Item = Watched> {
-    let state = State {
-        client,
-        queue,
-        wake,
-        conn: None,
-        backoff: Duration::ZERO,
-        done: false,
-    };
+pub(crate) fn watch(client: redis::Client, queue: String, wake: String) -> impl Stream<Item = Watched> {
+    let state = State { client, queue, wake, conn: None, backoff: Duration::ZERO, done: false };
     futures::stream::unfold(state, |mut state| async move {
         if state.done {
             return None;
@@ -90,10 +79,7 @@ impl State {
                 let config = AsyncConnectionConfig::new()
                     .set_response_timeout(None)
                     .set_connection_timeout(Some(Duration::from_secs(1)));
-                let conn = self
-                    .client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
+                let conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
                 let conn = self.conn.insert(conn);
                 if !self.backoff.is_zero() {
                     return Ok(Watched::Reconnected);
@@ -102,20 +88,12 @@ impl State {
             }
         };
         loop {
-            let batch: Option<Vec<Vec<u8>>> = redis::cmd("LPOP")
-                .arg(&self.queue)
-                .arg(BATCH)
-                .query_async(conn)
-                .await?;
+            let batch: Option<Vec<Vec<u8>>> = redis::cmd("LPOP").arg(&self.queue).arg(BATCH).query_async(conn).await?;
             if let Some(batch) = batch.filter(|b| !b.is_empty()) {
                 return Ok(Watched::Batch(batch));
             }
-            let popped: Option<(String, Vec<u8>)> = redis::cmd("BLPOP")
-                .arg(&self.queue)
-                .arg(&self.wake)
-                .arg(0)
-                .query_async(conn)
-                .await?;
+            let popped: Option<(String, Vec<u8>)> =
+                redis::cmd("BLPOP").arg(&self.queue).arg(&self.wake).arg(0).query_async(conn).await?;
             match popped {
                 Some((key, _)) if key == self.wake => return Ok(Watched::Woken),
                 Some((_, value)) => return Ok(Watched::Batch(vec![value])),

@@ -18,11 +18,7 @@ pub struct RedisServer {
 impl RedisServer {
     pub fn start() -> Self {
         for _ in 0..20 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let mut server = Self { child: None, port };
             if server.spawn() {
                 return server;
@@ -79,26 +75,17 @@ impl RedisServer {
     /// Starts again on the same port, empty.
     pub fn restart(&mut self) {
         self.kill();
-        assert!(
-            self.spawn(),
-            "redis-server did not restart on port {}",
-            self.port
-        );
+        assert!(self.spawn(), "redis-server did not restart on port {}", self.port);
     }
 
     /// A plain synchronous client, to look at the keys as an operator would.
     pub fn client(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
     }
 
     /// An exchange builder on this server, in a fresh namespace.
     pub fn builder(&self) -> HybridExchangeBuilder {
-        HybridExchange::builder(self.url())
-            .random_namespace()
-            .secret("test secret")
+        HybridExchange::builder(self.url()).random_namespace().secret("test secret")
     }
 
     pub async fn exchange(&self) -> Exchange {
@@ -115,14 +102,9 @@ impl Drop for RedisServer {
 /// Waits until `n` clients are blocked in Redis (watchers parked in `BLPOP`).
 pub async fn wait_for_blocked_clients(redis: &RedisServer, n: usize) {
     for _ in 0..500 {
-        let info: String = redis::cmd("INFO")
-            .arg("clients")
-            .query(&mut redis.client())
-            .unwrap();
-        let blocked = info
-            .lines()
-            .find_map(|l| l.strip_prefix("blocked_clients:"))
-            .and_then(|v| v.trim().parse::<usize>().ok());
+        let info: String = redis::cmd("INFO").arg("clients").query(&mut redis.client()).unwrap();
+        let blocked =
+            info.lines().find_map(|l| l.strip_prefix("blocked_clients:")).and_then(|v| v.trim().parse::<usize>().ok());
         if blocked == Some(n) {
             return;
         }
@@ -134,9 +116,7 @@ pub async fn wait_for_blocked_clients(redis: &RedisServer, n: usize) {
 /// Logs to the test's captured output; `RUST_LOG` filters.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
         .try_init();
 }
@@ -153,10 +133,7 @@ empty_behavior!(A, B, C);
 actix_academy::behavior!(A { actions: [] });
 actix_academy::behavior!(B { actions: [] });
 // Declares B in its lineage, like a Python subclass of B.
-actix_academy::behavior!(C {
-    actions: [],
-    implements: [B]
-});
+actix_academy::behavior!(C { actions: [], implements: [B] });
 
 /// The behaviors the agent tests call.
 pub mod agents {
@@ -228,9 +205,7 @@ pub mod agents {
         }
     }
 
-    actix_academy::behavior!(Counter {
-        actions: [Increment, Divide, Sleep, Crash]
-    });
+    actix_academy::behavior!(Counter { actions: [Increment, Divide, Sleep, Crash] });
 
     /// Forwards increments to a counter it is handed.
     pub struct Relay {
@@ -250,12 +225,7 @@ pub mod agents {
         type Result = ResponseFuture<Result<i64, String>>;
         fn handle(&mut self, m: Forward, _: &mut Context<Self>) -> Self::Result {
             let counter = self.agent.bind(m.to);
-            Box::pin(async move {
-                counter
-                    .action(Increment(m.n))
-                    .await
-                    .map_err(|e| e.to_string())
-            })
+            Box::pin(async move { counter.action(Increment(m.n)).await.map_err(|e| e.to_string()) })
         }
     }
 
@@ -280,11 +250,7 @@ pub mod raw {
     }
 
     /// Connects and authenticates; fails if the server does not answer properly.
-    pub async fn connect(
-        address: std::net::SocketAddr,
-        secret: &[u8],
-        dest: Uuid,
-    ) -> std::io::Result<TcpStream> {
+    pub async fn connect(address: std::net::SocketAddr, secret: &[u8], dest: Uuid) -> std::io::Result<TcpStream> {
         let mut stream = TcpStream::connect(address).await?;
         let nonce = [7u8; 16];
         let mut hello = b"ACAD\x01".to_vec();
@@ -294,14 +260,10 @@ pub mod raw {
         let mut reply = [0u8; 53];
         stream.read_exact(&mut reply).await?;
         let server_nonce = &reply[5..21];
-        if &reply[..5] != b"ACAD\x01"
-            || reply[21..] != proof(secret, b"server", dest, &nonce, server_nonce)[..]
-        {
+        if &reply[..5] != b"ACAD\x01" || reply[21..] != proof(secret, b"server", dest, &nonce, server_nonce)[..] {
             return Err(std::io::Error::other("the server's proof is wrong"));
         }
-        stream
-            .write_all(&proof(secret, b"client", dest, &nonce, server_nonce))
-            .await?;
+        stream.write_all(&proof(secret, b"client", dest, &nonce, server_nonce)).await?;
         Ok(stream)
     }
 
