@@ -92,6 +92,9 @@ impl Redis {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("redis-server did not start");
     }
 
