@@ -64,6 +64,10 @@ struct Args {
     quick: bool,
     #[arg(long, value_enum, default_value = "both")]
     mode: Mode,
+    /// Run only the sections whose name contains this (floors, round trips,
+    /// pipelined, one-way, discover, startup).
+    #[arg(long)]
+    only: Option<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -486,12 +490,25 @@ fn run_mode(args: &Args, mode: &'static str) {
     actix::System::new().block_on(async move {
         let redis = Redis::start();
         let mut report = Report { mode, rows: Vec::new() };
-        floors(args, &redis, &mut report).await;
-        round_trips(args, &redis, &mut report).await;
-        pipelined(args, &redis, &mut report).await;
-        one_way(args, &redis, &mut report).await;
-        discover(args, &redis, &mut report).await;
-        startup(args, &redis, &mut report).await;
+        let run = |section: &str| args.only.as_deref().is_none_or(|only| section.contains(only));
+        if run("floors") {
+            floors(args, &redis, &mut report).await;
+        }
+        if run("round trips") {
+            round_trips(args, &redis, &mut report).await;
+        }
+        if run("pipelined") {
+            pipelined(args, &redis, &mut report).await;
+        }
+        if run("one-way") {
+            one_way(args, &redis, &mut report).await;
+        }
+        if run("discover") {
+            discover(args, &redis, &mut report).await;
+        }
+        if run("startup") {
+            startup(args, &redis, &mut report).await;
+        }
         report.print_table();
     });
 }
@@ -503,14 +520,17 @@ fn main() {
         Mode::Unpinned => run_mode(&args, "unpinned"),
         Mode::Both => {
             let me = std::env::current_exe().unwrap();
-            let quick: &[&str] = if args.quick { &["--quick"] } else { &[] };
+            let mut quick: Vec<&str> = if args.quick { vec!["--quick"] } else { vec![] };
+            if let Some(only) = &args.only {
+                quick.extend(["--only", only]);
+            }
             let pinned =
-                Command::new("taskset").arg("-c").arg("0").arg(&me).args(["--mode", "pinned"]).args(quick).status();
+                Command::new("taskset").arg("-c").arg("0").arg(&me).args(["--mode", "pinned"]).args(&quick).status();
             match pinned {
                 Ok(status) if status.success() => {}
                 other => eprintln!("pinned run failed ({other:?}); is taskset installed?"),
             }
-            let status = Command::new(&me).args(["--mode", "unpinned"]).args(quick).status().unwrap();
+            let status = Command::new(&me).args(["--mode", "unpinned"]).args(&quick).status().unwrap();
             std::process::exit(status.code().unwrap_or(1));
         }
     }
