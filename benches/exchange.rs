@@ -474,11 +474,8 @@ async fn startup(args: &Args, redis: &Redis, report: &mut Report) {
     tokio::time::sleep(window).await;
     let after = redis.info("stats", "total_commands_processed");
     let own = 2.0; // the two INFO calls
-    report.value(
-        "startup",
-        "redis commands/s, 1000 idle agents",
-        (after - before) as f64 / window.as_secs_f64() - own / window.as_secs_f64(),
-    );
+    let idle = (after.saturating_sub(before) as f64 - own).max(0.0) / window.as_secs_f64();
+    report.value("startup", "redis commands/s, 1000 idle agents", idle);
     for (_, handle) in &agents {
         let _ = handle.shutdown().await;
     }
