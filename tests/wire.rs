@@ -195,12 +195,13 @@ async fn half_a_frame_then_silence_times_out() {
 
 #[actix::test]
 async fn an_idle_link_stays_up_through_keepalives() {
-    let mut f = fixture_with(1 << 20, Duration::from_millis(300)).await;
+    // Idle for 2.5 peer timeouts, twice: only keepalives keep the link up.
+    let mut f = fixture_with(1 << 20, Duration::from_secs(1)).await;
     for _ in 0..2 {
         let message = f.message();
         f.exchange.send(message.clone()).await.unwrap();
         assert_eq!(f.inbox.recv(WAIT).await.unwrap(), message);
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
     }
     let info: String = redis::cmd("INFO").arg("commandstats").query(&mut f.redis.client()).unwrap();
     assert!(!info.contains("cmdstat_rpush"), "the link fell back to Redis: {info}");

@@ -166,9 +166,11 @@ impl Exchange {
         on_backend!(self, backend => backend.get_mailbox(id).await)
     }
 
-    /// Sends a message to `envelope.dest`; see [`HybridExchange::send`] for
-    /// the route. Unknown destination: [`Error::BadEntityId`]; terminated:
-    /// [`Error::MailboxClosed`]. `Ok` means the exchange owns the message.
+    /// Sends a message to `envelope.dest`. On the hybrid exchange: directly
+    /// over TCP when the mailbox listens, else through its Redis queue.
+    /// Unknown destination: [`Error::BadEntityId`]; terminated:
+    /// [`Error::MailboxClosed`]. `Ok` means the exchange owns the message: it
+    /// is in Redis, or held by a link until the receiver takes it.
     pub async fn send(&self, envelope: Envelope) -> Result<(), Error> {
         on_backend!(self, backend => backend.send(envelope).await)
     }
