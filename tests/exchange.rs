@@ -153,7 +153,9 @@ async fn messages_to_an_open_mailbox_go_direct() {
     for message in &sent {
         assert_eq!(&inbox.recv(Some(Duration::from_secs(5))).await.unwrap(), message);
     }
-    assert_eq!(calls(&redis, "rpush"), 0, "nothing should have gone through the Redis queue");
+    // Had anything gone through a queue, the watcher would have popped it
+    // with LPOP (its blocking pop is only re-armed, by its control key, here).
+    assert_eq!(calls(&redis, "lpop"), 0, "nothing should have gone through the Redis queue");
     inbox.close().await.unwrap();
     exchange.close().await;
 }
@@ -346,4 +348,31 @@ fn base32_round_trip() {
     let uid = uuid::Uuid::new_v4();
     assert_eq!(base32_to_uuid(&uuid_to_base32(uid)).unwrap(), uid);
     assert!(matches!(base32_to_uuid("not base32"), Err(Error::InvalidBase32(_))));
+}
+
+#[actix::test]
+async fn many_open_mailboxes_share_one_watcher_connection() {
+    let redis = RedisServer::start();
+    let exchange = redis.exchange().await;
+    let me = exchange.register_client(None).await.unwrap();
+    let mut inboxes = Vec::new();
+    for _ in 0..100 {
+        let id = exchange.register_client(None).await.unwrap();
+        inboxes.push((id.clone(), exchange.get_mailbox(&id).await.unwrap()));
+    }
+    // Every mailbox still gets what waits in its queue.
+    for (id, _) in &inboxes {
+        let _: () = redis::Commands::rpush(
+            &mut redis.client(),
+            format!("{}:queue:{}", exchange.namespace(), id.base32()),
+            ping(&me, id).encode().unwrap().to_vec(),
+        )
+        .unwrap();
+    }
+    for (_, inbox) in &mut inboxes {
+        inbox.recv(Some(Duration::from_secs(5))).await.unwrap();
+    }
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut redis.client()).unwrap();
+    // The command connection, the watcher's, and this query's.
+    assert!(list.lines().count() <= 4, "{list}");
 }

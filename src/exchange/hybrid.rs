@@ -25,7 +25,7 @@ use super::{Exchange, MailboxStatus};
 use crate::error::Error;
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
 use crate::identifier::{uuid_to_base32, EntityId, Role};
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, Watcher};
 use crate::message::Envelope;
 
 /// Environment variable read for the peer secret when none is configured.
@@ -151,6 +151,7 @@ impl HybridExchangeBuilder {
         let mut first = redis.clone();
         lease.renewal().query_async::<()>(&mut first).await?;
         let actor = ExchangeActor::new(redis, lease.clone()).start();
+        let watcher = Watcher::start(client.clone(), keys.wake(), actor.clone());
         let links = Arc::new(Mutex::new(HashMap::new()));
         let env = Arc::new(LinkEnv {
             secret: secret.into(),
@@ -164,7 +165,6 @@ impl HybridExchangeBuilder {
         Ok(Exchange::from(HybridExchange {
             inner: Arc::new(Inner {
                 actor,
-                client,
                 keys,
                 config: Config {
                     host: self.host,
@@ -177,6 +177,7 @@ impl HybridExchangeBuilder {
                 links,
                 token,
                 lease,
+                watcher,
                 owned: Mutex::default(),
                 published: Mutex::default(),
                 tasks: TaskTracker::new(),
@@ -199,10 +200,11 @@ pub(crate) struct Config {
 
 struct Inner {
     actor: Addr<ExchangeActor>,
-    client: redis::Client,
     keys: Keys,
     config: Config,
     links: Arc<Links>,
+    /// Pops the queues of all this exchange's open mailboxes.
+    watcher: Watcher,
     /// Names this exchange (process) as the owner of the addresses it publishes.
     token: String,
     lease: Lease,
@@ -256,10 +258,6 @@ impl HybridExchange {
 
     pub(crate) fn config(&self) -> &Config {
         &self.inner.config
-    }
-
-    pub(crate) fn redis_client(&self) -> redis::Client {
-        self.inner.client.clone()
     }
 
     async fn call<T: redis::FromRedisValue + Send + 'static>(&self, request: Request) -> Result<T, Error> {
@@ -477,8 +475,8 @@ impl HybridExchange {
         self.call::<i64>(Request::Script(script)).await.map(drop)
     }
 
-    pub(crate) async fn wake(&self, key: &str) -> Result<(), Error> {
-        self.cmd(redis::cmd("RPUSH").arg(key).arg("wake")).await
+    pub(crate) fn watcher(&self) -> &Watcher {
+        &self.inner.watcher
     }
 
     /// Flushes every outbound link (waiting for acknowledgements, handing

@@ -11,6 +11,7 @@ pub(crate) mod keys;
 mod link;
 mod local;
 
+pub(crate) use actor::{Call, ExchangeActor, Request};
 pub use hybrid::{HybridExchange, HybridExchangeBuilder, SECRET_ENV};
 pub use local::LocalExchange;
 

@@ -14,6 +14,8 @@
 
 mod watcher;
 
+pub(crate) use watcher::Watcher;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -81,12 +83,12 @@ impl Mailbox {
             listener,
             tx,
             overflow: VecDeque::new(),
-            wake_key: exchange.keys().wake(),
             conns: HashMap::new(),
             next_conn: 0,
             handshaking: 0,
             accept: None,
             closing: false,
+            watch: u64::MAX,
             resumed: Instant::now(),
         }
         .start();
@@ -298,7 +300,7 @@ impl Message for Inbound {
     type Result = ();
 }
 
-/// Stop listening, wake the watcher, and stop.
+/// Stop listening, stop being watched, and stop.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Close;
@@ -312,12 +314,13 @@ struct MailboxActor {
     tx: mpsc::Sender<Delivery>,
     /// Deliveries waiting for room in the FIFO while the actor is paused.
     overflow: VecDeque<Delivery>,
-    wake_key: String,
     conns: HashMap<u64, Conn>,
     next_conn: u64,
     handshaking: usize,
     accept: Option<SpawnHandle>,
     closing: bool,
+    /// This mailbox's registration with the exchange's Redis watcher.
+    watch: u64,
     /// When the actor last resumed after a pause for backpressure (peers
     /// were not read meanwhile, so their silence does not count).
     resumed: Instant,
@@ -325,6 +328,10 @@ struct MailboxActor {
 
 impl Actor for MailboxActor {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.unwatch();
+    }
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Some(listener) = self.listener.take() {
@@ -351,7 +358,9 @@ impl Actor for MailboxActor {
             }
         });
         let queue = self.exchange.keys().queue(self.id.uid());
-        ctx.add_stream(watcher::watch(self.exchange.redis_client(), queue, self.wake_key.clone()));
+        let (watch, stream) = self.exchange.watcher().watch(queue);
+        self.watch = watch;
+        ctx.add_stream(stream);
     }
 }
 
@@ -412,6 +421,10 @@ impl MailboxActor {
             .chain(stream::once(async move { Inbound::End(conn) }));
         let stream = ctx.add_stream(frames);
         self.conns.insert(conn, Conn { stream, ack, last_heard: Instant::now() });
+    }
+
+    fn unwatch(&self) {
+        self.exchange.watcher().unwatch(self.exchange.keys().queue(self.id.uid()), self.watch);
     }
 
     fn drop_connection(&mut self, conn: u64, ctx: &mut Context<Self>) {
@@ -518,7 +531,6 @@ impl StreamHandler<Watched> for MailboxActor {
                     }
                 }
             }
-            Watched::Failed(e) => error!(mailbox = %self.id, "redis watcher failed, retrying: {e}"),
             Watched::Woken => ctx.stop(),
             Watched::Reconnected => {
                 let exchange = self.exchange.clone();
@@ -544,17 +556,15 @@ impl Handler<Close> for MailboxActor {
             return;
         }
         self.stop_listening(ctx);
-        let (exchange, id, address, wake) =
-            (self.exchange.clone(), self.id.clone(), self.address.clone(), self.wake_key.clone());
-        let wake_watcher = async move {
-            exchange.unpublish_address(&id, address.as_deref()).await?;
-            exchange.wake(&wake).await
-        };
-        ctx.spawn(wake_watcher.into_actor(self).map(|result, act, ctx| {
+        let (exchange, id, address) = (self.exchange.clone(), self.id.clone(), self.address.clone());
+        let unpublish = async move { exchange.unpublish_address(&id, address.as_deref()).await };
+        ctx.spawn(unpublish.into_actor(self).map(|result, act, _| {
             if let Err(e) = result {
-                error!(mailbox = %act.id, "could not wake the Redis watcher; stopping without it: {e}");
-                ctx.stop();
+                warn!(mailbox = %act.id, "could not delete the address of a closing mailbox: {e}");
             }
+            // The watcher ends this mailbox's stream (Woken) once it is
+            // no longer popping its queue; then the actor stops.
+            act.unwatch();
         }));
         ctx.run_later(CLOSE_GRACE, |act, ctx| {
             warn!(mailbox = %act.id, "the Redis watcher did not stop in time");

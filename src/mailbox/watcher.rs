@@ -1,104 +1,279 @@
-//! The Redis watcher: a stream of batches popped from one mailbox's queue.
+//! The Redis watcher: one task per exchange pops the queues of all its open
+//! mailboxes, on one connection, and feeds each mailbox a stream of batches.
 //!
-//! It blocks (`BLPOP`, no timeout) on its own connection, whose response
-//! timeout is disabled, so an idle mailbox costs Redis nothing. Under load it
-//! drains the queue in batches with `LPOP key count` before blocking again.
-//! It also blocks on a private wake key, so closing the mailbox stops it
-//! cleanly without abandoning a pop in flight. Failures are yielded (for the
-//! mailbox to log) and retried with backoff on a fresh connection.
+//! It blocks (`BLPOP` over every watched queue plus a control key, no
+//! timeout) on its own connection, whose response timeout is disabled, so
+//! idle mailboxes cost Redis nothing and 1,000 mailboxes cost one connection.
+//! When a queue yields, it takes up to a batch more with `LPOP key count`.
+//! Opening or closing a mailbox pushes the control key to re-arm the pop.
+//! A mailbox whose stream is full is left out of the pop until it reads
+//! again (backpressure), and the key order rotates so no queue starves.
+//! Failures are logged and retried with backoff on a fresh connection.
 
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use actix::Addr;
 use futures::Stream;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
+use tokio::sync::mpsc;
+use tracing::error;
 
 use crate::error::Error;
+use crate::exchange::{Call, ExchangeActor, Request};
 
-/// Most messages taken from Redis in one round trip.
+/// Most messages taken from one queue in one round trip.
 pub(crate) const BATCH: usize = 512;
+/// Batches a mailbox's stream holds before its queue is left out of the pop.
+const STREAM_CAPACITY: usize = 2;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// What the watcher saw.
+/// What the watcher saw for one mailbox.
 #[derive(Debug)]
 pub(crate) enum Watched {
     /// Raw queue entries, oldest first.
     Batch(Vec<Vec<u8>>),
-    /// A Redis failure; the watcher retries after a pause.
-    Failed(Error),
-    /// The wake key was pushed: the mailbox is closing, the stream ends.
+    /// The mailbox is no longer watched: its stream ends.
     Woken,
     /// Connected again after a failure: Redis may have lost its state.
     Reconnected,
 }
 
-struct State {
+enum Command {
+    Watch { queue: String, id: u64, tx: mpsc::Sender<Watched>, paused: Arc<AtomicBool> },
+    Unwatch { queue: String, id: u64 },
+}
+
+static NEXT_WATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The handle mailboxes use to be watched.
+#[derive(Clone, Debug)]
+pub(crate) struct Watcher {
+    commands: mpsc::UnboundedSender<Command>,
+    control: Arc<str>,
+    actor: Addr<ExchangeActor>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Watch { queue, .. } => write!(f, "Watch({queue})"),
+            Command::Unwatch { queue, .. } => write!(f, "Unwatch({queue})"),
+        }
+    }
+}
+
+impl Watcher {
+    /// Starts the watcher task of one exchange; `control` is its private key.
+    pub(crate) fn start(client: redis::Client, control: String, actor: Addr<ExchangeActor>) -> Self {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let task = Task {
+            client,
+            control: control.clone(),
+            commands: rx,
+            queues: HashMap::new(),
+            order: Vec::new(),
+            turn: 0,
+            conn: None,
+            backoff: Duration::ZERO,
+        };
+        tokio::spawn(task.run());
+        Self { commands, control: control.into(), actor }
+    }
+
+    /// Starts watching `queue` (superseding an earlier watch of it); the
+    /// stream ends after [`unwatch`](Self::unwatch) with its id.
+    pub(crate) fn watch(&self, queue: String) -> (u64, WatchStream) {
+        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        let paused = Arc::new(AtomicBool::new(false));
+        let id = NEXT_WATCH.fetch_add(1, Ordering::Relaxed);
+        let _ = self.commands.send(Command::Watch { queue, id, tx, paused: paused.clone() });
+        self.rearm();
+        (id, WatchStream { rx, paused, watcher: self.clone() })
+    }
+
+    /// Stops watch `id` of `queue`; its stream gets [`Watched::Woken`] and ends.
+    pub(crate) fn unwatch(&self, queue: String, id: u64) {
+        let _ = self.commands.send(Command::Unwatch { queue, id });
+        self.rearm();
+    }
+
+    /// Interrupts the blocking pop so the watched set is read again.
+    fn rearm(&self) {
+        let mut cmd = redis::cmd("RPUSH");
+        cmd.arg(&*self.control).arg("rearm");
+        self.actor.do_send(Call::<()>::new(Request::Cmd(cmd)));
+    }
+}
+
+/// One mailbox's batches. Reading from a paused stream re-arms the watcher.
+#[derive(Debug)]
+pub(crate) struct WatchStream {
+    rx: mpsc::Receiver<Watched>,
+    paused: Arc<AtomicBool>,
+    watcher: Watcher,
+}
+
+impl Stream for WatchStream {
+    type Item = Watched;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Watched>> {
+        let next = self.rx.poll_recv(cx);
+        if next.is_ready() && self.paused.swap(false, Ordering::AcqRel) {
+            self.watcher.rearm();
+        }
+        next
+    }
+}
+
+struct Registration {
+    id: u64,
+    tx: mpsc::Sender<Watched>,
+    paused: Arc<AtomicBool>,
+}
+
+struct Task {
     client: redis::Client,
-    queue: String,
-    wake: String,
+    control: String,
+    commands: mpsc::UnboundedReceiver<Command>,
+    queues: HashMap<String, Registration>,
+    /// Watched queues in registration order (rotated through for fairness).
+    order: Vec<String>,
+    turn: usize,
     conn: Option<MultiplexedConnection>,
     backoff: Duration,
-    done: bool,
 }
 
-/// Watches `queue` until `wake` is pushed.
-pub(crate) fn watch(client: redis::Client, queue: String, wake: String) -> impl Stream<Item = Watched> {
-    let state = State { client, queue, wake, conn: None, backoff: Duration::ZERO, done: false };
-    futures::stream::unfold(state, |mut state| async move {
-        if state.done {
-            return None;
-        }
-        let event = state.next().await;
-        match &event {
-            Watched::Failed(_) => {
-                state.conn = None;
-                state.backoff = (state.backoff * 2).clamp(Duration::from_millis(50), MAX_BACKOFF);
+impl Task {
+    async fn run(mut self) {
+        loop {
+            while let Ok(command) = self.commands.try_recv() {
+                self.apply(command);
             }
-            Watched::Woken => state.done = true,
-            Watched::Batch(_) | Watched::Reconnected => state.backoff = Duration::ZERO,
-        }
-        Some((event, state))
-    })
-}
-
-impl State {
-    async fn next(&mut self) -> Watched {
-        if !self.backoff.is_zero() {
-            tokio::time::sleep(self.backoff).await;
-        }
-        match self.pop().await {
-            Ok(event) => event,
-            Err(e) => Watched::Failed(e),
+            let ready: Vec<String> = self.ready();
+            if ready.is_empty() {
+                // Nothing to pop: wait for a mailbox (no Redis traffic at all).
+                match self.commands.recv().await {
+                    Some(command) => self.apply(command),
+                    None => return,
+                }
+                continue;
+            }
+            if let Err(e) = self.pop(ready).await {
+                self.fail(e).await;
+            }
         }
     }
 
-    async fn pop(&mut self) -> Result<Watched, Error> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => {
-                let config = AsyncConnectionConfig::new()
-                    .set_response_timeout(None)
-                    .set_connection_timeout(Some(Duration::from_secs(1)));
-                let conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
-                let conn = self.conn.insert(conn);
-                if !self.backoff.is_zero() {
-                    return Ok(Watched::Reconnected);
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Watch { queue, id, tx, paused } => {
+                if !self.queues.contains_key(&queue) {
+                    self.order.push(queue.clone());
                 }
-                conn
+                if let Some(old) = self.queues.insert(queue, Registration { id, tx, paused }) {
+                    tokio::spawn(async move { old.tx.send(Watched::Woken).await });
+                }
             }
-        };
-        loop {
-            let batch: Option<Vec<Vec<u8>>> = redis::cmd("LPOP").arg(&self.queue).arg(BATCH).query_async(conn).await?;
-            if let Some(batch) = batch.filter(|b| !b.is_empty()) {
-                return Ok(Watched::Batch(batch));
-            }
-            let popped: Option<(String, Vec<u8>)> =
-                redis::cmd("BLPOP").arg(&self.queue).arg(&self.wake).arg(0).query_async(conn).await?;
-            match popped {
-                Some((key, _)) if key == self.wake => return Ok(Watched::Woken),
-                Some((_, value)) => return Ok(Watched::Batch(vec![value])),
-                None => continue,
+            Command::Unwatch { queue, id } => {
+                if self.queues.get(&queue).is_some_and(|r| r.id == id) {
+                    self.order.retain(|q| *q != queue);
+                    if let Some(registration) = self.queues.remove(&queue) {
+                        tokio::spawn(async move { registration.tx.send(Watched::Woken).await });
+                    }
+                }
             }
         }
+    }
+
+    /// Watched queues whose mailbox has room, starting at a rotating offset.
+    fn ready(&mut self) -> Vec<String> {
+        self.turn = self.turn.wrapping_add(1);
+        let n = self.order.len().max(1);
+        let start = self.turn % n;
+        let (later, earlier) = self.order.split_at(start.min(self.order.len()));
+        earlier
+            .iter()
+            .chain(later)
+            .filter(|q| {
+                let registration = &self.queues[*q];
+                if registration.tx.capacity() == 0 {
+                    registration.paused.store(true, Ordering::Release);
+                    false
+                } else {
+                    true
+                }
+            })
+            .cloned()
+            .collect()
+    }
+
+    async fn connection(&mut self) -> Result<&mut MultiplexedConnection, Error> {
+        if self.conn.is_none() {
+            if !self.backoff.is_zero() {
+                tokio::time::sleep(self.backoff).await;
+            }
+            let config = AsyncConnectionConfig::new()
+                .set_response_timeout(None)
+                .set_connection_timeout(Some(Duration::from_secs(1)));
+            let conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+            if !self.backoff.is_zero() {
+                // Redis may have restarted empty: let one mailbox re-register.
+                if let Some(registration) = self.queues.values().next() {
+                    let _ = registration.tx.try_send(Watched::Reconnected);
+                }
+                self.backoff = Duration::ZERO;
+            }
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    async fn pop(&mut self, ready: Vec<String>) -> Result<(), Error> {
+        let control = self.control.clone();
+        let conn = self.connection().await?;
+        let mut blpop = redis::cmd("BLPOP");
+        blpop.arg(&control).arg(&ready).arg(0);
+        let popped: Option<(String, Vec<u8>)> = blpop.query_async(conn).await?;
+        let Some((queue, first)) = popped else { return Ok(()) };
+        if queue == control {
+            return Ok(());
+        }
+        let more: Option<Vec<Vec<u8>>> = redis::cmd("LPOP").arg(&queue).arg(BATCH - 1).query_async(conn).await?;
+        let mut batch = vec![first];
+        batch.extend(more.unwrap_or_default());
+        self.deliver(queue, batch).await
+    }
+
+    /// Hands a batch to its mailbox; if the mailbox is gone, puts it back.
+    async fn deliver(&mut self, queue: String, batch: Vec<Vec<u8>>) -> Result<(), Error> {
+        let undelivered = match self.queues.get(&queue) {
+            Some(registration) => match registration.tx.try_send(Watched::Batch(batch)) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(Watched::Batch(batch)))
+                | Err(mpsc::error::TrySendError::Closed(Watched::Batch(batch))) => batch,
+                Err(_) => return Ok(()),
+            },
+            None => batch,
+        };
+        let mut cmd = redis::cmd("LPUSH");
+        cmd.arg(&queue);
+        for entry in undelivered.iter().rev() {
+            cmd.arg(entry);
+        }
+        let conn = self.connection().await?;
+        cmd.query_async::<()>(conn).await?;
+        Ok(())
+    }
+
+    async fn fail(&mut self, error: Error) {
+        error!(mailboxes = self.queues.len(), "redis watcher failed, retrying: {error}");
+        self.conn = None;
+        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(50), MAX_BACKOFF);
     }
 }
