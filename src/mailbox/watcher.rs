@@ -29,8 +29,9 @@ use crate::exchange::{Call, ExchangeActor, Request};
 
 /// Most messages taken from one queue in one round trip.
 pub(crate) const BATCH: usize = 512;
-/// Batches a mailbox's stream holds before its queue is left out of the pop.
-const STREAM_CAPACITY: usize = 2;
+/// Batches a mailbox's stream holds; a queue is left out of the pop unless
+/// its stream has room for the two batches one pop yields.
+const STREAM_CAPACITY: usize = 4;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// What the watcher saw for one mailbox.
@@ -202,7 +203,7 @@ impl Task {
             .chain(later)
             .filter(|q| {
                 let registration = &self.queues[*q];
-                if registration.tx.capacity() == 0 {
+                if registration.tx.capacity() < 2 {
                     registration.paused.store(true, Ordering::Release);
                     false
                 } else {
@@ -244,15 +245,20 @@ impl Task {
         if queue == control {
             return Ok(());
         }
+        // The first message goes out before the LPOP round trip, so a lone
+        // request is handled while the watcher looks for more.
+        self.deliver(&queue, vec![first]).await?;
+        let conn = self.connection().await?;
         let more: Option<Vec<Vec<u8>>> = redis::cmd("LPOP").arg(&queue).arg(BATCH - 1).query_async(conn).await?;
-        let mut batch = vec![first];
-        batch.extend(more.unwrap_or_default());
-        self.deliver(queue, batch).await
+        match more {
+            Some(more) if !more.is_empty() => self.deliver(&queue, more).await,
+            _ => Ok(()),
+        }
     }
 
     /// Hands a batch to its mailbox; if the mailbox is gone, puts it back.
-    async fn deliver(&mut self, queue: String, batch: Vec<Vec<u8>>) -> Result<(), Error> {
-        let undelivered = match self.queues.get(&queue) {
+    async fn deliver(&mut self, queue: &str, batch: Vec<Vec<u8>>) -> Result<(), Error> {
+        let undelivered = match self.queues.get(queue) {
             Some(registration) => match registration.tx.try_send(Watched::Batch(batch)) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(Watched::Batch(batch)))
@@ -262,7 +268,7 @@ impl Task {
             None => batch,
         };
         let mut cmd = redis::cmd("LPUSH");
-        cmd.arg(&queue);
+        cmd.arg(queue);
         for entry in undelivered.iter().rev() {
             cmd.arg(entry);
         }
