@@ -2,10 +2,11 @@
 //!
 //! A [`Mailbox`] is the public face; behind it a `MailboxActor` supervises
 //! three kinds of stream: the TCP acceptor of its listener, one framed read
-//! stream per authenticated peer connection, and the Redis watcher of its
-//! queue. All of them feed one bounded FIFO that [`Mailbox::recv`] reads.
-//! When that FIFO is full the actor pauses, so backpressure reaches the peers
-//! (TCP) and the watcher (it stops popping) instead of growing memory.
+//! stream per authenticated peer connection, and the batches the exchange's
+//! Redis watcher pops from its queue. All of them feed one bounded FIFO that
+//! [`Mailbox::recv`] reads. When that FIFO is full the actor pauses, so
+//! backpressure reaches the peers (TCP) and the watcher (it stops popping
+//! this queue) instead of growing memory.
 //!
 //! Messages that arrived over TCP are acknowledged to their sender only when
 //! `recv` takes them; if the mailbox closes first they are not acknowledged
