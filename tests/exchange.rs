@@ -376,3 +376,23 @@ async fn many_open_mailboxes_share_one_watcher_connection() {
     // The command connection, the watcher's, and this query's.
     assert!(list.lines().count() <= 4, "{list}");
 }
+
+#[actix::test]
+async fn a_full_mailbox_resumes_popping_its_queue() {
+    // A tiny FIFO, everything through Redis, and a reader that starts late:
+    // the watcher must leave the queue out while the mailbox is full and come
+    // back to it once the mailbox reads again.
+    let redis = RedisServer::start();
+    let exchange = redis.builder().mailbox_capacity(4).peer_to_peer(false).start().await.unwrap();
+    let me = exchange.register_client(None).await.unwrap();
+    let peer = exchange.register_client(None).await.unwrap();
+    let mut inbox = exchange.get_mailbox(&peer).await.unwrap();
+    let sent: Vec<_> = (0..5000).map(|_| ping(&me, &peer)).collect();
+    for message in &sent {
+        exchange.send(message.clone()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for message in &sent {
+        assert_eq!(&inbox.recv(Some(Duration::from_secs(10))).await.unwrap(), message);
+    }
+}

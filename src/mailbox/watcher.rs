@@ -46,8 +46,18 @@ pub(crate) enum Watched {
 }
 
 enum Command {
-    Watch { queue: String, id: u64, tx: mpsc::Sender<Watched>, paused: Arc<AtomicBool> },
-    Unwatch { queue: String, id: u64 },
+    Watch {
+        queue: String,
+        id: u64,
+        tx: mpsc::Sender<Watched>,
+        paused: Arc<AtomicBool>,
+    },
+    Unwatch {
+        queue: String,
+        id: u64,
+    },
+    /// Look at the watched set again (a paused mailbox has room).
+    Rearm,
 }
 
 static NEXT_WATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -65,6 +75,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Watch { queue, .. } => write!(f, "Watch({queue})"),
             Command::Unwatch { queue, .. } => write!(f, "Unwatch({queue})"),
+            Command::Rearm => write!(f, "Rearm"),
         }
     }
 }
@@ -104,8 +115,10 @@ impl Watcher {
         self.rearm();
     }
 
-    /// Interrupts the blocking pop so the watched set is read again.
+    /// Makes the task read the watched set again: through the channel when it
+    /// waits for commands, through the control key when it blocks in Redis.
     fn rearm(&self) {
+        let _ = self.commands.send(Command::Rearm);
         let mut cmd = redis::cmd("RPUSH");
         cmd.arg(&*self.control).arg("rearm");
         self.actor.do_send(Call::<()>::new(Request::Cmd(cmd)));
@@ -181,6 +194,7 @@ impl Task {
                     tokio::spawn(async move { old.tx.send(Watched::Woken).await });
                 }
             }
+            Command::Rearm => {}
             Command::Unwatch { queue, id } => {
                 if self.queues.get(&queue).is_some_and(|r| r.id == id) {
                     self.order.retain(|q| *q != queue);
