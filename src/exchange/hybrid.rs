@@ -168,7 +168,6 @@ impl HybridExchangeBuilder {
                 keys,
                 config: Config {
                     host: self.host,
-                    connect_timeout: self.connect_timeout,
                     mailbox_capacity: self.mailbox_capacity,
                     max_connections: self.max_connections,
                     peer_to_peer: self.peer_to_peer,
@@ -191,7 +190,6 @@ impl HybridExchangeBuilder {
 #[derive(Debug)]
 pub(crate) struct Config {
     pub(crate) host: String,
-    pub(crate) connect_timeout: Duration,
     pub(crate) mailbox_capacity: usize,
     pub(crate) max_connections: usize,
     pub(crate) peer_to_peer: bool,
@@ -309,7 +307,6 @@ impl HybridExchange {
         for (uid, address) in lock(&self.inner.published).iter() {
             pipe.set(self.keys().address(*uid), address).set(self.keys().owner(*uid), &self.inner.token);
         }
-        pipe.ignore();
         self.call::<()>(Request::Pipeline(pipe)).await?;
         warn!(namespace = self.namespace(), "re-registered this exchange's entities after Redis lost them");
         Ok(())

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::{is_agent, MailboxStatus};
+use super::MailboxStatus;
 use crate::error::Error;
 use crate::identifier::EntityId;
 use crate::mailbox::{Delivery, Mailbox};
@@ -65,7 +65,7 @@ impl LocalExchange {
             inbox: None,
         });
         entry.active = true;
-        if is_agent(id) {
+        if id.role() == crate::identifier::Role::Agent {
             entry.lineage = lineage.iter().map(|name| name.to_string()).collect();
         }
         Ok(())

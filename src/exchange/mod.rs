@@ -18,7 +18,7 @@ pub use local::LocalExchange;
 use crate::behavior::Behavior;
 use crate::error::Error;
 use crate::handle::UnboundRemoteHandle;
-use crate::identifier::{AgentId, ClientId, EntityId, Role};
+use crate::identifier::{AgentId, ClientId, EntityId};
 use crate::mailbox::Mailbox;
 use crate::message::Envelope;
 
@@ -203,9 +203,4 @@ impl Exchange {
             }
         }
     }
-}
-
-/// Checks that an id handed to `register` has the role it claims.
-pub(crate) fn is_agent(id: &EntityId) -> bool {
-    id.role() == Role::Agent
 }

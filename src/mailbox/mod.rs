@@ -387,7 +387,7 @@ impl StreamHandler<Accepted> for MailboxActor {
         }
         self.handshaking += 1;
         let secret = config.link.secret.clone();
-        let limit = config.connect_timeout.max(Duration::from_secs(5));
+        let limit = config.link.connect_timeout.max(Duration::from_secs(5));
         let me = self.id.uid();
         let handshake = async move {
             stream.set_nodelay(true)?;
