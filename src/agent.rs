@@ -218,7 +218,7 @@ impl<B: Behavior> StreamHandler<Envelope> for Runtime<B> {
 }
 
 impl<B: Behavior> Runtime<B> {
-    #[tracing::instrument(name = "dispatch", skip_all, fields(tag = %envelope.tag, agent = %self.context.id()))]
+    #[tracing::instrument(name = "dispatch", level = "trace", skip_all, fields(tag = %envelope.tag, agent = %self.context.id()))]
     fn dispatch(&mut self, envelope: Envelope, ctx: &mut Context<Self>) {
         let Body::ActionRequest { action, args } = &envelope.body else {
             return;
@@ -291,15 +291,10 @@ impl<B: Behavior> Runtime<B> {
         });
     }
 
-    /// Sends a reply in the background; it must not die with this actor.
+    /// Sends a reply in the background; it must not die with this actor,
+    /// and the exchange's `close` waits for it.
     fn reply(&self, envelope: Envelope) {
-        let exchange = self.context.exchange().clone();
-        tokio::spawn(async move {
-            let dest = envelope.dest.clone();
-            if let Err(e) = exchange.send(envelope).await {
-                warn!(%dest, "could not deliver a reply: {e}");
-            }
-        });
+        self.context.exchange().post(envelope);
     }
 
     fn begin_shutdown(&mut self, request: Envelope, ctx: &mut Context<Self>) {

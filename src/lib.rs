@@ -6,12 +6,12 @@ mod agent;
 mod behavior;
 mod error;
 pub mod exchange;
-mod frame;
 mod handle;
 mod identifier;
 mod launcher;
 mod mailbox;
 mod message;
+mod peer;
 
 pub use agent::{Agent, AgentContext, AgentExit, DEFAULT_MAX_CONCURRENCY};
 #[doc(hidden)]
@@ -19,12 +19,12 @@ pub use behavior::{action_name as __action_name, call as __call};
 pub use behavior::{ActionFuture, Behavior, Handles, StopAgent};
 pub use error::Error;
 pub use exchange::{Exchange, HybridExchange, HybridExchangeBuilder, LocalExchange, MailboxStatus, SECRET_ENV};
-pub use frame::DEFAULT_MAX_FRAME_LEN;
 pub use handle::{Client, RemoteHandle, UnboundRemoteHandle, DEFAULT_LIVENESS_TIMEOUT};
 pub use identifier::{base32_to_uuid, uuid_to_base32, AgentId, ClientId, EntityId, Role};
 pub use launcher::{Launcher, Outcome};
 pub use mailbox::Mailbox;
 pub use message::{Body, Envelope, RemoteError, RemoteErrorKind, PROTOCOL_VERSION};
+pub use peer::DEFAULT_MAX_FRAME_LEN;
 
 /// Everything an agent program needs: this crate's types, the `behavior!`
 /// macro, Actix's prelude, and serde's derives.

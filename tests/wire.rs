@@ -85,7 +85,7 @@ async fn a_client_that_leaves_early() {
     // Connects and leaves before the handshake, halfway through it, and right after it.
     drop(tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap());
     let mut half = tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap();
-    half.write_all(b"ACAD\x01").await.unwrap();
+    half.write_all(b"ACAD\x02").await.unwrap();
     drop(half);
     drop(connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap());
     f.still_serves().await;
@@ -137,7 +137,7 @@ async fn a_wrong_secret_or_destination_is_refused() {
     // A client that ignores the server's proof and bluffs its own: the frame
     // it sends after the bluff is never delivered.
     let mut stream = tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap();
-    let mut hello = b"ACAD\x01".to_vec();
+    let mut hello = b"ACAD\x02".to_vec();
     hello.extend_from_slice(f.peer.uid().as_bytes());
     hello.extend_from_slice(&[1u8; 16]);
     stream.write_all(&hello).await.unwrap();
@@ -173,7 +173,7 @@ async fn a_peer_gone_mid_frame_does_not_make_the_mailbox_spin() {
     let mut silent = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap();
     silent.write_all(&[0, 0, 1]).await.unwrap(); // three bytes of a header, then silence
     let mut gone = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap();
-    gone.write_all(&[0, 0, 0, 50, 1, 2]).await.unwrap(); // a header and part of a payload
+    gone.write_all(&[0, 0, 0, 50, 0, 1, 2]).await.unwrap(); // a header and part of a payload
     drop(gone);
     let before = cpu_time();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -187,7 +187,7 @@ async fn a_peer_gone_mid_frame_does_not_make_the_mailbox_spin() {
 async fn half_a_frame_then_silence_times_out() {
     let mut f = fixture_with(1 << 20, Duration::from_millis(400)).await;
     let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap();
-    stream.write_all(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
+    stream.write_all(&[0, 0, 0, 100, 0, 1, 2, 3]).await.unwrap();
     // Closed by the mailbox once silent for the peer timeout, not left open.
     assert!(closed_by_server(&mut stream, Duration::from_secs(5)).await);
     f.still_serves().await;

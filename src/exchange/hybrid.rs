@@ -23,10 +23,10 @@ use super::keys::{self, Keys, ACTIVE};
 use super::link::{enqueue, Enqueued, Link, LinkEnv, Links, Route};
 use super::{Exchange, MailboxStatus};
 use crate::error::Error;
-use crate::frame::DEFAULT_MAX_FRAME_LEN;
 use crate::identifier::{uuid_to_base32, EntityId, Role};
 use crate::mailbox::{Mailbox, Watcher};
 use crate::message::Envelope;
+use crate::peer::DEFAULT_MAX_FRAME_LEN;
 
 /// Environment variable read for the peer secret when none is configured.
 pub const SECRET_ENV: &str = "ACADEMY_SECRET";
@@ -180,6 +180,7 @@ impl HybridExchangeBuilder {
                 owned: Mutex::default(),
                 published: Mutex::default(),
                 tasks: TaskTracker::new(),
+                sends: TaskTracker::new(),
                 closed: AtomicBool::new(false),
             }),
         }))
@@ -210,7 +211,10 @@ struct Inner {
     owned: Mutex<HashMap<Uuid, (EntityId, Vec<String>)>>,
     /// Addresses of this exchange's open mailboxes.
     published: Mutex<HashMap<Uuid, String>>,
+    /// Link tasks.
     tasks: TaskTracker,
+    /// Sends made in the background (an agent's replies), which `close` awaits.
+    sends: TaskTracker,
     closed: AtomicBool,
 }
 
@@ -390,7 +394,7 @@ impl HybridExchange {
     /// `Ok` means the message is owned by the exchange: written to Redis, or
     /// held by a link until the receiver acknowledges it (and pushed to Redis
     /// if the link fails first).
-    #[tracing::instrument(name = "send", skip_all, fields(tag = %envelope.tag, dest = %envelope.dest))]
+    #[tracing::instrument(name = "send", level = "trace", skip_all, fields(tag = %envelope.tag, dest = %envelope.dest))]
     pub(crate) async fn send(&self, envelope: Envelope) -> Result<(), Error> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::ExchangeClosed);
@@ -476,17 +480,46 @@ impl HybridExchange {
         &self.inner.watcher
     }
 
-    /// Flushes every outbound link (waiting for acknowledgements, handing
-    /// what is unconfirmed to Redis) and releases the Redis connection.
+    /// Sends in the background; [`close`](Self::close) waits for it.
+    pub(crate) fn post(&self, envelope: Envelope) {
+        let exchange = self.clone();
+        self.inner.sends.spawn(async move {
+            let dest = envelope.dest.clone();
+            if let Err(e) = exchange.send(envelope).await {
+                warn!(%dest, "could not deliver a message sent in the background: {e}");
+            }
+        });
+    }
+
+    /// How long [`close`](Self::close) may take: background sends and the
+    /// last acknowledgements each get the peer timeout, handing what is left
+    /// to Redis gets 5 s.
+    pub(crate) fn close_bound(&self) -> Duration {
+        self.inner.config.link.peer_timeout * 2 + Duration::from_secs(5)
+    }
+
+    /// Finishes background sends, flushes every outbound link (waiting for
+    /// acknowledgements, handing what is unconfirmed to Redis) and releases
+    /// the Redis connection, within [`close_bound`](Self::close_bound).
     pub(crate) async fn close(&self) {
-        self.inner.closed.store(true, Ordering::Release);
-        let links: Vec<_> = self.inner.links.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
-        drop(links);
-        self.inner.tasks.close();
-        self.inner.tasks.wait().await;
+        let inner = &self.inner;
+        let bound = self.close_bound();
+        let flush = async {
+            inner.sends.close();
+            inner.sends.wait().await;
+            inner.closed.store(true, Ordering::Release);
+            let links: Vec<_> = inner.links.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+            drop(links);
+            inner.tasks.close();
+            inner.tasks.wait().await;
+        };
+        if tokio::time::timeout(bound, flush).await.is_err() {
+            inner.closed.store(true, Ordering::Release);
+            warn!("closing the exchange took over {bound:?}; messages not yet confirmed may be lost");
+        }
         // Addresses this process still publishes are stale from now on.
-        let _ = self.cmd::<()>(redis::cmd("DEL").arg(&self.inner.lease.key)).await;
-        self.inner.actor.do_send(actor::Stop);
+        let _ = self.cmd::<()>(redis::cmd("DEL").arg(&inner.lease.key)).await;
+        inner.actor.do_send(actor::Stop);
         debug!(namespace = self.namespace(), "exchange closed");
     }
 }

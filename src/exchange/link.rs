@@ -23,24 +23,28 @@ use std::time::Duration;
 
 use actix::Addr;
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::time::{timeout, Instant};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio::time::{timeout, Instant, MissedTickBehavior};
+use tokio_util::codec::FramedRead;
 use tracing::{debug, error, warn};
 use uuid::Uuid;
 
 use super::actor::{Call, ExchangeActor, Request, SEND};
-use super::keys::Keys;
+use super::keys::{Keys, REROUTED};
 use crate::error::Error;
-use crate::frame::{client_handshake, codec, ACK_LEN};
 use crate::identifier::EntityId;
+use crate::peer::{client_handshake, Frame, FrameCodec, Outbox};
 
 /// Messages a link buffers before `send` waits for room.
 const LINK_CAPACITY: usize = 4096;
-/// Bytes written before a flush, when many messages are waiting.
+/// Bytes queued for one write, when many messages are waiting.
 const MAX_BATCH_BYTES: usize = 256 << 10;
+/// Messages in flight (written, not yet acknowledged) on one connection.
+const WINDOW: usize = 4096;
+/// Bytes in flight on one connection (one message may exceed it alone).
+const WINDOW_BYTES: usize = 64 << 20;
 /// Messages per Redis round trip (well under Lua's argument limit).
 const QUEUE_BATCH: usize = 1000;
 /// How long held messages are retried while Redis is unreachable.
@@ -163,6 +167,14 @@ impl LinkTask {
             }
             self.retire(&mut rx, &mut held);
             open = false;
+            // Some may have reached the mailbox anyway: mark them, so that
+            // it drops a second copy.
+            for frame in &mut held {
+                let mut marked = Vec::with_capacity(frame.len() + 1);
+                marked.push(REROUTED);
+                marked.extend_from_slice(frame);
+                *frame = marked.into();
+            }
         }
         self.push_to_redis(&mut rx, held, open).await;
     }
@@ -182,9 +194,14 @@ impl LinkTask {
         }
     }
 
-    /// Runs the connection until the channel closes (then waits for the
-    /// last acknowledgements) or the connection fails. What the peer has not
-    /// acknowledged stays in `unacked`.
+    /// Runs the connection until the channel closes (then waits, at most
+    /// the peer timeout, for the last acknowledgements) or the connection
+    /// fails. What the peer has not acknowledged stays in `unacked`.
+    ///
+    /// Nothing here awaits a write: the socket is one more event in the
+    /// loop, so acknowledgements, keepalives and timeouts are seen while it
+    /// is full, and callers wait only while the window of unacknowledged
+    /// messages is full, never longer than the peer timeout.
     async fn serve(
         &self,
         address: &str,
@@ -199,62 +216,81 @@ impl LinkTask {
             Ok::<_, Error>(stream)
         };
         let stream = timeout(env.connect_timeout, connect).await.map_err(|_| Error::Timeout(env.connect_timeout))??;
-        let (read, write) = stream.into_split();
-        let mut acks = FramedRead::new(read, codec(ACK_LEN));
-        let mut out = FramedWrite::new(write, codec(env.max_frame_len));
-        let (mut acked, mut sent) = (0u64, 0u64);
+        let (read, mut write) = stream.into_split();
+        // Only control frames come back: no message payload is accepted.
+        let mut inbound = FramedRead::new(read, FrameCodec::new(0));
+        let mut outbox = Outbox::default();
+        let (mut acked, mut sent, mut unacked_bytes) = (0u64, 0u64, 0usize);
         let mut last_heard = Instant::now();
         let mut last_written = Instant::now();
         let keepalive = env.peer_timeout / 3;
-        let mut open = true;
-        while open || !unacked.is_empty() {
+        let mut tick = tokio::time::interval(keepalive / 2);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut closing: Option<Instant> = None;
+        loop {
+            if closing.is_some() && unacked.is_empty() && outbox.is_empty() {
+                return Ok(());
+            }
+            let room = unacked.len() < WINDOW && unacked_bytes < WINDOW_BYTES;
             tokio::select! {
                 biased;
-                ack = acks.next() => {
-                    let frame = ack.ok_or(Error::Peer("closed by the mailbox"))??;
-                    let count = <[u8; ACK_LEN]>::try_from(&frame[..])
-                        .map(u64::from_be_bytes)
-                        .map_err(|_| Error::Peer("malformed acknowledgement"))?;
-                    if count < acked || count > sent {
-                        return Err(Error::Peer("acknowledgement out of range"));
-                    }
-                    unacked.drain(..(count - acked) as usize);
-                    acked = count;
+                frame = inbound.next() => {
                     last_heard = Instant::now();
-                }
-                frame = rx.recv(), if open => {
                     let Some(frame) = frame else {
-                        open = false;
+                        // A mailbox that closes acknowledges what it took first.
+                        return match unacked.is_empty() && outbox.is_empty() {
+                            true => Ok(()),
+                            false => Err(Error::Peer("closed by the mailbox")),
+                        };
+                    };
+                    match frame? {
+                        Frame::Ack(count) => {
+                            if count < acked || count > sent {
+                                return Err(Error::Peer("acknowledgement out of range"));
+                            }
+                            for frame in unacked.drain(..(count - acked) as usize) {
+                                unacked_bytes -= frame.len();
+                            }
+                            acked = count;
+                        }
+                        Frame::Keepalive => {}
+                        Frame::Message(_) => return Err(Error::Peer("a mailbox sent a message frame")),
+                    }
+                }
+                written = outbox.write_to(&mut write), if !outbox.is_empty() => {
+                    written?;
+                    last_written = Instant::now();
+                }
+                frame = rx.recv(), if closing.is_none() && room => {
+                    let Some(frame) = frame else {
+                        closing = Some(Instant::now());
                         continue;
                     };
-                    if unacked.is_empty() {
-                        last_heard = Instant::now();
-                    }
-                    let mut batch = frame.len();
-                    unacked.push_back(frame.clone());
-                    out.feed(frame).await?;
-                    sent += 1;
-                    while batch < MAX_BATCH_BYTES {
-                        let Ok(frame) = rx.try_recv() else { break };
-                        batch += frame.len();
+                    let mut next = Some(frame);
+                    while let Some(frame) = next.take() {
+                        unacked_bytes += frame.len();
                         unacked.push_back(frame.clone());
-                        out.feed(frame).await?;
+                        outbox.push(Frame::Message(frame));
                         sent += 1;
+                        if unacked.len() < WINDOW && unacked_bytes < WINDOW_BYTES && outbox.len() < MAX_BATCH_BYTES {
+                            next = rx.try_recv().ok();
+                        }
                     }
-                    SinkExt::<Bytes>::flush(&mut out).await?;
-                    last_written = Instant::now();
                 }
-                // An empty frame tells the mailbox this idle link is alive.
-                _ = tokio::time::sleep_until(last_written + keepalive) => {
-                    out.send(Bytes::new()).await?;
-                    last_written = Instant::now();
-                }
-                _ = tokio::time::sleep_until(last_heard + env.peer_timeout), if !unacked.is_empty() => {
-                    return Err(Error::Timeout(env.peer_timeout));
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    if now.duration_since(last_heard) > env.peer_timeout {
+                        return Err(Error::Timeout(env.peer_timeout));
+                    }
+                    if closing.is_some_and(|since| now.duration_since(since) > env.peer_timeout) {
+                        return Err(Error::Peer("not acknowledged within the peer timeout of a close"));
+                    }
+                    if outbox.is_empty() && now.duration_since(last_written) >= keepalive {
+                        outbox.push(Frame::Keepalive);
+                    }
                 }
             }
         }
-        Ok(())
     }
 
     /// Pushes what the link holds, then (while `open`) what it is sent, onto

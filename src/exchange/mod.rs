@@ -176,14 +176,34 @@ impl Exchange {
         on_backend!(self, backend => backend.send(envelope).await)
     }
 
+    /// Sends in the background, logging a failure; [`close`](Self::close)
+    /// waits for such sends (an agent's replies go out this way).
+    pub(crate) fn post(&self, envelope: Envelope) {
+        match &self.0 {
+            Kind::Hybrid(backend) => backend.post(envelope),
+            Kind::Local(backend) => {
+                let backend = backend.clone();
+                tokio::spawn(async move {
+                    let dest = envelope.dest.clone();
+                    if let Err(e) = backend.send(envelope).await {
+                        tracing::warn!(%dest, "could not deliver a message sent in the background: {e}");
+                    }
+                });
+            }
+        }
+    }
+
     /// An unbound handle to agent `id`: bind it to call the agent.
     /// (Only agent ids have handles: a `ClientId` does not type-check.)
     pub fn get_handle<B: Behavior>(&self, id: AgentId<B>) -> UnboundRemoteHandle<B> {
         UnboundRemoteHandle::new(id)
     }
 
-    /// Releases the exchange's resources (the hybrid exchange first flushes
-    /// its peer links). Later calls fail with [`Error::ExchangeClosed`].
+    /// Releases the exchange's resources. The hybrid exchange first finishes
+    /// the replies its agents sent and flushes its peer links, waiting for
+    /// their acknowledgements; it returns within twice the peer timeout plus
+    /// 5 s, having handed to Redis what peers did not confirm. Later calls
+    /// fail with [`Error::ExchangeClosed`].
     pub async fn close(&self) {
         on_backend!(self, backend => backend.close().await)
     }

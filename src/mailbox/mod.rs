@@ -13,6 +13,7 @@
 //! and the sender re-routes them to Redis. Messages popped from Redis but not
 //! yet taken are pushed back to the front of the queue on close.
 
+mod seen;
 mod watcher;
 
 pub(crate) use watcher::Watcher;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{stream, SinkExt, StreamExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -33,10 +34,12 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, error, warn};
 
 use crate::error::Error;
+use crate::exchange::keys::REROUTED;
 use crate::exchange::{HybridExchange, LocalExchange};
-use crate::frame::{codec, server_handshake, ACK_LEN};
 use crate::identifier::EntityId;
 use crate::message::Envelope;
+use crate::peer::{server_handshake, Frame, FrameCodec};
+use seen::Seen;
 use watcher::Watched;
 
 /// How long a closing mailbox waits for its watcher before stopping anyway.
@@ -53,6 +56,8 @@ pub struct Mailbox {
     address: Option<SocketAddr>,
     rx: Option<mpsc::Receiver<Delivery>>,
     backend: Backend,
+    /// Tags taken recently: a second copy of one is dropped.
+    seen: Seen,
 }
 
 /// Who feeds the FIFO, and so who must be told when the mailbox closes.
@@ -94,12 +99,12 @@ impl Mailbox {
         }
         .start();
         debug!(mailbox = %id, ?address, "mailbox open");
-        Ok(Self { id, address, rx: Some(rx), backend: Backend::Hybrid(actor, exchange) })
+        Ok(Self { id, address, rx: Some(rx), backend: Backend::Hybrid(actor, exchange), seen: Seen::default() })
     }
 
     /// A mailbox fed directly by a [`LocalExchange`].
     pub(crate) fn local(exchange: LocalExchange, id: EntityId, rx: mpsc::Receiver<Delivery>) -> Self {
-        Self { id, address: None, rx: Some(rx), backend: Backend::Local(exchange) }
+        Self { id, address: None, rx: Some(rx), backend: Backend::Local(exchange), seen: Seen::default() }
     }
 
     /// The entity this mailbox belongs to.
@@ -118,13 +123,30 @@ impl Mailbox {
     /// Fails with [`Error::Timeout`] when nothing came in time, and with
     /// [`Error::MailboxClosed`] once the mailbox was terminated or closed.
     pub async fn recv(&mut self, timeout: Option<Duration>) -> Result<Envelope, Error> {
-        let closed = || Error::MailboxClosed(self.id.clone());
-        let rx = self.rx.as_mut().ok_or_else(closed)?;
-        let next = match timeout {
-            Some(t) => tokio::time::timeout(t, rx.recv()).await.map_err(|_| Error::Timeout(t))?,
-            None => rx.recv().await,
-        };
-        next.map(Delivery::take).ok_or_else(closed)
+        let deadline = timeout.map(|t| (tokio::time::Instant::now() + t, t));
+        loop {
+            let rx = self.rx.as_mut().ok_or_else(|| Error::MailboxClosed(self.id.clone()))?;
+            let next = match deadline {
+                Some((at, t)) => tokio::time::timeout_at(at, rx.recv()).await.map_err(|_| Error::Timeout(t))?,
+                None => rx.recv().await,
+            };
+            let delivery = next.ok_or_else(|| Error::MailboxClosed(self.id.clone()))?;
+            if let Some(envelope) = self.accept(delivery) {
+                return Ok(envelope);
+            }
+        }
+    }
+
+    /// Takes a delivery (acknowledging it to its sender), unless it is the
+    /// second copy of a message taken recently.
+    fn accept(&mut self, delivery: Delivery) -> Option<Envelope> {
+        let may_repeat = delivery.may_repeat();
+        let envelope = delivery.take();
+        if !may_repeat || self.seen.first_time(envelope.tag) {
+            return Some(envelope);
+        }
+        debug!(mailbox = %self.id, tag = %envelope.tag, "dropped a second copy of a message");
+        None
     }
 
     /// Stops listening and deletes the published address. The mailbox is not
@@ -132,7 +154,7 @@ impl Mailbox {
     /// received but not yet taken go back to Redis (or to their sender).
     pub async fn close(mut self) -> Result<(), Error> {
         match self.rx.take() {
-            Some(rx) => shutdown(self.backend.clone(), rx, self.id.clone()).await,
+            Some(rx) => shutdown(self.backend.clone(), rx, self.id.clone(), std::mem::take(&mut self.seen)).await,
             None => Ok(()),
         }
     }
@@ -147,9 +169,12 @@ impl futures::Stream for Mailbox {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Envelope>> {
-        match self.rx.as_mut() {
-            Some(rx) => rx.poll_recv(cx).map(|next| next.map(Delivery::take)),
-            None => std::task::Poll::Ready(None),
+        loop {
+            let Some(rx) = self.rx.as_mut() else { return std::task::Poll::Ready(None) };
+            let Some(delivery) = std::task::ready!(rx.poll_recv(cx)) else { return std::task::Poll::Ready(None) };
+            if let Some(envelope) = self.accept(delivery) {
+                return std::task::Poll::Ready(Some(envelope));
+            }
         }
     }
 }
@@ -157,7 +182,7 @@ impl futures::Stream for Mailbox {
 impl Drop for Mailbox {
     fn drop(&mut self) {
         let Some(rx) = self.rx.take() else { return };
-        let task = shutdown(self.backend.clone(), rx, self.id.clone());
+        let task = shutdown(self.backend.clone(), rx, self.id.clone(), std::mem::take(&mut self.seen));
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
@@ -176,17 +201,19 @@ impl Drop for Mailbox {
 }
 
 /// Closes the feeding side, then returns what was received but not taken:
-/// Redis entries to the front of the queue, local messages to the front of
-/// the local queue; peer messages stay unacknowledged, so their senders
-/// re-route them.
-async fn shutdown(backend: Backend, mut rx: mpsc::Receiver<Delivery>, id: EntityId) -> Result<(), Error> {
+/// Redis entries to the front of the queue (but for second copies of
+/// messages already taken), local messages to the front of the local queue;
+/// peer messages stay unacknowledged, so their senders re-route them.
+async fn shutdown(backend: Backend, mut rx: mpsc::Receiver<Delivery>, id: EntityId, seen: Seen) -> Result<(), Error> {
     match backend {
         Backend::Hybrid(actor, exchange) => {
             actor.do_send(Close);
             let mut popped = Vec::new();
             while let Some(delivery) = rx.recv().await {
-                if let Origin::Redis(raw) = delivery.origin {
-                    popped.push(raw);
+                if let Origin::Redis { raw, rerouted } = delivery.origin {
+                    if !(rerouted && seen.contains(&delivery.envelope.tag)) {
+                        popped.push(raw);
+                    }
                 }
             }
             exchange.push_front(&id, popped).await
@@ -225,13 +252,20 @@ impl Delivery {
 enum Origin {
     /// Handed over in process.
     Local,
-    /// Popped from the Redis queue: the raw entry, to push back on close.
-    Redis(Bytes),
+    /// Popped from the Redis queue: the raw entry, to push back on close;
+    /// `rerouted` if a sender put it there after its peer link failed.
+    Redis { raw: Bytes, rerouted: bool },
     /// Read from a peer connection: acknowledge it when taken.
     Peer(Arc<AckState>),
 }
 
 impl Delivery {
+    /// Whether this may be a second copy: it came directly, or was
+    /// re-routed after a direct attempt.
+    fn may_repeat(&self) -> bool {
+        matches!(self.origin, Origin::Peer(_) | Origin::Redis { rerouted: true, .. })
+    }
+
     fn take(self) -> Envelope {
         if let Origin::Peer(ack) = &self.origin {
             ack.taken.fetch_add(1, Ordering::Release);
@@ -250,16 +284,17 @@ struct AckState {
 }
 
 /// Writes cumulative acknowledgements as messages are taken (coalesced, so a
-/// busy connection sends far fewer acks than messages), a keepalive when
-/// idle, and a last acknowledgement before it closes the connection.
+/// busy connection sends far fewer acks than messages), a keepalive when it
+/// has written nothing for `keepalive`, and a last acknowledgement before it
+/// closes the connection.
 async fn write_acks(write: OwnedWriteHalf, state: Arc<AckState>, keepalive: Duration) {
-    let mut out = FramedWrite::new(write, codec(ACK_LEN));
+    let mut out = FramedWrite::new(write, FrameCodec::new(0));
     let mut reported = 0;
     loop {
         let closed = state.closed.load(Ordering::Acquire);
         let taken = state.taken.load(Ordering::Acquire);
         if taken != reported {
-            if out.send(Bytes::copy_from_slice(&taken.to_be_bytes())).await.is_err() {
+            if out.send(Frame::Ack(taken)).await.is_err() {
                 return;
             }
             reported = taken;
@@ -268,12 +303,12 @@ async fn write_acks(write: OwnedWriteHalf, state: Arc<AckState>, keepalive: Dura
             break;
         }
         if tokio::time::timeout(keepalive, state.notify.notified()).await.is_err()
-            && out.send(Bytes::copy_from_slice(&reported.to_be_bytes())).await.is_err()
+            && out.send(Frame::Keepalive).await.is_err()
         {
             return;
         }
     }
-    let _ = SinkExt::<Bytes>::close(&mut out).await;
+    let _ = SinkExt::<Frame>::close(&mut out).await;
 }
 
 /// One authenticated peer connection.
@@ -293,7 +328,7 @@ impl Drop for Conn {
 
 /// A frame (or the end) of peer connection `.0`.
 enum Inbound {
-    Frame(u64, std::io::Result<BytesMut>),
+    Frame(u64, std::io::Result<Frame>),
     End(u64),
 }
 
@@ -417,7 +452,7 @@ impl MailboxActor {
         let (read, write) = stream.into_split();
         let ack = Arc::new(AckState::default());
         tokio::spawn(write_acks(write, ack.clone(), config.link.peer_timeout / 3));
-        let frames = FramedRead::new(read, codec(config.link.max_frame_len))
+        let frames = FramedRead::new(read, FrameCodec::new(config.link.max_frame_len))
             .map(move |frame| Inbound::Frame(conn, frame))
             .chain(stream::once(async move { Inbound::End(conn) }));
         let stream = ctx.add_stream(frames);
@@ -494,14 +529,21 @@ impl StreamHandler<Inbound> for MailboxActor {
             Inbound::End(conn) => return self.drop_connection(conn, ctx),
             Inbound::Frame(conn, frame) => (conn, frame),
         };
-        let Some(ack) = self.conns.get(&conn).map(|c| c.ack.clone()) else {
+        let Some(state) = self.conns.get_mut(&conn) else {
             return;
         };
-        let problem = match frame.map_err(Error::from).and_then(|f| Envelope::decode(&f)) {
-            Ok(envelope) if envelope.dest == self.id => {
-                return self.deliver(Delivery { envelope, origin: Origin::Peer(ack) }, ctx);
-            }
-            Ok(envelope) => format!("message for {} arrived at the wrong mailbox", envelope.dest),
+        state.last_heard = Instant::now();
+        let problem = match frame.map_err(Error::from) {
+            Ok(Frame::Keepalive) => return,
+            Ok(Frame::Ack(_)) => "a sender sent an acknowledgement".to_owned(),
+            Ok(Frame::Message(bytes)) => match Envelope::decode(&bytes) {
+                Ok(envelope) if envelope.dest == self.id => {
+                    let origin = Origin::Peer(state.ack.clone());
+                    return self.deliver(Delivery { envelope, origin }, ctx);
+                }
+                Ok(envelope) => format!("message for {} arrived at the wrong mailbox", envelope.dest),
+                Err(e) => e.to_string(),
+            },
             Err(e) => e.to_string(),
         };
         // Nothing after a bad frame is read; unacknowledged messages go back
@@ -521,9 +563,10 @@ impl StreamHandler<Watched> for MailboxActor {
                     if raw == crate::exchange::keys::CLOSE_SENTINEL {
                         return self.terminated(ctx);
                     }
-                    match Envelope::decode(&raw) {
+                    let rerouted = raw.first() == Some(&REROUTED);
+                    match Envelope::decode(&raw[usize::from(rerouted)..]) {
                         Ok(envelope) => {
-                            let origin = Origin::Redis(raw.into());
+                            let origin = Origin::Redis { raw: raw.into(), rerouted };
                             self.deliver(Delivery { envelope, origin }, ctx);
                         }
                         Err(e) => {

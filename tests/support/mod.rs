@@ -253,26 +253,30 @@ pub mod raw {
     pub async fn connect(address: std::net::SocketAddr, secret: &[u8], dest: Uuid) -> std::io::Result<TcpStream> {
         let mut stream = TcpStream::connect(address).await?;
         let nonce = [7u8; 16];
-        let mut hello = b"ACAD\x01".to_vec();
+        let mut hello = b"ACAD\x02".to_vec();
         hello.extend_from_slice(dest.as_bytes());
         hello.extend_from_slice(&nonce);
         stream.write_all(&hello).await?;
         let mut reply = [0u8; 53];
         stream.read_exact(&mut reply).await?;
         let server_nonce = &reply[5..21];
-        if &reply[..5] != b"ACAD\x01" || reply[21..] != proof(secret, b"server", dest, &nonce, server_nonce)[..] {
+        if &reply[..5] != b"ACAD\x02" || reply[21..] != proof(secret, b"server", dest, &nonce, server_nonce)[..] {
             return Err(std::io::Error::other("the server's proof is wrong"));
         }
         stream.write_all(&proof(secret, b"client", dest, &nonce, server_nonce)).await?;
         Ok(stream)
     }
 
-    /// A length-prefixed frame.
+    /// A message frame: payload length (4 bytes, big-endian), kind 0, payload.
     pub fn frame(payload: &[u8]) -> Vec<u8> {
         let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+        out.push(0);
         out.extend_from_slice(payload);
         out
     }
+
+    /// A keepalive frame: length 0, kind 2.
+    pub const KEEPALIVE: [u8; 5] = [0, 0, 0, 0, 2];
 
     /// True once the server has closed the connection (EOF or reset);
     /// acknowledgement frames it sends meanwhile are skipped.

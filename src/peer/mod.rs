@@ -1,0 +1,24 @@
+//! The peer protocol: what travels on a TCP connection between a sending
+//! link and a receiving mailbox, in one place so both ends agree.
+//!
+//! A connection opens with the [handshake](handshake) (no framing), then
+//! carries [`Frame`]s: a 4-byte big-endian payload length, a kind byte, the
+//! payload. Kinds are explicit, so a keepalive or an acknowledgement can
+//! never be mistaken for a message:
+//!
+//! | kind | direction | payload |
+//! |---|---|---|
+//! | `Message` (0) | sender -> mailbox | one encoded envelope |
+//! | `Ack` (1) | mailbox -> sender | `u64`: messages of this connection taken so far |
+//! | `Keepalive` (2) | both | none |
+//!
+//! Each side sends a keepalive when it has written nothing for a third of
+//! the peer timeout, and measures silence from the last frame it heard: a
+//! peer silent for the peer timeout is dead (frozen, crashed, or cut off).
+
+mod frame;
+pub(crate) mod handshake;
+
+pub use frame::DEFAULT_MAX_FRAME_LEN;
+pub(crate) use frame::{Frame, FrameCodec, Outbox};
+pub(crate) use handshake::{client_handshake, server_handshake};
