@@ -14,7 +14,6 @@ use actix_academy::prelude::*;
 use actix_academy::{Body, Client, Envelope};
 use clap::{Parser, ValueEnum};
 use futures::{stream, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ------------------------------------------------------------- behaviors
 
@@ -71,6 +70,9 @@ struct Args {
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
+    /// Internal: run the TCP floor's echo server for messages of this size.
+    #[arg(long, hide = true)]
+    tcp_echo: Option<usize>,
 }
 
 struct Redis {
@@ -211,11 +213,23 @@ impl Report {
             Some(x.latency?.0 / y.latency?.0)
         };
         println!();
-        if let Some(r) = ratio(("action round trip", "echo 100B direct"), ("floor", "tcp ping-pong 100B")) {
-            println!("- echo 100 B direct / raw TCP ping-pong floor (p50): {r:.1}x (target <= 3x)");
+        for (label, _) in SIZES {
+            let floor = ("floor", format!("tcp ping-pong {label}"));
+            if let Some(r) = ratio(("action round trip", &format!("echo {label} direct")), (floor.0, &floor.1)) {
+                println!("- echo {label} direct / two-process TCP ping-pong {label} (p50): {r:.2}x (target <= 2x)");
+            }
+            let floor = ("floor", format!("rpush+blpop ping-pong {label}"));
+            if let Some(r) = ratio(("action round trip", &format!("echo {label} redis")), (floor.0, &floor.1)) {
+                println!("- echo {label} via Redis / RPUSH+BLPOP ping-pong {label} (p50): {r:.2}x (target <= 2x)");
+            }
         }
-        if let Some(r) = ratio(("action round trip", "echo 100B redis"), ("floor", "rpush+blpop ping-pong")) {
-            println!("- echo 100 B via Redis / RPUSH+BLPOP floor (p50): {r:.1}x (target <= 2x)");
+        for (bench, variant, target) in [
+            ("pipelined actions", "echo 100B, window 1000", "target >= 300,000/s"),
+            ("one-way 100B", "direct, 1 sender(s)", "target >= 1,000,000/s"),
+        ] {
+            if let Some(rate) = self.find(bench, variant).and_then(|r| r.rate) {
+                println!("- {bench}, {variant}: {rate:.0}/s ({target})");
+            }
         }
     }
 }
@@ -230,41 +244,81 @@ fn samples(args: &Args, full: usize) -> usize {
 
 // ------------------------------------------------------------- floors
 
-async fn floors(args: &Args, redis: &Redis, report: &mut Report) {
-    let n = samples(args, 5000);
-    // Raw TCP ping-pong of 100 B, the echo server on another thread.
-    let listener = StdListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
-            listener.set_nonblocking(true).unwrap();
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let (mut s, _) = listener.accept().await.unwrap();
-            s.set_nodelay(true).unwrap();
-            let mut buf = [0u8; 100];
-            while s.read_exact(&mut buf).await.is_ok() {
-                if s.write_all(&buf).await.is_err() {
-                    break;
-                }
+/// Sizes the floors and the echo round trips are measured at.
+const SIZES: [(&str, usize); 4] = [("100B", 100), ("10KB", 10_000), ("1MB", 1 << 20), ("10MB", 10 << 20)];
+
+/// Samples for a payload size: fewer for the large ones.
+fn samples_for(args: &Args, size: usize) -> usize {
+    match size {
+        s if s >= 10 << 20 => {
+            if args.quick {
+                20
+            } else {
+                100
             }
-        })
-    });
-    let mut s = tokio::net::TcpStream::connect(address).await.unwrap();
+        }
+        s if s >= 1 << 20 => {
+            if args.quick {
+                50
+            } else {
+                300
+            }
+        }
+        _ => samples(args, 5000),
+    }
+}
+
+/// The echo end of the TCP floor, run as a child process: a blocking echo of
+/// `size`-byte messages on one connection, as a C ping-pong would do.
+fn tcp_echo_server(size: usize) {
+    let listener = StdListener::bind("127.0.0.1:0").unwrap();
+    println!("{}", listener.local_addr().unwrap());
+    std::io::stdout().flush().unwrap();
+    let (mut s, _) = listener.accept().unwrap();
     s.set_nodelay(true).unwrap();
-    let mut buf = [7u8; 100];
+    let mut buf = vec![0u8; size];
+    while s.read_exact(&mut buf).is_ok() {
+        if s.write_all(&buf).is_err() {
+            break;
+        }
+    }
+}
+
+/// Two-process blocking `std::net` ping-pong of `size` bytes: the direct path's floor.
+fn tcp_floor(n: usize, size: usize) -> Vec<Duration> {
+    let mut server = Command::new(std::env::current_exe().unwrap())
+        .args(["--tcp-echo", &size.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().unwrap()), &mut line).unwrap();
+    let mut s = std::net::TcpStream::connect(line.trim()).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut buf = vec![7u8; size];
+    let warm = (n / 10).max(2);
     let mut times = Vec::with_capacity(n);
-    for i in 0..n + n / 10 {
+    for i in 0..n + warm {
         let t = Instant::now();
-        s.write_all(&buf).await.unwrap();
-        s.read_exact(&mut buf).await.unwrap();
-        if i >= n / 10 {
+        s.write_all(&buf).unwrap();
+        s.read_exact(&mut buf).unwrap();
+        if i >= warm {
             times.push(t.elapsed());
         }
     }
-    report.latency("floor", "floor", "tcp ping-pong 100B", times);
+    drop(s);
+    let _ = server.wait();
+    times
+}
+
+async fn floors(args: &Args, redis: &Redis, report: &mut Report) {
+    for (label, size) in SIZES {
+        let times = tcp_floor(samples_for(args, size), size);
+        report.latency("floor", "floor", &format!("tcp ping-pong {label}"), times);
+    }
 
     // Raw Redis PING on one connection.
+    let n = samples(args, 5000);
     let client = redis::Client::open(redis.url()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let mut times = Vec::with_capacity(n);
@@ -277,32 +331,39 @@ async fn floors(args: &Args, redis: &Redis, report: &mut Report) {
     }
     report.latency("floor", "floor", "redis PING", times);
 
-    // RPUSH + BLPOP ping-pong through Redis (an echo task on its own connection).
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    let mut echo = client.get_multiplexed_async_connection_with_config(&config).await.unwrap();
-    let echo_task = tokio::spawn(async move {
-        loop {
-            let (_, v): (String, Vec<u8>) =
-                redis::cmd("BLPOP").arg("bench:ping").arg(0).query_async(&mut echo).await.unwrap();
-            if v.is_empty() {
-                break;
+    // RPUSH + BLPOP ping-pong through Redis (an echo task on its own
+    // connection): what one echo through the queues costs at the least.
+    for (label, size) in SIZES.into_iter().filter(|(_, size)| *size <= 1 << 20) {
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let mut echo = client.get_multiplexed_async_connection_with_config(&config).await.unwrap();
+        let echo_task = tokio::spawn(async move {
+            loop {
+                let (_, v): (String, Vec<u8>) =
+                    redis::cmd("BLPOP").arg("bench:ping").arg(0).query_async(&mut echo).await.unwrap();
+                if v.is_empty() {
+                    break;
+                }
+                let _: () = redis::cmd("RPUSH").arg("bench:pong").arg(v).query_async(&mut echo).await.unwrap();
             }
-            let _: () = redis::cmd("RPUSH").arg("bench:pong").arg(v).query_async(&mut echo).await.unwrap();
+        });
+        let mut con = client.get_multiplexed_async_connection_with_config(&config).await.unwrap();
+        let n = samples_for(args, size);
+        let payload = vec![1u8; size];
+        let warm = (n / 10).max(2);
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n + warm {
+            let t = Instant::now();
+            let _: () = redis::cmd("RPUSH").arg("bench:ping").arg(&payload[..]).query_async(&mut con).await.unwrap();
+            let _: (String, Vec<u8>) =
+                redis::cmd("BLPOP").arg("bench:pong").arg(0).query_async(&mut con).await.unwrap();
+            if i >= warm {
+                times.push(t.elapsed());
+            }
         }
-    });
-    let mut con = client.get_multiplexed_async_connection_with_config(&config).await.unwrap();
-    let mut times = Vec::with_capacity(n);
-    for i in 0..n + n / 10 {
-        let t = Instant::now();
-        let _: () = redis::cmd("RPUSH").arg("bench:ping").arg(&[1u8; 100][..]).query_async(&mut con).await.unwrap();
-        let _: (String, Vec<u8>) = redis::cmd("BLPOP").arg("bench:pong").arg(0).query_async(&mut con).await.unwrap();
-        if i >= n / 10 {
-            times.push(t.elapsed());
-        }
+        let _: () = redis::cmd("RPUSH").arg("bench:ping").arg(&b""[..]).query_async(&mut con).await.unwrap();
+        let _ = echo_task.await;
+        report.latency("floor", "floor", &format!("rpush+blpop ping-pong {label}"), times);
     }
-    let _: () = redis::cmd("RPUSH").arg("bench:ping").arg(&b""[..]).query_async(&mut con).await.unwrap();
-    let _ = echo_task.await;
-    report.latency("floor", "floor", "rpush+blpop ping-pong", times);
 }
 
 // ------------------------------------------------------------- the crate
@@ -326,11 +387,8 @@ async fn round_trips(args: &Args, redis: &Redis, report: &mut Report) {
             }
         }
         report.latency("actix-academy", "action round trip", &format!("ping {path}"), times);
-        for (label, size, full) in
-            [("100B", 100, 5000), ("10KB", 10_000, 2000), ("1MB", 1 << 20, 2000), ("10MB", 10 << 20, 2000)]
-        {
-            let n =
-                if args.quick { samples(args, full).min(if size > 100_000 { 50 } else { usize::MAX }) } else { full };
+        for (label, size) in SIZES {
+            let n = samples_for(args, size);
             let payload = vec![0x5au8; size];
             let mut times = Vec::with_capacity(n);
             for i in 0..n + (n / 10).max(2) {
@@ -512,6 +570,9 @@ fn run_mode(args: &Args, mode: &'static str) {
 
 fn main() {
     let args = Args::parse();
+    if let Some(size) = args.tcp_echo {
+        return tcp_echo_server(size);
+    }
     match args.mode {
         Mode::Pinned => run_mode(&args, "pinned"),
         Mode::Unpinned => run_mode(&args, "unpinned"),

@@ -125,6 +125,42 @@ impl Envelope {
     }
 }
 
+/// Opens an entry that a hybrid exchange stamped with its sender stream and
+/// a sequence number (0xC1 is never the first byte of MessagePack, so no
+/// plain envelope starts with it).
+const SEQUENCED: u8 = 0xC1;
+const SEQUENCED_HEADER_LEN: usize = 1 + 16 + 8;
+
+/// Where a message came from, in order: the sending exchange's stream and
+/// the message's number among those it sent to one mailbox. A mailbox that
+/// took a number already drops the copy.
+pub(crate) type Stamp = (Uuid, u64);
+
+impl Envelope {
+    /// The bytes of this envelope that travel in a peer frame or a Redis
+    /// queue entry: `0xC1`, stream, sequence number, then the envelope.
+    pub(crate) fn encode_stamped(&self, (stream, seq): Stamp) -> Result<Bytes, Error> {
+        let mut out = Vec::with_capacity(SEQUENCED_HEADER_LEN + 64);
+        out.push(SEQUENCED);
+        out.extend_from_slice(stream.as_bytes());
+        out.extend_from_slice(&seq.to_be_bytes());
+        rmp_serde::encode::write(&mut out, self)?;
+        Ok(out.into())
+    }
+
+    /// Parses a frame payload or queue entry: a stamped or a plain envelope.
+    pub(crate) fn decode_entry(bytes: &[u8]) -> Result<(Self, Option<Stamp>), Error> {
+        match bytes.split_first() {
+            Some((&SEQUENCED, rest)) if rest.len() >= SEQUENCED_HEADER_LEN - 1 => {
+                let stream = Uuid::from_slice(&rest[..16]).expect("16 bytes");
+                let seq = u64::from_be_bytes(rest[16..24].try_into().expect("8 bytes"));
+                Ok((Self::decode(&rest[24..])?, Some((stream, seq))))
+            }
+            _ => Ok((Self::decode(bytes)?, None)),
+        }
+    }
+}
+
 /// A random (v4) UUID from the thread's generator: no system call per
 /// message, as `Uuid::new_v4` would make.
 fn fresh_tag() -> Uuid {
@@ -167,6 +203,17 @@ mod tests {
         let resp = req.reply(Body::PingResponse);
         assert_eq!((resp.src, resp.dest), (req.dest.clone(), req.src.clone()));
         assert_eq!((resp.tag, resp.label), (req.tag, req.label));
+    }
+
+    #[test]
+    fn stamped_entries_round_trip_and_plain_ones_have_no_stamp() {
+        let env = sample(Body::PingRequest);
+        let stamp = (Uuid::new_v4(), 42);
+        assert_eq!(Envelope::decode_entry(&env.encode_stamped(stamp).unwrap()).unwrap(), (env.clone(), Some(stamp)));
+        assert_eq!(Envelope::decode_entry(&env.encode().unwrap()).unwrap(), (env, None));
+        for bad in [&[SEQUENCED][..], &[SEQUENCED; 30], &[SEQUENCED, 1, 2, 3]] {
+            assert!(Envelope::decode_entry(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -86,7 +86,10 @@ async fn an_agent_in_another_process_is_discovered_and_called() {
     let counter = exchange.get_handle(id).bind_as_client(&exchange).await.unwrap();
     assert_eq!(counter.action(Increment(5)).await.unwrap(), 5);
     assert_eq!(counter.action(Increment(5)).await.unwrap(), 10);
-    counter.shutdown().await.unwrap();
+    // The child exits with `agent.wait()` then `exchange.close()`: its answer
+    // to the shutdown still goes out.
+    let shutdown = tokio::time::timeout(Duration::from_secs(30), counter.shutdown());
+    shutdown.await.expect("the shutdown answer never came").unwrap();
     assert!(child.wait_exit(Duration::from_secs(10)), "the child did not exit cleanly");
     assert!(exchange.discover::<Counter>(false).await.unwrap().is_empty());
 }

@@ -146,7 +146,8 @@ impl HybridExchangeBuilder {
         let secret = self.secret.or_else(|| std::env::var(SECRET_ENV).ok().map(String::into_bytes)).unwrap_or_default();
         let namespace = self.namespace.unwrap_or_else(|| "default".to_owned());
         let keys = Keys::new(&namespace);
-        let token = uuid_to_base32(Uuid::new_v4());
+        let stream = Uuid::new_v4();
+        let token = uuid_to_base32(stream);
         let lease = Lease { key: keys.alive(&token), period: self.heartbeat };
         let mut first = redis.clone();
         lease.renewal().query_async::<()>(&mut first).await?;
@@ -175,6 +176,8 @@ impl HybridExchangeBuilder {
                 },
                 links,
                 token,
+                stream,
+                sequences: Mutex::default(),
                 lease,
                 watcher,
                 owned: Mutex::default(),
@@ -206,6 +209,10 @@ struct Inner {
     watcher: Watcher,
     /// Names this exchange (process) as the owner of the addresses it publishes.
     token: String,
+    /// Stamps every message this exchange sends (with a number counted per
+    /// destination), so that a mailbox drops a copy it took already.
+    stream: Uuid,
+    sequences: Mutex<HashMap<Uuid, u64>>,
     lease: Lease,
     /// Entities registered through this exchange and not terminated by it.
     owned: Mutex<HashMap<Uuid, (EntityId, Vec<String>)>>,
@@ -399,7 +406,13 @@ impl HybridExchange {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::ExchangeClosed);
         }
-        let mut frame = envelope.encode()?;
+        let seq = {
+            let mut sequences = lock(&self.inner.sequences);
+            let next = sequences.entry(envelope.dest.uid()).or_insert(0);
+            *next += 1;
+            *next
+        };
+        let mut frame = envelope.encode_stamped((self.inner.stream, seq))?;
         let dest = envelope.dest;
         let cached = self.link(&dest, None);
         if let Some(link) = cached {

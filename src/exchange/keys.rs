@@ -21,11 +21,6 @@ use crate::identifier::uuid_to_base32;
 /// Pushed onto a queue by `terminate` to wake and stop its reader.
 pub(crate) const CLOSE_SENTINEL: &[u8] = b"<CLOSED>";
 pub(crate) const ACTIVE: &str = "ACTIVE";
-/// Opens a queue entry that a sender re-routed after its peer link failed:
-/// the envelope after it may also have reached the mailbox directly, so the
-/// mailbox drops it if it took that tag already. (0xC1 is never the first
-/// byte of MessagePack, so no plain envelope starts with it.)
-pub(crate) const REROUTED: u8 = 0xC1;
 
 /// Builds the keys of one namespace.
 #[derive(Clone, Debug)]

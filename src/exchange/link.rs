@@ -32,7 +32,7 @@ use tracing::{debug, error, warn};
 use uuid::Uuid;
 
 use super::actor::{Call, ExchangeActor, Request, SEND};
-use super::keys::{Keys, REROUTED};
+use super::keys::Keys;
 use crate::error::Error;
 use crate::identifier::EntityId;
 use crate::peer::{client_handshake, Frame, FrameCodec, Outbox};
@@ -167,14 +167,6 @@ impl LinkTask {
             }
             self.retire(&mut rx, &mut held);
             open = false;
-            // Some may have reached the mailbox anyway: mark them, so that
-            // it drops a second copy.
-            for frame in &mut held {
-                let mut marked = Vec::with_capacity(frame.len() + 1);
-                marked.push(REROUTED);
-                marked.extend_from_slice(frame);
-                *frame = marked.into();
-            }
         }
         self.push_to_redis(&mut rx, held, open).await;
     }

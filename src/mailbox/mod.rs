@@ -34,10 +34,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, error, warn};
 
 use crate::error::Error;
-use crate::exchange::keys::REROUTED;
 use crate::exchange::{HybridExchange, LocalExchange};
 use crate::identifier::EntityId;
-use crate::message::Envelope;
+use crate::message::{Envelope, Stamp};
 use crate::peer::{server_handshake, Frame, FrameCodec};
 use seen::Seen;
 use watcher::Watched;
@@ -140,9 +139,9 @@ impl Mailbox {
     /// Takes a delivery (acknowledging it to its sender), unless it is the
     /// second copy of a message taken recently.
     fn accept(&mut self, delivery: Delivery) -> Option<Envelope> {
-        let may_repeat = delivery.may_repeat();
+        let stamp = delivery.stamp;
         let envelope = delivery.take();
-        if !may_repeat || self.seen.first_time(envelope.tag) {
+        if stamp.is_none_or(|stamp| self.seen.first_time(stamp)) {
             return Some(envelope);
         }
         debug!(mailbox = %self.id, tag = %envelope.tag, "dropped a second copy of a message");
@@ -210,8 +209,8 @@ async fn shutdown(backend: Backend, mut rx: mpsc::Receiver<Delivery>, id: Entity
             actor.do_send(Close);
             let mut popped = Vec::new();
             while let Some(delivery) = rx.recv().await {
-                if let Origin::Redis { raw, rerouted } = delivery.origin {
-                    if !(rerouted && seen.contains(&delivery.envelope.tag)) {
+                if let Origin::Redis(raw) = delivery.origin {
+                    if !delivery.stamp.is_some_and(|stamp| seen.contains(&stamp)) {
                         popped.push(raw);
                     }
                 }
@@ -234,13 +233,15 @@ async fn shutdown(backend: Backend, mut rx: mpsc::Receiver<Delivery>, id: Entity
 #[derive(Debug)]
 pub(crate) struct Delivery {
     envelope: Envelope,
+    /// The sender's stamp, if it has one.
+    stamp: Option<Stamp>,
     origin: Origin,
 }
 
 impl Delivery {
     /// A message handed over in process by a [`LocalExchange`].
     pub(crate) fn local(envelope: Envelope) -> Self {
-        Self { envelope, origin: Origin::Local }
+        Self { envelope, stamp: None, origin: Origin::Local }
     }
 
     pub(crate) fn into_envelope(self) -> Envelope {
@@ -252,20 +253,13 @@ impl Delivery {
 enum Origin {
     /// Handed over in process.
     Local,
-    /// Popped from the Redis queue: the raw entry, to push back on close;
-    /// `rerouted` if a sender put it there after its peer link failed.
-    Redis { raw: Bytes, rerouted: bool },
+    /// Popped from the Redis queue: the raw entry, to push back on close.
+    Redis(Bytes),
     /// Read from a peer connection: acknowledge it when taken.
     Peer(Arc<AckState>),
 }
 
 impl Delivery {
-    /// Whether this may be a second copy: it came directly, or was
-    /// re-routed after a direct attempt.
-    fn may_repeat(&self) -> bool {
-        matches!(self.origin, Origin::Peer(_) | Origin::Redis { rerouted: true, .. })
-    }
-
     fn take(self) -> Envelope {
         if let Origin::Peer(ack) = &self.origin {
             ack.taken.fetch_add(1, Ordering::Release);
@@ -536,12 +530,12 @@ impl StreamHandler<Inbound> for MailboxActor {
         let problem = match frame.map_err(Error::from) {
             Ok(Frame::Keepalive) => return,
             Ok(Frame::Ack(_)) => "a sender sent an acknowledgement".to_owned(),
-            Ok(Frame::Message(bytes)) => match Envelope::decode(&bytes) {
-                Ok(envelope) if envelope.dest == self.id => {
+            Ok(Frame::Message(bytes)) => match Envelope::decode_entry(&bytes) {
+                Ok((envelope, stamp)) if envelope.dest == self.id => {
                     let origin = Origin::Peer(state.ack.clone());
-                    return self.deliver(Delivery { envelope, origin }, ctx);
+                    return self.deliver(Delivery { envelope, stamp, origin }, ctx);
                 }
-                Ok(envelope) => format!("message for {} arrived at the wrong mailbox", envelope.dest),
+                Ok((envelope, _)) => format!("message for {} arrived at the wrong mailbox", envelope.dest),
                 Err(e) => e.to_string(),
             },
             Err(e) => e.to_string(),
@@ -563,11 +557,10 @@ impl StreamHandler<Watched> for MailboxActor {
                     if raw == crate::exchange::keys::CLOSE_SENTINEL {
                         return self.terminated(ctx);
                     }
-                    let rerouted = raw.first() == Some(&REROUTED);
-                    match Envelope::decode(&raw[usize::from(rerouted)..]) {
-                        Ok(envelope) => {
-                            let origin = Origin::Redis { raw: raw.into(), rerouted };
-                            self.deliver(Delivery { envelope, origin }, ctx);
+                    match Envelope::decode_entry(&raw) {
+                        Ok((envelope, stamp)) => {
+                            let origin = Origin::Redis(raw.into());
+                            self.deliver(Delivery { envelope, stamp, origin }, ctx);
                         }
                         Err(e) => {
                             error!(mailbox = %self.id, "discarding an undecodable entry of the Redis queue: {e}")

@@ -1,50 +1,43 @@
-//! The tags a mailbox handed out last, so that the second copy of a message
-//! that reached it twice is dropped.
+//! What a mailbox took, so that the second copy of a message that reached it
+//! twice is dropped.
 //!
 //! A sender re-routes through Redis every message its peer did not
 //! acknowledge before the connection failed; some of them may have been
 //! taken already (the acknowledgement was lost with the connection) or still
 //! sit in the receiver's socket (a receiver frozen longer than the peer
-//! timeout). Both copies then reach the mailbox; the tag tells them apart.
-//! Only messages that came directly, or were re-routed after a direct
-//! attempt, are remembered and checked: a request an agent returned to its
-//! queue on purpose is delivered again.
-//! A link re-routes at most its window of unacknowledged messages, so a
-//! memory a few windows long catches every such copy; idle mailboxes
-//! allocate nothing.
+//! timeout). Both copies then reach the mailbox. Every message a hybrid
+//! exchange sends is stamped with the sender's stream and a number counted
+//! per destination; the mailbox keeps, per stream, the set of numbers taken
+//! as ranges, so a stream taken in order costs one range however long it
+//! runs, and the check is exact. Unstamped messages (requests an agent put
+//! back in its queue on purpose) are always delivered.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashMap;
 
-use uuid::Uuid;
+use rangemap::RangeInclusiveSet;
 
-/// How many tags a mailbox remembers: four windows of one link.
-const REMEMBERED: usize = 16_384;
+use crate::message::Stamp;
 
-/// A bounded memory of recently taken tags.
+/// The stamps a mailbox has taken since it opened.
 #[derive(Debug, Default)]
 pub(crate) struct Seen {
-    tags: HashSet<Uuid>,
-    order: VecDeque<Uuid>,
+    streams: HashMap<uuid::Uuid, RangeInclusiveSet<u64>>,
 }
 
 impl Seen {
-    /// Records `tag`; false if it was already there (a duplicate).
-    pub(crate) fn first_time(&mut self, tag: Uuid) -> bool {
-        if !self.tags.insert(tag) {
+    /// Records `stamp`; false if it was taken already (a second copy).
+    pub(crate) fn first_time(&mut self, (stream, seq): Stamp) -> bool {
+        let taken = self.streams.entry(stream).or_default();
+        if taken.contains(&seq) {
             return false;
         }
-        self.order.push_back(tag);
-        if self.order.len() > REMEMBERED {
-            if let Some(oldest) = self.order.pop_front() {
-                self.tags.remove(&oldest);
-            }
-        }
+        taken.insert(seq..=seq);
         true
     }
 
-    /// Whether `tag` was taken recently.
-    pub(crate) fn contains(&self, tag: &Uuid) -> bool {
-        self.tags.contains(tag)
+    /// Whether `stamp` was taken.
+    pub(crate) fn contains(&self, (stream, seq): &Stamp) -> bool {
+        self.streams.get(stream).is_some_and(|taken| taken.contains(seq))
     }
 }
 
@@ -53,15 +46,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_tag_is_new_once_and_the_oldest_are_forgotten() {
-        let mut seen = Seen::default();
-        let first = Uuid::new_v4();
-        assert!(seen.first_time(first));
-        assert!(!seen.first_time(first));
-        for _ in 0..REMEMBERED {
-            assert!(seen.first_time(Uuid::new_v4()));
+    fn a_stamp_is_new_once_in_any_order_and_a_stream_in_order_is_one_range() {
+        let (mut seen, stream, other) = (Seen::default(), uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        for seq in [1, 2, 5, 3, 4] {
+            assert!(seen.first_time((stream, seq)));
         }
-        assert!(!seen.contains(&first));
-        assert_eq!(seen.order.len(), REMEMBERED);
+        for seq in 1..=5 {
+            assert!(!seen.first_time((stream, seq)));
+        }
+        assert!(seen.first_time((other, 1)));
+        assert!(!seen.contains(&(stream, 6)));
+        for seq in 6..100_000 {
+            assert!(seen.first_time((stream, seq)));
+        }
+        assert_eq!(seen.streams[&stream].iter().count(), 1);
     }
 }
