@@ -8,7 +8,7 @@ use std::hint::black_box;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 fn envelope(size: usize) -> Envelope {
-    let body = Body::ActionRequest { action: "Echo".into(), args: vec![0x5a; size] };
+    let body = Body::ActionRequest { action: "Echo".into(), args: vec![0x5a; size].into() };
     Envelope::new(ClientId::new(Some("a")).into(), ClientId::new(Some("b")).into(), body)
 }
 

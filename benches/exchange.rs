@@ -449,7 +449,7 @@ async fn one_way(args: &Args, redis: &Redis, report: &mut Report) {
                 let dest = me.clone();
                 actix::spawn(async move {
                     for _ in 0..total / senders {
-                        let body = Body::ActionRequest { action: "n".into(), args: vec![0; 100] };
+                        let body = Body::ActionRequest { action: "n".into(), args: vec![0; 100].into() };
                         x.send(Envelope::new(src.clone().into(), dest.clone().into(), body)).await.unwrap();
                     }
                 });

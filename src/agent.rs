@@ -254,7 +254,7 @@ impl<B: Behavior> Runtime<B> {
         let Body::ActionRequest { action, .. } = &request.body else {
             return;
         };
-        let result = result.map(serde_bytes::ByteBuf::from);
+        let result = result.map(bytes::Bytes::from);
         self.reply(request.reply(Body::ActionResponse { action: action.clone(), result }));
     }
 

@@ -1,5 +1,15 @@
-//! The wire format: one [`Envelope`] (routing header and a [`Body`]) encoded
-//! as MessagePack. The same bytes travel in a TCP frame or sit in a Redis list.
+//! The wire format of one message: an [`Envelope`] (routing header and a
+//! [`Body`]). The same bytes travel in a TCP frame or sit in a Redis list:
+//!
+//! ```text
+//! [0xC1, stream (16), seq (8 BE)]?   the sender's stamp, if it has one
+//! MessagePack head                   version, tag, src, dest, label, body kind
+//! payload                            the rest: action arguments or result
+//! ```
+//!
+//! The payload (already MessagePack, written by whoever built the action) is
+//! never re-encoded: the sender writes it after the head as it is, and the
+//! receiver hands it on as a slice of the bytes it read.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -20,7 +30,7 @@ pub const PROTOCOL_VERSION: u8 = 2;
 /// let bytes = ping.encode().unwrap();
 /// assert_eq!(Envelope::decode(&bytes).unwrap(), ping);
 /// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Envelope {
     /// Protocol version of the sender.
     pub version: u8,
@@ -37,7 +47,7 @@ pub struct Envelope {
 }
 
 /// The content of a message.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Body {
     /// Invoke `action` with MessagePack-encoded `args`.
@@ -45,15 +55,14 @@ pub enum Body {
         /// Action name, as the behavior declares it.
         action: String,
         /// The action message, MessagePack-encoded.
-        #[serde(with = "serde_bytes")]
-        args: Vec<u8>,
+        args: Bytes,
     },
     /// The outcome of an action: the encoded result, or why there is none.
     ActionResponse {
         /// Action name, echoed from the request.
         action: String,
         /// The encoded result, or a runtime error.
-        result: Result<serde_bytes::ByteBuf, RemoteError>,
+        result: Result<Bytes, RemoteError>,
     },
     /// Are you there?
     PingRequest,
@@ -66,6 +75,28 @@ pub enum Body {
         /// Empty on success.
         result: Result<(), RemoteError>,
     },
+}
+
+/// The envelope without its payload, as MessagePack writes it.
+#[derive(Serialize, Deserialize)]
+struct Head<'a> {
+    version: u8,
+    tag: Uuid,
+    src: std::borrow::Cow<'a, EntityId>,
+    dest: std::borrow::Cow<'a, EntityId>,
+    label: Option<Uuid>,
+    kind: Kind<'a>,
+}
+
+/// A body without its payload.
+#[derive(Serialize, Deserialize)]
+enum Kind<'a> {
+    ActionRequest { action: std::borrow::Cow<'a, str> },
+    ActionResponse { action: std::borrow::Cow<'a, str>, error: Option<std::borrow::Cow<'a, RemoteError>> },
+    PingRequest,
+    PingResponse,
+    ShutdownRequest,
+    ShutdownResponse { result: std::borrow::Cow<'a, Result<(), RemoteError>> },
 }
 
 /// An error raised on the far side of a request, carried back to the caller.
@@ -110,56 +141,156 @@ impl Envelope {
         }
     }
 
-    /// MessagePack bytes of this envelope.
+    /// The bytes of this envelope, unstamped.
     pub fn encode(&self) -> Result<Bytes, Error> {
-        Ok(rmp_serde::to_vec(self)?.into())
+        Ok(self.encode_parts(None)?.concat())
     }
 
     /// Parses bytes written by [`Envelope::encode`]. Garbage is an error, never a panic.
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
-        let envelope: Self = rmp_serde::from_slice(bytes)?;
-        if envelope.version != PROTOCOL_VERSION {
-            return Err(Error::UnsupportedVersion(envelope.version));
+        Self::decode_bytes(Bytes::copy_from_slice(bytes))
+    }
+
+    /// Head (with `stamp` first, if any) and payload, to be written one after the other.
+    pub(crate) fn encode_parts(&self, stamp: Option<Stamp>) -> Result<Parts, Error> {
+        use std::borrow::Cow;
+        let (kind, payload) = match &self.body {
+            Body::ActionRequest { action, args } => {
+                (Kind::ActionRequest { action: Cow::Borrowed(action) }, args.clone())
+            }
+            Body::ActionResponse { action, result } => {
+                let (error, payload) = match result {
+                    Ok(bytes) => (None, bytes.clone()),
+                    Err(e) => (Some(Cow::Borrowed(e)), Bytes::new()),
+                };
+                (Kind::ActionResponse { action: Cow::Borrowed(action), error }, payload)
+            }
+            Body::PingRequest => (Kind::PingRequest, Bytes::new()),
+            Body::PingResponse => (Kind::PingResponse, Bytes::new()),
+            Body::ShutdownRequest => (Kind::ShutdownRequest, Bytes::new()),
+            Body::ShutdownResponse { result } => {
+                (Kind::ShutdownResponse { result: Cow::Borrowed(result) }, Bytes::new())
+            }
+        };
+        let head = Head {
+            version: self.version,
+            tag: self.tag,
+            src: Cow::Borrowed(&self.src),
+            dest: Cow::Borrowed(&self.dest),
+            label: self.label,
+            kind,
+        };
+        let mut out = Vec::with_capacity(STAMP_LEN + 128);
+        if let Some((stream, seq)) = stamp {
+            out.push(STAMPED);
+            out.extend_from_slice(stream.as_bytes());
+            out.extend_from_slice(&seq.to_be_bytes());
         }
-        Ok(envelope)
+        rmp_serde::encode::write(&mut out, &head)?;
+        Ok(Parts { head: out.into(), payload })
+    }
+
+    /// Parses a frame payload or queue entry (stamped or not); the body's
+    /// payload is a slice of `bytes`, not a copy.
+    pub(crate) fn decode_entry(bytes: Bytes) -> Result<(Self, Option<Stamp>), Error> {
+        match bytes.first() {
+            Some(&STAMPED) if bytes.len() >= STAMP_LEN => {
+                let stream = Uuid::from_slice(&bytes[1..17]).expect("16 bytes");
+                let seq = u64::from_be_bytes(bytes[17..STAMP_LEN].try_into().expect("8 bytes"));
+                Ok((Self::decode_bytes(bytes.slice(STAMP_LEN..))?, Some((stream, seq))))
+            }
+            Some(&STAMPED) => Err(Error::Peer("truncated stamp")),
+            _ => Ok((Self::decode_bytes(bytes)?, None)),
+        }
+    }
+
+    fn decode_bytes(bytes: Bytes) -> Result<Self, Error> {
+        let mut reader: &[u8] = &bytes;
+        let head: Head<'_> = rmp_serde::decode::from_read(&mut reader)?;
+        if head.version != PROTOCOL_VERSION {
+            return Err(Error::UnsupportedVersion(head.version));
+        }
+        let payload = bytes.slice(bytes.len() - reader.len()..);
+        let unexpected = |kind| if payload.is_empty() { Ok(()) } else { Err(Error::Peer(kind)) };
+        let body = match head.kind {
+            Kind::ActionRequest { action } => Body::ActionRequest { action: action.into_owned(), args: payload },
+            Kind::ActionResponse { action, error } => {
+                let result = match error {
+                    None => Ok(payload),
+                    Some(e) => {
+                        unexpected("an error response with a payload")?;
+                        Err(e.into_owned())
+                    }
+                };
+                Body::ActionResponse { action: action.into_owned(), result }
+            }
+            kind => {
+                unexpected("a payload after a body that has none")?;
+                match kind {
+                    Kind::PingRequest => Body::PingRequest,
+                    Kind::PingResponse => Body::PingResponse,
+                    Kind::ShutdownRequest => Body::ShutdownRequest,
+                    Kind::ShutdownResponse { result } => Body::ShutdownResponse { result: result.into_owned() },
+                    Kind::ActionRequest { .. } | Kind::ActionResponse { .. } => unreachable!("matched above"),
+                }
+            }
+        };
+        Ok(Self {
+            version: head.version,
+            tag: head.tag,
+            src: head.src.into_owned(),
+            dest: head.dest.into_owned(),
+            label: head.label,
+            body,
+        })
     }
 }
 
-/// Opens an entry that a hybrid exchange stamped with its sender stream and
-/// a sequence number (0xC1 is never the first byte of MessagePack, so no
-/// plain envelope starts with it).
-const SEQUENCED: u8 = 0xC1;
-const SEQUENCED_HEADER_LEN: usize = 1 + 16 + 8;
+/// An encoded envelope in two pieces: the head, and the payload it carries
+/// unchanged.
+#[derive(Clone, Debug)]
+pub(crate) struct Parts {
+    pub(crate) head: Bytes,
+    pub(crate) payload: Bytes,
+}
+
+/// A queue entry written as one Redis argument, without joining the pieces first.
+impl redis::ToRedisArgs for Parts {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        use std::io::Write;
+        let mut arg = out.writer_for_next_arg();
+        arg.write_all(&self.head).expect("writing to memory");
+        arg.write_all(&self.payload).expect("writing to memory");
+    }
+}
+
+impl Parts {
+    /// Total length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.payload.len()
+    }
+
+    /// Both pieces in one buffer (a copy of the payload, unless it is empty).
+    pub(crate) fn concat(self) -> Bytes {
+        if self.payload.is_empty() {
+            return self.head;
+        }
+        let mut out = Vec::with_capacity(self.len());
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(&self.payload);
+        out.into()
+    }
+}
+
+/// Opens a stamped entry (0xC1 is never the first byte of MessagePack, so
+/// no unstamped envelope starts with it).
+const STAMPED: u8 = 0xC1;
+const STAMP_LEN: usize = 1 + 16 + 8;
 
 /// Where a message came from, in order: the sending exchange's stream and
 /// the message's number among those it sent to one mailbox. A mailbox that
 /// took a number already drops the copy.
 pub(crate) type Stamp = (Uuid, u64);
-
-impl Envelope {
-    /// The bytes of this envelope that travel in a peer frame or a Redis
-    /// queue entry: `0xC1`, stream, sequence number, then the envelope.
-    pub(crate) fn encode_stamped(&self, (stream, seq): Stamp) -> Result<Bytes, Error> {
-        let mut out = Vec::with_capacity(SEQUENCED_HEADER_LEN + 64);
-        out.push(SEQUENCED);
-        out.extend_from_slice(stream.as_bytes());
-        out.extend_from_slice(&seq.to_be_bytes());
-        rmp_serde::encode::write(&mut out, self)?;
-        Ok(out.into())
-    }
-
-    /// Parses a frame payload or queue entry: a stamped or a plain envelope.
-    pub(crate) fn decode_entry(bytes: &[u8]) -> Result<(Self, Option<Stamp>), Error> {
-        match bytes.split_first() {
-            Some((&SEQUENCED, rest)) if rest.len() >= SEQUENCED_HEADER_LEN - 1 => {
-                let stream = Uuid::from_slice(&rest[..16]).expect("16 bytes");
-                let seq = u64::from_be_bytes(rest[16..24].try_into().expect("8 bytes"));
-                Ok((Self::decode(&rest[24..])?, Some((stream, seq))))
-            }
-            _ => Ok((Self::decode(bytes)?, None)),
-        }
-    }
-}
 
 /// A random (v4) UUID from the thread's generator: no system call per
 /// message, as `Uuid::new_v4` would make.
@@ -179,8 +310,9 @@ mod tests {
     #[test]
     fn every_body_round_trips() {
         let bodies = [
-            Body::ActionRequest { action: "add".into(), args: vec![1, 2, 3] },
-            Body::ActionResponse { action: "add".into(), result: Ok(serde_bytes::ByteBuf::from(vec![9])) },
+            Body::ActionRequest { action: "add".into(), args: vec![1, 2, 3].into() },
+            Body::ActionRequest { action: "none".into(), args: Bytes::new() },
+            Body::ActionResponse { action: "add".into(), result: Ok(vec![9].into()) },
             Body::ActionResponse {
                 action: "add".into(),
                 result: Err(RemoteError { kind: RemoteErrorKind::UnknownAction, message: "no".into() }),
@@ -207,12 +339,13 @@ mod tests {
 
     #[test]
     fn stamped_entries_round_trip_and_plain_ones_have_no_stamp() {
-        let env = sample(Body::PingRequest);
+        let env = sample(Body::ActionRequest { action: "add".into(), args: vec![5; 3000].into() });
         let stamp = (Uuid::new_v4(), 42);
-        assert_eq!(Envelope::decode_entry(&env.encode_stamped(stamp).unwrap()).unwrap(), (env.clone(), Some(stamp)));
-        assert_eq!(Envelope::decode_entry(&env.encode().unwrap()).unwrap(), (env, None));
-        for bad in [&[SEQUENCED][..], &[SEQUENCED; 30], &[SEQUENCED, 1, 2, 3]] {
-            assert!(Envelope::decode_entry(bad).is_err(), "{bad:?}");
+        let stamped = env.encode_parts(Some(stamp)).unwrap().concat();
+        assert_eq!(Envelope::decode_entry(stamped).unwrap(), (env.clone(), Some(stamp)));
+        assert_eq!(Envelope::decode_entry(env.encode().unwrap()).unwrap(), (env, None));
+        for bad in [&[STAMPED][..], &[STAMPED; 30], &[STAMPED, 1, 2, 3]] {
+            assert!(Envelope::decode_entry(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
         }
     }
 
@@ -223,8 +356,12 @@ mod tests {
         }
         let mut env = sample(Body::PingRequest);
         env.version = 99;
-        let bytes = rmp_serde::to_vec(&env).unwrap();
+        let bytes = env.encode().unwrap();
         assert!(matches!(Envelope::decode(&bytes), Err(Error::UnsupportedVersion(99))));
+        // A payload after a body that has none.
+        let mut bytes = sample(Body::PingRequest).encode().unwrap().to_vec();
+        bytes.push(0);
+        assert!(Envelope::decode(&bytes).is_err());
     }
 }
 
@@ -246,7 +383,7 @@ mod fuzz {
         /// A valid envelope with bytes flipped, cut or extended: never a panic.
         #[test]
         fn mutated_envelopes_never_panic(flips in proptest::collection::vec((0usize..512, any::<u8>()), 1..6), cut in 0usize..600) {
-            let body = Body::ActionRequest { action: "Increment".into(), args: vec![7; 40] };
+            let body = Body::ActionRequest { action: "Increment".into(), args: vec![7; 40].into() };
             let env = Envelope::new(ClientId::new(Some("x")).into(), EntityId::new(Role::Agent, None), body);
             let mut bytes = env.encode().unwrap().to_vec();
             for (at, value) in flips {

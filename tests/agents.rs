@@ -80,8 +80,11 @@ async fn unknown_actions_and_garbage_arguments_get_error_responses() {
         ("Increment", b"\xc1garbage".to_vec(), RemoteErrorKind::BadPayload),
         ("Increment", Vec::new(), RemoteErrorKind::BadPayload),
     ] {
-        let request =
-            Envelope::new(me.clone().into(), agent.clone(), Body::ActionRequest { action: action.into(), args });
+        let request = Envelope::new(
+            me.clone().into(),
+            agent.clone(),
+            Body::ActionRequest { action: action.into(), args: args.into() },
+        );
         exchange.send(request.clone()).await.unwrap();
         let reply = inbox.recv(Some(Duration::from_secs(5))).await.unwrap();
         assert_eq!(reply.tag, request.tag);

@@ -18,7 +18,11 @@ fn numbered(src: &ClientId, dest: &ClientId, sender: usize, seq: u32) -> Envelop
     let mut args = vec![sender as u8];
     args.extend_from_slice(&seq.to_be_bytes());
     args.resize(100, 0xab);
-    Envelope::new(src.clone().into(), dest.clone().into(), Body::ActionRequest { action: "n".into(), args })
+    Envelope::new(
+        src.clone().into(),
+        dest.clone().into(),
+        Body::ActionRequest { action: "n".into(), args: args.into() },
+    )
 }
 
 /// Defects 1 and 2: concurrent senders corrupted frames, lost messages and

@@ -22,7 +22,11 @@ const WAIT: Option<Duration> = Some(Duration::from_secs(20));
 fn numbered(src: &ClientId, dest: &ClientId, seq: u32, len: usize) -> Envelope {
     let mut args = seq.to_be_bytes().to_vec();
     args.resize(len.max(4), 0xab);
-    Envelope::new(src.clone().into(), dest.clone().into(), Body::ActionRequest { action: "n".into(), args })
+    Envelope::new(
+        src.clone().into(),
+        dest.clone().into(),
+        Body::ActionRequest { action: "n".into(), args: args.into() },
+    )
 }
 
 fn seq_of(message: &Envelope) -> u32 {
@@ -184,9 +188,11 @@ async fn megabytes_arrive_whole_over_tcp_and_through_redis() {
         for len in [1 << 20, 10 << 20] {
             let mut message = numbered(&me, &peer, 7, len);
             if let Body::ActionRequest { args, .. } = &mut message.body {
-                for (i, byte) in args.iter_mut().enumerate().skip(4) {
+                let mut varied = args.to_vec();
+                for (i, byte) in varied.iter_mut().enumerate().skip(4) {
                     *byte = (i % 251) as u8;
                 }
+                *args = varied.into();
             }
             exchange.send(message.clone()).await.unwrap();
             let got = inbox.recv(WAIT).await.unwrap();

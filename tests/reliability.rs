@@ -17,7 +17,7 @@ fn numbered(src: &ClientId, dest: &EntityId, sender: u8, seq: u32) -> Envelope {
     let mut args = vec![sender];
     args.extend_from_slice(&seq.to_be_bytes());
     args.resize(100, 0xab);
-    Envelope::new(src.clone().into(), dest.clone(), Body::ActionRequest { action: "n".into(), args })
+    Envelope::new(src.clone().into(), dest.clone(), Body::ActionRequest { action: "n".into(), args: args.into() })
 }
 
 fn seq_of(message: &Envelope) -> (u8, u32) {

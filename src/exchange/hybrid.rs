@@ -412,7 +412,7 @@ impl HybridExchange {
             *next += 1;
             *next
         };
-        let mut frame = envelope.encode_stamped((self.inner.stream, seq))?;
+        let mut frame = envelope.encode_parts(Some((self.inner.stream, seq)))?;
         let dest = envelope.dest;
         let cached = self.link(&dest, None);
         if let Some(link) = cached {

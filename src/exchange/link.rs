@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use actix::Addr;
-use bytes::Bytes;
 use futures::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -35,6 +34,7 @@ use super::actor::{Call, ExchangeActor, Request, SEND};
 use super::keys::Keys;
 use crate::error::Error;
 use crate::identifier::EntityId;
+use crate::message::Parts;
 use crate::peer::{client_handshake, Frame, FrameCodec, Outbox};
 
 /// Messages a link buffers before `send` waits for room.
@@ -81,7 +81,7 @@ pub(crate) enum Route {
 pub(crate) struct Link {
     id: u64,
     pub(crate) route: Route,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Parts>,
 }
 
 impl Link {
@@ -100,7 +100,7 @@ impl Link {
     }
 
     /// Hands a frame to the link; gives it back if the link has retired.
-    pub(crate) async fn send(&self, frame: Bytes) -> Result<(), Bytes> {
+    pub(crate) async fn send(&self, frame: Parts) -> Result<(), Parts> {
         self.tx.send(frame).await.map_err(|e| e.0)
     }
 }
@@ -122,7 +122,7 @@ pub(crate) enum Enqueued {
 pub(crate) async fn enqueue(
     env: &LinkEnv,
     dest: &EntityId,
-    frames: &[Bytes],
+    frames: &[Parts],
     route_only_if_offline: bool,
 ) -> Result<Enqueued, Error> {
     let mut script = SEND.prepare_invoke();
@@ -135,7 +135,7 @@ pub(crate) async fn enqueue(
         .arg(mode)
         .arg(env.keys.namespace());
     for frame in frames {
-        script.arg(&frame[..]);
+        script.arg(frame);
     }
     let reply: redis::Value = env.actor.send(Call::new(Request::Script(script))).await??;
     match reply {
@@ -157,7 +157,7 @@ struct LinkTask {
 
 impl LinkTask {
     #[tracing::instrument(name = "link", skip_all, fields(dest = %self.dest, route = ?self.route))]
-    async fn run(self, mut rx: mpsc::Receiver<Bytes>) {
+    async fn run(self, mut rx: mpsc::Receiver<Parts>) {
         let mut held = VecDeque::new();
         let mut open = true;
         if let Route::Peer(address) = &self.route {
@@ -173,7 +173,7 @@ impl LinkTask {
 
     /// Leaves the cache, then refuses new frames and takes what is waiting:
     /// a sender that finds the channel closed takes the slow path.
-    fn retire(&self, rx: &mut mpsc::Receiver<Bytes>, held: &mut VecDeque<Bytes>) {
+    fn retire(&self, rx: &mut mpsc::Receiver<Parts>, held: &mut VecDeque<Parts>) {
         if let Some(links) = self.env.links.upgrade() {
             let mut links = links.lock().unwrap_or_else(|e| e.into_inner());
             if links.get(&self.dest.uid()).is_some_and(|l| l.id == self.id) {
@@ -197,8 +197,8 @@ impl LinkTask {
     async fn serve(
         &self,
         address: &str,
-        rx: &mut mpsc::Receiver<Bytes>,
-        unacked: &mut VecDeque<Bytes>,
+        rx: &mut mpsc::Receiver<Parts>,
+        unacked: &mut VecDeque<Parts>,
     ) -> Result<(), Error> {
         let env = &self.env;
         let connect = async {
@@ -262,7 +262,7 @@ impl LinkTask {
                     while let Some(frame) = next.take() {
                         unacked_bytes += frame.len();
                         unacked.push_back(frame.clone());
-                        outbox.push(Frame::Message(frame));
+                        outbox.push_message(&frame);
                         sent += 1;
                         if unacked.len() < WINDOW && unacked_bytes < WINDOW_BYTES && outbox.len() < MAX_BATCH_BYTES {
                             next = rx.try_recv().ok();
@@ -288,7 +288,7 @@ impl LinkTask {
     /// Pushes what the link holds, then (while `open`) what it is sent, onto
     /// the destination's queue in batches. Retires when the mailbox listens
     /// again, when it is gone, or when Redis is down (retrying what it holds).
-    async fn push_to_redis(&self, rx: &mut mpsc::Receiver<Bytes>, mut held: VecDeque<Bytes>, mut open: bool) {
+    async fn push_to_redis(&self, rx: &mut mpsc::Receiver<Parts>, mut held: VecDeque<Parts>, mut open: bool) {
         let mut failing_since: Option<Instant> = None;
         loop {
             if held.is_empty() {
@@ -301,7 +301,7 @@ impl LinkTask {
                 held.push_back(frame);
             }
             let count = held.len().min(QUEUE_BATCH);
-            let batch: Vec<Bytes> = held.iter().take(count).cloned().collect();
+            let batch: Vec<Parts> = held.iter().take(count).cloned().collect();
             match enqueue(&self.env, &self.dest, &batch, false).await {
                 Ok(enqueued) => {
                     held.drain(..count);

@@ -530,7 +530,7 @@ impl StreamHandler<Inbound> for MailboxActor {
         let problem = match frame.map_err(Error::from) {
             Ok(Frame::Keepalive) => return,
             Ok(Frame::Ack(_)) => "a sender sent an acknowledgement".to_owned(),
-            Ok(Frame::Message(bytes)) => match Envelope::decode_entry(&bytes) {
+            Ok(Frame::Message(bytes)) => match Envelope::decode_entry(bytes) {
                 Ok((envelope, stamp)) if envelope.dest == self.id => {
                     let origin = Origin::Peer(state.ack.clone());
                     return self.deliver(Delivery { envelope, stamp, origin }, ctx);
@@ -557,9 +557,10 @@ impl StreamHandler<Watched> for MailboxActor {
                     if raw == crate::exchange::keys::CLOSE_SENTINEL {
                         return self.terminated(ctx);
                     }
-                    match Envelope::decode_entry(&raw) {
+                    let raw = Bytes::from(raw);
+                    match Envelope::decode_entry(raw.clone()) {
                         Ok((envelope, stamp)) => {
-                            let origin = Origin::Redis(raw.into());
+                            let origin = Origin::Redis(raw);
                             self.deliver(Delivery { envelope, stamp, origin }, ctx);
                         }
                         Err(e) => {

@@ -12,6 +12,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::message::Parts;
+
 /// Default cap on one message frame's payload: 64 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 64 << 20;
 
@@ -137,15 +139,20 @@ impl Outbox {
         self.sealed.iter().map(Bytes::len).sum::<usize>() + self.tail.len()
     }
 
-    /// Queues a frame.
+    /// Queues a control frame.
     pub(crate) fn push(&mut self, frame: Frame) {
-        match frame {
-            Frame::Message(payload) if payload.len() >= COPY_BELOW => {
-                put_header(&mut self.tail, MESSAGE, payload.len());
-                self.seal();
-                self.sealed.push_back(payload);
-            }
-            frame => put(&frame, &mut self.tail),
+        put(&frame, &mut self.tail);
+    }
+
+    /// Queues a message frame whose payload is `parts`, one after the other.
+    pub(crate) fn push_message(&mut self, parts: &Parts) {
+        put_header(&mut self.tail, MESSAGE, parts.len());
+        self.tail.extend_from_slice(&parts.head);
+        if parts.payload.len() < COPY_BELOW {
+            self.tail.extend_from_slice(&parts.payload);
+        } else {
+            self.seal();
+            self.sealed.push_back(parts.payload.clone());
         }
     }
 
@@ -245,16 +252,20 @@ mod tests {
     #[tokio::test]
     async fn the_outbox_writes_small_and_large_frames_in_order_through_a_narrow_pipe() {
         let big = Bytes::from(vec![9u8; 100_000]);
+        let parts = |head: &'static [u8], payload: Bytes| Parts { head: Bytes::from_static(head), payload };
+        let mut outbox = Outbox::default();
+        outbox.push_message(&parts(b"a", Bytes::new()));
+        outbox.push_message(&parts(b"head", big.clone()));
+        outbox.push(Frame::Keepalive);
+        outbox.push_message(&parts(b"b", Bytes::from_static(b"c")));
+        let mut whole = b"head".to_vec();
+        whole.extend_from_slice(&big);
         let frames = vec![
             Frame::Message(Bytes::from_static(b"a")),
-            Frame::Message(big.clone()),
+            Frame::Message(whole.into()),
             Frame::Keepalive,
-            Frame::Message(Bytes::from_static(b"b")),
+            Frame::Message(Bytes::from_static(b"bc")),
         ];
-        let mut outbox = Outbox::default();
-        for frame in frames.clone() {
-            outbox.push(frame);
-        }
         let (mut tx, mut rx) = tokio::io::duplex(1000);
         let writer = async move {
             while !outbox.is_empty() {
