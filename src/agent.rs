@@ -250,11 +250,10 @@ impl<B: Behavior> Runtime<B> {
         }));
     }
 
-    fn answer(&self, request: &Envelope, result: Result<Vec<u8>, RemoteError>) {
+    fn answer(&self, request: &Envelope, result: Result<bytes::Bytes, RemoteError>) {
         let Body::ActionRequest { action, .. } = &request.body else {
             return;
         };
-        let result = result.map(bytes::Bytes::from);
         self.reply(request.reply(Body::ActionResponse { action: action.clone(), result }));
     }
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::message::{RemoteError, RemoteErrorKind};
 
 /// The outcome of dispatching one action: the encoded result, or why not.
-pub type ActionFuture = LocalBoxFuture<'static, Result<Vec<u8>, RemoteError>>;
+pub type ActionFuture = LocalBoxFuture<'static, Result<bytes::Bytes, RemoteError>>;
 
 /// A kind of agent: an actor known to the exchange by a stable name.
 ///
@@ -81,7 +81,7 @@ where
             kind: RemoteErrorKind::AgentStopped,
             message: "the agent stopped before answering".into(),
         })?;
-        rmp_serde::to_vec(&result).map_err(|e| RemoteError {
+        crate::message::encode_payload(&result).map_err(|e| RemoteError {
             kind: RemoteErrorKind::Internal,
             message: format!("the result does not encode: {e}"),
         })

@@ -336,7 +336,7 @@ impl<B: Behavior> RemoteHandle<B> {
     {
         let body = Body::ActionRequest {
             action: <B as Handles<M>>::action_name().to_owned(),
-            args: rmp_serde::to_vec(&message)?.into(),
+            args: crate::message::encode_payload(&message)?,
         };
         match self.request(body, timeout).await?.body {
             Body::ActionResponse { result: Ok(bytes), .. } => Ok(rmp_serde::from_slice(&bytes)?),

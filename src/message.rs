@@ -292,6 +292,27 @@ const STAMP_LEN: usize = 1 + 16 + 8;
 /// took a number already drops the copy.
 pub(crate) type Stamp = (Uuid, u64);
 
+/// `value` as MessagePack, in a buffer allocated once at its exact size (a
+/// first pass counts the bytes without copying any), so a large payload is
+/// not copied again and again as a growing buffer doubles.
+pub(crate) fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, rmp_serde::encode::Error> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    rmp_serde::encode::write(&mut count, value)?;
+    let mut out = Vec::with_capacity(count.0);
+    rmp_serde::encode::write(&mut out, value)?;
+    Ok(out.into())
+}
+
 /// A random (v4) UUID from the thread's generator: no system call per
 /// message, as `Uuid::new_v4` would make.
 fn fresh_tag() -> Uuid {
