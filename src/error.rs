@@ -15,30 +15,21 @@ pub enum Error {
     /// The mailbox was terminated: it accepts no more messages.
     #[error("mailbox of {0} is closed")]
     MailboxClosed(EntityId),
-    /// An agent id was expected and a client id was given.
-    #[error("{0} is not an agent")]
-    NotAnAgent(EntityId),
+    /// An id that does not parse, or an agent id that names a client.
+    #[error(transparent)]
+    Id(#[from] crate::identifier::IdError),
     /// Nothing arrived within the timeout.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
-    /// A string that is not the 26-character base32 form of a UUID.
-    #[error("{0:?} is not a base32-encoded UUID")]
-    InvalidBase32(String),
     /// Redis could not be reached or refused a command.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     /// A socket operation failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
-    /// Bytes that do not decode as a message.
-    #[error("undecodable message: {0}")]
-    Decode(#[from] rmp_serde::decode::Error),
-    /// A value that could not be encoded as MessagePack.
-    #[error("unencodable message: {0}")]
-    Encode(#[from] rmp_serde::encode::Error),
-    /// A message written by an incompatible protocol version.
-    #[error("protocol version {0} is not supported (this build speaks {v})", v = crate::message::PROTOCOL_VERSION)]
-    UnsupportedVersion(u8),
+    /// A message (or a value in it) that does not encode or decode.
+    #[error(transparent)]
+    Wire(#[from] crate::message::WireError),
     /// A peer connection failed its handshake.
     #[error("peer handshake failed: {0}")]
     Handshake(&'static str),
@@ -66,6 +57,18 @@ pub enum Error {
     /// The exchange (or the actor behind it) was closed.
     #[error("the exchange is closed")]
     ExchangeClosed,
+}
+
+impl From<rmp_serde::decode::Error> for Error {
+    fn from(e: rmp_serde::decode::Error) -> Self {
+        Error::Wire(e.into())
+    }
+}
+
+impl From<rmp_serde::encode::Error> for Error {
+    fn from(e: rmp_serde::encode::Error) -> Self {
+        Error::Wire(e.into())
+    }
 }
 
 impl From<actix::MailboxError> for Error {

@@ -120,6 +120,14 @@ impl Endpoint {
     }
 }
 
+impl Exchange {
+    /// An unbound handle to agent `id`: bind it to call the agent.
+    /// (Only agent ids have handles: a `ClientId` does not type-check.)
+    pub fn get_handle<B: Behavior>(&self, id: AgentId<B>) -> UnboundRemoteHandle<B> {
+        UnboundRemoteHandle::new(id)
+    }
+}
+
 /// A registered client with its own mailbox, to which handles can be bound.
 /// Responses are read by a background task. Closing (or dropping the last
 /// handle that owns it) terminates the client's mailbox.

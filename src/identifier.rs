@@ -12,8 +12,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
-use crate::error::Error;
-
 /// Whether an entity is an agent (serves actions) or a client (only calls them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {
@@ -124,10 +122,10 @@ impl<B> AgentId<B> {
     }
 
     /// Types an untyped identifier; fails unless it names an agent.
-    pub fn from_entity(id: EntityId) -> Result<Self, Error> {
+    pub fn from_entity(id: EntityId) -> Result<Self, IdError> {
         match id.role {
             Role::Agent => Ok(Self::wrap(id)),
-            Role::Client => Err(Error::NotAnAgent(id)),
+            Role::Client => Err(IdError::NotAnAgent(id)),
         }
     }
 
@@ -240,6 +238,18 @@ impl<'de> Deserialize<'de> for ClientId {
     }
 }
 
+/// An identifier that does not parse, or is of the wrong kind.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdError {
+    /// A string that is not the 26-character base32 form of a UUID.
+    #[error("{0:?} is not a base32-encoded UUID")]
+    InvalidBase32(String),
+    /// An agent id was expected and a client id was given.
+    #[error("{0} is not an agent")]
+    NotAnAgent(EntityId),
+}
+
 const BASE32: base32::Alphabet = base32::Alphabet::Rfc4648 { padding: false };
 
 /// Encodes a UUID as RFC 4648 base32, upper case, padding stripped (26 characters).
@@ -257,8 +267,8 @@ pub fn uuid_to_base32(uid: Uuid) -> String {
 
 /// Parses the form written by [`uuid_to_base32`]; anything else is an error,
 /// so that a decoded key always re-encodes to itself.
-pub fn base32_to_uuid(text: &str) -> Result<Uuid, Error> {
-    let invalid = || Error::InvalidBase32(text.to_owned());
+pub fn base32_to_uuid(text: &str) -> Result<Uuid, IdError> {
+    let invalid = || IdError::InvalidBase32(text.to_owned());
     if text.len() != 26 {
         return Err(invalid());
     }
@@ -296,7 +306,7 @@ mod tests {
             "0000000000000000000000000!",
             &format!("{good}======"),
         ] {
-            assert!(matches!(base32_to_uuid(bad), Err(Error::InvalidBase32(_))), "{bad:?}");
+            assert!(matches!(base32_to_uuid(bad), Err(IdError::InvalidBase32(_))), "{bad:?}");
         }
     }
 

@@ -20,10 +20,10 @@ pub use behavior::{ActionFuture, Behavior, Handles, StopAgent};
 pub use error::Error;
 pub use exchange::{Exchange, HybridExchange, HybridExchangeBuilder, LocalExchange, MailboxStatus, SECRET_ENV};
 pub use handle::{Client, RemoteHandle, UnboundRemoteHandle, DEFAULT_LIVENESS_TIMEOUT};
-pub use identifier::{base32_to_uuid, uuid_to_base32, AgentId, ClientId, EntityId, Role};
+pub use identifier::{base32_to_uuid, uuid_to_base32, AgentId, ClientId, EntityId, IdError, Role};
 pub use launcher::{Launcher, Outcome};
 pub use mailbox::Mailbox;
-pub use message::{Body, Envelope, RemoteError, RemoteErrorKind, PROTOCOL_VERSION};
+pub use message::{Body, Envelope, RemoteError, RemoteErrorKind, WireError, PROTOCOL_VERSION};
 pub use peer::DEFAULT_MAX_FRAME_LEN;
 
 /// Everything an agent program needs: this crate's types, the `behavior!`

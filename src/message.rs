@@ -15,8 +15,28 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::Error;
 use crate::identifier::EntityId;
+
+/// Bytes that are not a message of this protocol, or a value that does not
+/// encode.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// Bytes that do not decode as MessagePack of the expected shape.
+    #[error("undecodable message: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    /// A value that could not be encoded as MessagePack.
+    #[error("unencodable message: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    /// A message written by an incompatible protocol version.
+    #[error("protocol version {0} is not supported (this build speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u8),
+    /// Well-formed parts that do not fit together.
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+}
+
+type Error = WireError;
 
 /// The protocol version written in every envelope and in the peer handshake.
 pub const PROTOCOL_VERSION: u8 = 2;
@@ -199,7 +219,7 @@ impl Envelope {
                 let seq = u64::from_be_bytes(bytes[17..STAMP_LEN].try_into().expect("8 bytes"));
                 Ok((Self::decode_bytes(bytes.slice(STAMP_LEN..))?, Some((stream, seq))))
             }
-            Some(&STAMPED) => Err(Error::Peer("truncated stamp")),
+            Some(&STAMPED) => Err(Error::Malformed("truncated stamp")),
             _ => Ok((Self::decode_bytes(bytes)?, None)),
         }
     }
@@ -211,7 +231,7 @@ impl Envelope {
             return Err(Error::UnsupportedVersion(head.version));
         }
         let payload = bytes.slice(bytes.len() - reader.len()..);
-        let unexpected = |kind| if payload.is_empty() { Ok(()) } else { Err(Error::Peer(kind)) };
+        let unexpected = |kind| if payload.is_empty() { Ok(()) } else { Err(Error::Malformed(kind)) };
         let body = match head.kind {
             Kind::ActionRequest { action } => Body::ActionRequest { action: action.into_owned(), args: payload },
             Kind::ActionResponse { action, error } => {

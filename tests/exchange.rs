@@ -347,7 +347,7 @@ async fn discover_by_behavior_and_lineage() {
 fn base32_round_trip() {
     let uid = uuid::Uuid::new_v4();
     assert_eq!(base32_to_uuid(&uuid_to_base32(uid)).unwrap(), uid);
-    assert!(matches!(base32_to_uuid("not base32"), Err(Error::InvalidBase32(_))));
+    assert!(matches!(base32_to_uuid("not base32"), Err(actix_academy::IdError::InvalidBase32(_))));
 }
 
 #[actix::test]

@@ -21,10 +21,10 @@ use uuid::Uuid;
 use super::actor::{self, Call, ExchangeActor, Lease, Request, DELETE_IF_EQUAL, DISCOVER, STATUS, TERMINATE};
 use super::keys::{self, Keys, ACTIVE};
 use super::link::{enqueue, Enqueued, Link, LinkEnv, Links, Route};
+use super::watcher::Watcher;
 use super::{Exchange, MailboxStatus};
 use crate::error::Error;
 use crate::identifier::{uuid_to_base32, EntityId, Role};
-use crate::mailbox::{Mailbox, Watcher};
 use crate::message::Envelope;
 use crate::peer::DEFAULT_MAX_FRAME_LEN;
 
@@ -152,7 +152,8 @@ impl HybridExchangeBuilder {
         let mut first = redis.clone();
         lease.renewal().query_async::<()>(&mut first).await?;
         let actor = ExchangeActor::new(redis, lease.clone()).start();
-        let watcher = Watcher::start(client.clone(), keys.wake(), actor.clone());
+        let reconnected = Arc::new(tokio::sync::Notify::new());
+        let watcher = Watcher::start(client.clone(), keys.wake(), actor.clone(), reconnected.clone());
         let links = Arc::new(Mutex::new(HashMap::new()));
         let env = Arc::new(LinkEnv {
             secret: secret.into(),
@@ -163,7 +164,7 @@ impl HybridExchangeBuilder {
             actor: actor.clone(),
             links: Arc::downgrade(&links),
         });
-        Ok(Exchange::from(HybridExchange {
+        let exchange = HybridExchange {
             inner: Arc::new(Inner {
                 actor,
                 keys,
@@ -186,7 +187,9 @@ impl HybridExchangeBuilder {
                 sends: TaskTracker::new(),
                 closed: AtomicBool::new(false),
             }),
-        }))
+        };
+        tokio::spawn(reassert_on_reconnect(Arc::downgrade(&exchange.inner), reconnected));
+        Ok(Exchange::from(exchange))
     }
 }
 
@@ -380,16 +383,6 @@ impl HybridExchange {
             .collect()
     }
 
-    /// Opens the receiving end of `id`'s mailbox: a TCP listener whose address
-    /// is published, and a Redis watcher that drains messages queued meanwhile.
-    pub(crate) async fn get_mailbox(&self, id: &EntityId) -> Result<Mailbox, Error> {
-        match self.status(id).await? {
-            MailboxStatus::Missing => Err(Error::BadEntityId(id.clone())),
-            MailboxStatus::Inactive => Err(Error::MailboxClosed(id.clone())),
-            _ => Mailbox::open(self.clone(), id.clone()).await,
-        }
-    }
-
     /// Sends a message to `envelope.dest`.
     ///
     /// Route: a live link to the destination (cached) takes it at once.
@@ -534,6 +527,28 @@ impl HybridExchange {
         let _ = self.cmd::<()>(redis::cmd("DEL").arg(&inner.lease.key)).await;
         inner.actor.do_send(actor::Stop);
         debug!(namespace = self.namespace(), "exchange closed");
+    }
+}
+
+/// Each time the watcher reconnects after a failure, writes again what this
+/// exchange registered (Redis may have restarted empty), retrying until it
+/// succeeds; ends with the exchange.
+async fn reassert_on_reconnect(inner: std::sync::Weak<Inner>, reconnected: Arc<tokio::sync::Notify>) {
+    loop {
+        reconnected.notified().await;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let Some(inner) = inner.upgrade() else { return };
+            if inner.closed.load(Ordering::Acquire) {
+                return;
+            }
+            match (HybridExchange { inner }).reassert().await {
+                Ok(()) => break,
+                Err(e) => warn!("could not re-register after a Redis failure, retrying in {delay:?}: {e}"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
     }
 }
 

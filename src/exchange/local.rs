@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::delivery::Delivery;
 use super::MailboxStatus;
 use crate::error::Error;
 use crate::identifier::EntityId;
-use crate::mailbox::{Delivery, Mailbox};
 use crate::message::Envelope;
 
 /// Messages an open local mailbox holds before senders wait.
@@ -109,7 +109,9 @@ impl LocalExchange {
             .collect())
     }
 
-    pub(crate) async fn get_mailbox(&self, id: &EntityId) -> Result<Mailbox, Error> {
+    /// Opens `id`'s inbox: the receiving end of what is sent to it, the
+    /// backlog first.
+    pub(crate) fn open_inbox(&self, id: &EntityId) -> Result<mpsc::Receiver<Delivery>, Error> {
         let mut entries = self.entries()?;
         let entry = entries.get_mut(&id.uid()).ok_or_else(|| Error::BadEntityId(id.clone()))?;
         if !entry.active {
@@ -121,7 +123,7 @@ impl LocalExchange {
             tx.try_send(Delivery::local(envelope)).expect("the channel has room for the backlog");
         }
         entry.inbox = Some(tx);
-        Ok(Mailbox::local(self.clone(), id.clone(), rx))
+        Ok(rx)
     }
 
     pub(crate) async fn send(&self, envelope: Envelope) -> Result<(), Error> {

@@ -6,20 +6,21 @@
 //! Agents, handles and the launcher work unchanged on either.
 
 mod actor;
+mod delivery;
 mod hybrid;
 pub(crate) mod keys;
 mod link;
 mod local;
+mod watcher;
 
-pub(crate) use actor::{Call, ExchangeActor, Request};
+pub(crate) use delivery::{Delivery, Origin};
 pub use hybrid::{HybridExchange, HybridExchangeBuilder, SECRET_ENV};
 pub use local::LocalExchange;
+pub(crate) use watcher::Watched;
 
 use crate::behavior::Behavior;
 use crate::error::Error;
-use crate::handle::UnboundRemoteHandle;
 use crate::identifier::{AgentId, ClientId, EntityId};
-use crate::mailbox::Mailbox;
 use crate::message::Envelope;
 
 /// The state of a mailbox as the exchange records it.
@@ -99,6 +100,14 @@ impl Exchange {
         HybridExchange::builder(url)
     }
 
+    /// The local backend, if this is one.
+    pub(crate) fn as_local(&self) -> Option<&LocalExchange> {
+        match &self.0 {
+            Kind::Local(exchange) => Some(exchange),
+            Kind::Hybrid(_) => None,
+        }
+    }
+
     /// The hybrid backend, if this is one.
     pub fn as_hybrid(&self) -> Option<&HybridExchange> {
         match &self.0 {
@@ -152,19 +161,12 @@ impl Exchange {
     /// under `B`), not a scan of every key.
     pub async fn discover<B: Behavior>(&self, allow_subclasses: bool) -> Result<Vec<AgentId<B>>, Error> {
         let found = self.discover_by_name(B::name(), allow_subclasses).await?;
-        found.into_iter().map(AgentId::from_entity).collect()
+        Ok(found.into_iter().map(AgentId::from_entity).collect::<Result<_, _>>()?)
     }
 
     /// [`discover`](Self::discover) by behavior name, for callers without the type.
     pub async fn discover_by_name(&self, behavior: &str, allow_subclasses: bool) -> Result<Vec<EntityId>, Error> {
         on_backend!(self, backend => backend.discover_by_name(behavior, allow_subclasses).await)
-    }
-
-    /// Opens the receiving end of `id`'s mailbox. Messages sent while it was
-    /// closed are delivered first. Unknown id: [`Error::BadEntityId`];
-    /// terminated: [`Error::MailboxClosed`].
-    pub async fn get_mailbox(&self, id: &EntityId) -> Result<Mailbox, Error> {
-        on_backend!(self, backend => backend.get_mailbox(id).await)
     }
 
     /// Sends a message to `envelope.dest`. On the hybrid exchange: directly
@@ -191,12 +193,6 @@ impl Exchange {
                 });
             }
         }
-    }
-
-    /// An unbound handle to agent `id`: bind it to call the agent.
-    /// (Only agent ids have handles: a `ClientId` does not type-check.)
-    pub fn get_handle<B: Behavior>(&self, id: AgentId<B>) -> UnboundRemoteHandle<B> {
-        UnboundRemoteHandle::new(id)
     }
 
     /// Releases the exchange's resources. The hybrid exchange first finishes

@@ -14,13 +14,10 @@
 //! yet taken are pushed back to the front of the queue on close.
 
 mod seen;
-mod watcher;
-
-pub(crate) use watcher::Watcher;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,20 +26,36 @@ use bytes::Bytes;
 use futures::{stream, SinkExt, StreamExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, error, warn};
 
 use crate::error::Error;
-use crate::exchange::{HybridExchange, LocalExchange};
+use crate::exchange::{Delivery, Exchange, HybridExchange, LocalExchange, MailboxStatus, Origin, Watched};
 use crate::identifier::EntityId;
-use crate::message::{Envelope, Stamp};
-use crate::peer::{server_handshake, Frame, FrameCodec};
+use crate::message::Envelope;
+use crate::peer::{server_handshake, AckState, Frame, FrameCodec};
 use seen::Seen;
-use watcher::Watched;
 
 /// How long a closing mailbox waits for its watcher before stopping anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+impl Exchange {
+    /// Opens the receiving end of `id`'s mailbox. Messages sent while it was
+    /// closed are delivered first. Unknown id: [`Error::BadEntityId`];
+    /// terminated: [`Error::MailboxClosed`].
+    pub async fn get_mailbox(&self, id: &EntityId) -> Result<Mailbox, Error> {
+        if let Some(local) = self.as_local() {
+            return Ok(Mailbox::local(local.clone(), id.clone(), local.open_inbox(id)?));
+        }
+        let hybrid = self.as_hybrid().expect("an exchange is local or hybrid");
+        match hybrid.status(id).await? {
+            MailboxStatus::Missing => Err(Error::BadEntityId(id.clone())),
+            MailboxStatus::Inactive => Err(Error::MailboxClosed(id.clone())),
+            _ => Mailbox::open(hybrid.clone(), id.clone()).await,
+        }
+    }
+}
 
 /// The receiving end of one entity's messages.
 ///
@@ -227,54 +240,6 @@ async fn shutdown(backend: Backend, mut rx: mpsc::Receiver<Delivery>, id: Entity
             Ok(())
         }
     }
-}
-
-/// A message in the local FIFO, with what is owed to where it came from.
-#[derive(Debug)]
-pub(crate) struct Delivery {
-    envelope: Envelope,
-    /// The sender's stamp, if it has one.
-    stamp: Option<Stamp>,
-    origin: Origin,
-}
-
-impl Delivery {
-    /// A message handed over in process by a [`LocalExchange`].
-    pub(crate) fn local(envelope: Envelope) -> Self {
-        Self { envelope, stamp: None, origin: Origin::Local }
-    }
-
-    pub(crate) fn into_envelope(self) -> Envelope {
-        self.envelope
-    }
-}
-
-#[derive(Debug)]
-enum Origin {
-    /// Handed over in process.
-    Local,
-    /// Popped from the Redis queue: the raw entry, to push back on close.
-    Redis(Bytes),
-    /// Read from a peer connection: acknowledge it when taken.
-    Peer(Arc<AckState>),
-}
-
-impl Delivery {
-    fn take(self) -> Envelope {
-        if let Origin::Peer(ack) = &self.origin {
-            ack.taken.fetch_add(1, Ordering::Release);
-            ack.notify.notify_one();
-        }
-        self.envelope
-    }
-}
-
-/// Per connection: how many of its messages were taken, for acknowledgement.
-#[derive(Debug, Default)]
-struct AckState {
-    taken: AtomicU64,
-    closed: AtomicBool,
-    notify: Notify,
 }
 
 /// Writes cumulative acknowledgements as messages are taken (coalesced, so a
@@ -570,14 +535,6 @@ impl StreamHandler<Watched> for MailboxActor {
                 }
             }
             Watched::Woken => ctx.stop(),
-            Watched::Reconnected => {
-                let exchange = self.exchange.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = exchange.reassert().await {
-                        error!("could not re-register after a Redis failure: {e}");
-                    }
-                });
-            }
         }
     }
 

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::message::PROTOCOL_VERSION;
+use crate::message::{WireError, PROTOCOL_VERSION};
 
 /// Magic bytes that open every peer connection.
 pub(crate) const MAGIC: [u8; 4] = *b"ACAD";
@@ -91,7 +91,7 @@ fn check_magic_and_version(hello: &[u8]) -> Result<(), Error> {
         return Err(Error::Handshake("wrong magic bytes"));
     }
     if hello[4] != PROTOCOL_VERSION {
-        return Err(Error::UnsupportedVersion(hello[4]));
+        return Err(WireError::UnsupportedVersion(hello[4]).into());
     }
     Ok(())
 }

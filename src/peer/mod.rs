@@ -16,9 +16,11 @@
 //! the peer timeout, and measures silence from the last frame it heard: a
 //! peer silent for the peer timeout is dead (frozen, crashed, or cut off).
 
+mod ack;
 mod frame;
 pub(crate) mod handshake;
 
+pub(crate) use ack::AckState;
 pub use frame::DEFAULT_MAX_FRAME_LEN;
 pub(crate) use frame::{Frame, FrameCodec, Outbox};
 pub(crate) use handshake::{client_handshake, server_handshake};

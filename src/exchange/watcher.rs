@@ -24,8 +24,8 @@ use redis::AsyncConnectionConfig;
 use tokio::sync::mpsc;
 use tracing::error;
 
+use super::actor::{Call, ExchangeActor, Request};
 use crate::error::Error;
-use crate::exchange::{Call, ExchangeActor, Request};
 
 /// Most messages taken from one queue in one round trip.
 pub(crate) const BATCH: usize = 512;
@@ -41,8 +41,6 @@ pub(crate) enum Watched {
     Batch(Vec<Vec<u8>>),
     /// The mailbox is no longer watched: its stream ends.
     Woken,
-    /// Connected again after a failure: Redis may have lost its state.
-    Reconnected,
 }
 
 enum Command {
@@ -82,12 +80,20 @@ impl std::fmt::Debug for Command {
 
 impl Watcher {
     /// Starts the watcher task of one exchange; `control` is its private key.
-    pub(crate) fn start(client: redis::Client, control: String, actor: Addr<ExchangeActor>) -> Self {
+    /// `reconnected` is notified each time it connects again after a failure
+    /// (Redis may have restarted and lost its state).
+    pub(crate) fn start(
+        client: redis::Client,
+        control: String,
+        actor: Addr<ExchangeActor>,
+        reconnected: Arc<tokio::sync::Notify>,
+    ) -> Self {
         let (commands, rx) = mpsc::unbounded_channel();
         let task = Task {
             client,
             control: control.clone(),
             commands: rx,
+            reconnected,
             queues: HashMap::new(),
             order: Vec::new(),
             turn: 0,
@@ -153,6 +159,7 @@ struct Registration {
 
 struct Task {
     client: redis::Client,
+    reconnected: Arc<tokio::sync::Notify>,
     control: String,
     commands: mpsc::UnboundedReceiver<Command>,
     queues: HashMap<String, Registration>,
@@ -238,10 +245,8 @@ impl Task {
                 .set_connection_timeout(Some(Duration::from_secs(1)));
             let conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
             if !self.backoff.is_zero() {
-                // Redis may have restarted empty: let one mailbox re-register.
-                if let Some(registration) = self.queues.values().next() {
-                    let _ = registration.tx.try_send(Watched::Reconnected);
-                }
+                // Redis may have restarted empty: the exchange re-registers.
+                self.reconnected.notify_one();
                 self.backoff = Duration::ZERO;
             }
             self.conn = Some(conn);
