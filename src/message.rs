@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! [0xC1, stream (16), seq (8 BE)]?   the sender's stamp, if it has one
+//! head length (4 BE)
 //! MessagePack head                   version, tag, src, dest, label, body kind
 //! payload                            the rest: action arguments or result
 //! ```
@@ -206,7 +207,11 @@ impl Envelope {
             out.extend_from_slice(stream.as_bytes());
             out.extend_from_slice(&seq.to_be_bytes());
         }
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
         rmp_serde::encode::write(&mut out, &head)?;
+        let head_len = u32::try_from(out.len() - at - 4).map_err(|_| Error::Malformed("head over 4 GiB"))?;
+        out[at..at + 4].copy_from_slice(&head_len.to_be_bytes());
         Ok(Parts { head: out.into(), payload })
     }
 
@@ -225,12 +230,14 @@ impl Envelope {
     }
 
     fn decode_bytes(bytes: Bytes) -> Result<Self, Error> {
-        let mut reader: &[u8] = &bytes;
-        let head: Head<'_> = rmp_serde::decode::from_read(&mut reader)?;
+        let (len, rest) = bytes.split_first_chunk::<4>().ok_or(Error::Malformed("no head length"))?;
+        let head_len = u32::from_be_bytes(*len) as usize;
+        let head_bytes = rest.get(..head_len).ok_or(Error::Malformed("head longer than the message"))?;
+        let head: Head<'_> = rmp_serde::from_slice(head_bytes)?;
         if head.version != PROTOCOL_VERSION {
             return Err(Error::UnsupportedVersion(head.version));
         }
-        let payload = bytes.slice(bytes.len() - reader.len()..);
+        let payload = bytes.slice(4 + head_len..);
         let unexpected = |kind| if payload.is_empty() { Ok(()) } else { Err(Error::Malformed(kind)) };
         let body = match head.kind {
             Kind::ActionRequest { action } => Body::ActionRequest { action: action.into_owned(), args: payload },

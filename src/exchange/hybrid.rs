@@ -399,13 +399,7 @@ impl HybridExchange {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::ExchangeClosed);
         }
-        let seq = {
-            let mut sequences = lock(&self.inner.sequences);
-            let next = sequences.entry(envelope.dest.uid()).or_insert(0);
-            *next += 1;
-            *next
-        };
-        let mut frame = envelope.encode_parts(Some((self.inner.stream, seq)))?;
+        let mut frame = envelope.encode_parts(Some((self.inner.stream, self.next_seq(&envelope.dest))))?;
         let dest = envelope.dest;
         let cached = self.link(&dest, None);
         if let Some(link) = cached {
@@ -431,6 +425,14 @@ impl HybridExchange {
         }
         debug!("queued in Redis");
         Ok(())
+    }
+
+    /// The next number of a message to `dest` (numbers may be skipped).
+    fn next_seq(&self, dest: &EntityId) -> u64 {
+        let mut sequences = lock(&self.inner.sequences);
+        let next = sequences.entry(dest.uid()).or_insert(0);
+        *next += 1;
+        *next
     }
 
     /// The cached link to `dest`; given a route, a new link unless the

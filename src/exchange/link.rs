@@ -261,8 +261,8 @@ impl LinkTask {
                     let mut next = Some(frame);
                     while let Some(frame) = next.take() {
                         unacked_bytes += frame.len();
-                        unacked.push_back(frame.clone());
                         outbox.push_message(&frame);
+                        unacked.push_back(frame);
                         sent += 1;
                         if unacked.len() < WINDOW && unacked_bytes < WINDOW_BYTES && outbox.len() < MAX_BATCH_BYTES {
                             next = rx.try_recv().ok();
