@@ -36,6 +36,14 @@ pub enum Error {
     /// A peer connection broke the protocol or went away.
     #[error("peer connection: {0}")]
     Peer(&'static str),
+    /// A message larger than the frame cap (`max_frame_len`): it is not sent.
+    #[error("a message of {len} bytes is over the {max}-byte cap")]
+    TooLarge {
+        /// Its encoded size.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
     /// The handle was closed: pending and new calls fail.
     #[error("the handle was closed")]
     HandleClosed,

@@ -40,7 +40,7 @@ pub enum WireError {
 type Error = WireError;
 
 /// The protocol version written in every envelope and in the peer handshake.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// A message with its routing header.
 ///

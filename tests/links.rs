@@ -318,3 +318,36 @@ async fn close_returns_within_its_bound_when_the_peer_stopped_reading() {
     assert!((19..=20).contains(&queued), "{queued} of 20 messages queued");
     drop(arbiter);
 }
+
+#[actix::test]
+async fn a_mailbox_that_takes_nothing_does_not_block_its_senders() {
+    const TOTAL: u32 = 12_000; // more than a link's window and channel hold
+    let redis = RedisServer::start();
+    let Pair { exchange, me, peer, mut inbox, .. } = pair(&redis, 100).await;
+    let started = Instant::now();
+    for seq in 0..TOTAL {
+        let send = exchange.send(numbered(&me, &peer, seq, 100));
+        tokio::time::timeout(Duration::from_secs(30), send).await.expect("a send hung").unwrap();
+    }
+    eprintln!("{TOTAL} sends to a mailbox nobody reads took {:?}", started.elapsed());
+    // Read late: each message once (order is not promised across the failover).
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..TOTAL {
+        let seq = seq_of(&inbox.recv(WAIT).await.unwrap());
+        assert!(seen.insert(seq), "{seq} delivered twice");
+    }
+    nothing_more(&mut inbox).await;
+    exchange.close().await;
+}
+
+#[actix::test]
+async fn a_message_over_the_frame_cap_is_refused_at_send() {
+    let redis = RedisServer::start();
+    let exchange = redis.builder().max_frame_len(64 << 10).start().await.unwrap();
+    let me = exchange.register_client(None).await.unwrap();
+    let peer = exchange.register_client(None).await.unwrap();
+    let result = exchange.send(numbered(&me, &peer, 0, 100 << 10)).await;
+    assert!(matches!(result, Err(Error::TooLarge { .. })), "{result:?}");
+    exchange.send(numbered(&me, &peer, 1, 100)).await.unwrap();
+    exchange.close().await;
+}

@@ -94,13 +94,15 @@ impl HybridExchangeBuilder {
     /// How long a peer with unacknowledged messages may stay silent before
     /// its link is declared dead and the messages go to Redis (default 10 s).
     pub fn peer_timeout(mut self, timeout: Duration) -> Self {
-        self.peer_timeout = timeout;
+        self.peer_timeout = timeout.max(Duration::from_millis(30));
         self
     }
 
-    /// Largest frame a mailbox accepts (default 64 MiB).
+    /// Largest message this exchange sends and its mailboxes accept
+    /// (default 64 MiB, at most 4 GiB); a larger `send` fails with
+    /// [`Error::TooLarge`].
     pub fn max_frame_len(mut self, len: usize) -> Self {
-        self.max_frame_len = len;
+        self.max_frame_len = len.min(u32::MAX as usize);
         self
     }
 
@@ -184,7 +186,7 @@ impl HybridExchangeBuilder {
                 owned: Mutex::default(),
                 published: Mutex::default(),
                 tasks: TaskTracker::new(),
-                sends: TaskTracker::new(),
+                background: TaskTracker::new(),
                 closed: AtomicBool::new(false),
             }),
         };
@@ -223,8 +225,9 @@ struct Inner {
     published: Mutex<HashMap<Uuid, String>>,
     /// Link tasks.
     tasks: TaskTracker,
-    /// Sends made in the background (an agent's replies), which `close` awaits.
-    sends: TaskTracker,
+    /// Work done in the background (an agent's replies, a dropped mailbox
+    /// handing back what it held), which `close` awaits.
+    background: TaskTracker,
     closed: AtomicBool,
 }
 
@@ -400,6 +403,10 @@ impl HybridExchange {
             return Err(Error::ExchangeClosed);
         }
         let mut frame = envelope.encode_parts(Some((self.inner.stream, self.next_seq(&envelope.dest))))?;
+        let max = self.inner.config.link.max_frame_len;
+        if frame.len() > max {
+            return Err(Error::TooLarge { len: frame.len(), max });
+        }
         let dest = envelope.dest;
         let cached = self.link(&dest, None);
         if let Some(link) = cached {
@@ -491,7 +498,7 @@ impl HybridExchange {
     /// Sends in the background; [`close`](Self::close) waits for it.
     pub(crate) fn post(&self, envelope: Envelope) {
         let exchange = self.clone();
-        self.inner.sends.spawn(async move {
+        self.inner.background.spawn(async move {
             let dest = envelope.dest.clone();
             if let Err(e) = exchange.send(envelope).await {
                 warn!(%dest, "could not deliver a message sent in the background: {e}");
@@ -511,24 +518,31 @@ impl HybridExchange {
     /// the Redis connection, within [`close_bound`](Self::close_bound).
     pub(crate) async fn close(&self) {
         let inner = &self.inner;
-        let bound = self.close_bound();
-        let flush = async {
-            inner.sends.close();
-            inner.sends.wait().await;
-            inner.closed.store(true, Ordering::Release);
-            let links: Vec<_> = inner.links.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
-            drop(links);
-            inner.tasks.close();
-            inner.tasks.wait().await;
-        };
-        if tokio::time::timeout(bound, flush).await.is_err() {
-            inner.closed.store(true, Ordering::Release);
-            warn!("closing the exchange took over {bound:?}; messages not yet confirmed may be lost");
+        let peer_timeout = inner.config.link.peer_timeout;
+        let deadline = tokio::time::Instant::now() + self.close_bound();
+        // Replies and mailbox hand-backs in flight get the peer timeout.
+        inner.background.close();
+        if tokio::time::timeout(peer_timeout, inner.background.wait()).await.is_err() {
+            warn!("background sends did not finish within {peer_timeout:?}; handing them to the links as they are");
+        }
+        // Nothing is popped from Redis after this; no link is created.
+        inner.watcher.stop();
+        inner.closed.store(true, Ordering::Release);
+        let links: Vec<_> = inner.links.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        drop(links);
+        inner.tasks.close();
+        if tokio::time::timeout_at(deadline, inner.tasks.wait()).await.is_err() {
+            warn!("links did not finish within the close bound; messages not yet confirmed may be lost");
         }
         // Addresses this process still publishes are stale from now on.
         let _ = self.cmd::<()>(redis::cmd("DEL").arg(&inner.lease.key)).await;
         inner.actor.do_send(actor::Stop);
         debug!(namespace = self.namespace(), "exchange closed");
+    }
+
+    /// Runs `task` in the background; [`close`](Self::close) waits for it.
+    pub(crate) fn track(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.background.spawn(task);
     }
 }
 
@@ -537,7 +551,13 @@ impl HybridExchange {
 /// succeeds; ends with the exchange.
 async fn reassert_on_reconnect(inner: std::sync::Weak<Inner>, reconnected: Arc<tokio::sync::Notify>) {
     loop {
-        reconnected.notified().await;
+        // Wake now and then to notice that the exchange is gone.
+        if tokio::time::timeout(Duration::from_secs(5), reconnected.notified()).await.is_err() {
+            match inner.upgrade() {
+                Some(inner) if !inner.closed.load(Ordering::Acquire) => continue,
+                _ => return,
+            }
+        }
         let mut delay = Duration::from_millis(100);
         loop {
             let Some(inner) = inner.upgrade() else { return };

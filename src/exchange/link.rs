@@ -192,8 +192,9 @@ impl LinkTask {
     ///
     /// Nothing here awaits a write: the socket is one more event in the
     /// loop, so acknowledgements, keepalives and timeouts are seen while it
-    /// is full, and callers wait only while the window of unacknowledged
-    /// messages is full, never longer than the peer timeout.
+    /// is full. Callers wait only while the window of unacknowledged
+    /// messages is full, and a window full for the peer timeout without an
+    /// acknowledgement fails the link, like a silent peer does.
     async fn serve(
         &self,
         address: &str,
@@ -219,11 +220,14 @@ impl LinkTask {
         let mut tick = tokio::time::interval(keepalive / 2);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut closing: Option<Instant> = None;
+        // Since when the window has been full with no acknowledgement.
+        let mut stalled_since: Option<Instant> = None;
         loop {
             if closing.is_some() && unacked.is_empty() && outbox.is_empty() {
                 return Ok(());
             }
             let room = unacked.len() < WINDOW && unacked_bytes < WINDOW_BYTES;
+            stalled_since = if room { None } else { stalled_since.or(Some(Instant::now())) };
             tokio::select! {
                 biased;
                 frame = inbound.next() => {
@@ -244,6 +248,7 @@ impl LinkTask {
                                 unacked_bytes -= frame.len();
                             }
                             acked = count;
+                            stalled_since = None;
                         }
                         Frame::Keepalive => {}
                         Frame::Message(_) => return Err(Error::Peer("a mailbox sent a message frame")),
@@ -273,6 +278,11 @@ impl LinkTask {
                     let now = Instant::now();
                     if now.duration_since(last_heard) > env.peer_timeout {
                         return Err(Error::Timeout(env.peer_timeout));
+                    }
+                    // Alive but taking nothing: its messages wait in Redis
+                    // instead of blocking every caller.
+                    if stalled_since.is_some_and(|since| now.duration_since(since) > env.peer_timeout) {
+                        return Err(Error::Peer("the mailbox took nothing for the peer timeout"));
                     }
                     if closing.is_some_and(|since| now.duration_since(since) > env.peer_timeout) {
                         return Err(Error::Peer("not acknowledged within the peer timeout of a close"));

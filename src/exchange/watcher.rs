@@ -56,6 +56,8 @@ enum Command {
     },
     /// Look at the watched set again (a paused mailbox has room).
     Rearm,
+    /// The exchange is closing: end every stream and pop nothing more.
+    Stop,
 }
 
 static NEXT_WATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -74,6 +76,7 @@ impl std::fmt::Debug for Command {
             Command::Watch { queue, .. } => write!(f, "Watch({queue})"),
             Command::Unwatch { queue, .. } => write!(f, "Unwatch({queue})"),
             Command::Rearm => write!(f, "Rearm"),
+            Command::Stop => write!(f, "Stop"),
         }
     }
 }
@@ -90,6 +93,7 @@ impl Watcher {
     ) -> Self {
         let (commands, rx) = mpsc::unbounded_channel();
         let task = Task {
+            stopped: false,
             client,
             control: control.clone(),
             commands: rx,
@@ -118,6 +122,12 @@ impl Watcher {
     /// Stops watch `id` of `queue`; its stream gets [`Watched::Woken`] and ends.
     pub(crate) fn unwatch(&self, queue: String, id: u64) {
         let _ = self.commands.send(Command::Unwatch { queue, id });
+        self.rearm();
+    }
+
+    /// Ends every watch and the task: nothing is popped after this.
+    pub(crate) fn stop(&self) {
+        let _ = self.commands.send(Command::Stop);
         self.rearm();
     }
 
@@ -158,6 +168,7 @@ struct Registration {
 }
 
 struct Task {
+    stopped: bool,
     client: redis::Client,
     reconnected: Arc<tokio::sync::Notify>,
     control: String,
@@ -176,12 +187,18 @@ impl Task {
             while let Ok(command) = self.commands.try_recv() {
                 self.apply(command);
             }
+            if self.stopped {
+                return;
+            }
             let ready: Vec<String> = self.ready();
             if ready.is_empty() {
                 // Nothing to pop: wait for a mailbox (no Redis traffic at all).
                 match self.commands.recv().await {
                     Some(command) => self.apply(command),
                     None => return,
+                }
+                if self.stopped {
+                    return;
                 }
                 continue;
             }
@@ -202,6 +219,13 @@ impl Task {
                 }
             }
             Command::Rearm => {}
+            Command::Stop => {
+                self.stopped = true;
+                self.order.clear();
+                for (_, registration) in self.queues.drain() {
+                    tokio::spawn(async move { registration.tx.send(Watched::Woken).await });
+                }
+            }
             Command::Unwatch { queue, id } => {
                 if self.queues.get(&queue).is_some_and(|r| r.id == id) {
                     self.order.retain(|q| *q != queue);

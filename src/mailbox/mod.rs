@@ -197,11 +197,16 @@ impl Drop for Mailbox {
         let task = shutdown(self.backend.clone(), rx, self.id.clone(), std::mem::take(&mut self.seen));
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(async move {
+                let task = async move {
                     if let Err(e) = task.await {
                         error!("closing a dropped mailbox failed: {e}");
                     }
-                });
+                };
+                // The exchange's close waits for a hybrid mailbox's hand-back.
+                match &self.backend {
+                    Backend::Hybrid(_, exchange) => exchange.track(task),
+                    Backend::Local(_) => drop(runtime.spawn(task)),
+                }
             }
             Err(_) => {
                 if let Backend::Hybrid(actor, _) = &self.backend {
