@@ -100,6 +100,19 @@ fn spawn_receiver_with(
         .unwrap()
 }
 
+/// Waits (at most a minute) until the file records every number below `total`.
+async fn wait_for_all(file: &std::path::Path, total: u32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen: HashSet<u32> = recorded(file).into_iter().collect();
+        if seen.len() == total as usize {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {} of {total} arrived", seen.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn recorded(file: &std::path::Path) -> Vec<u32> {
     std::fs::read_to_string(file).unwrap_or_default().lines().filter_map(|l| l.parse().ok()).collect()
 }
@@ -129,15 +142,7 @@ async fn a_receiver_killed_mid_stream_and_restarted_gets_every_message() {
     child.wait().unwrap();
     let before = recorded(&file).len();
     let mut child = spawn_receiver(&redis, &exchange, &receiver, &file);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let seen: HashSet<u32> = recorded(&file).into_iter().collect();
-        if seen.len() == TOTAL as usize {
-            break;
-        }
-        assert!(Instant::now() < deadline, "only {} of {TOTAL} arrived", seen.len());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_all(&file, TOTAL).await;
     let all = recorded(&file);
     let duplicates = all.len() - TOTAL as usize;
     eprintln!("killed after {before} of {TOTAL} were recorded: 0 lost, {duplicates} delivered twice (at least once)");
@@ -274,15 +279,7 @@ async fn a_receiver_frozen_past_the_peer_timeout_blocks_no_one_and_loses_nothing
     tokio::time::sleep(Duration::from_secs(3).saturating_sub(frozen_at.elapsed())).await;
     signal(&child, "CONT");
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let seen: HashSet<u32> = recorded(&file).into_iter().collect();
-        if seen.len() == TOTAL as usize {
-            break;
-        }
-        assert!(Instant::now() < deadline, "only {} of {TOTAL} arrived", seen.len());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_all(&file, TOTAL).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let all = recorded(&file);
     assert_eq!(all.len(), TOTAL as usize, "{} delivered twice", all.len() - TOTAL as usize);
