@@ -396,3 +396,11 @@ async fn a_full_mailbox_resumes_popping_its_queue() {
         assert_eq!(&inbox.recv(Some(Duration::from_secs(10))).await.unwrap(), message);
     }
 }
+
+#[test]
+fn debug_output_hides_the_secret_and_the_redis_password() {
+    let builder = HybridExchange::builder("redis://:hunter2@127.0.0.1:6379/0").secret("s3cret");
+    let printed = format!("{builder:?}");
+    assert!(!printed.contains("hunter2") && !printed.contains("s3cret"), "{printed}");
+    assert!(printed.contains("127.0.0.1:6379"), "{printed}");
+}

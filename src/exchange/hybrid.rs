@@ -26,7 +26,7 @@ use super::{Exchange, MailboxStatus};
 use crate::error::Error;
 use crate::identifier::{uuid_to_base32, EntityId, Role};
 use crate::message::Envelope;
-use crate::peer::DEFAULT_MAX_FRAME_LEN;
+use crate::peer::{Secret, DEFAULT_MAX_FRAME_LEN};
 
 /// Environment variable read for the peer secret when none is configured.
 pub const SECRET_ENV: &str = "ACADEMY_SECRET";
@@ -46,10 +46,10 @@ pub const SECRET_ENV: &str = "ACADEMY_SECRET";
 #[derive(Debug)]
 #[must_use]
 pub struct HybridExchangeBuilder {
-    url: String,
+    url: RedisUrl,
     namespace: Option<String>,
     host: String,
-    secret: Option<Vec<u8>>,
+    secret: Option<Secret>,
     connect_timeout: Duration,
     peer_timeout: Duration,
     max_frame_len: usize,
@@ -81,7 +81,7 @@ impl HybridExchangeBuilder {
     /// Shared secret that peers prove they know before any message is read.
     /// Defaults to the `ACADEMY_SECRET` environment variable, else empty.
     pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
-        self.secret = Some(secret.as_ref().to_vec());
+        self.secret = Some(Secret::new(secret.as_ref()));
         self
     }
 
@@ -137,7 +137,7 @@ impl HybridExchangeBuilder {
 
     /// Connects to Redis and starts the exchange actor on the current arbiter.
     pub async fn start(self) -> Result<Exchange, Error> {
-        let client = redis::Client::open(self.url.as_str())?;
+        let client = redis::Client::open(self.url.0.as_str())?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(Duration::from_secs(5)))
@@ -145,7 +145,10 @@ impl HybridExchangeBuilder {
             // Fail fast when Redis is unreachable; later commands reconnect again.
             .set_number_of_retries(2);
         let redis = client.get_connection_manager_with_config(manager).await?;
-        let secret = self.secret.or_else(|| std::env::var(SECRET_ENV).ok().map(String::into_bytes)).unwrap_or_default();
+        let secret = self
+            .secret
+            .or_else(|| std::env::var(SECRET_ENV).ok().map(|s| Secret::new(s.as_bytes())))
+            .unwrap_or_default();
         let namespace = self.namespace.unwrap_or_else(|| "default".to_owned());
         let keys = Keys::new(&namespace);
         let stream = Uuid::new_v4();
@@ -158,7 +161,7 @@ impl HybridExchangeBuilder {
         let watcher = Watcher::start(client.clone(), keys.wake(), actor.clone(), reconnected.clone());
         let links = Arc::new(Mutex::new(HashMap::new()));
         let env = Arc::new(LinkEnv {
-            secret: secret.into(),
+            secret,
             connect_timeout: self.connect_timeout,
             peer_timeout: self.peer_timeout,
             max_frame_len: self.max_frame_len,
@@ -192,6 +195,21 @@ impl HybridExchangeBuilder {
         };
         tokio::spawn(reassert_on_reconnect(Arc::downgrade(&exchange.inner), reconnected));
         Ok(Exchange::from(exchange))
+    }
+}
+
+/// A Redis URL whose `Debug` form hides the password.
+struct RedisUrl(String);
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = &self.0;
+        match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                write!(f, "{:?}", format!("{}<redacted>{}", &url[..scheme + 3], &url[at..]))
+            }
+            _ => write!(f, "{url:?}"),
+        }
     }
 }
 
@@ -249,7 +267,7 @@ impl HybridExchange {
     /// (`redis://[:password@]host:port[/db]`; `rediss://` with the `tls` feature).
     pub fn builder(url: impl Into<String>) -> HybridExchangeBuilder {
         HybridExchangeBuilder {
-            url: url.into(),
+            url: RedisUrl(url.into()),
             namespace: None,
             host: "127.0.0.1".to_owned(),
             secret: None,

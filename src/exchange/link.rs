@@ -35,7 +35,7 @@ use super::keys::Keys;
 use crate::error::Error;
 use crate::identifier::EntityId;
 use crate::message::Parts;
-use crate::peer::{client_handshake, Frame, FrameCodec, Outbox};
+use crate::peer::{client_handshake, Frame, FrameCodec, Outbox, Secret};
 
 /// Messages a link buffers before `send` waits for room.
 const LINK_CAPACITY: usize = 4096;
@@ -58,7 +58,7 @@ pub(crate) type Links = Mutex<HashMap<Uuid, Link>>;
 /// What every link of an exchange shares.
 #[derive(Debug)]
 pub(crate) struct LinkEnv {
-    pub(crate) secret: Arc<[u8]>,
+    pub(crate) secret: Secret,
     pub(crate) connect_timeout: Duration,
     pub(crate) peer_timeout: Duration,
     pub(crate) max_frame_len: usize,

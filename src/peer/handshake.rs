@@ -16,6 +16,29 @@ use uuid::Uuid;
 use crate::error::Error;
 use crate::message::{WireError, PROTOCOL_VERSION};
 
+/// The shared secret of the handshake. Its `Debug` form never shows it.
+#[derive(Clone, Default)]
+pub(crate) struct Secret(std::sync::Arc<[u8]>);
+
+impl Secret {
+    pub(crate) fn new(bytes: &[u8]) -> Self {
+        Self(bytes.into())
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "Secret(empty)" } else { "Secret(<redacted>)" })
+    }
+}
+
 /// Magic bytes that open every peer connection.
 pub(crate) const MAGIC: [u8; 4] = *b"ACAD";
 
@@ -99,6 +122,11 @@ fn check_magic_and_version(hello: &[u8]) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_is_never_printed() {
+        assert_eq!(format!("{:?}", Secret::new(b"hunter2")), "Secret(<redacted>)");
+    }
 
     #[tokio::test]
     async fn handshake_needs_the_same_secret_and_destination() {

@@ -23,4 +23,4 @@ pub(crate) mod handshake;
 pub(crate) use ack::AckState;
 pub use frame::DEFAULT_MAX_FRAME_LEN;
 pub(crate) use frame::{Frame, FrameCodec, Outbox};
-pub(crate) use handshake::{client_handshake, server_handshake};
+pub(crate) use handshake::{client_handshake, server_handshake, Secret};
