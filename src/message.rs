@@ -314,8 +314,8 @@ impl Parts {
 const STAMPED: u8 = 0xC1;
 const STAMP_LEN: usize = 1 + 16 + 8;
 
-/// Where a message came from, in order: the sending exchange's stream and
-/// the message's number among those it sent to one mailbox. A mailbox that
+/// Where a message came from, in order: a stream of the sending exchange
+/// (one per destination) and the message's number in it. A mailbox that
 /// took a number already drops the copy.
 pub(crate) type Stamp = (Uuid, u64);
 

@@ -25,8 +25,12 @@ use super::watcher::Watcher;
 use super::{Exchange, MailboxStatus};
 use crate::error::Error;
 use crate::identifier::{uuid_to_base32, EntityId, Role};
-use crate::message::Envelope;
+use crate::message::{Envelope, Stamp};
 use crate::peer::{Secret, DEFAULT_MAX_FRAME_LEN};
+
+/// Destinations whose stream an exchange remembers; past that it starts
+/// new streams for all (a bound on memory, at no cost to correctness).
+const MAX_STREAMS: usize = 65_536;
 
 /// Environment variable read for the peer secret when none is configured.
 pub const SECRET_ENV: &str = "ACADEMY_SECRET";
@@ -151,8 +155,7 @@ impl HybridExchangeBuilder {
             .unwrap_or_default();
         let namespace = self.namespace.unwrap_or_else(|| "default".to_owned());
         let keys = Keys::new(&namespace);
-        let stream = Uuid::new_v4();
-        let token = uuid_to_base32(stream);
+        let token = uuid_to_base32(Uuid::new_v4());
         let lease = Lease { key: keys.alive(&token), period: self.heartbeat };
         let mut first = redis.clone();
         lease.renewal().query_async::<()>(&mut first).await?;
@@ -182,7 +185,6 @@ impl HybridExchangeBuilder {
                 },
                 links,
                 token,
-                stream,
                 sequences: Mutex::default(),
                 lease,
                 watcher,
@@ -232,10 +234,11 @@ struct Inner {
     watcher: Watcher,
     /// Names this exchange (process) as the owner of the addresses it publishes.
     token: String,
-    /// Stamps every message this exchange sends (with a number counted per
-    /// destination), so that a mailbox drops a copy it took already.
-    stream: Uuid,
-    sequences: Mutex<HashMap<Uuid, u64>>,
+    /// Per destination, the stream that stamps what this exchange sends it
+    /// and the last number used, so that a mailbox drops a copy it took
+    /// already. An entry forgotten (terminated, or too many) starts a new
+    /// stream next time, never a reused number.
+    sequences: Mutex<HashMap<Uuid, Stamp>>,
     lease: Lease,
     /// Entities registered through this exchange and not terminated by it.
     owned: Mutex<HashMap<Uuid, (EntityId, Vec<String>)>>,
@@ -359,6 +362,7 @@ impl HybridExchange {
             .arg(keys::CLOSE_SENTINEL);
         self.call::<i64>(Request::Script(script)).await?;
         lock(&self.inner.owned).remove(&id.uid());
+        lock(&self.inner.sequences).remove(&id.uid());
         let link = self.inner.links.lock().unwrap_or_else(|e| e.into_inner()).remove(&id.uid());
         drop(link);
         debug!(entity = %id, "terminated");
@@ -420,7 +424,7 @@ impl HybridExchange {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::ExchangeClosed);
         }
-        let mut frame = envelope.encode_parts(Some((self.inner.stream, self.next_seq(&envelope.dest))))?;
+        let mut frame = envelope.encode_parts(Some(self.next_stamp(&envelope.dest)))?;
         let max = self.inner.config.link.max_frame_len;
         if frame.len() > max {
             return Err(Error::TooLarge { len: frame.len(), max });
@@ -452,12 +456,15 @@ impl HybridExchange {
         Ok(())
     }
 
-    /// The next number of a message to `dest` (numbers may be skipped).
-    fn next_seq(&self, dest: &EntityId) -> u64 {
+    /// The stamp of the next message to `dest` (numbers may be skipped).
+    fn next_stamp(&self, dest: &EntityId) -> Stamp {
         let mut sequences = lock(&self.inner.sequences);
-        let next = sequences.entry(dest.uid()).or_insert(0);
-        *next += 1;
-        *next
+        if sequences.len() >= MAX_STREAMS && !sequences.contains_key(&dest.uid()) {
+            sequences.clear();
+        }
+        let (stream, last) = sequences.entry(dest.uid()).or_insert_with(|| (Uuid::new_v4(), 0));
+        *last += 1;
+        (*stream, *last)
     }
 
     /// The cached link to `dest`; given a route, a new link unless the

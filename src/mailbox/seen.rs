@@ -6,8 +6,8 @@
 //! taken already (the acknowledgement was lost with the connection) or still
 //! sit in the receiver's socket (a receiver frozen longer than the peer
 //! timeout). Both copies then reach the mailbox. Every message a hybrid
-//! exchange sends is stamped with the sender's stream and a number counted
-//! per destination; the mailbox keeps, per stream, the set of numbers taken
+//! exchange sends is stamped with a stream (one per sender and destination)
+//! and a number counted in it; the mailbox keeps, per stream, the numbers taken
 //! as ranges, so a stream taken in order costs one range however long it
 //! runs, and the check is exact. Unstamped messages (requests an agent put
 //! back in its queue on purpose) are always delivered.
