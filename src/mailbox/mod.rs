@@ -34,7 +34,7 @@ use crate::error::Error;
 use crate::exchange::{Delivery, Exchange, HybridExchange, LocalExchange, MailboxStatus, Origin, Watched};
 use crate::identifier::EntityId;
 use crate::message::Envelope;
-use crate::peer::{server_handshake, AckState, Frame, FrameCodec};
+use crate::peer::{server_handshake, AckState, Frame, FrameCodec, Heard, NoteProgress};
 use seen::Seen;
 
 /// How long a closing mailbox waits for its watcher before stopping anyway.
@@ -279,8 +279,8 @@ async fn write_acks(write: OwnedWriteHalf, state: Arc<AckState>, keepalive: Dura
 struct Conn {
     stream: SpawnHandle,
     ack: Arc<AckState>,
-    /// When a frame (a message or a keepalive) last arrived.
-    last_heard: Instant,
+    /// When bytes (of a frame, a keepalive) last arrived.
+    heard: Arc<Heard>,
 }
 
 impl Drop for Conn {
@@ -349,9 +349,9 @@ impl Actor for MailboxActor {
         // than the peer timeout is dead or stuck mid-frame, and is closed.
         let limit = self.exchange.config().link.peer_timeout;
         ctx.run_interval(limit / 4, move |act, ctx| {
-            let since = |heard: Instant| heard.max(act.resumed).elapsed();
+            let since = |heard: &Heard| heard.at().max(act.resumed).elapsed();
             let silent: Vec<u64> =
-                act.conns.iter().filter(|(_, c)| since(c.last_heard) > limit).map(|(id, _)| *id).collect();
+                act.conns.iter().filter(|(_, c)| since(&c.heard) > limit).map(|(id, _)| *id).collect();
             for conn in silent {
                 warn!(mailbox = %act.id, "closing a peer connection silent for over {limit:?}");
                 act.drop_connection(conn, ctx);
@@ -416,11 +416,13 @@ impl MailboxActor {
         let (read, write) = stream.into_split();
         let ack = Arc::new(AckState::default());
         tokio::spawn(write_acks(write, ack.clone(), config.link.peer_timeout / 3));
+        let heard = Heard::new();
+        let read = NoteProgress::new(read, heard.clone());
         let frames = FramedRead::new(read, FrameCodec::new(config.link.max_frame_len))
             .map(move |frame| Inbound::Frame(conn, frame))
             .chain(stream::once(async move { Inbound::End(conn) }));
         let stream = ctx.add_stream(frames);
-        self.conns.insert(conn, Conn { stream, ack, last_heard: Instant::now() });
+        self.conns.insert(conn, Conn { stream, ack, heard });
     }
 
     fn unwatch(&self) {
@@ -493,10 +495,9 @@ impl StreamHandler<Inbound> for MailboxActor {
             Inbound::End(conn) => return self.drop_connection(conn, ctx),
             Inbound::Frame(conn, frame) => (conn, frame),
         };
-        let Some(state) = self.conns.get_mut(&conn) else {
+        let Some(state) = self.conns.get(&conn) else {
             return;
         };
-        state.last_heard = Instant::now();
         let problem = match frame.map_err(Error::from) {
             Ok(Frame::Keepalive) => return,
             Ok(Frame::Ack(_)) => "a sender sent an acknowledgement".to_owned(),

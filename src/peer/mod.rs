@@ -13,14 +13,17 @@
 //! | `Keepalive` (2) | both | none |
 //!
 //! Each side sends a keepalive when it has written nothing for a third of
-//! the peer timeout, and measures silence from the last frame it heard: a
-//! peer silent for the peer timeout is dead (frozen, crashed, or cut off).
+//! the peer timeout, and measures silence from the last bytes it received
+//! (a long frame on a slow network is progress): a peer silent for the peer
+//! timeout is dead (frozen, crashed, or cut off).
 
 mod ack;
 mod frame;
 pub(crate) mod handshake;
+mod progress;
 
 pub(crate) use ack::AckState;
 pub use frame::DEFAULT_MAX_FRAME_LEN;
 pub(crate) use frame::{Frame, FrameCodec, Outbox};
 pub(crate) use handshake::{client_handshake, server_handshake, Secret};
+pub(crate) use progress::{Heard, NoteProgress};
