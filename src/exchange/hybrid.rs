@@ -469,7 +469,7 @@ impl HybridExchange {
 
     /// The cached link to `dest`; given a route, a new link unless the
     /// cached one already takes that route.
-    fn link(&self, dest: &EntityId, route: Option<Route>) -> Option<Link> {
+    fn link(&self, dest: &EntityId, route: Option<Route>) -> Option<Arc<Link>> {
         let mut links = self.inner.links.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(link) = links.get(&dest.uid()) {
             if route.as_ref().is_none_or(|r| *r == link.route) {
@@ -480,7 +480,7 @@ impl HybridExchange {
         if self.inner.closed.load(Ordering::Acquire) {
             return None;
         }
-        let link = Link::spawn(dest.clone(), route, self.inner.config.link.clone(), &self.inner.tasks);
+        let link = Arc::new(Link::spawn(dest.clone(), route, self.inner.config.link.clone(), &self.inner.tasks));
         links.insert(dest.uid(), link.clone());
         Some(link)
     }

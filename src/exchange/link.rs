@@ -53,7 +53,7 @@ const REDIS_PATIENCE: Duration = Duration::from_secs(60);
 static NEXT_LINK: AtomicU64 = AtomicU64::new(0);
 
 /// The live links of one exchange, by destination UUID.
-pub(crate) type Links = Mutex<HashMap<Uuid, Link>>;
+pub(crate) type Links = Mutex<HashMap<Uuid, Arc<Link>>>;
 
 /// What every link of an exchange shares.
 #[derive(Debug)]
