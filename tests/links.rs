@@ -16,7 +16,11 @@ use actix_academy::{Agent, AgentId, Body, ClientId, EntityId, Envelope, Error, E
 use serde::{Deserialize, Serialize};
 use support::RedisServer;
 
+/// Short, so that tests cross it several times.
 const PEER_TIMEOUT: Duration = Duration::from_secs(1);
+/// For tests that count connections: long enough that a loaded machine's
+/// stalls never pass for a dead peer.
+const STEADY_PEER_TIMEOUT: Duration = Duration::from_secs(2);
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));
 
 fn numbered(src: &ClientId, dest: &ClientId, seq: u32, len: usize) -> Envelope {
@@ -101,8 +105,8 @@ struct Pair {
     relay: Relay,
 }
 
-async fn pair(redis: &RedisServer, capacity: usize) -> Pair {
-    let builder = redis.builder().peer_timeout(PEER_TIMEOUT).mailbox_capacity(capacity);
+async fn pair(redis: &RedisServer, capacity: usize, peer_timeout: Duration) -> Pair {
+    let builder = redis.builder().peer_timeout(peer_timeout).mailbox_capacity(capacity);
     let exchange = builder.start().await.unwrap();
     let me = exchange.register_client(None).await.unwrap();
     let peer = exchange.register_client(None).await.unwrap();
@@ -115,12 +119,12 @@ async fn pair(redis: &RedisServer, capacity: usize) -> Pair {
 #[actix::test]
 async fn one_connection_carries_idle_and_busy_stretches_of_three_peer_timeouts() {
     let redis = RedisServer::start();
-    let Pair { exchange, me, peer, mut inbox, relay } = pair(&redis, 10_000).await;
+    let Pair { exchange, me, peer, mut inbox, relay } = pair(&redis, 10_000, STEADY_PEER_TIMEOUT).await;
 
     // Idle: one message, silence for 3.5 peer timeouts, another.
     exchange.send(numbered(&me, &peer, 0, 100)).await.unwrap();
     expect_in_order(&mut inbox, 0, 1).await;
-    tokio::time::sleep(PEER_TIMEOUT * 7 / 2).await;
+    tokio::time::sleep(STEADY_PEER_TIMEOUT * 7 / 2).await;
     exchange.send(numbered(&me, &peer, 1, 100)).await.unwrap();
     expect_in_order(&mut inbox, 1, 2).await;
 
@@ -130,7 +134,7 @@ async fn one_connection_carries_idle_and_busy_stretches_of_three_peer_timeouts()
         actix::spawn(async move {
             let started = Instant::now();
             let mut seq = 2;
-            while started.elapsed() < PEER_TIMEOUT * 7 / 2 {
+            while started.elapsed() < STEADY_PEER_TIMEOUT * 7 / 2 {
                 for _ in 0..20 {
                     exchange.send(numbered(&me, &peer, seq, 100)).await.unwrap();
                     seq += 1;
@@ -160,7 +164,7 @@ async fn one_connection_carries_idle_and_busy_stretches_of_three_peer_timeouts()
 async fn a_reader_that_pauses_past_the_peer_timeout_gets_each_message_once() {
     let redis = RedisServer::start();
     // A small mailbox, so that the paused reader stops the mailbox reading its socket.
-    let Pair { exchange, me, peer, mut inbox, relay } = pair(&redis, 100).await;
+    let Pair { exchange, me, peer, mut inbox, relay } = pair(&redis, 100, STEADY_PEER_TIMEOUT).await;
     let sender = {
         let (exchange, me, peer) = (exchange.clone(), me.clone(), peer.clone());
         actix::spawn(async move {
@@ -169,7 +173,7 @@ async fn a_reader_that_pauses_past_the_peer_timeout_gets_each_message_once() {
             }
         })
     };
-    tokio::time::sleep(PEER_TIMEOUT * 3).await;
+    tokio::time::sleep(STEADY_PEER_TIMEOUT * 3).await;
     expect_in_order(&mut inbox, 0, 1_000).await;
     sender.await.unwrap();
     nothing_more(&mut inbox).await;
@@ -323,7 +327,7 @@ async fn close_returns_within_its_bound_when_the_peer_stopped_reading() {
 async fn a_mailbox_that_takes_nothing_does_not_block_its_senders() {
     const TOTAL: u32 = 12_000; // more than a link's window and channel hold
     let redis = RedisServer::start();
-    let Pair { exchange, me, peer, mut inbox, .. } = pair(&redis, 100).await;
+    let Pair { exchange, me, peer, mut inbox, .. } = pair(&redis, 100, PEER_TIMEOUT).await;
     let started = Instant::now();
     for seq in 0..TOTAL {
         let send = exchange.send(numbered(&me, &peer, seq, 100));
