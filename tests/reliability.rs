@@ -289,3 +289,25 @@ async fn a_receiver_frozen_past_the_peer_timeout_blocks_no_one_and_loses_nothing
     child.wait().unwrap();
     let _ = std::fs::remove_file(&file);
 }
+
+#[actix::test]
+async fn an_exchange_with_no_open_mailbox_registers_again_after_redis_restarts_empty() {
+    let mut redis = RedisServer::start();
+    let exchange = redis.builder().heartbeat(Duration::from_millis(200)).start().await.unwrap();
+    // Registered, not launched: no mailbox is open, so the watcher is idle.
+    let id: AgentId<Counter> = exchange.register_agent(None).await.unwrap();
+    let id: EntityId = id.into();
+    redis.restart(); // empty: no persistence
+    let restarted = Instant::now();
+    let deadline = restarted + Duration::from_secs(20);
+    loop {
+        match exchange.status(&id).await {
+            Ok(MailboxStatus::Offline) => break,
+            _ => assert!(Instant::now() < deadline, "the agent was never registered again"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("registered again {:?} after the restart", restarted.elapsed());
+    assert_eq!(exchange.discover::<Counter>(false).await.unwrap().len(), 1);
+    exchange.close().await;
+}

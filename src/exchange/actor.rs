@@ -149,6 +149,8 @@ pub(crate) struct Stop;
 pub(crate) struct ExchangeActor {
     redis: ConnectionManager,
     lease: Lease,
+    /// Notified when the lease is found missing: the exchange re-registers.
+    lost_state: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The exchange's liveness key and how often it is renewed (it expires after
@@ -165,11 +167,19 @@ impl Lease {
         cmd.arg(&self.key).arg(1).arg("PX").arg((self.period * 3).as_millis() as u64);
         cmd
     }
+
+    /// Renews the lease only if it is still there: a nil reply means Redis
+    /// lost it (restarted empty, or this process stalled past the expiry).
+    fn refresh(&self) -> redis::Cmd {
+        let mut cmd = self.renewal();
+        cmd.arg("XX");
+        cmd
+    }
 }
 
 impl ExchangeActor {
-    pub(crate) fn new(redis: ConnectionManager, lease: Lease) -> Self {
-        Self { redis, lease }
+    pub(crate) fn new(redis: ConnectionManager, lease: Lease, lost_state: std::sync::Arc<tokio::sync::Notify>) -> Self {
+        Self { redis, lease, lost_state }
     }
 }
 
@@ -179,11 +189,16 @@ impl Actor for ExchangeActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         use actix::{AsyncContext, WrapFuture};
         ctx.run_interval(self.lease.period, |act, ctx| {
-            let (mut redis, renewal) = (act.redis.clone(), act.lease.renewal());
+            let (mut redis, refresh, lost_state) = (act.redis.clone(), act.lease.refresh(), act.lost_state.clone());
             ctx.spawn(
                 async move {
-                    if let Err(e) = renewal.query_async::<()>(&mut redis).await {
-                        tracing::warn!("could not renew the exchange's lease: {e}");
+                    match refresh.query_async::<Option<String>>(&mut redis).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            tracing::warn!("the exchange's lease is gone from Redis; registering again");
+                            lost_state.notify_one();
+                        }
+                        Err(e) => tracing::warn!("could not renew the exchange's lease: {e}"),
                     }
                 }
                 .into_actor(act),

@@ -159,8 +159,10 @@ impl HybridExchangeBuilder {
         let lease = Lease { key: keys.alive(&token), period: self.heartbeat };
         let mut first = redis.clone();
         lease.renewal().query_async::<()>(&mut first).await?;
-        let actor = ExchangeActor::new(redis, lease.clone()).start();
+        // Notified when Redis may have lost this exchange's state: the
+        // watcher reconnected, or the lease was found missing.
         let reconnected = Arc::new(tokio::sync::Notify::new());
+        let actor = ExchangeActor::new(redis, lease.clone(), reconnected.clone()).start();
         let watcher = Watcher::start(client.clone(), keys.wake(), actor.clone(), reconnected.clone());
         let links = Arc::new(Mutex::new(HashMap::new()));
         let env = Arc::new(LinkEnv {
@@ -571,9 +573,10 @@ impl HybridExchange {
     }
 }
 
-/// Each time the watcher reconnects after a failure, writes again what this
-/// exchange registered (Redis may have restarted empty), retrying until it
-/// succeeds; ends with the exchange.
+/// Each time Redis may have lost this exchange's state (its watcher
+/// reconnected, or its lease was found missing at a renewal), writes again
+/// what this exchange registered, retrying until it succeeds; ends with the
+/// exchange.
 async fn reassert_on_reconnect(inner: std::sync::Weak<Inner>, reconnected: Arc<tokio::sync::Notify>) {
     loop {
         // Wake now and then to notice that the exchange is gone.
