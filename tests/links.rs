@@ -355,3 +355,31 @@ async fn a_message_over_the_frame_cap_is_refused_at_send() {
     exchange.send(numbered(&me, &peer, 1, 100)).await.unwrap();
     exchange.close().await;
 }
+
+#[actix::test]
+async fn a_peer_with_another_secret_is_tried_once_and_messages_go_through_redis() {
+    let redis = RedisServer::start();
+    let receiver = redis.builder().start().await.unwrap();
+    let peer = receiver.register_client(None).await.unwrap();
+    let mut inbox = receiver.get_mailbox(&peer).await.unwrap();
+    let relay = Relay::start(inbox.address().unwrap()).await;
+    relay.publish(&redis, &receiver, &peer);
+    let sender = HybridExchange::builder(redis.url()).namespace(receiver.namespace()).secret("another secret");
+    let sender = sender.start().await.unwrap();
+    let me = sender.register_client(None).await.unwrap();
+    for seq in 0..200 {
+        sender.send(numbered(&me, &peer, seq, 100)).await.unwrap();
+        if seq % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        assert!(seen.insert(seq_of(&inbox.recv(WAIT).await.unwrap())));
+    }
+    nothing_more(&mut inbox).await;
+    // One refused handshake, then Redis: not one connection per message.
+    assert_eq!(relay.accepted(), 1, "the sender kept dialing a peer that refused it");
+    sender.close().await;
+    receiver.close().await;
+}

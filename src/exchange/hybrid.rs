@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::actor::{self, Call, ExchangeActor, Lease, Request, DELETE_IF_EQUAL, DISCOVER, STATUS, TERMINATE};
 use super::keys::{self, Keys, ACTIVE};
-use super::link::{enqueue, Enqueued, Link, LinkEnv, Links, Route};
+use super::link::{enqueue, refused_recently, Enqueued, Link, LinkEnv, Links, Route};
 use super::watcher::Watcher;
 use super::{Exchange, MailboxStatus};
 use crate::error::Error;
@@ -166,6 +166,7 @@ impl HybridExchangeBuilder {
         let watcher = Watcher::start(client.clone(), keys.wake(), actor.clone(), reconnected.clone());
         let links = Arc::new(Mutex::new(HashMap::new()));
         let env = Arc::new(LinkEnv {
+            refused: Mutex::default(),
             secret,
             connect_timeout: self.connect_timeout,
             peer_timeout: self.peer_timeout,
@@ -440,6 +441,9 @@ impl HybridExchange {
             }
         }
         match enqueue(&self.inner.config.link, &dest, std::slice::from_ref(&frame), true).await? {
+            Enqueued::Listening(address) if refused_recently(&self.inner.config.link, &address) => {
+                enqueue(&self.inner.config.link, &dest, &[frame], false).await?;
+            }
             Enqueued::Listening(address) => {
                 if let Some(link) = self.link(&dest, Some(Route::Peer(address))) {
                     match link.send(frame).await {

@@ -28,6 +28,13 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, error, warn};
+
+/// Whether `address` refused a handshake within [`REFUSED_FOR`].
+pub(crate) fn refused_recently(env: &LinkEnv, address: &str) -> bool {
+    let mut refused = env.refused.lock().unwrap_or_else(|e| e.into_inner());
+    refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
+    refused.contains_key(address)
+}
 use uuid::Uuid;
 
 use super::actor::{Call, ExchangeActor, Request, SEND};
@@ -55,9 +62,15 @@ static NEXT_LINK: AtomicU64 = AtomicU64::new(0);
 /// The live links of one exchange, by destination UUID.
 pub(crate) type Links = Mutex<HashMap<Uuid, Arc<Link>>>;
 
+/// How long a peer that refused our handshake is not tried again.
+pub(crate) const REFUSED_FOR: Duration = Duration::from_secs(30);
+
 /// What every link of an exchange shares.
 #[derive(Debug)]
 pub(crate) struct LinkEnv {
+    /// Addresses whose mailbox refused our handshake (another secret or
+    /// protocol version), and when: messages to them go through Redis.
+    pub(crate) refused: Mutex<HashMap<String, Instant>>,
     pub(crate) secret: Secret,
     pub(crate) connect_timeout: Duration,
     pub(crate) peer_timeout: Duration,
@@ -163,6 +176,15 @@ impl LinkTask {
         if let Route::Peer(address) = &self.route {
             match self.serve(address, &mut rx, &mut held).await {
                 Ok(()) => debug!("link closed"),
+                Err(e @ (Error::Handshake(_) | Error::Wire(_))) => {
+                    let mut refused = self.env.refused.lock().unwrap_or_else(|e| e.into_inner());
+                    if refused.insert(address.clone(), Instant::now()).is_none() {
+                        error!(
+                            "{address} refused the peer handshake ({e}): do both processes share the secret and \
+                             the version? Messages to it go through Redis"
+                        );
+                    }
+                }
                 Err(e) => warn!("link failed, falling back to Redis: {e}"),
             }
             self.retire(&mut rx, &mut held);

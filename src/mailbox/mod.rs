@@ -37,6 +37,9 @@ use crate::message::Envelope;
 use crate::peer::{server_handshake, AckState, Frame, FrameCodec, Heard, NoteProgress};
 use seen::Seen;
 
+/// At most one report of refused connections per mailbox in this time.
+const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(60);
+
 /// How long a closing mailbox waits for its watcher before stopping anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -108,6 +111,8 @@ impl Mailbox {
             closing: false,
             watch: u64::MAX,
             resumed: Instant::now(),
+            refusals: 0,
+            refusals_reported: None,
         }
         .start();
         debug!(mailbox = %id, ?address, "mailbox open");
@@ -321,6 +326,9 @@ struct MailboxActor {
     closing: bool,
     /// This mailbox's registration with the exchange's Redis watcher.
     watch: u64,
+    /// Connections refused since the last report, and when that was.
+    refusals: u64,
+    refusals_reported: Option<Instant>,
     /// When the actor last resumed after a pause for backpressure (peers
     /// were not read meanwhile, so their silence does not count).
     resumed: Instant,
@@ -400,7 +408,7 @@ impl StreamHandler<Accepted> for MailboxActor {
             match result {
                 Ok(stream) if !act.closing => act.add_connection(stream, ctx),
                 Ok(_) => {}
-                Err(e) => warn!(mailbox = %act.id, %peer, "refused a peer connection: {e}"),
+                Err(e) => act.refused(peer, e),
             }
         }));
     }
@@ -409,6 +417,19 @@ impl StreamHandler<Accepted> for MailboxActor {
 }
 
 impl MailboxActor {
+    /// Notes a connection refused at the handshake: one WARN line a minute
+    /// at most (with the count), so a port scan or a misconfigured peer does
+    /// not flood the log.
+    fn refused(&mut self, peer: SocketAddr, error: Error) {
+        self.refusals += 1;
+        if self.refusals_reported.is_some_and(|at| at.elapsed() < REFUSAL_REPORT_EVERY) {
+            return debug!(mailbox = %self.id, %peer, "refused a peer connection: {error}");
+        }
+        warn!(mailbox = %self.id, %peer, refused = self.refusals, "refused peer connections (latest: {error})");
+        self.refusals = 0;
+        self.refusals_reported = Some(Instant::now());
+    }
+
     fn add_connection(&mut self, stream: TcpStream, ctx: &mut Context<Self>) {
         let config = self.exchange.config();
         let conn = self.next_conn;
