@@ -383,3 +383,37 @@ async fn a_peer_with_another_secret_is_tried_once_and_messages_go_through_redis(
     sender.close().await;
     receiver.close().await;
 }
+
+/// Answers with as many bytes as asked.
+struct Grow;
+impl Actor for Grow {
+    type Context = Context<Self>;
+}
+
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "serde_bytes::ByteBuf")]
+struct Bytes(usize);
+impl Handler<Bytes> for Grow {
+    type Result = MessageResult<Bytes>;
+    fn handle(&mut self, m: Bytes, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(serde_bytes::ByteBuf::from(vec![1u8; m.0]))
+    }
+}
+actix_academy::behavior!(Grow { actions: [Bytes] });
+
+#[actix::test]
+async fn a_result_over_the_frame_cap_answers_its_caller_with_an_error() {
+    let redis = RedisServer::start();
+    let exchange = redis.builder().max_frame_len(64 << 10).start().await.unwrap();
+    let id: AgentId<Grow> = exchange.register_agent(None).await.unwrap();
+    let _agent = Agent::launch(Grow, id.clone(), &exchange).await.unwrap();
+    let grow = exchange.get_handle(id).bind_as_client(&exchange).await.unwrap().with_liveness_timeout(None);
+    assert_eq!(grow.action(Bytes(10)).await.unwrap().len(), 10);
+    let call = tokio::time::timeout(Duration::from_secs(20), grow.action(Bytes(100 << 10)));
+    match call.await.expect("the caller was left waiting") {
+        Err(Error::Remote(e)) => assert!(e.message.contains("over the"), "{e}"),
+        other => panic!("expected a remote error, got {:?}", other.map(|b| b.len())),
+    }
+    grow.shutdown().await.unwrap();
+    exchange.close().await;
+}

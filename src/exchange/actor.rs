@@ -118,6 +118,36 @@ return 0
     )
 });
 
+/// Writes an entity's registration again after Redis lost it, without
+/// undoing anything newer: a terminated entity stays terminated, existing
+/// keys are kept, and an address is restored only if no other process has
+/// claimed it since. KEYS: status, behavior, address, owner. ARGV: namespace,
+/// base32 id, lineage (comma-joined, empty for none), address (empty for
+/// none), owner token.
+pub(crate) static REASSERT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local status = redis.call('GET', KEYS[1])
+if status == 'INACTIVE' then return 0 end
+if not status then redis.call('SET', KEYS[1], 'ACTIVE') end
+if ARGV[3] ~= '' and not redis.call('GET', KEYS[2]) then
+  redis.call('SET', KEYS[2], ARGV[3])
+  for name in string.gmatch(ARGV[3], '[^,]+') do
+    redis.call('SADD', ARGV[1] .. ':index:' .. name, ARGV[2])
+  end
+end
+if ARGV[4] ~= '' then
+  local owner = redis.call('GET', KEYS[4])
+  if not owner or owner == ARGV[5] then
+    redis.call('SET', KEYS[3], ARGV[4])
+    redis.call('SET', KEYS[4], ARGV[5])
+  end
+end
+return 1
+",
+    )
+});
+
 /// A Redis request the actor runs for a caller.
 pub(crate) enum Request {
     Cmd(redis::Cmd),

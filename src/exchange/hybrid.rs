@@ -18,15 +18,19 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use super::actor::{self, Call, ExchangeActor, Lease, Request, DELETE_IF_EQUAL, DISCOVER, STATUS, TERMINATE};
+use super::actor::{self, Call, ExchangeActor, Lease, Request, DELETE_IF_EQUAL, DISCOVER, REASSERT, STATUS, TERMINATE};
 use super::keys::{self, Keys, ACTIVE};
 use super::link::{enqueue, refused_recently, Enqueued, Link, LinkEnv, Links, Route};
 use super::watcher::Watcher;
 use super::{Exchange, MailboxStatus};
 use crate::error::Error;
 use crate::identifier::{uuid_to_base32, EntityId, Role};
-use crate::message::{Envelope, Stamp};
+use crate::message::{Body, Envelope, RemoteError, RemoteErrorKind, Stamp};
 use crate::peer::{Secret, DEFAULT_MAX_FRAME_LEN};
+
+/// Room left for an envelope's head when deciding that a result is too
+/// large to send.
+const HEAD_ALLOWANCE: usize = 4096;
 
 /// Destinations whose stream an exchange remembers; past that it starts
 /// new streams for all (a bound on memory, at no cost to correctness).
@@ -312,25 +316,18 @@ impl HybridExchange {
         let lineage: Vec<String> = lineage.iter().map(|name| name.to_string()).collect();
         let mut pipe = redis::pipe();
         pipe.atomic();
-        self.registration(&mut pipe, id, &lineage, false);
+        self.registration(&mut pipe, id, &lineage);
         self.call::<()>(Request::Pipeline(pipe)).await?;
         lock(&self.inner.owned).insert(id.uid(), (id.clone(), lineage));
         Ok(())
     }
 
-    /// The commands that register `id`; with `only_if_missing`, they leave
-    /// an existing status (say, INACTIVE) alone.
-    fn registration(&self, pipe: &mut redis::Pipeline, id: &EntityId, lineage: &[String], only_if_missing: bool) {
+    /// The commands that register `id`.
+    fn registration(&self, pipe: &mut redis::Pipeline, id: &EntityId, lineage: &[String]) {
         let keys = self.keys();
-        let set = |pipe: &mut redis::Pipeline, key: String, value: &str| {
-            let cmd = pipe.cmd("SET").arg(key).arg(value);
-            if only_if_missing {
-                cmd.arg("NX");
-            }
-        };
-        set(pipe, keys.status(id.uid()), ACTIVE);
+        pipe.set(keys.status(id.uid()), ACTIVE);
         if id.role() == Role::Agent {
-            set(pipe, keys.behavior(id.uid()), &lineage.join(","));
+            pipe.set(keys.behavior(id.uid()), lineage.join(","));
             for name in lineage {
                 pipe.sadd(keys.index(name), id.base32());
             }
@@ -338,19 +335,41 @@ impl HybridExchange {
     }
 
     /// Writes again what this exchange registered and published, after Redis
-    /// lost it (a restart without persistence). Terminated ids stay so.
+    /// lost it (a restart without persistence, or a lease that lapsed while
+    /// this process stalled). Terminated ids stay so, and an address another
+    /// process has claimed since is left to it.
     pub(crate) async fn reassert(&self) -> Result<(), Error> {
-        let mut pipe = redis::pipe();
-        for (id, lineage) in lock(&self.inner.owned).values() {
-            self.registration(&mut pipe, id, lineage, true);
+        let mut entities: HashMap<Uuid, (String, String)> = lock(&self.inner.owned)
+            .iter()
+            .map(|(uid, (id, lineage))| (*uid, (id.base32(), lineage.join(","))))
+            .collect();
+        let published = lock(&self.inner.published).clone();
+        for uid in published.keys() {
+            entities.entry(*uid).or_insert_with(|| (uuid_to_base32(*uid), String::new()));
         }
-        pipe.add_command(self.inner.lease.renewal());
-        for (uid, address) in lock(&self.inner.published).iter() {
-            pipe.set(self.keys().address(*uid), address).set(self.keys().owner(*uid), &self.inner.token);
+        self.call::<()>(Request::Cmd(self.inner.lease.renewal())).await?;
+        let keys = self.keys();
+        for (uid, (base32, lineage)) in entities {
+            let mut script = REASSERT.prepare_invoke();
+            script
+                .key(keys.status(uid))
+                .key(keys.behavior(uid))
+                .key(keys.address(uid))
+                .key(keys.owner(uid))
+                .arg(keys.namespace())
+                .arg(base32)
+                .arg(lineage)
+                .arg(published.get(&uid).map_or("", String::as_str))
+                .arg(&self.inner.token);
+            self.call::<i64>(Request::Script(script)).await?;
         }
-        self.call::<()>(Request::Pipeline(pipe)).await?;
         warn!(namespace = self.namespace(), "re-registered this exchange's entities after Redis lost them");
         Ok(())
+    }
+
+    /// Forgets an entity terminated elsewhere: it is not re-registered.
+    pub(crate) fn disown(&self, id: &EntityId) {
+        lock(&self.inner.owned).remove(&id.uid());
     }
 
     pub(crate) async fn terminate(&self, id: &EntityId) -> Result<(), Error> {
@@ -527,7 +546,16 @@ impl HybridExchange {
     }
 
     /// Sends in the background; [`close`](Self::close) waits for it.
-    pub(crate) fn post(&self, envelope: Envelope) {
+    pub(crate) fn post(&self, mut envelope: Envelope) {
+        // A result too large to send still answers its caller, with an error.
+        let max = self.inner.config.link.max_frame_len;
+        if let Body::ActionResponse { action, result: Ok(bytes) } = &envelope.body {
+            if bytes.len() + HEAD_ALLOWANCE > max {
+                let message = format!("the result of {action} ({} bytes) is over the {max}-byte cap", bytes.len());
+                let error = RemoteError { kind: RemoteErrorKind::Internal, message };
+                envelope.body = Body::ActionResponse { action: action.clone(), result: Err(error) };
+            }
+        }
         let exchange = self.clone();
         self.inner.background.spawn(async move {
             let dest = envelope.dest.clone();
@@ -554,7 +582,7 @@ impl HybridExchange {
         // Replies and mailbox hand-backs in flight get the peer timeout.
         inner.background.close();
         if tokio::time::timeout(peer_timeout, inner.background.wait()).await.is_err() {
-            warn!("background sends did not finish within {peer_timeout:?}; handing them to the links as they are");
+            warn!("background sends did not finish within {peer_timeout:?}; closing the links meanwhile");
         }
         // Nothing is popped from Redis after this; no link is created.
         inner.watcher.stop();
@@ -565,6 +593,9 @@ impl HybridExchange {
         if tokio::time::timeout_at(deadline, inner.tasks.wait()).await.is_err() {
             warn!("links did not finish within the close bound; messages not yet confirmed may be lost");
         }
+        // Mailboxes dropped meanwhile hand back what they popped, while Redis
+        // is still reachable.
+        let _ = tokio::time::timeout_at(deadline, inner.background.wait()).await;
         // Addresses this process still publishes are stale from now on.
         let _ = self.cmd::<()>(redis::cmd("DEL").arg(&inner.lease.key)).await;
         inner.actor.do_send(actor::Stop);

@@ -215,8 +215,9 @@ impl LinkTask {
     /// Nothing here awaits a write: the socket is one more event in the
     /// loop, so acknowledgements, keepalives and timeouts are seen while it
     /// is full. Callers wait only while the window of unacknowledged
-    /// messages is full, and a window full for the peer timeout without an
-    /// acknowledgement fails the link, like a silent peer does.
+    /// messages is full, and a window full for the peer timeout with neither
+    /// an acknowledgement nor a byte written fails the link, like a silent
+    /// peer does.
     async fn serve(
         &self,
         address: &str,
@@ -279,6 +280,8 @@ impl LinkTask {
                 written = outbox.write_to(&mut write), if !outbox.is_empty() => {
                     written?;
                     last_written = Instant::now();
+                    // Bytes still leave: a large message on a slow network is no stall.
+                    stalled_since = None;
                 }
                 frame = rx.recv(), if closing.is_none() && room => {
                     let Some(frame) = frame else {
@@ -309,7 +312,9 @@ impl LinkTask {
                     if closing.is_some_and(|since| now.duration_since(since) > env.peer_timeout) {
                         return Err(Error::Peer("not acknowledged within the peer timeout of a close"));
                     }
-                    if outbox.is_empty() && now.duration_since(last_written) >= keepalive {
+                    // A full window needs no keepalive (and one written would
+                    // pass for progress).
+                    if room && outbox.is_empty() && now.duration_since(last_written) >= keepalive {
                         outbox.push(Frame::Keepalive);
                     }
                 }

@@ -390,7 +390,7 @@ impl StreamHandler<Accepted> for MailboxActor {
             return;
         }
         if self.conns.len() + self.handshaking >= config.max_connections {
-            return warn!(mailbox = %self.id, %peer, "refused: {} connections already open", config.max_connections);
+            return self.refused(peer, Error::Peer("the mailbox has its maximum of connections open"));
         }
         self.handshaking += 1;
         let secret = config.link.secret.clone();
@@ -499,6 +499,7 @@ impl MailboxActor {
 
     fn terminated(&mut self, ctx: &mut Context<Self>) {
         debug!(mailbox = %self.id, "mailbox terminated");
+        self.exchange.disown(&self.id);
         self.stop_listening(ctx);
         let (exchange, id, address) = (self.exchange.clone(), self.id.clone(), self.address.clone());
         tokio::spawn(async move {
