@@ -25,12 +25,8 @@ use super::watcher::Watcher;
 use super::{Exchange, MailboxStatus};
 use crate::error::Error;
 use crate::identifier::{uuid_to_base32, EntityId, Role};
-use crate::message::{Body, Envelope, RemoteError, RemoteErrorKind, Stamp};
+use crate::message::{Body, Envelope, Parts, RemoteError, RemoteErrorKind, Stamp};
 use crate::peer::{Secret, DEFAULT_MAX_FRAME_LEN};
-
-/// Room left for an envelope's head when deciding that a result is too
-/// large to send.
-const HEAD_ALLOWANCE: usize = 4096;
 
 /// Destinations whose stream an exchange remembers; past that it starts
 /// new streams for all (a bound on memory, at no cost to correctness).
@@ -165,9 +161,9 @@ impl HybridExchangeBuilder {
         lease.renewal().query_async::<()>(&mut first).await?;
         // Notified when Redis may have lost this exchange's state: the
         // watcher reconnected, or the lease was found missing.
-        let reconnected = Arc::new(tokio::sync::Notify::new());
-        let actor = ExchangeActor::new(redis, lease.clone(), reconnected.clone()).start();
-        let watcher = Watcher::start(client.clone(), keys.wake(), actor.clone(), reconnected.clone());
+        let lost_state = Arc::new(tokio::sync::Notify::new());
+        let actor = ExchangeActor::new(redis, lease.clone(), lost_state.clone()).start();
+        let watcher = Watcher::start(client.clone(), keys.wake(), actor.clone(), lost_state.clone());
         let links = Arc::new(Mutex::new(HashMap::new()));
         let env = Arc::new(LinkEnv {
             refused: Mutex::default(),
@@ -202,7 +198,7 @@ impl HybridExchangeBuilder {
                 closed: AtomicBool::new(false),
             }),
         };
-        tokio::spawn(reassert_on_reconnect(Arc::downgrade(&exchange.inner), reconnected));
+        tokio::spawn(reassert_when_lost(Arc::downgrade(&exchange.inner), lost_state));
         Ok(Exchange::from(exchange))
     }
 }
@@ -349,7 +345,8 @@ impl HybridExchange {
         }
         self.call::<()>(Request::Cmd(self.inner.lease.renewal())).await?;
         let keys = self.keys();
-        for (uid, (base32, lineage)) in entities {
+        // One script per entity, all in flight at once on the one connection.
+        let scripts = entities.into_iter().map(|(uid, (base32, lineage))| {
             let mut script = REASSERT.prepare_invoke();
             script
                 .key(keys.status(uid))
@@ -361,8 +358,9 @@ impl HybridExchange {
                 .arg(lineage)
                 .arg(published.get(&uid).map_or("", String::as_str))
                 .arg(&self.inner.token);
-            self.call::<i64>(Request::Script(script)).await?;
-        }
+            self.call::<i64>(Request::Script(script))
+        });
+        futures::future::try_join_all(scripts).await?;
         warn!(namespace = self.namespace(), "re-registered this exchange's entities after Redis lost them");
         Ok(())
     }
@@ -446,31 +444,41 @@ impl HybridExchange {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::ExchangeClosed);
         }
-        let mut frame = envelope.encode_parts(Some(self.next_stamp(&envelope.dest)))?;
+        let frame = self.encode(&envelope)?;
+        self.route(envelope.dest, frame).await
+    }
+
+    /// The envelope's bytes, stamped; [`Error::TooLarge`] over the frame cap.
+    fn encode(&self, envelope: &Envelope) -> Result<Parts, Error> {
+        let frame = envelope.encode_parts(Some(self.next_stamp(&envelope.dest)))?;
         let max = self.inner.config.link.max_frame_len;
-        if frame.len() > max {
-            return Err(Error::TooLarge { len: frame.len(), max });
+        match frame.len() > max {
+            true => Err(Error::TooLarge { len: frame.len(), max }),
+            false => Ok(frame),
         }
-        let dest = envelope.dest;
-        let cached = self.link(&dest, None);
-        if let Some(link) = cached {
+    }
+
+    /// Hands an encoded message to the link, the peer or the queue of `dest`.
+    async fn route(&self, dest: EntityId, mut frame: Parts) -> Result<(), Error> {
+        if let Some(link) = self.link(&dest, None) {
             match link.send(frame).await {
                 Ok(()) => return Ok(()),
                 Err(back) => frame = back,
             }
         }
-        match enqueue(&self.inner.config.link, &dest, std::slice::from_ref(&frame), true).await? {
-            Enqueued::Listening(address) if refused_recently(&self.inner.config.link, &address) => {
-                enqueue(&self.inner.config.link, &dest, &[frame], false).await?;
-            }
+        let env = &self.inner.config.link;
+        match enqueue(env, &dest, std::slice::from_ref(&frame), true).await? {
             Enqueued::Listening(address) => {
-                if let Some(link) = self.link(&dest, Some(Route::Peer(address))) {
-                    match link.send(frame).await {
-                        Ok(()) => return Ok(()),
-                        Err(back) => frame = back,
+                // A peer that refused our handshake lately is not dialed again.
+                if !refused_recently(env, &address) {
+                    if let Some(link) = self.link(&dest, Some(Route::Peer(address))) {
+                        match link.send(frame).await {
+                            Ok(()) => return Ok(()),
+                            Err(back) => frame = back,
+                        }
                     }
                 }
-                enqueue(&self.inner.config.link, &dest, &[frame], false).await?;
+                enqueue(env, &dest, &[frame], false).await?;
             }
             // Queued; later messages to this offline mailbox are batched.
             Enqueued::Offline | Enqueued::PushedWhileListening => {
@@ -547,19 +555,25 @@ impl HybridExchange {
 
     /// Sends in the background; [`close`](Self::close) waits for it.
     pub(crate) fn post(&self, mut envelope: Envelope) {
+        let mut frame = self.encode(&envelope);
         // A result too large to send still answers its caller, with an error.
-        let max = self.inner.config.link.max_frame_len;
-        if let Body::ActionResponse { action, result: Ok(bytes) } = &envelope.body {
-            if bytes.len() + HEAD_ALLOWANCE > max {
-                let message = format!("the result of {action} ({} bytes) is over the {max}-byte cap", bytes.len());
-                let error = RemoteError { kind: RemoteErrorKind::Internal, message };
-                envelope.body = Body::ActionResponse { action: action.clone(), result: Err(error) };
-            }
+        if let (Err(e @ Error::TooLarge { .. }), Body::ActionResponse { action, .. }) = (&frame, &envelope.body) {
+            let error =
+                RemoteError { kind: RemoteErrorKind::Internal, message: format!("the result of {action}: {e}") };
+            envelope.body = Body::ActionResponse { action: action.clone(), result: Err(error) };
+            frame = self.encode(&envelope);
         }
         let exchange = self.clone();
         self.inner.background.spawn(async move {
-            let dest = envelope.dest.clone();
-            if let Err(e) = exchange.send(envelope).await {
+            let dest = envelope.dest;
+            let sent = match frame {
+                Ok(frame) if !exchange.inner.closed.load(Ordering::Acquire) => {
+                    exchange.route(dest.clone(), frame).await
+                }
+                Ok(_) => Err(Error::ExchangeClosed),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
                 warn!(%dest, "could not deliver a message sent in the background: {e}");
             }
         });
@@ -612,10 +626,10 @@ impl HybridExchange {
 /// reconnected, or its lease was found missing at a renewal), writes again
 /// what this exchange registered, retrying until it succeeds; ends with the
 /// exchange.
-async fn reassert_on_reconnect(inner: std::sync::Weak<Inner>, reconnected: Arc<tokio::sync::Notify>) {
+async fn reassert_when_lost(inner: std::sync::Weak<Inner>, lost_state: Arc<tokio::sync::Notify>) {
     loop {
         // Wake now and then to notice that the exchange is gone.
-        if tokio::time::timeout(Duration::from_secs(5), reconnected.notified()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), lost_state.notified()).await.is_err() {
             match inner.upgrade() {
                 Some(inner) if !inner.closed.load(Ordering::Acquire) => continue,
                 _ => return,

@@ -28,13 +28,6 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, error, warn};
-
-/// Whether `address` refused a handshake within [`REFUSED_FOR`].
-pub(crate) fn refused_recently(env: &LinkEnv, address: &str) -> bool {
-    let mut refused = env.refused.lock().unwrap_or_else(|e| e.into_inner());
-    refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
-    refused.contains_key(address)
-}
 use uuid::Uuid;
 
 use super::actor::{Call, ExchangeActor, Request, SEND};
@@ -116,6 +109,13 @@ impl Link {
     pub(crate) async fn send(&self, frame: Parts) -> Result<(), Parts> {
         self.tx.send(frame).await.map_err(|e| e.0)
     }
+}
+
+/// Whether `address` refused a handshake within [`REFUSED_FOR`].
+pub(crate) fn refused_recently(env: &LinkEnv, address: &str) -> bool {
+    let mut refused = env.refused.lock().unwrap_or_else(|e| e.into_inner());
+    refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
+    refused.contains_key(address)
 }
 
 /// What [`enqueue`] did.

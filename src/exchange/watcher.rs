@@ -83,13 +83,13 @@ impl std::fmt::Debug for Command {
 
 impl Watcher {
     /// Starts the watcher task of one exchange; `control` is its private key.
-    /// `reconnected` is notified each time it connects again after a failure
-    /// (Redis may have restarted and lost its state).
+    /// `lost_state` is notified each time it connects again after a failure
+    /// (Redis may have restarted and lost the exchange's state).
     pub(crate) fn start(
         client: redis::Client,
         control: String,
         actor: Addr<ExchangeActor>,
-        reconnected: Arc<tokio::sync::Notify>,
+        lost_state: Arc<tokio::sync::Notify>,
     ) -> Self {
         let (commands, rx) = mpsc::unbounded_channel();
         let task = Task {
@@ -97,7 +97,7 @@ impl Watcher {
             client,
             control: control.clone(),
             commands: rx,
-            reconnected,
+            lost_state,
             queues: HashMap::new(),
             order: Vec::new(),
             turn: 0,
@@ -170,7 +170,7 @@ struct Registration {
 struct Task {
     stopped: bool,
     client: redis::Client,
-    reconnected: Arc<tokio::sync::Notify>,
+    lost_state: Arc<tokio::sync::Notify>,
     control: String,
     commands: mpsc::UnboundedReceiver<Command>,
     queues: HashMap<String, Registration>,
@@ -270,7 +270,7 @@ impl Task {
             let conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
             if !self.backoff.is_zero() {
                 // Redis may have restarted empty: the exchange re-registers.
-                self.reconnected.notify_one();
+                self.lost_state.notify_one();
                 self.backoff = Duration::ZERO;
             }
             self.conn = Some(conn);

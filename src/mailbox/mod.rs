@@ -71,7 +71,7 @@ pub struct Mailbox {
     address: Option<SocketAddr>,
     rx: Option<mpsc::Receiver<Delivery>>,
     backend: Backend,
-    /// Tags taken recently: a second copy of one is dropped.
+    /// Stamps taken since it opened: a second copy of one is dropped.
     seen: Seen,
 }
 
@@ -154,8 +154,8 @@ impl Mailbox {
         }
     }
 
-    /// Takes a delivery (acknowledging it to its sender), unless it is the
-    /// second copy of a message taken recently.
+    /// Takes a delivery (acknowledging it to its sender), unless it is a
+    /// second copy of a message already taken.
     fn accept(&mut self, delivery: Delivery) -> Option<Envelope> {
         let stamp = delivery.stamp;
         let envelope = delivery.take();
