@@ -2,11 +2,19 @@
 //!
 //! [`Agent::launch`] opens the agent's mailbox and starts two actors on the
 //! current arbiter: the behavior itself, and a runtime actor that reads the
-//! mailbox as a stream. The runtime dispatches each action request by name
-//! (decode, `addr.send`, encode, reply), up to a bound of concurrent actions,
-//! answers pings, routes responses to handles the behavior bound to this
-//! mailbox, and carries out shutdown: it stops the behavior, terminates the
+//! mailbox. The runtime dispatches each action request by name (decode,
+//! `addr.send`, encode, reply), answers pings, cancels actions on request,
+//! routes responses to handles the behavior bound to this mailbox, and
+//! carries out shutdown: it stops the behavior, terminates (or keeps) the
 //! mailbox and answers every request still pending with an error.
+//!
+//! Each request runs at most once. The runtime does not start one whose
+//! deadline has passed, remembers (over a bounded window) the requests it
+//! started and answered, by sender and tag, so a copy delivered again after
+//! a failover is not run again (an answered one gets its answer again), and
+//! reads nothing while it runs `max_concurrency` actions, so what it has not
+//! started stays in the mailbox (in Redis, for a restart) instead of in
+//! memory.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -26,7 +34,7 @@ use crate::exchange::Exchange;
 use crate::handle::{Endpoint, RemoteHandle, Router, UnboundRemoteHandle};
 use crate::identifier::{AgentId, EntityId};
 use crate::mailbox::Mailbox;
-use crate::message::{Body, Envelope, RemoteError, RemoteErrorKind};
+use crate::message::{deadline_passed, Body, Envelope, RemoteError, RemoteErrorKind};
 
 /// Default number of actions one agent runs at once.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 256;
@@ -111,9 +119,10 @@ impl<B: Behavior> Agent<B> {
             context,
             behavior: addr.clone(),
             mailbox: Some(mailbox),
+            reading: None,
             max_concurrency: max_concurrency.max(1),
             in_flight: HashMap::new(),
-            waiting: VecDeque::new(),
+            recent: Recent::default(),
             shutdown: None,
             mailbox_done: false,
             exit: Some(exit_tx),
@@ -147,16 +156,69 @@ enum Ending {
     Failed,
 }
 
+/// A request by its sender and tag.
+type RequestKey = (Uuid, Uuid);
+
+fn request_key(envelope: &Envelope) -> RequestKey {
+    (envelope.src.uid(), envelope.tag)
+}
+
+/// Requests answered lately (or cancelled before they came), with their
+/// answer if it is small enough to keep: a copy delivered again is not run.
+#[derive(Default)]
+struct Recent {
+    answers: HashMap<RequestKey, Option<Envelope>>,
+    order: VecDeque<RequestKey>,
+    bytes: usize,
+}
+
+impl Recent {
+    /// Requests remembered.
+    const CAPACITY: usize = 16_384;
+    /// Bytes of answers kept.
+    const MAX_BYTES: usize = 16 << 20;
+    /// The largest answer kept.
+    const MAX_ANSWER: usize = 64 << 10;
+
+    fn size(answer: &Option<Envelope>) -> usize {
+        match answer.as_ref().map(|a| &a.body) {
+            Some(Body::ActionResponse { result: Ok(bytes), .. }) => bytes.len(),
+            _ => 0,
+        }
+    }
+
+    fn insert(&mut self, key: RequestKey, mut answer: Option<Envelope>) {
+        if Self::size(&answer) > Self::MAX_ANSWER {
+            answer = None;
+        }
+        self.bytes += Self::size(&answer);
+        if let Some(old) = self.answers.insert(key, answer) {
+            self.bytes -= Self::size(&old);
+        } else {
+            self.order.push_back(key);
+        }
+        while self.order.len() > Self::CAPACITY || self.bytes > Self::MAX_BYTES {
+            let Some(oldest) = self.order.pop_front() else { break };
+            if let Some(old) = self.answers.remove(&oldest) {
+                self.bytes -= Self::size(&old);
+            }
+        }
+    }
+}
+
 struct Runtime<B: Behavior> {
     context: AgentContext,
     behavior: Addr<B>,
+    /// The mailbox, unless a read holds it (or it is closed).
     mailbox: Option<Mailbox>,
+    /// The read in progress.
+    reading: Option<SpawnHandle>,
     max_concurrency: usize,
-    /// Requests being served, by tag.
-    in_flight: HashMap<Uuid, Envelope>,
-    waiting: VecDeque<Envelope>,
+    /// Requests being served, by sender and tag.
+    in_flight: HashMap<RequestKey, (SpawnHandle, Envelope)>,
+    recent: Recent,
     shutdown: Option<Ending>,
-    /// The mailbox stream has ended (after terminate, or a close).
+    /// The mailbox has ended (terminated or closed).
     mailbox_done: bool,
     exit: Option<oneshot::Sender<AgentExit>>,
 }
@@ -165,12 +227,10 @@ impl<B: Behavior> Actor for Runtime<B> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if let Some(mailbox) = self.mailbox.take() {
-            ctx.add_stream(mailbox);
-        }
+        self.read_next(ctx);
         ctx.run_interval(Duration::from_millis(100), |act, ctx| {
             if !act.behavior.connected() {
-                act.fail(Vec::new(), ctx);
+                act.fail(ctx);
             }
         });
     }
@@ -189,43 +249,90 @@ impl<B: Behavior> Actor for Runtime<B> {
     }
 }
 
-impl<B: Behavior> StreamHandler<Envelope> for Runtime<B> {
-    fn handle(&mut self, envelope: Envelope, ctx: &mut Context<Self>) {
-        match &envelope.body {
-            Body::ActionRequest { .. } if matches!(self.shutdown, Some(Ending::Failed)) => self.requeue(vec![envelope]),
-            Body::ActionRequest { .. } if self.shutdown.is_some() => self.refuse(&envelope),
-            Body::ActionRequest { .. } if self.in_flight.len() >= self.max_concurrency => {
-                self.waiting.push_back(envelope)
+impl<B: Behavior> Runtime<B> {
+    /// Reads the next message, unless a read is under way, the mailbox is
+    /// done, or `max_concurrency` actions run (then what is not read waits
+    /// in the mailbox, and in Redis).
+    fn read_next(&mut self, ctx: &mut Context<Self>) {
+        let busy = self.shutdown.is_none() && self.in_flight.len() >= self.max_concurrency;
+        if self.reading.is_some() || busy || matches!(self.shutdown, Some(Ending::Failed)) {
+            return;
+        }
+        let Some(mut mailbox) = self.mailbox.take() else { return };
+        let read = async move {
+            let next = mailbox.recv(None).await;
+            (mailbox, next)
+        };
+        self.reading = Some(ctx.spawn(read.into_actor(self).map(|(mailbox, next), act, ctx| {
+            act.reading = None;
+            match next {
+                Ok(envelope) => {
+                    act.mailbox = Some(mailbox);
+                    act.on_message(envelope, ctx);
+                }
+                // Terminated (or the exchange closed): closing it hands
+                // back what it holds.
+                Err(_) => act.mailbox_ended(ctx),
             }
-            Body::ActionRequest { .. } => self.dispatch(envelope, ctx),
+            act.read_next(ctx);
+        })));
+    }
+
+    /// Closes the mailbox: what was not read stays queued for a restart.
+    fn close_mailbox(&mut self, ctx: &mut Context<Self>) {
+        if let Some(reading) = self.reading.take() {
+            // Dropping the read drops (and so closes) the mailbox it holds.
+            ctx.cancel_future(reading);
+        }
+        self.mailbox = None;
+        self.mailbox_done = true;
+    }
+
+    fn on_message(&mut self, envelope: Envelope, ctx: &mut Context<Self>) {
+        match &envelope.body {
+            Body::ActionRequest { .. } => self.on_request(envelope, ctx),
             Body::PingRequest => self.reply(envelope.reply(Body::PingResponse)),
-            Body::ShutdownRequest => self.begin_shutdown(envelope, ctx),
+            Body::CancelRequest { target } => self.cancel((envelope.src.uid(), *target), ctx),
+            Body::ShutdownRequest { terminate } => {
+                let terminate = *terminate;
+                self.begin_shutdown(envelope, terminate, ctx)
+            }
             _ => self.context.endpoint.router.route(envelope),
         }
     }
 
-    /// The mailbox ended (terminated or closed): once the actions in flight
-    /// are answered, the runtime stops.
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        if self.shutdown.is_none() {
-            // Terminated by someone else: a shutdown nobody waits for.
-            self.shutdown = Some(Ending::Shutdown(Vec::new()));
-            self.stop_behavior_and_refuse(ctx);
+    /// Runs a request, unless it runs already, was answered (its answer is
+    /// sent again), is past its deadline, or the agent is stopping.
+    fn on_request(&mut self, envelope: Envelope, ctx: &mut Context<Self>) {
+        let key = request_key(&envelope);
+        if self.in_flight.contains_key(&key) {
+            return debug!(tag = %envelope.tag, "a second copy of a running request; not run again");
         }
-        self.mailbox_done = true;
-        self.finish_if_idle(ctx);
+        if let Some(answer) = self.recent.answers.get(&key) {
+            debug!(tag = %envelope.tag, "a second copy of an answered request; not run again");
+            if let Some(answer) = answer.clone() {
+                self.reply(answer);
+            }
+            return;
+        }
+        if self.shutdown.is_some() {
+            return self.refuse(&envelope);
+        }
+        if envelope.deadline.is_some_and(deadline_passed) {
+            let error = RemoteError {
+                kind: RemoteErrorKind::DeadlinePassed,
+                message: format!("the request reached {} after its deadline; not started", self.context.id()),
+            };
+            return self.answer(&envelope, Err(error));
+        }
+        self.dispatch(envelope, ctx);
     }
-}
 
-impl<B: Behavior> Runtime<B> {
     #[tracing::instrument(name = "dispatch", level = "trace", skip_all, fields(tag = %envelope.tag, agent = %self.context.id()))]
     fn dispatch(&mut self, envelope: Envelope, ctx: &mut Context<Self>) {
         let Body::ActionRequest { action, args } = &envelope.body else {
             return;
         };
-        if !self.behavior.connected() {
-            return self.fail(vec![envelope], ctx);
-        }
         let Some(running) = B::dispatch(&self.behavior, action, args) else {
             let error = RemoteError {
                 kind: RemoteErrorKind::UnknownAction,
@@ -233,61 +340,66 @@ impl<B: Behavior> Runtime<B> {
             };
             return self.answer(&envelope, Err(error));
         };
-        let tag = envelope.tag;
-        self.in_flight.insert(tag, envelope);
-        ctx.spawn(running.into_actor(self).map(move |result, act, ctx| {
-            // Gone if a shutdown already answered it.
-            let Some(envelope) = act.in_flight.remove(&tag) else {
+        let key = request_key(&envelope);
+        let handle = ctx.spawn(running.into_actor(self).map(move |result, act, ctx| {
+            // Gone if cancelled, or abandoned by a shutdown.
+            let Some((_, envelope)) = act.in_flight.remove(&key) else {
                 return;
             };
             act.answer(&envelope, result);
-            if act.shutdown.is_none() {
-                if let Some(next) = act.waiting.pop_front() {
-                    act.dispatch(next, ctx);
-                }
-            }
+            act.read_next(ctx);
             act.finish_if_idle(ctx);
         }));
+        self.in_flight.insert(key, (handle, envelope));
     }
 
-    fn answer(&self, request: &Envelope, result: Result<bytes::Bytes, RemoteError>) {
+    /// Cancels a running action (answering it so), or marks a request not
+    /// yet arrived as not to be run.
+    fn cancel(&mut self, key: RequestKey, ctx: &mut Context<Self>) {
+        match self.in_flight.remove(&key) {
+            Some((running, request)) => {
+                ctx.cancel_future(running);
+                debug!(tag = %request.tag, "action cancelled by its caller");
+                let error = RemoteError { kind: RemoteErrorKind::Cancelled, message: "cancelled by the caller".into() };
+                self.answer(&request, Err(error));
+                self.read_next(ctx);
+                self.finish_if_idle(ctx);
+            }
+            None if !self.recent.answers.contains_key(&key) => self.recent.insert(key, None),
+            None => {}
+        }
+    }
+
+    /// Answers a request, and remembers the answer.
+    fn answer(&mut self, request: &Envelope, result: Result<bytes::Bytes, RemoteError>) {
         let Body::ActionRequest { action, .. } = &request.body else {
             return;
         };
-        self.reply(request.reply(Body::ActionResponse { action: action.clone(), result }));
+        let reply = request.reply(Body::ActionResponse { action: action.clone(), result });
+        self.recent.insert(request_key(request), Some(reply.clone()));
+        self.reply(reply);
     }
 
-    fn refuse(&self, request: &Envelope) {
+    fn refuse(&mut self, request: &Envelope) {
         let error = RemoteError {
             kind: RemoteErrorKind::AgentStopped,
-            message: format!("{} is shutting down", self.context.id()),
+            message: format!("{} is shutting down; the request was not run", self.context.id()),
         };
         self.answer(request, Err(error));
     }
 
-    /// The behavior stopped on its own: requests it took but did not answer
-    /// go back to the front of the Redis queue, for a restarted agent.
-    fn fail(&mut self, mut orphans: Vec<Envelope>, ctx: &mut Context<Self>) {
+    /// The behavior stopped on its own: the actions it was running are
+    /// answered with an error (they may have run in part, so they are not
+    /// run again), and the mailbox closes, so what was not read waits in
+    /// Redis for a restarted agent.
+    fn fail(&mut self, ctx: &mut Context<Self>) {
         if self.shutdown.is_none() {
             warn!(agent = %self.context.id(), "the behavior stopped on its own");
             self.shutdown = Some(Ending::Failed);
+            self.abandon_in_flight(ctx, "the behavior stopped while running it");
+            self.close_mailbox(ctx);
         }
-        orphans.extend(self.in_flight.drain().map(|(_, request)| request));
-        orphans.extend(self.waiting.drain(..));
-        self.requeue(orphans);
         self.finish_if_idle(ctx);
-    }
-
-    fn requeue(&self, requests: Vec<Envelope>) {
-        if requests.is_empty() {
-            return;
-        }
-        let (exchange, id) = (self.context.exchange().clone(), self.context.id().clone());
-        tokio::spawn(async move {
-            if let Err(e) = exchange.push_front(&id, requests).await {
-                warn!(agent = %id, "could not return unanswered requests to Redis: {e}");
-            }
-        });
     }
 
     /// Sends a reply in the background; it must not die with this actor,
@@ -296,7 +408,7 @@ impl<B: Behavior> Runtime<B> {
         self.context.exchange().post(envelope);
     }
 
-    fn begin_shutdown(&mut self, request: Envelope, ctx: &mut Context<Self>) {
+    fn begin_shutdown(&mut self, request: Envelope, terminate: bool, ctx: &mut Context<Self>) {
         match &mut self.shutdown {
             Some(Ending::Shutdown(requests)) => return requests.push(request),
             Some(Ending::Failed) => {
@@ -304,10 +416,15 @@ impl<B: Behavior> Runtime<B> {
             }
             None => self.shutdown = Some(Ending::Shutdown(vec![request])),
         }
-        debug!(agent = %self.context.id(), "shutting down");
-        self.stop_behavior_and_refuse(ctx);
+        debug!(agent = %self.context.id(), terminate, "shutting down");
+        self.behavior.do_send(crate::behavior::StopAgent);
+        self.abandon_in_flight(ctx, "the agent shut down while running it");
+        if !terminate {
+            self.close_mailbox(ctx);
+            return self.finish_if_idle(ctx);
+        }
         // Terminating wakes the mailbox: it delivers what it holds (refused
-        // above), then ends, and `finished` completes the shutdown.
+        // as it is read), then ends, and the shutdown completes.
         let (exchange, id) = (self.context.exchange().clone(), self.context.id().clone());
         ctx.spawn(async move { exchange.terminate(&id).await }.into_actor(self).map(|result, act, ctx| {
             if let Err(e) = result {
@@ -317,14 +434,26 @@ impl<B: Behavior> Runtime<B> {
         }));
     }
 
-    /// Stops the behavior and answers everything it will not serve:
-    /// actions in flight are abandoned, not awaited.
-    fn stop_behavior_and_refuse(&mut self, _: &mut Context<Self>) {
-        self.behavior.do_send(crate::behavior::StopAgent);
-        let abandoned: Vec<_> = self.in_flight.drain().map(|(_, request)| request).collect();
-        for request in abandoned.iter().chain(&std::mem::take(&mut self.waiting)) {
-            self.refuse(request);
+    /// Stops waiting for the actions in flight and answers them with an error.
+    fn abandon_in_flight(&mut self, ctx: &mut Context<Self>, why: &str) {
+        let abandoned: Vec<_> = self.in_flight.drain().map(|(_, running)| running).collect();
+        for (running, request) in abandoned {
+            ctx.cancel_future(running);
+            let error = RemoteError { kind: RemoteErrorKind::AgentStopped, message: why.to_owned() };
+            self.answer(&request, Err(error));
         }
+    }
+
+    /// The mailbox ended: terminated by someone else, a shutdown nobody
+    /// waits for; else the shutdown under way completes.
+    fn mailbox_ended(&mut self, ctx: &mut Context<Self>) {
+        self.mailbox_done = true;
+        if self.shutdown.is_none() {
+            self.shutdown = Some(Ending::Shutdown(Vec::new()));
+            self.behavior.do_send(crate::behavior::StopAgent);
+            self.abandon_in_flight(ctx, "the agent's mailbox was terminated while running it");
+        }
+        self.finish_if_idle(ctx);
     }
 
     fn finish_if_idle(&mut self, ctx: &mut Context<Self>) {

@@ -15,6 +15,10 @@ pub enum Error {
     /// The mailbox was terminated: it accepts no more messages.
     #[error("mailbox of {0} is closed")]
     MailboxClosed(EntityId),
+    /// The entity's process is gone (it stopped renewing its lease): the
+    /// message was not queued. It may come back under the same id.
+    #[error("{0} is inactive: its process is gone")]
+    Inactive(EntityId),
     /// An id that does not parse, or an agent id that names a client.
     #[error(transparent)]
     Id(#[from] crate::identifier::IdError),

@@ -22,9 +22,9 @@ use uuid::Uuid;
 
 use crate::behavior::{Behavior, Handles};
 use crate::error::Error;
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, WhenInactive};
 use crate::identifier::{AgentId, ClientId, EntityId};
-use crate::message::{Body, Envelope};
+use crate::message::{deadline_in, Body, Envelope};
 
 /// Default time an agent may stay silent (no reply, no pong) while a call to
 /// it is pending, before the call fails with [`Error::Unresponsive`].
@@ -116,6 +116,7 @@ impl Endpoint {
             agent: handle.agent,
             shared: Arc::new(Shared { endpoint: self.clone(), state, owner }),
             liveness: Some(DEFAULT_LIVENESS_TIMEOUT),
+            when_inactive: WhenInactive::Fail,
         }
     }
 }
@@ -275,11 +276,17 @@ pub struct RemoteHandle<B> {
     agent: AgentId<B>,
     shared: Arc<Shared>,
     liveness: Option<Duration>,
+    when_inactive: WhenInactive,
 }
 
 impl<B> Clone for RemoteHandle<B> {
     fn clone(&self) -> Self {
-        Self { agent: self.agent.clone(), shared: self.shared.clone(), liveness: self.liveness }
+        Self {
+            agent: self.agent.clone(),
+            shared: self.shared.clone(),
+            liveness: self.liveness,
+            when_inactive: self.when_inactive,
+        }
     }
 }
 
@@ -308,15 +315,31 @@ impl<B: Behavior> RemoteHandle<B> {
     /// How long the agent may stay silent while a call is pending before the
     /// call fails with [`Error::Unresponsive`] (`None`: wait forever). While
     /// waiting, the handle pings the agent, which answers even when busy.
+    ///
+    /// It is also the deadline of a call without a timeout: a request the
+    /// agent has not *started* within it is never started (the caller gets
+    /// [`RemoteErrorKind::DeadlinePassed`](crate::RemoteErrorKind) if it
+    /// still waits), so a call that failed with `Unresponsive` never runs
+    /// later. A backlog longer than this needs a longer timeout, or `None`.
     pub fn with_liveness_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.liveness = timeout;
+        self
+    }
+
+    /// Whether calls to an agent whose process is gone ([inactive](crate::MailboxStatus::Inactive))
+    /// wait in its queue for a restart (`true`) or fail at once with
+    /// [`Error::Inactive`] (`false`, the default).
+    pub fn queue_when_inactive(mut self, queue: bool) -> Self {
+        self.when_inactive = if queue { WhenInactive::Queue } else { WhenInactive::Fail };
         self
     }
 
     /// Calls action `M` and waits for its result.
     ///
     /// Compiles only if `B` handles `M`. An `M` whose result is
-    /// `Result<T, E>` gives the agent's `Err(e)` back, typed.
+    /// `Result<T, E>` gives the agent's `Err(e)` back, typed. Dropping the
+    /// returned future (or the call failing with `Unresponsive`) sends the
+    /// agent a cancel: the action stops if it has not finished.
     pub async fn action<M>(&self, message: M) -> Result<M::Result, Error>
     where
         B: Handles<M>,
@@ -326,7 +349,9 @@ impl<B: Behavior> RemoteHandle<B> {
         self.action_within(message, None).await
     }
 
-    /// [`action`](Self::action), failing with [`Error::Timeout`] after `timeout`.
+    /// [`action`](Self::action), failing with [`Error::Timeout`] after
+    /// `timeout`, which travels with the request as its deadline: the agent
+    /// does not start it later, and cancels it if it runs by then.
     pub async fn action_timeout<M>(&self, message: M, timeout: Duration) -> Result<M::Result, Error>
     where
         B: Handles<M>,
@@ -363,10 +388,17 @@ impl<B: Behavior> RemoteHandle<B> {
     }
 
     /// Asks the agent to shut down and waits until it has: its actor stopped,
-    /// its mailbox terminated, its pending requests answered with errors.
-    /// An agent that is already terminated counts as shut down.
+    /// its mailbox terminated, its pending requests answered with errors
+    /// (and not run). An agent that is already terminated counts as shut down.
     pub async fn shutdown(&self) -> Result<(), Error> {
-        match self.request(Body::ShutdownRequest, None).await.map(|reply| reply.body) {
+        self.shutdown_with(true).await
+    }
+
+    /// [`shutdown`](Self::shutdown); with `terminate: false` the mailbox is
+    /// only closed: the agent stays registered and what was sent to it waits
+    /// in its queue, for an agent launched again under the same id.
+    pub async fn shutdown_with(&self, terminate: bool) -> Result<(), Error> {
+        match self.request(Body::ShutdownRequest { terminate }, None).await.map(|reply| reply.body) {
             Ok(Body::ShutdownResponse { result }) => Ok(result?),
             Ok(other) => Err(Error::UnexpectedReply(format!("{other:?}"))),
             Err(Error::MailboxClosed(id)) if id == *self.agent.entity() => Ok(()),
@@ -394,18 +426,28 @@ impl<B: Behavior> RemoteHandle<B> {
             return Err(Error::HandleClosed);
         }
         let endpoint = &self.shared.endpoint;
+        let is_action = matches!(body, Body::ActionRequest { .. });
         let mut envelope = Envelope::new(endpoint.me.clone(), self.agent.entity().clone(), body);
         envelope.label = Some(state.label);
+        if is_action {
+            envelope.deadline = timeout.or(self.liveness).map(deadline_in);
+        }
         let tag = envelope.tag;
         let (tx, rx) = oneshot::channel();
         lock(&state.pending).insert(tag, tx);
-        let _forget = Forget { state, tag };
-        endpoint.exchange.send(envelope).await?;
+        let mut pending = Pending { handle: self.shared.as_ref(), agent: self.agent.entity(), tag, cancel: false };
+        endpoint.exchange.send_with(envelope, self.when_inactive).await?;
+        // From here, a call that ends without its answer cancels the action.
+        pending.cancel = is_action;
         let reply = self.wait(rx);
-        match timeout {
+        let reply = match timeout {
             Some(t) => tokio::time::timeout(t, reply).await.map_err(|_| Error::Timeout(t))?,
             None => reply.await,
+        };
+        if reply.is_ok() {
+            pending.cancel = false;
         }
+        reply
     }
 
     /// Waits for a reply; while it is missing, pings the agent now and then
@@ -430,7 +472,7 @@ impl<B: Behavior> RemoteHandle<B> {
                         let endpoint = &self.shared.endpoint;
                         let mut ping = Envelope::new(endpoint.me.clone(), self.agent.entity().clone(), Body::PingRequest);
                         ping.label = Some(state.label);
-                        endpoint.exchange.send(ping).await?;
+                        endpoint.exchange.send_with(ping, self.when_inactive).await?;
                     }
                 }
             }
@@ -438,14 +480,24 @@ impl<B: Behavior> RemoteHandle<B> {
     }
 }
 
-/// Removes a pending call's entry when the call ends, however it ends.
-struct Forget<'a> {
-    state: &'a HandleState,
+/// A call in flight: when it ends, however it ends, its entry goes, and if
+/// it ended without an answer, the agent is sent a cancel.
+struct Pending<'a> {
+    handle: &'a Shared,
+    agent: &'a EntityId,
     tag: Uuid,
+    cancel: bool,
 }
 
-impl Drop for Forget<'_> {
+impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        lock(&self.state.pending).remove(&self.tag);
+        let state = &self.handle.state;
+        lock(&state.pending).remove(&self.tag);
+        if self.cancel {
+            let endpoint = &self.handle.endpoint;
+            let mut cancel = Envelope::new(endpoint.me.clone(), self.agent.clone(), Body::CancelRequest { target: self.tag });
+            cancel.label = Some(state.label);
+            endpoint.exchange.post(cancel);
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! ```text
 //! [0xC1, stream (16), seq (8 BE)]?   the sender's stamp, if it has one
 //! head length (4 BE)
-//! MessagePack head                   version, tag, src, dest, label, body kind
+//! MessagePack head                   version, tag, src, dest, label, deadline, body kind
 //! payload                            the rest: action arguments or result
 //! ```
 //!
@@ -40,7 +40,7 @@ pub enum WireError {
 type Error = WireError;
 
 /// The protocol version written in every envelope and in the peer handshake.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// A message with its routing header.
 ///
@@ -63,6 +63,9 @@ pub struct Envelope {
     pub dest: EntityId,
     /// Which of several handles sharing a mailbox should get the response.
     pub label: Option<Uuid>,
+    /// For a request: the time after which it must not be started (its
+    /// caller has given up), in milliseconds since the Unix epoch.
+    pub deadline: Option<u64>,
     /// What the message says.
     pub body: Body,
 }
@@ -89,8 +92,18 @@ pub enum Body {
     PingRequest,
     /// Yes.
     PingResponse,
+    /// Stop running the action started by request `target` (from the same
+    /// sender), or do not start it: its caller has given up.
+    CancelRequest {
+        /// The tag of the request to cancel.
+        target: Uuid,
+    },
     /// Please stop.
-    ShutdownRequest,
+    ShutdownRequest {
+        /// Also terminate the mailbox (else it stays, with its queue, for a
+        /// restart of the agent under the same id).
+        terminate: bool,
+    },
     /// Stopping (or why not).
     ShutdownResponse {
         /// Empty on success.
@@ -106,6 +119,7 @@ struct Head<'a> {
     src: std::borrow::Cow<'a, EntityId>,
     dest: std::borrow::Cow<'a, EntityId>,
     label: Option<Uuid>,
+    deadline: Option<u64>,
     kind: Kind<'a>,
 }
 
@@ -116,7 +130,8 @@ enum Kind<'a> {
     ActionResponse { action: std::borrow::Cow<'a, str>, error: Option<std::borrow::Cow<'a, RemoteError>> },
     PingRequest,
     PingResponse,
-    ShutdownRequest,
+    CancelRequest { target: Uuid },
+    ShutdownRequest { terminate: bool },
     ShutdownResponse { result: std::borrow::Cow<'a, Result<(), RemoteError>> },
 }
 
@@ -140,6 +155,10 @@ pub enum RemoteErrorKind {
     BadPayload,
     /// The agent stopped before answering.
     AgentStopped,
+    /// The request was cancelled by its caller.
+    Cancelled,
+    /// The request reached the agent after its deadline: it was not started.
+    DeadlinePassed,
     /// Anything else.
     Internal,
 }
@@ -147,7 +166,7 @@ pub enum RemoteErrorKind {
 impl Envelope {
     /// A new message with a fresh tag and no label.
     pub fn new(src: EntityId, dest: EntityId, body: Body) -> Self {
-        Self { version: PROTOCOL_VERSION, tag: fresh_tag(), src, dest, label: None, body }
+        Self { version: PROTOCOL_VERSION, tag: fresh_tag(), src, dest, label: None, deadline: None, body }
     }
 
     /// The response to this message: same tag and label, ends swapped.
@@ -158,6 +177,7 @@ impl Envelope {
             src: self.dest.clone(),
             dest: self.src.clone(),
             label: self.label,
+            deadline: None,
             body,
         }
     }
@@ -188,7 +208,8 @@ impl Envelope {
             }
             Body::PingRequest => (Kind::PingRequest, Bytes::new()),
             Body::PingResponse => (Kind::PingResponse, Bytes::new()),
-            Body::ShutdownRequest => (Kind::ShutdownRequest, Bytes::new()),
+            Body::CancelRequest { target } => (Kind::CancelRequest { target: *target }, Bytes::new()),
+            Body::ShutdownRequest { terminate } => (Kind::ShutdownRequest { terminate: *terminate }, Bytes::new()),
             Body::ShutdownResponse { result } => {
                 (Kind::ShutdownResponse { result: Cow::Borrowed(result) }, Bytes::new())
             }
@@ -199,6 +220,7 @@ impl Envelope {
             src: Cow::Borrowed(&self.src),
             dest: Cow::Borrowed(&self.dest),
             label: self.label,
+            deadline: self.deadline,
             kind,
         };
         let mut out = Vec::with_capacity(STAMP_LEN + 128);
@@ -256,7 +278,8 @@ impl Envelope {
                 match kind {
                     Kind::PingRequest => Body::PingRequest,
                     Kind::PingResponse => Body::PingResponse,
-                    Kind::ShutdownRequest => Body::ShutdownRequest,
+                    Kind::CancelRequest { target } => Body::CancelRequest { target },
+                    Kind::ShutdownRequest { terminate } => Body::ShutdownRequest { terminate },
                     Kind::ShutdownResponse { result } => Body::ShutdownResponse { result: result.into_owned() },
                     Kind::ActionRequest { .. } | Kind::ActionResponse { .. } => unreachable!("matched above"),
                 }
@@ -268,6 +291,7 @@ impl Envelope {
             src: head.src.into_owned(),
             dest: head.dest.into_owned(),
             label: head.label,
+            deadline: head.deadline,
             body,
         })
     }
@@ -340,6 +364,17 @@ pub(crate) fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, 
     Ok(out.into())
 }
 
+/// Milliseconds since the Unix epoch, `at` from now (the unit of deadlines).
+pub(crate) fn deadline_in(at: std::time::Duration) -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (now + at).as_millis() as u64
+}
+
+/// Whether a deadline (milliseconds since the Unix epoch) has passed.
+pub(crate) fn deadline_passed(deadline: u64) -> bool {
+    deadline_in(std::time::Duration::ZERO) >= deadline
+}
+
 /// A random (v4) UUID from the thread's generator: no system call per
 /// message, as `Uuid::new_v4` would make.
 fn fresh_tag() -> Uuid {
@@ -367,7 +402,8 @@ mod tests {
             },
             Body::PingRequest,
             Body::PingResponse,
-            Body::ShutdownRequest,
+            Body::CancelRequest { target: Uuid::new_v4() },
+            Body::ShutdownRequest { terminate: false },
             Body::ShutdownResponse { result: Ok(()) },
         ];
         for body in bodies {

@@ -31,7 +31,7 @@ async fn client_calls_an_agent_pings_it_and_shuts_it_down() {
     handle.shutdown().await.unwrap();
     assert_eq!(agent.wait().await, AgentExit::Shutdown);
     assert!(!agent.addr().connected(), "the behavior's actor must stop");
-    assert_eq!(exchange.status(agent.id()).await.unwrap(), MailboxStatus::Inactive);
+    assert_eq!(exchange.status(agent.id()).await.unwrap(), MailboxStatus::Terminated);
     assert!(matches!(handle.action(Increment(1)).await, Err(Error::MailboxClosed(_))));
     handle.close().await.unwrap();
     assert!(matches!(handle.action(Increment(1)).await, Err(Error::HandleClosed)));
@@ -128,7 +128,7 @@ async fn close_fails_pending_calls_and_refuses_new_ones() {
     assert!(matches!(result, Err(Error::HandleClosed)), "{result:?}");
     assert!(matches!(closer.ping().await, Err(Error::HandleClosed)));
     // The handle's own client mailbox is terminated.
-    assert_eq!(exchange.status(closer.mailbox_id()).await.unwrap(), MailboxStatus::Inactive);
+    assert_eq!(exchange.status(closer.mailbox_id()).await.unwrap(), MailboxStatus::Terminated);
 }
 
 #[actix::test]

@@ -45,7 +45,7 @@ async fn register_and_status(x: Exchange) {
     assert_eq!(x.status(&client).await.unwrap(), MailboxStatus::Offline);
     assert_eq!(x.status(&ClientId::new(None)).await.unwrap(), MailboxStatus::Missing);
     x.terminate(&agent).await.unwrap();
-    assert_eq!(x.status(&agent).await.unwrap(), MailboxStatus::Inactive);
+    assert_eq!(x.status(&agent).await.unwrap(), MailboxStatus::Terminated);
 }
 
 async fn send_and_recv(x: Exchange) {

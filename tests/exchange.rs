@@ -119,7 +119,7 @@ async fn send_after_terminate_is_mailbox_closed() {
     exchange.terminate(&agent).await.unwrap();
     assert!(matches!(exchange.send(ping(&me, &agent)).await, Err(Error::MailboxClosed(_))));
     assert!(matches!(exchange.get_mailbox(&agent).await, Err(Error::MailboxClosed(_))));
-    assert_eq!(exchange.status(&agent).await.unwrap(), MailboxStatus::Inactive);
+    assert_eq!(exchange.status(&agent).await.unwrap(), MailboxStatus::Terminated);
     // Nothing was queued for the terminated mailbox beyond the close sentinel.
     let queued: Vec<Vec<u8>> =
         redis.client().lrange(format!("{}:queue:{}", exchange.namespace(), agent.base32()), 0, -1).unwrap();

@@ -28,7 +28,7 @@ async fn launches_restarts_and_shuts_down_agents() {
     assert_eq!(outcomes.len(), 4);
     for outcome in &outcomes {
         assert_eq!(outcome.exit, AgentExit::Shutdown);
-        assert_eq!(exchange.status(&outcome.id).await.unwrap(), MailboxStatus::Inactive);
+        assert_eq!(exchange.status(&outcome.id).await.unwrap(), MailboxStatus::Terminated);
     }
     let restarts: Vec<_> = outcomes.iter().map(|o| o.restarts).collect();
     assert_eq!(restarts, [1, 0, 0, 0]);

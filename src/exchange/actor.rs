@@ -12,43 +12,133 @@ use redis::{FromRedisValue, Script};
 
 use crate::error::Error;
 
-/// Marks an agent or client terminated: status INACTIVE, close sentinel
-/// pushed, lineage and index entries removed. Unknown ids are left alone.
-/// KEYS: status, queue, behavior. ARGV: namespace, base32 id, sentinel.
-pub(crate) static TERMINATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local status = redis.call('GET', KEYS[1])
-if not status then return 0 end
-if status == 'INACTIVE' then return 1 end
-redis.call('SET', KEYS[1], 'INACTIVE')
-redis.call('RPUSH', KEYS[2], ARGV[3])
-local lineage = redis.call('GET', KEYS[3])
-if lineage then
-  for name in string.gmatch(lineage, '[^,]+') do
-    redis.call('SREM', ARGV[1] .. ':index:' .. name, ARGV[2])
+/// What every entity script starts with. ARGV[1]: namespace, ARGV[2]: the
+/// expiry in milliseconds; ids are base32.
+const PRELUDE: &str = r"
+local ns, expiry = ARGV[1], tonumber(ARGV[2])
+local function key(kind, id) return ns .. ':' .. kind .. ':' .. id end
+local function alive(owner) return redis.call('EXISTS', ns .. ':alive:' .. owner) == 1 end
+local kept = {'status', 'behavior', 'queue', 'taken', 'owner'}
+-- The state of `id`: missing, terminated, inactive (its process is gone),
+-- listening or offline; with its owner and address. The first look at an
+-- inactive entity sets its keys to expire and deletes its stale address.
+local function state(id)
+  local status = redis.call('GET', key('status', id))
+  if not status then return 'missing' end
+  if status == 'INACTIVE' then return 'terminated' end
+  local owner = redis.call('GET', key('owner', id))
+  if owner and not alive(owner) then
+    if redis.call('PTTL', key('status', id)) == -1 then
+      for _, kind in ipairs(kept) do redis.call('PEXPIRE', key(kind, id), expiry) end
+    end
+    redis.call('DEL', key('address', id))
+    return 'inactive', owner
   end
-  redis.call('DEL', KEYS[3])
+  local address = redis.call('GET', key('address', id))
+  if address then return 'listening', owner, address end
+  return 'offline', owner
 end
+local function persist(id)
+  for _, kind in ipairs(kept) do redis.call('PERSIST', key(kind, id)) end
+end
+-- Tells the owner's watcher that `id` needs a look.
+local function ring(owner, id)
+  if owner then
+    local bell = ns .. ':bell:' .. owner
+    redis.call('RPUSH', bell, id)
+    redis.call('PEXPIRE', bell, expiry)
+  end
+end
+-- Entries popped but not taken go back to the front of the queue, in order.
+local function restore(id)
+  local moved = 0
+  while redis.call('LMOVE', key('taken', id), key('queue', id), 'RIGHT', 'LEFT') do moved = moved + 1 end
+  return moved
+end
+local function index(id, lineage, op)
+  for name in string.gmatch(lineage, '[^,]+') do redis.call(op, ns .. ':index:' .. name, id) end
+end
+";
+
+fn entity_script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}{body}"))
+}
+
+/// Registers (or re-registers) an entity: ACTIVE, lineage indexed, owned by
+/// this process unless a live one serves it. After a termination, a fresh
+/// start: the old queue is dropped. ARGV: id, token, lineage.
+pub(crate) static REGISTER: LazyLock<Script> = LazyLock::new(|| {
+    entity_script(
+        r"
+local id, token, lineage = ARGV[3], ARGV[4], ARGV[5]
+if redis.call('GET', key('status', id)) == 'INACTIVE' then redis.call('DEL', key('queue', id), key('taken', id)) end
+redis.call('SET', key('status', id), 'ACTIVE')
+if lineage ~= '' then
+  redis.call('SET', key('behavior', id), lineage)
+  index(id, lineage, 'SADD')
+end
+local owner = redis.call('GET', key('owner', id))
+if not owner or not alive(owner) then
+  redis.call('SET', key('owner', id), token)
+  redis.call('DEL', key('address', id))
+end
+persist(id)
 return 1
 ",
     )
 });
 
-/// Active agents in a behavior's index; with ARGV[3] = '1', only those whose
-/// lineage starts with the behavior. Costs O(members of that index).
-/// KEYS: index. ARGV: namespace, behavior name, exact flag.
+/// Terminates an entity: status INACTIVE (the stored word for terminated),
+/// out of discovery, address gone, its owner's watcher rung so an open
+/// mailbox ends; status and queue expire. Unknown ids are left alone.
+/// ARGV: id.
+pub(crate) static TERMINATE: LazyLock<Script> = LazyLock::new(|| {
+    entity_script(
+        r"
+local id = ARGV[3]
+local status = redis.call('GET', key('status', id))
+if not status then return 0 end
+if status == 'INACTIVE' then return 1 end
+redis.call('SET', key('status', id), 'INACTIVE', 'PX', expiry)
+local lineage = redis.call('GET', key('behavior', id))
+if lineage then index(id, lineage, 'SREM') end
+restore(id)
+redis.call('PEXPIRE', key('queue', id), expiry)
+local owner = redis.call('GET', key('owner', id))
+redis.call('DEL', key('behavior', id), key('address', id), key('owner', id))
+ring(owner, id)
+return 1
+",
+    )
+});
+
+/// The state of an entity (see the prelude). ARGV: id.
+pub(crate) static STATUS: LazyLock<Script> = LazyLock::new(|| {
+    entity_script(
+        r"
+return state(ARGV[3])
+",
+    )
+});
+
+/// Agents in a behavior's index, with ARGV[4] = '1' only those whose
+/// lineage starts with it, with ARGV[5] = '1' inactive ones too. Members
+/// that are gone (expired, terminated) leave the index. Costs O(members).
+/// KEYS: index. ARGV: behavior, exact, include inactive.
 pub(crate) static DISCOVER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    entity_script(
         r"
 local found = {}
-local prefix = ARGV[2] .. ','
+local prefix = ARGV[3] .. ','
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('GET', ARGV[1] .. ':status:' .. id) == 'ACTIVE' then
+  local s = state(id)
+  if s == 'missing' or s == 'terminated' then
+    redis.call('SREM', KEYS[1], id)
+  elseif s ~= 'inactive' or ARGV[5] == '1' then
     local keep = true
-    if ARGV[3] == '1' then
-      local lineage = redis.call('GET', ARGV[1] .. ':behavior:' .. id)
-      keep = lineage == ARGV[2] or (lineage and string.sub(lineage, 1, #prefix) == prefix)
+    if ARGV[4] == '1' then
+      local lineage = redis.call('GET', key('behavior', id))
+      keep = lineage == ARGV[3] or (lineage and string.sub(lineage, 1, #prefix) == prefix)
     end
     if keep then table.insert(found, id) end
   end
@@ -58,92 +148,137 @@ return found
     )
 });
 
-/// The live address of a mailbox: its address key, unless the process that
-/// published it has let its lease lapse (crashed), in which case the stale
-/// address (and its owner key) are deleted. KEYS[2]: address, KEYS[4]: owner;
-/// ARGV[2]: namespace.
-const LIVE_ADDRESS: &str = r"
-local function live_address()
-  local address = redis.call('GET', KEYS[2])
-  if not address then return nil end
-  local owner = redis.call('GET', KEYS[4])
-  if owner and redis.call('EXISTS', ARGV[2] .. ':alive:' .. owner) == 1 then return address end
-  redis.call('DEL', KEYS[2], KEYS[4])
-  return nil
-end
-";
-
 /// Routes or queues messages in one round trip: unknown -> -1, terminated
-/// -> -2; with ARGV[1] = 'route' and a live address, that address;
-/// otherwise pushes ARGV[3..] onto the queue and returns 1 if the mailbox
-/// listens, else 0. KEYS: status, address, queue, owner. ARGV[2]: namespace.
+/// -> -2, inactive -> -3 (unless ARGV[5] = 'queue'); with ARGV[4] = 'route'
+/// and a live address, that address; otherwise pushes ARGV[6..] onto the
+/// queue (ringing the owner's watcher if it was empty) and returns 1 if the
+/// mailbox listens, else 0. ARGV: id, mode, policy, entries...
 pub(crate) static SEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{LIVE_ADDRESS}
-local status = redis.call('GET', KEYS[1])
-if not status then return -1 end
-if status == 'INACTIVE' then return -2 end
-local address = live_address()
-if address and ARGV[1] == 'route' then return address end
-redis.call('RPUSH', KEYS[3], unpack(ARGV, 3))
-if address then return 1 end
-return 0
-"
-    ))
-});
-
-/// A mailbox's state: MISSING, INACTIVE, LISTENING (live address) or OFFLINE.
-/// KEYS: status, address, unused, owner. ARGV: unused, namespace.
-pub(crate) static STATUS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{LIVE_ADDRESS}
-local status = redis.call('GET', KEYS[1])
-if not status then return 'MISSING' end
-if status == 'INACTIVE' then return 'INACTIVE' end
-if live_address() then return 'LISTENING' end
-return 'OFFLINE'
-"
-    ))
-});
-
-/// Deletes an address (and its owner key) only if it still holds the given
-/// value, so a mailbox that closes late never removes the address a newer
-/// mailbox published. KEYS: address, owner. ARGV: address.
-pub(crate) static DELETE_IF_EQUAL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    entity_script(
         r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1], KEYS[2]) end
+local id = ARGV[3]
+local s, owner, address = state(id)
+if s == 'missing' then return -1 end
+if s == 'terminated' then return -2 end
+if s == 'inactive' and ARGV[5] ~= 'queue' then return -3 end
+if address and ARGV[4] == 'route' then return address end
+local queue = key('queue', id)
+local len = redis.call('RPUSH', queue, unpack(ARGV, 6))
+if s == 'inactive' then
+  redis.call('PEXPIRE', queue, math.max(redis.call('PTTL', key('status', id)), 1))
+elseif len == #ARGV - 5 then
+  ring(owner, id)
+end
+if address then return 1 end
 return 0
 ",
     )
 });
 
-/// Writes an entity's registration again after Redis lost it, without
-/// undoing anything newer: a terminated entity stays terminated, existing
-/// keys are kept, and an address is restored only if no other process has
-/// claimed it since. KEYS: status, behavior, address, owner. ARGV: namespace,
-/// base32 id, lineage (comma-joined, empty for none), address (empty for
-/// none), owner token.
-pub(crate) static REASSERT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+/// Opens a mailbox: this process owns the entity, its keys stop expiring,
+/// its address (if any) is published, and what a crashed process popped
+/// goes back to the queue. Missing -> -1, terminated -> -2, else the queue's
+/// length. ARGV: id, token, address ('' for none).
+pub(crate) static OPEN: LazyLock<Script> = LazyLock::new(|| {
+    entity_script(
         r"
-local status = redis.call('GET', KEYS[1])
-if status == 'INACTIVE' then return 0 end
-if not status then redis.call('SET', KEYS[1], 'ACTIVE') end
-if ARGV[3] ~= '' and not redis.call('GET', KEYS[2]) then
-  redis.call('SET', KEYS[2], ARGV[3])
-  for name in string.gmatch(ARGV[3], '[^,]+') do
-    redis.call('SADD', ARGV[1] .. ':index:' .. name, ARGV[2])
-  end
-end
-if ARGV[4] ~= '' then
-  local owner = redis.call('GET', KEYS[4])
-  if not owner or owner == ARGV[5] then
-    redis.call('SET', KEYS[3], ARGV[4])
-    redis.call('SET', KEYS[4], ARGV[5])
-  end
-end
+local id, token, address = ARGV[3], ARGV[4], ARGV[5]
+local s = state(id)
+if s == 'missing' then return -1 end
+if s == 'terminated' then return -2 end
+redis.call('SET', key('owner', id), token)
+persist(id)
+if address ~= '' then redis.call('SET', key('address', id), address) else redis.call('DEL', key('address', id)) end
+restore(id)
+return redis.call('LLEN', key('queue', id))
+",
+    )
+});
+
+/// Closes a mailbox: its address goes (if it is still this one's), and
+/// what it popped but did not hand out goes back to the queue (if this
+/// process still owns it). ARGV: id, token, address.
+pub(crate) static CLOSE: LazyLock<Script> = LazyLock::new(|| {
+    entity_script(
+        r"
+local id, token, address = ARGV[3], ARGV[4], ARGV[5]
+if address ~= '' and redis.call('GET', key('address', id)) == address then redis.call('DEL', key('address', id)) end
+if redis.call('GET', key('owner', id)) == token then restore(id) end
 return 1
+",
+    )
+});
+
+/// The watcher's pop: moves up to ARGV[4] entries (and about ARGV[5] bytes)
+/// from the queue to the taken list and returns them, with whether the
+/// entity is terminated (then its last entries are popped outright), the
+/// queue's remaining length and up to ARGV[7] rings of the bell ARGV[6].
+/// ARGV: id, max entries, max bytes, bell, rings.
+pub(crate) static TAKE: LazyLock<Script> = LazyLock::new(|| {
+    entity_script(
+        r"
+local id, max, max_bytes = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local rings = redis.call('LPOP', ARGV[6], ARGV[7]) or {}
+local status = redis.call('GET', key('status', id))
+if not status then return {0, 0, rings, {}} end
+local closed = status == 'INACTIVE' and 1 or 0
+local queue, taken = key('queue', id), key('taken', id)
+local out, bytes = {}, 0
+while #out < max and bytes < max_bytes do
+  local entry
+  if closed == 1 then
+    entry = redis.call('LPOP', queue)
+  else
+    entry = redis.call('LMOVE', queue, taken, 'LEFT', 'RIGHT')
+  end
+  if not entry then break end
+  out[#out + 1] = entry
+  bytes = bytes + #entry
+end
+return {closed, redis.call('LLEN', queue), rings, out}
+",
+    )
+});
+
+/// Writes an entity's registration again after Redis lost it, without
+/// undoing anything newer: terminated -> 0; served by another live process
+/// -> 2; else re-written, owned by this process -> 1.
+/// ARGV: id, token, lineage, address ('' for none).
+pub(crate) static REASSERT: LazyLock<Script> = LazyLock::new(|| {
+    entity_script(
+        r"
+local id, token, lineage, address = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local status = redis.call('GET', key('status', id))
+if status == 'INACTIVE' then return 0 end
+local owner = redis.call('GET', key('owner', id))
+if owner and owner ~= token and alive(owner) then return 2 end
+if not status then redis.call('SET', key('status', id), 'ACTIVE') end
+if lineage ~= '' and not redis.call('GET', key('behavior', id)) then
+  redis.call('SET', key('behavior', id), lineage)
+  index(id, lineage, 'SADD')
+end
+redis.call('SET', key('owner', id), token)
+if address ~= '' then redis.call('SET', key('address', id), address) end
+persist(id)
+return 1
+",
+    )
+});
+
+/// Of the ids ARGV[4..], those this process (ARGV[3]) no longer owns:
+/// terminated, or claimed by another process. Run with each lease renewal.
+pub(crate) static DISOWNED: LazyLock<Script> = LazyLock::new(|| {
+    entity_script(
+        r"
+local token, gone = ARGV[3], {}
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local owner = redis.call('GET', key('owner', id))
+  if redis.call('GET', key('status', id)) == 'INACTIVE' or (owner and owner ~= token) then
+    table.insert(gone, id)
+  end
+end
+return gone
 ",
     )
 });
@@ -151,7 +286,6 @@ return 1
 /// A Redis request the actor runs for a caller.
 pub(crate) enum Request {
     Cmd(redis::Cmd),
-    Pipeline(redis::Pipeline),
     Script(redis::ScriptInvocation<'static>),
 }
 
@@ -245,7 +379,6 @@ impl<T: FromRedisValue + Send + 'static> Handler<Call<T>> for ExchangeActor {
         Box::pin(async move {
             Ok(match request {
                 Request::Cmd(cmd) => cmd.query_async(&mut redis).await?,
-                Request::Pipeline(pipe) => pipe.query_async(&mut redis).await?,
                 Request::Script(script) => script.invoke_async(&mut redis).await?,
             })
         })

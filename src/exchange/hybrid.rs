@@ -12,19 +12,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::{Actor, Addr};
-use bytes::Bytes;
 use redis::aio::ConnectionManagerConfig;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use super::actor::{self, Call, ExchangeActor, Lease, Request, DELETE_IF_EQUAL, DISCOVER, REASSERT, STATUS, TERMINATE};
-use super::keys::{self, Keys, ACTIVE};
-use super::link::{enqueue, refused_recently, Enqueued, Link, LinkEnv, Links, Route};
+use super::actor::{
+    self, Call, ExchangeActor, Lease, Request, CLOSE, DISCOVER, DISOWNED, OPEN, REASSERT, REGISTER, STATUS, TERMINATE,
+};
+use super::keys::Keys;
+use super::link::{enqueue, refused_recently, Enqueued, Link, LinkEnv, Links};
 use super::watcher::Watcher;
-use super::{Exchange, MailboxStatus};
+use super::{Exchange, MailboxStatus, WhenInactive};
 use crate::error::Error;
-use crate::identifier::{uuid_to_base32, EntityId, Role};
+use crate::identifier::{base32_to_uuid, uuid_to_base32, EntityId, Role};
 use crate::message::{Body, Envelope, Parts, RemoteError, RemoteErrorKind, Stamp};
 use crate::peer::{Secret, DEFAULT_MAX_FRAME_LEN};
 
@@ -61,6 +62,7 @@ pub struct HybridExchangeBuilder {
     max_connections: usize,
     peer_to_peer: bool,
     heartbeat: Duration,
+    expiry: Duration,
 }
 
 impl HybridExchangeBuilder {
@@ -133,6 +135,16 @@ impl HybridExchangeBuilder {
         self
     }
 
+    /// How long Redis keeps an entity that is gone (default 24 h): one
+    /// terminated, or one whose process stopped renewing its lease (an
+    /// INACTIVE entity). Its status, lineage and queue expire after this,
+    /// counted from when an exchange first noticed; opening its mailbox
+    /// again (or registering it again) before then keeps everything.
+    pub fn expiry(mut self, expiry: Duration) -> Self {
+        self.expiry = expiry.max(Duration::from_millis(100));
+        self
+    }
+
     /// Concurrent inbound connections one mailbox accepts (default 1,024).
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
@@ -163,7 +175,14 @@ impl HybridExchangeBuilder {
         // watcher reconnected, or the lease was found missing.
         let lost_state = Arc::new(tokio::sync::Notify::new());
         let actor = ExchangeActor::new(redis, lease.clone(), lost_state.clone()).start();
-        let watcher = Watcher::start(client.clone(), keys.wake(), actor.clone(), lost_state.clone());
+        let watcher = Watcher::start(
+            client.clone(),
+            keys.clone(),
+            keys.bell(&token),
+            self.expiry,
+            actor.clone(),
+            lost_state.clone(),
+        );
         let links = Arc::new(Mutex::new(HashMap::new()));
         let env = Arc::new(LinkEnv {
             refused: Mutex::default(),
@@ -171,6 +190,7 @@ impl HybridExchangeBuilder {
             connect_timeout: self.connect_timeout,
             peer_timeout: self.peer_timeout,
             max_frame_len: self.max_frame_len,
+            expiry: self.expiry,
             keys: keys.clone(),
             actor: actor.clone(),
             links: Arc::downgrade(&links),
@@ -192,13 +212,13 @@ impl HybridExchangeBuilder {
                 lease,
                 watcher,
                 owned: Mutex::default(),
-                published: Mutex::default(),
+                serving: Mutex::default(),
                 tasks: TaskTracker::new(),
                 background: TaskTracker::new(),
                 closed: AtomicBool::new(false),
             }),
         };
-        tokio::spawn(reassert_when_lost(Arc::downgrade(&exchange.inner), lost_state));
+        tokio::spawn(maintain(Arc::downgrade(&exchange.inner), lost_state));
         Ok(Exchange::from(exchange))
     }
 }
@@ -235,7 +255,7 @@ struct Inner {
     links: Arc<Links>,
     /// Pops the queues of all this exchange's open mailboxes.
     watcher: Watcher,
-    /// Names this exchange (process) as the owner of the addresses it publishes.
+    /// Names this exchange (process) as the owner of what it registers and serves.
     token: String,
     /// Per destination, the stream that stamps what this exchange sends it
     /// and the last number used, so that a mailbox drops a copy it took
@@ -243,10 +263,11 @@ struct Inner {
     /// stream next time, never a reused number.
     sequences: Mutex<HashMap<Uuid, Stamp>>,
     lease: Lease,
-    /// Entities registered through this exchange and not terminated by it.
+    /// Entities registered through this exchange that it still owns (no
+    /// other process opened their mailbox, nobody terminated them).
     owned: Mutex<HashMap<Uuid, (EntityId, Vec<String>)>>,
-    /// Addresses of this exchange's open mailboxes.
-    published: Mutex<HashMap<Uuid, String>>,
+    /// This exchange's open mailboxes, with their addresses ('' for none).
+    serving: Mutex<HashMap<Uuid, String>>,
     /// Link tasks.
     tasks: TaskTracker,
     /// Work done in the background (an agent's replies, a dropped mailbox
@@ -284,6 +305,7 @@ impl HybridExchange {
             max_connections: 1024,
             peer_to_peer: true,
             heartbeat: Duration::from_secs(10),
+            expiry: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -307,79 +329,89 @@ impl HybridExchange {
         self.call(Request::Cmd(std::mem::take(cmd))).await
     }
 
-    /// Registers `id` as ACTIVE; an agent's lineage is stored and indexed.
+    /// An entity script with its common arguments: namespace, expiry, id.
+    fn entity(&self, script: &'static redis::Script, id: &str) -> redis::ScriptInvocation<'static> {
+        let mut invocation = script.prepare_invoke();
+        invocation.arg(self.namespace()).arg(self.inner.config.link.expiry.as_millis() as u64).arg(id);
+        invocation
+    }
+
+    /// Registers `id` as ACTIVE, owned by this process (unless a live one
+    /// serves it); an agent's lineage is stored and indexed.
     pub(crate) async fn register(&self, id: &EntityId, lineage: &[&str]) -> Result<(), Error> {
-        let lineage: Vec<String> = lineage.iter().map(|name| name.to_string()).collect();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        self.registration(&mut pipe, id, &lineage);
-        self.call::<()>(Request::Pipeline(pipe)).await?;
+        let lineage: Vec<String> = match id.role() {
+            Role::Agent => lineage.iter().map(|name| name.to_string()).collect(),
+            Role::Client => Vec::new(),
+        };
+        let mut script = self.entity(&REGISTER, &id.base32());
+        script.arg(&self.inner.token).arg(lineage.join(","));
+        self.call::<i64>(Request::Script(script)).await?;
         lock(&self.inner.owned).insert(id.uid(), (id.clone(), lineage));
         Ok(())
     }
 
-    /// The commands that register `id`.
-    fn registration(&self, pipe: &mut redis::Pipeline, id: &EntityId, lineage: &[String]) {
-        let keys = self.keys();
-        pipe.set(keys.status(id.uid()), ACTIVE);
-        if id.role() == Role::Agent {
-            pipe.set(keys.behavior(id.uid()), lineage.join(","));
-            for name in lineage {
-                pipe.sadd(keys.index(name), id.base32());
-            }
-        }
-    }
-
-    /// Writes again what this exchange registered and published, after Redis
-    /// lost it (a restart without persistence, or a lease that lapsed while
-    /// this process stalled). Terminated ids stay so, and an address another
-    /// process has claimed since is left to it.
+    /// Writes again what this exchange owns and serves, after Redis lost it
+    /// (a restart without persistence, or a lease that lapsed while this
+    /// process stalled). Terminated ids stay so, and an entity another live
+    /// process serves is left to it (and forgotten here).
     pub(crate) async fn reassert(&self) -> Result<(), Error> {
         let mut entities: HashMap<Uuid, (String, String)> = lock(&self.inner.owned)
             .iter()
             .map(|(uid, (id, lineage))| (*uid, (id.base32(), lineage.join(","))))
             .collect();
-        let published = lock(&self.inner.published).clone();
-        for uid in published.keys() {
+        let serving = lock(&self.inner.serving).clone();
+        for uid in serving.keys() {
             entities.entry(*uid).or_insert_with(|| (uuid_to_base32(*uid), String::new()));
         }
         self.call::<()>(Request::Cmd(self.inner.lease.renewal())).await?;
-        let keys = self.keys();
         // One script per entity, all in flight at once on the one connection.
         let scripts = entities.into_iter().map(|(uid, (base32, lineage))| {
-            let mut script = REASSERT.prepare_invoke();
-            script
-                .key(keys.status(uid))
-                .key(keys.behavior(uid))
-                .key(keys.address(uid))
-                .key(keys.owner(uid))
-                .arg(keys.namespace())
-                .arg(base32)
-                .arg(lineage)
-                .arg(published.get(&uid).map_or("", String::as_str))
-                .arg(&self.inner.token);
-            self.call::<i64>(Request::Script(script))
+            let mut script = self.entity(&REASSERT, &base32);
+            script.arg(&self.inner.token).arg(lineage).arg(serving.get(&uid).map_or("", String::as_str));
+            async move { self.call::<i64>(Request::Script(script)).await.map(|kept| (uid, kept)) }
         });
-        futures::future::try_join_all(scripts).await?;
+        let results = futures::future::try_join_all(scripts).await?;
+        let mut owned = lock(&self.inner.owned);
+        for (uid, kept) in results {
+            if kept != 1 {
+                owned.remove(&uid);
+            }
+        }
         warn!(namespace = self.namespace(), "re-registered this exchange's entities after Redis lost them");
+        Ok(())
+    }
+
+    /// Forgets the registered entities another process has taken over or
+    /// terminated, so a later re-registration does not revive them.
+    async fn forget_disowned(&self) -> Result<(), Error> {
+        let ids: Vec<String> = {
+            let serving = lock(&self.inner.serving);
+            lock(&self.inner.owned).keys().filter(|uid| !serving.contains_key(uid)).map(|uid| uuid_to_base32(*uid)).collect()
+        };
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // The id slot holds this exchange's token.
+        let mut script = self.entity(&DISOWNED, &self.inner.token);
+        for id in &ids {
+            script.arg(id);
+        }
+        let gone: Vec<String> = self.call(Request::Script(script)).await?;
+        let mut owned = lock(&self.inner.owned);
+        for id in gone {
+            owned.remove(&base32_to_uuid(&id)?);
+        }
         Ok(())
     }
 
     /// Forgets an entity terminated elsewhere: it is not re-registered.
     pub(crate) fn disown(&self, id: &EntityId) {
         lock(&self.inner.owned).remove(&id.uid());
+        lock(&self.inner.serving).remove(&id.uid());
     }
 
     pub(crate) async fn terminate(&self, id: &EntityId) -> Result<(), Error> {
-        let keys = self.keys();
-        let mut script = TERMINATE.prepare_invoke();
-        script
-            .key(keys.status(id.uid()))
-            .key(keys.queue(id.uid()))
-            .key(keys.behavior(id.uid()))
-            .arg(keys.namespace())
-            .arg(id.base32())
-            .arg(keys::CLOSE_SENTINEL);
+        let script = self.entity(&TERMINATE, &id.base32());
         self.call::<i64>(Request::Script(script)).await?;
         lock(&self.inner.owned).remove(&id.uid());
         lock(&self.inner.sequences).remove(&id.uid());
@@ -390,20 +422,12 @@ impl HybridExchange {
     }
 
     pub(crate) async fn status(&self, id: &EntityId) -> Result<MailboxStatus, Error> {
-        let keys = self.keys();
-        let mut script = STATUS.prepare_invoke();
-        script
-            .key(keys.status(id.uid()))
-            .key(keys.address(id.uid()))
-            .key(keys.queue(id.uid()))
-            .key(keys.owner(id.uid()))
-            .arg("status")
-            .arg(keys.namespace());
-        let status: String = self.call(Request::Script(script)).await?;
+        let status: String = self.call(Request::Script(self.entity(&STATUS, &id.base32()))).await?;
         Ok(match status.as_str() {
-            "MISSING" => MailboxStatus::Missing,
-            "INACTIVE" => MailboxStatus::Inactive,
-            "LISTENING" => MailboxStatus::Listening,
+            "missing" => MailboxStatus::Missing,
+            "terminated" => MailboxStatus::Terminated,
+            "inactive" => MailboxStatus::Inactive,
+            "listening" => MailboxStatus::Listening,
             _ => MailboxStatus::Offline,
         })
     }
@@ -413,19 +437,46 @@ impl HybridExchange {
         &self,
         behavior: &str,
         allow_subclasses: bool,
+        include_inactive: bool,
     ) -> Result<Vec<EntityId>, Error> {
-        let keys = self.keys();
-        let mut script = DISCOVER.prepare_invoke();
-        script.key(keys.index(behavior)).arg(keys.namespace()).arg(behavior).arg(if allow_subclasses {
-            "0"
-        } else {
-            "1"
-        });
+        let flag = |yes: bool| if yes { "1" } else { "0" };
+        let mut script = self.entity(&DISCOVER, behavior);
+        script.key(self.keys().index(behavior)).arg(flag(!allow_subclasses)).arg(flag(include_inactive));
         let found: Vec<String> = self.call(Request::Script(script)).await?;
-        found
-            .iter()
-            .map(|b32| Ok(EntityId::from_parts(crate::identifier::base32_to_uuid(b32)?, Role::Agent, None)))
-            .collect()
+        found.iter().map(|b32| Ok(EntityId::from_parts(base32_to_uuid(b32)?, Role::Agent, None))).collect()
+    }
+
+    /// Opens `id`'s mailbox in Redis: this process owns it and (with an
+    /// address) listens for it; entries a crashed process popped are back in
+    /// the queue. Returns whether the queue holds anything.
+    pub(crate) async fn open_mailbox(&self, id: &EntityId, address: Option<&str>) -> Result<bool, Error> {
+        let mut script = self.entity(&OPEN, &id.base32());
+        script.arg(&self.inner.token).arg(address.unwrap_or(""));
+        match self.call::<i64>(Request::Script(script)).await? {
+            -1 => Err(Error::BadEntityId(id.clone())),
+            -2 => Err(Error::MailboxClosed(id.clone())),
+            queued => {
+                lock(&self.inner.serving).insert(id.uid(), address.unwrap_or("").to_owned());
+                Ok(queued > 0)
+            }
+        }
+    }
+
+    /// Closes `id`'s mailbox in Redis: its address goes, and what it popped
+    /// but did not hand out goes back to the front of the queue.
+    pub(crate) async fn close_mailbox(&self, id: &EntityId, address: Option<&str>) -> Result<(), Error> {
+        lock(&self.inner.serving).remove(&id.uid());
+        let mut script = self.entity(&CLOSE, &id.base32());
+        script.arg(&self.inner.token).arg(address.unwrap_or(""));
+        self.call::<i64>(Request::Script(script)).await.map(drop)
+    }
+
+    /// Acknowledges the first `count` entries of `id`'s taken list: its
+    /// consumer has them, so a crash from now on does not re-deliver them.
+    pub(crate) async fn acknowledge_taken(&self, id: &EntityId, count: u64) -> Result<(), Error> {
+        let mut cmd = redis::cmd("LPOP");
+        cmd.arg(self.keys().taken(id.uid())).arg(count);
+        self.cmd::<redis::Value>(&mut cmd).await.map(drop)
     }
 
     /// Sends a message to `envelope.dest`.
@@ -433,19 +484,20 @@ impl HybridExchange {
     /// Route: a live link to the destination (cached) takes it at once.
     /// Otherwise one Redis round trip reads status and address together:
     /// unknown -> [`Error::BadEntityId`], terminated -> [`Error::MailboxClosed`],
-    /// listening -> a new link (connect and handshake happen in the link, which
+    /// inactive (its process is gone) -> [`Error::Inactive`] unless
+    /// `when_inactive` says to queue, listening -> a new link (connect and handshake happen in the link, which
     /// hands everything to Redis if they fail), offline -> the Redis queue.
     ///
     /// `Ok` means the message is owned by the exchange: written to Redis, or
     /// held by a link until the receiver acknowledges it (and pushed to Redis
     /// if the link fails first).
     #[tracing::instrument(name = "send", level = "trace", skip_all, fields(tag = %envelope.tag, dest = %envelope.dest))]
-    pub(crate) async fn send(&self, envelope: Envelope) -> Result<(), Error> {
+    pub(crate) async fn send(&self, envelope: Envelope, when_inactive: WhenInactive) -> Result<(), Error> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::ExchangeClosed);
         }
         let frame = self.encode(&envelope)?;
-        self.route(envelope.dest, frame).await
+        self.route(envelope.dest, frame, when_inactive).await
     }
 
     /// The envelope's bytes, stamped; [`Error::TooLarge`] over the frame cap.
@@ -458,8 +510,8 @@ impl HybridExchange {
         }
     }
 
-    /// Hands an encoded message to the link, the peer or the queue of `dest`.
-    async fn route(&self, dest: EntityId, mut frame: Parts) -> Result<(), Error> {
+    /// Hands an encoded message to the link to `dest`, or to its queue.
+    async fn route(&self, dest: EntityId, mut frame: Parts, when_inactive: WhenInactive) -> Result<(), Error> {
         if let Some(link) = self.link(&dest, None) {
             match link.send(frame).await {
                 Ok(()) => return Ok(()),
@@ -467,23 +519,17 @@ impl HybridExchange {
             }
         }
         let env = &self.inner.config.link;
-        match enqueue(env, &dest, std::slice::from_ref(&frame), true).await? {
-            Enqueued::Listening(address) => {
-                // A peer that refused our handshake lately is not dialed again.
-                if !refused_recently(env, &address) {
-                    if let Some(link) = self.link(&dest, Some(Route::Peer(address))) {
-                        match link.send(frame).await {
-                            Ok(()) => return Ok(()),
-                            Err(back) => frame = back,
-                        }
+        if let Enqueued::Listening(address) = enqueue(env, &dest, std::slice::from_ref(&frame), true, when_inactive).await? {
+            // A peer that refused our handshake lately is not dialed again.
+            if !refused_recently(env, &address) {
+                if let Some(link) = self.link(&dest, Some(address)) {
+                    match link.send(frame).await {
+                        Ok(()) => return Ok(()),
+                        Err(back) => frame = back,
                     }
                 }
-                enqueue(env, &dest, &[frame], false).await?;
             }
-            // Queued; later messages to this offline mailbox are batched.
-            Enqueued::Offline | Enqueued::PushedWhileListening => {
-                self.link(&dest, Some(Route::Queue));
-            }
+            enqueue(env, &dest, &[frame], false, when_inactive).await?;
         }
         debug!("queued in Redis");
         Ok(())
@@ -500,53 +546,22 @@ impl HybridExchange {
         (*stream, *last)
     }
 
-    /// The cached link to `dest`; given a route, a new link unless the
-    /// cached one already takes that route.
-    fn link(&self, dest: &EntityId, route: Option<Route>) -> Option<Arc<Link>> {
+    /// The cached link to `dest`; given an address, a new link unless the
+    /// cached one already goes there.
+    fn link(&self, dest: &EntityId, address: Option<String>) -> Option<Arc<Link>> {
         let mut links = self.inner.links.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(link) = links.get(&dest.uid()) {
-            if route.as_ref().is_none_or(|r| *r == link.route) {
+            if address.as_ref().is_none_or(|a| *a == link.address) {
                 return Some(link.clone());
             }
         }
-        let route = route?;
+        let route = address?;
         if self.inner.closed.load(Ordering::Acquire) {
             return None;
         }
         let link = Arc::new(Link::spawn(dest.clone(), route, self.inner.config.link.clone(), &self.inner.tasks));
         links.insert(dest.uid(), link.clone());
         Some(link)
-    }
-
-    /// Returns popped messages to the front of a queue, keeping their order.
-    pub(crate) async fn push_front(&self, dest: &EntityId, frames: Vec<Bytes>) -> Result<(), Error> {
-        if frames.is_empty() {
-            return Ok(());
-        }
-        let mut cmd = redis::cmd("LPUSH");
-        cmd.arg(self.keys().queue(dest.uid()));
-        for frame in frames.iter().rev() {
-            cmd.arg(&frame[..]);
-        }
-        self.cmd(&mut cmd).await
-    }
-
-    pub(crate) async fn publish_address(&self, id: &EntityId, address: &str) -> Result<(), Error> {
-        let mut pipe = redis::pipe();
-        pipe.atomic().set(self.keys().address(id.uid()), address).set(self.keys().owner(id.uid()), &self.inner.token);
-        self.call::<()>(Request::Pipeline(pipe)).await?;
-        lock(&self.inner.published).insert(id.uid(), address.to_owned());
-        Ok(())
-    }
-
-    pub(crate) async fn unpublish_address(&self, id: &EntityId, address: Option<&str>) -> Result<(), Error> {
-        let Some(address) = address else {
-            return Ok(());
-        };
-        lock(&self.inner.published).remove(&id.uid());
-        let mut script = DELETE_IF_EQUAL.prepare_invoke();
-        script.key(self.keys().address(id.uid())).key(self.keys().owner(id.uid())).arg(address);
-        self.call::<i64>(Request::Script(script)).await.map(drop)
     }
 
     pub(crate) fn watcher(&self) -> &Watcher {
@@ -568,7 +583,7 @@ impl HybridExchange {
             let dest = envelope.dest;
             let sent = match frame {
                 Ok(frame) if !exchange.inner.closed.load(Ordering::Acquire) => {
-                    exchange.route(dest.clone(), frame).await
+                    exchange.route(dest.clone(), frame, WhenInactive::Fail).await
                 }
                 Ok(_) => Err(Error::ExchangeClosed),
                 Err(e) => Err(e),
@@ -610,8 +625,9 @@ impl HybridExchange {
         // Mailboxes dropped meanwhile hand back what they popped, while Redis
         // is still reachable.
         let _ = tokio::time::timeout_at(deadline, inner.background.wait()).await;
-        // Addresses this process still publishes are stale from now on.
-        let _ = self.cmd::<()>(redis::cmd("DEL").arg(&inner.lease.key)).await;
+        // What this process owns is inactive from now on, and addresses it
+        // still publishes are stale.
+        let _ = self.cmd::<()>(redis::cmd("DEL").arg(&inner.lease.key).arg(self.keys().bell(&inner.token))).await;
         inner.actor.do_send(actor::Stop);
         debug!(namespace = self.namespace(), "exchange closed");
     }
@@ -622,19 +638,29 @@ impl HybridExchange {
     }
 }
 
-/// Each time Redis may have lost this exchange's state (its watcher
-/// reconnected, or its lease was found missing at a renewal), writes again
-/// what this exchange registered, retrying until it succeeds; ends with the
-/// exchange.
-async fn reassert_when_lost(inner: std::sync::Weak<Inner>, lost_state: Arc<tokio::sync::Notify>) {
+/// Keeps Redis right about this exchange, until it closes: each time Redis
+/// may have lost its state (the watcher reconnected, or the lease was found
+/// missing) it writes again what this exchange owns, retrying until that
+/// succeeds; every lease period it forgets the entities other processes
+/// have taken over.
+async fn maintain(inner: std::sync::Weak<Inner>, lost_state: Arc<tokio::sync::Notify>) {
+    let period = match inner.upgrade() {
+        Some(inner) => inner.lease.period,
+        None => return,
+    };
     loop {
-        // Wake now and then to notice that the exchange is gone.
-        if tokio::time::timeout(Duration::from_secs(5), lost_state.notified()).await.is_err() {
-            match inner.upgrade() {
-                Some(inner) if !inner.closed.load(Ordering::Acquire) => continue,
-                _ => return,
+        let lost = tokio::time::timeout(period, lost_state.notified()).await.is_ok();
+        let exchange = match inner.upgrade() {
+            Some(inner) if !inner.closed.load(Ordering::Acquire) => HybridExchange { inner },
+            _ => return,
+        };
+        if !lost {
+            if let Err(e) = exchange.forget_disowned().await {
+                debug!("could not check which registrations are still this process's: {e}");
             }
+            continue;
         }
+        drop(exchange);
         let mut delay = Duration::from_millis(100);
         loop {
             let Some(inner) = inner.upgrade() else { return };

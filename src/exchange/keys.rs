@@ -6,21 +6,22 @@
 //! | `ns:status:<b32>` | `ACTIVE` or `INACTIVE` |
 //! | `ns:behavior:<b32>` | comma-joined lineage, most specific first |
 //! | `ns:address:<b32>` | `host:port` of the mailbox's listener |
-//! | `ns:queue:<b32>` | list of encoded envelopes, FIFO; the close sentinel marks termination |
+//! | `ns:queue:<b32>` | list of encoded envelopes, FIFO |
+//! | `ns:taken:<b32>` | entries the mailbox's process popped and its consumer has not yet taken |
 //! | `ns:index:<behavior>` | set of `<b32>` of agents whose lineage names `<behavior>` |
-//! | `ns:wake:<b32>` | private list that wakes a mailbox's watcher when it closes |
-//! | `ns:owner:<b32>` | token of the exchange (process) that published the address |
+//! | `ns:owner:<b32>` | token of the exchange (process) the entity belongs to: where it was registered, then where its mailbox was last opened |
 //! | `ns:alive:<token>` | present while that exchange renews its lease (heartbeat) |
+//! | `ns:bell:<token>` | `<b32>` of that exchange's queues that became non-empty (its watcher blocks on it) |
+//!
+//! An entity whose owner's lease is gone is INACTIVE; the first script that
+//! notices sets its keys to expire (the exchange's `expiry`), and a
+//! terminated entity's keys expire the same way.
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use crate::identifier::uuid_to_base32;
-
-/// Pushed onto a queue by `terminate` to wake and stop its reader.
-pub(crate) const CLOSE_SENTINEL: &[u8] = b"<CLOSED>";
-pub(crate) const ACTIVE: &str = "ACTIVE";
 
 /// Builds the keys of one namespace.
 #[derive(Clone, Debug)]
@@ -41,29 +42,13 @@ impl Keys {
         format!("{}:{kind}:{}", self.namespace, uuid_to_base32(uid))
     }
 
-    pub(crate) fn status(&self, uid: Uuid) -> String {
-        self.key("status", uid)
+    pub(crate) fn taken(&self, uid: Uuid) -> String {
+        self.key("taken", uid)
     }
 
-    pub(crate) fn behavior(&self, uid: Uuid) -> String {
-        self.key("behavior", uid)
-    }
-
-    pub(crate) fn address(&self, uid: Uuid) -> String {
-        self.key("address", uid)
-    }
-
-    pub(crate) fn queue(&self, uid: Uuid) -> String {
-        self.key("queue", uid)
-    }
-
-    /// A fresh key on which a watcher also blocks, so closing can wake it.
-    pub(crate) fn wake(&self) -> String {
-        self.key("wake", Uuid::new_v4())
-    }
-
-    pub(crate) fn owner(&self, uid: Uuid) -> String {
-        self.key("owner", uid)
+    /// The doorbell of the exchange whose token this is.
+    pub(crate) fn bell(&self, token: &str) -> String {
+        format!("{}:bell:{token}", self.namespace)
     }
 
     pub(crate) fn alive(&self, token: &str) -> String {
@@ -84,11 +69,8 @@ mod tests {
         let keys = Keys::new("ns");
         let uid = Uuid::new_v4();
         let b32 = uuid_to_base32(uid);
-        assert_eq!(keys.status(uid), format!("ns:status:{b32}"));
-        assert_eq!(keys.behavior(uid), format!("ns:behavior:{b32}"));
-        assert_eq!(keys.address(uid), format!("ns:address:{b32}"));
-        assert_eq!(keys.queue(uid), format!("ns:queue:{b32}"));
         assert_eq!(keys.index("m::A"), "ns:index:m::A");
-        assert!(keys.wake().starts_with("ns:wake:"));
+        assert_eq!(keys.taken(uid), format!("ns:taken:{b32}"));
+        assert_eq!(keys.bell("T"), "ns:bell:T");
     }
 }

@@ -1,20 +1,15 @@
-//! Outbound links: one task per destination mailbox, so frames never
-//! interleave and one sender's messages keep their order. A link takes one of
-//! two routes:
+//! Outbound links: one task per destination mailbox that listens, so frames
+//! never interleave and one sender's messages keep their order. The task
+//! owns a TCP connection to the mailbox. Messages are written in batches
+//! (one flush per batch) and kept until the receiver acknowledges taking
+//! them. When the connection fails (refused or timed-out connect, failed
+//! handshake, reset, silent peer), everything unacknowledged or still
+//! waiting goes to the Redis queue, in order.
 //!
-//! - **peer**: the task owns a TCP connection to the mailbox. Messages are
-//!   written in batches (one flush per batch) and kept until the receiver
-//!   acknowledges taking them. When the connection fails (refused or timed-out
-//!   connect, failed handshake, reset, silent peer), everything
-//!   unacknowledged or still waiting goes to the Redis queue, in order.
-//! - **queue**: the destination is offline; the task pushes batches onto its
-//!   Redis queue, one round trip per batch, re-checking the mailbox's status
-//!   atomically each time. Once the mailbox listens again the link retires,
-//!   so later sends find the direct route.
-//!
-//! A retired or failed link leaves the cache first, so new sends take the
-//! slow path (and see errors, such as Redis being down, themselves); what it
-//! already holds it keeps pushing to Redis, retrying while Redis is down.
+//! A failed link leaves the cache first, so new sends take the slow path
+//! (and see errors, such as Redis being down or the mailbox terminated,
+//! themselves); what it already holds it keeps pushing to Redis, retrying
+//! while Redis is down.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +31,7 @@ use crate::error::Error;
 use crate::identifier::EntityId;
 use crate::message::Parts;
 use crate::peer::{client_handshake, Frame, FrameCodec, Outbox, Secret};
+use super::WhenInactive;
 
 /// Messages a link buffers before `send` waits for room.
 const LINK_CAPACITY: usize = 4096;
@@ -68,39 +64,33 @@ pub(crate) struct LinkEnv {
     pub(crate) connect_timeout: Duration,
     pub(crate) peer_timeout: Duration,
     pub(crate) max_frame_len: usize,
+    /// How long Redis keeps what belongs to a gone entity.
+    pub(crate) expiry: Duration,
     pub(crate) keys: Keys,
     pub(crate) actor: Addr<ExchangeActor>,
     pub(crate) links: Weak<Links>,
-}
-
-/// Where a link sends.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Route {
-    /// Directly to the mailbox listening at this address.
-    Peer(String),
-    /// Onto the mailbox's Redis queue.
-    Queue,
 }
 
 /// The sending end of a link to one mailbox.
 #[derive(Clone, Debug)]
 pub(crate) struct Link {
     id: u64,
-    pub(crate) route: Route,
+    /// The mailbox's listener.
+    pub(crate) address: String,
     tx: mpsc::Sender<Parts>,
 }
 
 impl Link {
-    /// Starts a link task to `dest` by `route`.
+    /// Starts a link task to `dest`, listening at `address`.
     pub(crate) fn spawn(
         dest: EntityId,
-        route: Route,
+        address: String,
         env: Arc<LinkEnv>,
         tasks: &tokio_util::task::TaskTracker,
     ) -> Link {
         let (tx, rx) = mpsc::channel(LINK_CAPACITY);
-        let link = Link { id: NEXT_LINK.fetch_add(1, Ordering::Relaxed), route, tx };
-        let task = LinkTask { id: link.id, dest, route: link.route.clone(), env };
+        let link = Link { id: NEXT_LINK.fetch_add(1, Ordering::Relaxed), address, tx };
+        let task = LinkTask { id: link.id, dest, address: link.address.clone(), env };
         tasks.spawn(task.run(rx));
         link
     }
@@ -123,10 +113,8 @@ pub(crate) fn refused_recently(env: &LinkEnv, address: &str) -> bool {
 pub(crate) enum Enqueued {
     /// Nothing: asked only to route, the mailbox listens at this address.
     Listening(String),
-    /// Pushed; the mailbox is offline.
-    Offline,
-    /// Pushed; the mailbox listens again (its link should retire).
-    PushedWhileListening,
+    /// Pushed onto the queue.
+    Pushed,
 }
 
 /// In one Redis round trip: checks the destination's status and either
@@ -137,16 +125,20 @@ pub(crate) async fn enqueue(
     dest: &EntityId,
     frames: &[Parts],
     route_only_if_offline: bool,
+    when_inactive: WhenInactive,
 ) -> Result<Enqueued, Error> {
     let mut script = SEND.prepare_invoke();
     let mode = if route_only_if_offline { "route" } else { "push" };
+    let policy = match when_inactive {
+        WhenInactive::Fail => "fail",
+        WhenInactive::Queue => "queue",
+    };
     script
-        .key(env.keys.status(dest.uid()))
-        .key(env.keys.address(dest.uid()))
-        .key(env.keys.queue(dest.uid()))
-        .key(env.keys.owner(dest.uid()))
+        .arg(env.keys.namespace())
+        .arg(env.expiry.as_millis() as u64)
+        .arg(dest.base32())
         .arg(mode)
-        .arg(env.keys.namespace());
+        .arg(policy);
     for frame in frames {
         script.arg(frame);
     }
@@ -154,8 +146,8 @@ pub(crate) async fn enqueue(
     match reply {
         redis::Value::Int(-1) => Err(Error::BadEntityId(dest.clone())),
         redis::Value::Int(-2) => Err(Error::MailboxClosed(dest.clone())),
-        redis::Value::Int(0) => Ok(Enqueued::Offline),
-        redis::Value::Int(_) => Ok(Enqueued::PushedWhileListening),
+        redis::Value::Int(-3) => Err(Error::Inactive(dest.clone())),
+        redis::Value::Int(_) => Ok(Enqueued::Pushed),
         redis::Value::BulkString(address) => Ok(Enqueued::Listening(String::from_utf8_lossy(&address).into_owned())),
         other => Err(Error::UnexpectedReply(format!("from the send script: {other:?}"))),
     }
@@ -164,33 +156,30 @@ pub(crate) async fn enqueue(
 struct LinkTask {
     id: u64,
     dest: EntityId,
-    route: Route,
+    address: String,
     env: Arc<LinkEnv>,
 }
 
 impl LinkTask {
-    #[tracing::instrument(name = "link", skip_all, fields(dest = %self.dest, route = ?self.route))]
+    #[tracing::instrument(name = "link", skip_all, fields(dest = %self.dest, address = %self.address))]
     async fn run(self, mut rx: mpsc::Receiver<Parts>) {
         let mut held = VecDeque::new();
-        let mut open = true;
-        if let Route::Peer(address) = &self.route {
-            match self.serve(address, &mut rx, &mut held).await {
-                Ok(()) => debug!("link closed"),
-                Err(e @ (Error::Handshake(_) | Error::Wire(_))) => {
-                    let mut refused = self.env.refused.lock().unwrap_or_else(|e| e.into_inner());
-                    if refused.insert(address.clone(), Instant::now()).is_none() {
-                        error!(
-                            "{address} refused the peer handshake ({e}): do both processes share the secret and \
-                             the version? Messages to it go through Redis"
-                        );
-                    }
+        let address = &self.address;
+        match self.serve(address, &mut rx, &mut held).await {
+            Ok(()) => debug!("link closed"),
+            Err(e @ (Error::Handshake(_) | Error::Wire(_))) => {
+                let mut refused = self.env.refused.lock().unwrap_or_else(|e| e.into_inner());
+                if refused.insert(address.clone(), Instant::now()).is_none() {
+                    error!(
+                        "{address} refused the peer handshake ({e}): do both processes share the secret and \
+                         the version? Messages to it go through Redis"
+                    );
                 }
-                Err(e) => warn!("link failed, falling back to Redis: {e}"),
             }
-            self.retire(&mut rx, &mut held);
-            open = false;
+            Err(e) => warn!("link failed, falling back to Redis: {e}"),
         }
-        self.push_to_redis(&mut rx, held, open).await;
+        self.retire(&mut rx, &mut held);
+        self.push_to_redis(held).await;
     }
 
     /// Leaves the cache, then refuses new frames and takes what is waiting:
@@ -322,41 +311,23 @@ impl LinkTask {
         }
     }
 
-    /// Pushes what the link holds, then (while `open`) what it is sent, onto
-    /// the destination's queue in batches. Retires when the mailbox listens
-    /// again, when it is gone, or when Redis is down (retrying what it holds).
-    async fn push_to_redis(&self, rx: &mut mpsc::Receiver<Parts>, mut held: VecDeque<Parts>, mut open: bool) {
+    /// Pushes what the link held onto the destination's queue, in batches,
+    /// retrying while Redis is unreachable. These messages were accepted,
+    /// so they are queued even for an inactive mailbox.
+    async fn push_to_redis(&self, mut held: VecDeque<Parts>) {
         let mut failing_since: Option<Instant> = None;
-        loop {
-            if held.is_empty() {
-                let next = if open { rx.recv().await } else { None };
-                let Some(frame) = next else { return };
-                held.push_back(frame);
-            }
-            while open && held.len() < QUEUE_BATCH {
-                let Ok(frame) = rx.try_recv() else { break };
-                held.push_back(frame);
-            }
+        while !held.is_empty() {
             let count = held.len().min(QUEUE_BATCH);
             let batch: Vec<Parts> = held.iter().take(count).cloned().collect();
-            match enqueue(&self.env, &self.dest, &batch, false).await {
-                Ok(enqueued) => {
+            match enqueue(&self.env, &self.dest, &batch, false, WhenInactive::Queue).await {
+                Ok(_) => {
                     held.drain(..count);
                     failing_since = None;
-                    if enqueued == Enqueued::PushedWhileListening && open {
-                        self.retire(rx, &mut held);
-                        open = false;
-                    }
                 }
                 Err(e @ (Error::BadEntityId(_) | Error::MailboxClosed(_))) => {
-                    self.retire(rx, &mut held);
                     return error!(lost = held.len(), "messages accepted for a mailbox that was then terminated: {e}");
                 }
                 Err(e) => {
-                    if open {
-                        self.retire(rx, &mut held);
-                        open = false;
-                    }
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > REDIS_PATIENCE || matches!(e, Error::ExchangeClosed) {
                         return error!(lost = held.len(), "could not hand undelivered messages to Redis: {e}");

@@ -88,7 +88,7 @@ impl LocalExchange {
                 MailboxStatus::Listening
             }
             Some(entry) if entry.active => MailboxStatus::Offline,
-            Some(_) => MailboxStatus::Inactive,
+            Some(_) => MailboxStatus::Terminated,
         })
     }
 
@@ -96,6 +96,7 @@ impl LocalExchange {
         &self,
         behavior: &str,
         allow_subclasses: bool,
+        _include_inactive: bool,
     ) -> Result<Vec<EntityId>, Error> {
         let entries = self.entries()?;
         let matches = |lineage: &[String]| match allow_subclasses {
@@ -126,7 +127,8 @@ impl LocalExchange {
         Ok(rx)
     }
 
-    pub(crate) async fn send(&self, envelope: Envelope) -> Result<(), Error> {
+    /// Sends in process; an entity here is never inactive (its process is this one).
+    pub(crate) async fn send(&self, envelope: Envelope, _: super::WhenInactive) -> Result<(), Error> {
         let inbox = {
             let mut entries = self.entries()?;
             let entry = Self::accepting(&mut entries, &envelope.dest)?;

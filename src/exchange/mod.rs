@@ -13,7 +13,7 @@ mod link;
 mod local;
 mod watcher;
 
-pub(crate) use delivery::{Delivery, Origin};
+pub(crate) use delivery::{Delivery, Origin, Taken, TakenAcks};
 pub use hybrid::{HybridExchange, HybridExchangeBuilder, SECRET_ENV};
 pub use local::LocalExchange;
 pub(crate) use watcher::Watched;
@@ -23,26 +23,44 @@ use crate::error::Error;
 use crate::identifier::{AgentId, ClientId, EntityId};
 use crate::message::Envelope;
 
-/// The state of a mailbox as the exchange records it.
+/// The state of a mailbox as the exchange records it: Academy 1.0's
+/// MISSING, ACTIVE (listening or offline), INACTIVE and TERMINATED.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MailboxStatus {
-    /// Never registered (or registered in another namespace).
+    /// Never registered (or registered in another namespace), or expired.
     Missing,
-    /// Active, and its mailbox is open: messages go to it directly.
+    /// Active, and its mailbox listens for peers: messages go to it directly.
     Listening,
-    /// Active, but its mailbox is not open (or its process died): messages
-    /// wait in the queue.
+    /// Active, its mailbox not listening (closed, not open yet, or reading
+    /// Redis only): messages wait in its queue.
     Offline,
-    /// Terminated: sends fail with [`Error::MailboxClosed`].
+    /// Registered, but the process it belongs to stopped renewing its lease
+    /// (crashed, or closed): sends fail with [`Error::Inactive`] unless the
+    /// sender asks to queue, and its keys expire unless its mailbox is
+    /// opened again.
     Inactive,
+    /// Terminated: sends fail with [`Error::MailboxClosed`].
+    Terminated,
 }
 
 impl MailboxStatus {
-    /// Registered and not terminated (listening or not).
+    /// Registered, not terminated, and its process alive (listening or not).
     pub fn is_active(self) -> bool {
         matches!(self, Self::Listening | Self::Offline)
     }
+}
+
+/// What a send does when its destination is [inactive](MailboxStatus::Inactive).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WhenInactive {
+    /// Fail at once with [`Error::Inactive`].
+    #[default]
+    Fail,
+    /// Queue the message for a restart of the entity, in its queue (which
+    /// expires with it if nobody opens it).
+    Queue,
 }
 
 /// An exchange: hybrid (Redis + TCP) or local (one process).
@@ -157,25 +175,38 @@ impl Exchange {
     }
 
     /// Active agents whose behavior is `B` or, with `allow_subclasses`, whose
-    /// lineage names `B`. On the hybrid exchange this costs O(agents indexed
-    /// under `B`), not a scan of every key.
+    /// lineage names `B`; inactive ones (their process is gone) are left out.
+    /// On the hybrid exchange this costs O(agents indexed under `B`), not a
+    /// scan of every key, and prunes the index of agents that are gone.
     pub async fn discover<B: Behavior>(&self, allow_subclasses: bool) -> Result<Vec<AgentId<B>>, Error> {
-        let found = self.discover_by_name(B::name(), allow_subclasses).await?;
+        let found = self.discover_by_name(B::name(), allow_subclasses, false).await?;
         Ok(found.into_iter().map(AgentId::from_entity).collect::<Result<_, _>>()?)
     }
 
-    /// [`discover`](Self::discover) by behavior name, for callers without the type.
-    pub async fn discover_by_name(&self, behavior: &str, allow_subclasses: bool) -> Result<Vec<EntityId>, Error> {
-        on_backend!(self, backend => backend.discover_by_name(behavior, allow_subclasses).await)
+    /// [`discover`](Self::discover) by behavior name, for callers without the
+    /// type; `include_inactive` also lists agents whose process is gone.
+    pub async fn discover_by_name(
+        &self,
+        behavior: &str,
+        allow_subclasses: bool,
+        include_inactive: bool,
+    ) -> Result<Vec<EntityId>, Error> {
+        on_backend!(self, backend => backend.discover_by_name(behavior, allow_subclasses, include_inactive).await)
     }
 
     /// Sends a message to `envelope.dest`. On the hybrid exchange: directly
     /// over TCP when the mailbox listens, else through its Redis queue.
     /// Unknown destination: [`Error::BadEntityId`]; terminated:
-    /// [`Error::MailboxClosed`]. `Ok` means the exchange owns the message: it
-    /// is in Redis, or held by a link until the receiver takes it.
+    /// [`Error::MailboxClosed`]; inactive (its process is gone):
+    /// [`Error::Inactive`]. `Ok` means the exchange owns the message: it is
+    /// in Redis, or held by a link until the receiver takes it.
     pub async fn send(&self, envelope: Envelope) -> Result<(), Error> {
-        on_backend!(self, backend => backend.send(envelope).await)
+        self.send_with(envelope, WhenInactive::Fail).await
+    }
+
+    /// [`send`](Self::send), choosing what happens when the destination is inactive.
+    pub async fn send_with(&self, envelope: Envelope, when_inactive: WhenInactive) -> Result<(), Error> {
+        on_backend!(self, backend => backend.send(envelope, when_inactive).await)
     }
 
     /// Sends in the background, logging a failure; [`close`](Self::close)
@@ -187,7 +218,7 @@ impl Exchange {
                 let backend = backend.clone();
                 tokio::spawn(async move {
                     let dest = envelope.dest.clone();
-                    if let Err(e) = backend.send(envelope).await {
+                    if let Err(e) = backend.send(envelope, WhenInactive::Fail).await {
                         tracing::warn!(%dest, "could not deliver a message sent in the background: {e}");
                     }
                 });
@@ -202,21 +233,5 @@ impl Exchange {
     /// fail with [`Error::ExchangeClosed`].
     pub async fn close(&self) {
         on_backend!(self, backend => backend.close().await)
-    }
-}
-
-impl Exchange {
-    /// Returns taken-but-unanswered messages to the front of `id`'s queue.
-    pub(crate) async fn push_front(&self, id: &EntityId, envelopes: Vec<Envelope>) -> Result<(), Error> {
-        match &self.0 {
-            Kind::Hybrid(backend) => {
-                let frames = envelopes.iter().map(Envelope::encode).collect::<Result<_, _>>()?;
-                backend.push_front(id, frames).await
-            }
-            Kind::Local(backend) => {
-                backend.detach(id, envelopes);
-                Ok(())
-            }
-        }
     }
 }

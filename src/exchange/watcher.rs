@@ -1,16 +1,23 @@
-//! The Redis watcher: one task per exchange pops the queues of all its open
-//! mailboxes, on one connection, and feeds each mailbox a stream of batches.
+//! The Redis watcher: one task per exchange takes from the queues of all its
+//! open mailboxes, on one connection, and feeds each mailbox a stream of
+//! batches.
 //!
-//! It blocks (`BLPOP` over every watched queue plus a control key, no
-//! timeout) on its own connection, whose response timeout is disabled, so
-//! idle mailboxes cost Redis nothing and 1,000 mailboxes cost one connection.
-//! When a queue yields, it takes up to a batch more with `LPOP key count`.
-//! Opening or closing a mailbox pushes the control key to re-arm the pop.
-//! A mailbox whose stream is full is left out of the pop until it reads
-//! again (backpressure), and the key order rotates so no queue starves.
-//! Failures are logged and retried with backoff on a fresh connection.
+//! It waits on the exchange's doorbell (`BLPOP ns:bell:<token>`, no
+//! timeout, on its own connection whose response timeout is disabled). A
+//! sender that pushes onto an empty queue rings the bell of the process that
+//! owns the mailbox, with the mailbox's id, in the same script: so a wake-up
+//! costs O(1) whatever the number of open mailboxes, and an idle mailbox
+//! costs Redis nothing. A rung (or newly opened) mailbox is *pending* until a
+//! take finds its queue empty.
+//!
+//! A take ([`TAKE`]) moves a batch from the queue to the mailbox's taken
+//! list, atomically, and returns it: until the mailbox's consumer takes an
+//! entry and the mailbox acknowledges it, the entry stays in Redis, and a
+//! crash of this process loses nothing (the next opening puts the taken list
+//! back). A mailbox whose stream is full is skipped until it reads again
+//! (backpressure); pending mailboxes take turns.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,40 +30,41 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use tokio::sync::mpsc;
 use tracing::error;
+use uuid::Uuid;
 
-use super::actor::{Call, ExchangeActor, Request};
+use super::actor::{Call, ExchangeActor, Request, TAKE};
+use super::keys::Keys;
 use crate::error::Error;
+use crate::identifier::{base32_to_uuid, uuid_to_base32};
 
 /// Most messages taken from one queue in one round trip.
 pub(crate) const BATCH: usize = 512;
-/// Batches a mailbox's stream holds; a queue is left out of the pop unless
-/// its stream has room for the two batches one pop yields.
+/// Bytes after which a take stops (one entry may exceed it alone).
+const BATCH_BYTES: usize = 8 << 20;
+/// Rings of the doorbell read with one take.
+const RINGS: usize = 1024;
+/// Batches a mailbox's stream holds.
 const STREAM_CAPACITY: usize = 4;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// What the watcher saw for one mailbox.
 #[derive(Debug)]
 pub(crate) enum Watched {
-    /// Raw queue entries, oldest first.
+    /// Queue entries, oldest first, now in the mailbox's taken list.
     Batch(Vec<Vec<u8>>),
+    /// The mailbox was terminated: its last entries (popped outright), after
+    /// which it ends.
+    Terminated(Vec<Vec<u8>>),
     /// The mailbox is no longer watched: its stream ends.
     Woken,
 }
 
 enum Command {
-    Watch {
-        queue: String,
-        id: u64,
-        tx: mpsc::Sender<Watched>,
-        paused: Arc<AtomicBool>,
-    },
-    Unwatch {
-        queue: String,
-        id: u64,
-    },
-    /// Look at the watched set again (a paused mailbox has room).
+    Watch { uid: Uuid, id: u64, tx: mpsc::Sender<Watched>, paused: Arc<AtomicBool> },
+    Unwatch { uid: Uuid, id: u64 },
+    /// Look at the pending mailboxes again (a paused one has room).
     Rearm,
-    /// The exchange is closing: end every stream and pop nothing more.
+    /// The exchange is closing: end every stream and take nothing more.
     Stop,
 }
 
@@ -66,28 +74,19 @@ static NEXT_WATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 #[derive(Clone, Debug)]
 pub(crate) struct Watcher {
     commands: mpsc::UnboundedSender<Command>,
-    control: Arc<str>,
+    bell: Arc<str>,
     actor: Addr<ExchangeActor>,
 }
 
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Command::Watch { queue, .. } => write!(f, "Watch({queue})"),
-            Command::Unwatch { queue, .. } => write!(f, "Unwatch({queue})"),
-            Command::Rearm => write!(f, "Rearm"),
-            Command::Stop => write!(f, "Stop"),
-        }
-    }
-}
-
 impl Watcher {
-    /// Starts the watcher task of one exchange; `control` is its private key.
+    /// Starts the watcher task of one exchange, waiting on its doorbell.
     /// `lost_state` is notified each time it connects again after a failure
     /// (Redis may have restarted and lost the exchange's state).
     pub(crate) fn start(
         client: redis::Client,
-        control: String,
+        keys: Keys,
+        bell: String,
+        expiry: Duration,
         actor: Addr<ExchangeActor>,
         lost_state: Arc<tokio::sync::Notify>,
     ) -> Self {
@@ -95,48 +94,50 @@ impl Watcher {
         let task = Task {
             stopped: false,
             client,
-            control: control.clone(),
+            keys,
+            bell: bell.clone(),
+            expiry,
             commands: rx,
             lost_state,
             queues: HashMap::new(),
-            order: Vec::new(),
-            turn: 0,
+            pending: VecDeque::new(),
             conn: None,
             backoff: Duration::ZERO,
         };
         tokio::spawn(task.run());
-        Self { commands, control: control.into(), actor }
+        Self { commands, bell: bell.into(), actor }
     }
 
-    /// Starts watching `queue` (superseding an earlier watch of it); the
-    /// stream ends after [`unwatch`](Self::unwatch) with its id.
-    pub(crate) fn watch(&self, queue: String) -> (u64, WatchStream) {
+    /// Starts watching the queue of mailbox `uid` (superseding an earlier
+    /// watch of it), looking at it at once; the stream ends after
+    /// [`unwatch`](Self::unwatch) with the returned id.
+    pub(crate) fn watch(&self, uid: Uuid) -> (u64, WatchStream) {
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let paused = Arc::new(AtomicBool::new(false));
         let id = NEXT_WATCH.fetch_add(1, Ordering::Relaxed);
-        let _ = self.commands.send(Command::Watch { queue, id, tx, paused: paused.clone() });
+        let _ = self.commands.send(Command::Watch { uid, id, tx, paused: paused.clone() });
         self.rearm();
         (id, WatchStream { rx, paused, watcher: self.clone() })
     }
 
-    /// Stops watch `id` of `queue`; its stream gets [`Watched::Woken`] and ends.
-    pub(crate) fn unwatch(&self, queue: String, id: u64) {
-        let _ = self.commands.send(Command::Unwatch { queue, id });
+    /// Stops watch `id` of `uid`; its stream gets [`Watched::Woken`] and ends.
+    pub(crate) fn unwatch(&self, uid: Uuid, id: u64) {
+        let _ = self.commands.send(Command::Unwatch { uid, id });
         self.rearm();
     }
 
-    /// Ends every watch and the task: nothing is popped after this.
+    /// Ends every watch and the task: nothing is taken after this.
     pub(crate) fn stop(&self) {
         let _ = self.commands.send(Command::Stop);
         self.rearm();
     }
 
-    /// Makes the task read the watched set again: through the channel when it
-    /// waits for commands, through the control key when it blocks in Redis.
+    /// Makes the task read its commands: through the channel when it is
+    /// busy, through an empty ring of the doorbell when it blocks in Redis.
     fn rearm(&self) {
         let _ = self.commands.send(Command::Rearm);
         let mut cmd = redis::cmd("RPUSH");
-        cmd.arg(&*self.control).arg("rearm");
+        cmd.arg(&*self.bell).arg("");
         self.actor.do_send(Call::<()>::new(Request::Cmd(cmd)));
     }
 }
@@ -165,20 +166,28 @@ struct Registration {
     id: u64,
     tx: mpsc::Sender<Watched>,
     paused: Arc<AtomicBool>,
+    /// In the pending list: its queue may hold entries.
+    pending: bool,
 }
 
 struct Task {
     stopped: bool,
     client: redis::Client,
+    keys: Keys,
+    bell: String,
+    expiry: Duration,
     lost_state: Arc<tokio::sync::Notify>,
-    control: String,
     commands: mpsc::UnboundedReceiver<Command>,
-    queues: HashMap<String, Registration>,
-    /// Watched queues in registration order (rotated through for fairness).
-    order: Vec<String>,
-    turn: usize,
+    queues: HashMap<Uuid, Registration>,
+    /// Mailboxes whose queue may hold entries, in turn order.
+    pending: VecDeque<Uuid>,
     conn: Option<MultiplexedConnection>,
     backoff: Duration,
+}
+
+/// Ends a stream (in the background: its reader may be slow).
+fn wake(registration: Registration) {
+    tokio::spawn(async move { registration.tx.send(Watched::Woken).await });
 }
 
 impl Task {
@@ -190,19 +199,11 @@ impl Task {
             if self.stopped {
                 return;
             }
-            let ready: Vec<String> = self.ready();
-            if ready.is_empty() {
-                // Nothing to pop: wait for a mailbox (no Redis traffic at all).
-                match self.commands.recv().await {
-                    Some(command) => self.apply(command),
-                    None => return,
-                }
-                if self.stopped {
-                    return;
-                }
-                continue;
-            }
-            if let Err(e) = self.pop(ready).await {
+            let result = match self.next_ready() {
+                Some(uid) => self.take(uid).await,
+                None => self.wait_for_ring().await,
+            };
+            if let Err(e) = result {
                 self.fail(e).await;
             }
         }
@@ -210,53 +211,53 @@ impl Task {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::Watch { queue, id, tx, paused } => {
-                if !self.queues.contains_key(&queue) {
-                    self.order.push(queue.clone());
+            Command::Watch { uid, id, tx, paused } => {
+                if let Some(old) = self.queues.insert(uid, Registration { id, tx, paused, pending: false }) {
+                    wake(old);
                 }
-                if let Some(old) = self.queues.insert(queue, Registration { id, tx, paused }) {
-                    tokio::spawn(async move { old.tx.send(Watched::Woken).await });
+                self.mark_pending(uid);
+            }
+            Command::Unwatch { uid, id } => {
+                if self.queues.get(&uid).is_some_and(|r| r.id == id) {
+                    if let Some(registration) = self.queues.remove(&uid) {
+                        wake(registration);
+                    }
                 }
             }
             Command::Rearm => {}
             Command::Stop => {
                 self.stopped = true;
-                self.order.clear();
+                self.pending.clear();
                 for (_, registration) in self.queues.drain() {
-                    tokio::spawn(async move { registration.tx.send(Watched::Woken).await });
-                }
-            }
-            Command::Unwatch { queue, id } => {
-                if self.queues.get(&queue).is_some_and(|r| r.id == id) {
-                    self.order.retain(|q| *q != queue);
-                    if let Some(registration) = self.queues.remove(&queue) {
-                        tokio::spawn(async move { registration.tx.send(Watched::Woken).await });
-                    }
+                    wake(registration);
                 }
             }
         }
     }
 
-    /// Watched queues whose mailbox has room, starting at a rotating offset.
-    fn ready(&mut self) -> Vec<String> {
-        self.turn = self.turn.wrapping_add(1);
-        let n = self.order.len().max(1);
-        let start = self.turn % n;
-        let (later, earlier) = self.order.split_at(start.min(self.order.len()));
-        earlier
-            .iter()
-            .chain(later)
-            .filter(|q| {
-                let registration = &self.queues[*q];
-                if registration.tx.capacity() < 2 {
-                    registration.paused.store(true, Ordering::Release);
-                    false
-                } else {
-                    true
-                }
-            })
-            .cloned()
-            .collect()
+    fn mark_pending(&mut self, uid: Uuid) {
+        if let Some(registration) = self.queues.get_mut(&uid) {
+            if !registration.pending {
+                registration.pending = true;
+                self.pending.push_back(uid);
+            }
+        }
+    }
+
+    /// The first pending mailbox whose stream has room; full ones are marked
+    /// paused (reading re-arms the watcher) and keep their turn.
+    fn next_ready(&mut self) -> Option<Uuid> {
+        for _ in 0..self.pending.len() {
+            let uid = self.pending.pop_front()?;
+            let Some(registration) = self.queues.get_mut(&uid) else { continue };
+            if registration.tx.capacity() > 0 {
+                registration.pending = false;
+                return Some(uid);
+            }
+            registration.paused.store(true, Ordering::Release);
+            self.pending.push_back(uid);
+        }
+        None
     }
 
     async fn connection(&mut self) -> Result<&mut MultiplexedConnection, Error> {
@@ -269,54 +270,77 @@ impl Task {
                 .set_connection_timeout(Some(Duration::from_secs(1)));
             let conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
             if !self.backoff.is_zero() {
-                // Redis may have restarted empty: the exchange re-registers.
+                // Redis may have restarted empty: the exchange re-registers,
+                // and rings may have been lost, so every queue gets a look.
                 self.lost_state.notify_one();
                 self.backoff = Duration::ZERO;
+                let all: Vec<Uuid> = self.queues.keys().copied().collect();
+                for uid in all {
+                    self.mark_pending(uid);
+                }
             }
             self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
-    async fn pop(&mut self, ready: Vec<String>) -> Result<(), Error> {
-        let control = self.control.clone();
+    /// Blocks on the doorbell until a queue (or a command) needs a look.
+    async fn wait_for_ring(&mut self) -> Result<(), Error> {
+        let bell = self.bell.clone();
         let conn = self.connection().await?;
-        let mut blpop = redis::cmd("BLPOP");
-        blpop.arg(&control).arg(&ready).arg(0);
-        let popped: Option<(String, Vec<u8>)> = blpop.query_async(conn).await?;
-        let Some((queue, first)) = popped else { return Ok(()) };
-        if queue == control {
-            return Ok(());
+        let rung: Option<(String, String)> = redis::cmd("BLPOP").arg(&bell).arg(0).query_async(conn).await?;
+        if let Some((_, ring)) = rung {
+            self.rung(&ring);
         }
-        // The first message goes out before the LPOP round trip, so a lone
-        // request is handled while the watcher looks for more.
-        self.deliver(&queue, vec![first]).await?;
-        let conn = self.connection().await?;
-        let more: Option<Vec<Vec<u8>>> = redis::cmd("LPOP").arg(&queue).arg(BATCH - 1).query_async(conn).await?;
-        match more {
-            Some(more) if !more.is_empty() => self.deliver(&queue, more).await,
-            _ => Ok(()),
+        Ok(())
+    }
+
+    fn rung(&mut self, ring: &str) {
+        // An empty ring only wakes the task (see `Watcher::rearm`).
+        if let Ok(uid) = base32_to_uuid(ring) {
+            self.mark_pending(uid);
         }
     }
 
-    /// Hands a batch to its mailbox; if the mailbox is gone, puts it back.
-    async fn deliver(&mut self, queue: &str, batch: Vec<Vec<u8>>) -> Result<(), Error> {
-        let undelivered = match self.queues.get(queue) {
-            Some(registration) => match registration.tx.try_send(Watched::Batch(batch)) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(Watched::Batch(batch)))
-                | Err(mpsc::error::TrySendError::Closed(Watched::Batch(batch))) => batch,
-                Err(_) => return Ok(()),
-            },
-            None => batch,
-        };
-        let mut cmd = redis::cmd("LPUSH");
-        cmd.arg(queue);
-        for entry in undelivered.iter().rev() {
-            cmd.arg(entry);
-        }
+    /// Takes a batch from `uid`'s queue (and reads the doorbell meanwhile).
+    async fn take(&mut self, uid: Uuid) -> Result<(), Error> {
+        let mut script = TAKE.prepare_invoke();
+        script
+            .arg(self.keys.namespace())
+            .arg(self.expiry.as_millis() as u64)
+            .arg(uuid_to_base32(uid))
+            .arg(BATCH)
+            .arg(BATCH_BYTES)
+            .arg(&self.bell)
+            .arg(RINGS);
         let conn = self.connection().await?;
-        cmd.query_async::<()>(conn).await?;
+        let taken: Result<(i64, i64, Vec<String>, Vec<Vec<u8>>), _> = script.invoke_async(conn).await;
+        let (closed, left, rings, entries) = match taken {
+            Ok(taken) => taken,
+            Err(e) => {
+                // Its turn comes again once Redis answers.
+                self.mark_pending(uid);
+                return Err(e.into());
+            }
+        };
+        for ring in &rings {
+            self.rung(ring);
+        }
+        let Some(registration) = self.queues.get(&uid) else {
+            // Closed meanwhile: what was taken waits in its taken list,
+            // which the closing mailbox puts back.
+            return Ok(());
+        };
+        let watched = match closed {
+            1 => Watched::Terminated(entries),
+            _ if entries.is_empty() => return Ok(()),
+            _ => Watched::Batch(entries),
+        };
+        // The stream had room (only this task sends to it before unwatch).
+        let _ = registration.tx.try_send(watched);
+        if closed == 0 && left > 0 {
+            self.mark_pending(uid);
+        }
         Ok(())
     }
 

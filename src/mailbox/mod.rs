@@ -10,8 +10,12 @@
 //!
 //! Messages that arrived over TCP are acknowledged to their sender only when
 //! `recv` takes them; if the mailbox closes first they are not acknowledged
-//! and the sender re-routes them to Redis. Messages popped from Redis but not
-//! yet taken are pushed back to the front of the queue on close.
+//! and the sender re-routes them to Redis. Messages from Redis sit in the
+//! mailbox's taken list until `recv` takes them; they are acknowledged there
+//! (in coalesced batches), and on close the rest go back to the front of the
+//! queue, so neither a close nor a crash loses them. An action request from
+//! Redis is handed out only once its acknowledgement is written: a crash
+//! never delivers a request twice.
 
 mod seen;
 
@@ -31,9 +35,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, error, warn};
 
 use crate::error::Error;
-use crate::exchange::{Delivery, Exchange, HybridExchange, LocalExchange, MailboxStatus, Origin, Watched};
+use crate::exchange::{Delivery, Exchange, HybridExchange, LocalExchange, Origin, Taken, TakenAcks, Watched};
 use crate::identifier::EntityId;
-use crate::message::Envelope;
+use crate::message::{Body, Envelope};
 use crate::peer::{server_handshake, AckState, Frame, FrameCodec, Heard, NoteProgress};
 use seen::Seen;
 
@@ -52,11 +56,7 @@ impl Exchange {
             return Ok(Mailbox::local(local.clone(), id.clone(), local.open_inbox(id)?));
         }
         let hybrid = self.as_hybrid().expect("an exchange is local or hybrid");
-        match hybrid.status(id).await? {
-            MailboxStatus::Missing => Err(Error::BadEntityId(id.clone())),
-            MailboxStatus::Inactive => Err(Error::MailboxClosed(id.clone())),
-            _ => Mailbox::open(hybrid.clone(), id.clone()).await,
-        }
+        Mailbox::open(hybrid.clone(), id.clone()).await
     }
 }
 
@@ -73,12 +73,26 @@ pub struct Mailbox {
     backend: Backend,
     /// Stamps taken since it opened: a second copy of one is dropped.
     seen: Seen,
+    /// A request taken from Redis, handed out once acknowledged there.
+    claim: Option<Claim>,
+}
+
+/// A request waiting for its acknowledgement in Redis.
+struct Claim {
+    envelope: Envelope,
+    acknowledged: futures::future::BoxFuture<'static, bool>,
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Claim({})", self.envelope.tag)
+    }
 }
 
 /// Who feeds the FIFO, and so who must be told when the mailbox closes.
 #[derive(Clone, Debug)]
 enum Backend {
-    Hybrid(Addr<MailboxActor>, HybridExchange),
+    Hybrid(Addr<MailboxActor>, HybridExchange, Arc<TakenAcks>),
     Local(LocalExchange),
 }
 
@@ -91,16 +105,17 @@ impl Mailbox {
             true => {
                 let listener = TcpListener::bind((config.host.as_str(), 0)).await?;
                 let address = listener.local_addr()?;
-                exchange.publish_address(&id, &address.to_string()).await?;
                 (Some(listener), Some(address))
             }
             false => (None, None),
         };
+        exchange.open_mailbox(&id, address.map(|a| a.to_string()).as_deref()).await?;
+        let acks = TakenAcks::start(exchange.clone(), id.clone());
         let (tx, rx) = mpsc::channel(config.mailbox_capacity);
         let actor = MailboxActor {
             id: id.clone(),
+            acks: acks.clone(),
             exchange: exchange.clone(),
-            address: address.map(|a| a.to_string()),
             listener,
             tx,
             overflow: VecDeque::new(),
@@ -116,12 +131,13 @@ impl Mailbox {
         }
         .start();
         debug!(mailbox = %id, ?address, "mailbox open");
-        Ok(Self { id, address, rx: Some(rx), backend: Backend::Hybrid(actor, exchange), seen: Seen::default() })
+        let backend = Backend::Hybrid(actor, exchange, acks);
+        Ok(Self { id, address, rx: Some(rx), backend, seen: Seen::default(), claim: None })
     }
 
     /// A mailbox fed directly by a [`LocalExchange`].
     pub(crate) fn local(exchange: LocalExchange, id: EntityId, rx: mpsc::Receiver<Delivery>) -> Self {
-        Self { id, address: None, rx: Some(rx), backend: Backend::Local(exchange), seen: Seen::default() }
+        Self { id, address: None, rx: Some(rx), backend: Backend::Local(exchange), seen: Seen::default(), claim: None }
     }
 
     /// The entity this mailbox belongs to.
@@ -139,31 +155,55 @@ impl Mailbox {
     ///
     /// Fails with [`Error::Timeout`] when nothing came in time, and with
     /// [`Error::MailboxClosed`] once the mailbox was terminated or closed.
+    /// Cancel-safe: a message is taken only when `recv` returns it.
     pub async fn recv(&mut self, timeout: Option<Duration>) -> Result<Envelope, Error> {
-        let deadline = timeout.map(|t| (tokio::time::Instant::now() + t, t));
+        let next = std::future::poll_fn(|cx| self.poll_take(cx));
+        let next = match timeout {
+            Some(t) => tokio::time::timeout(t, next).await.map_err(|_| Error::Timeout(t))?,
+            None => next.await,
+        };
+        next.ok_or_else(|| Error::MailboxClosed(self.id.clone()))
+    }
+
+    /// The next message, or `None` once the mailbox is closed.
+    fn poll_take(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Envelope>> {
+        use std::task::Poll;
         loop {
-            let rx = self.rx.as_mut().ok_or_else(|| Error::MailboxClosed(self.id.clone()))?;
-            let next = match deadline {
-                Some((at, t)) => tokio::time::timeout_at(at, rx.recv()).await.map_err(|_| Error::Timeout(t))?,
-                None => rx.recv().await,
-            };
-            let delivery = next.ok_or_else(|| Error::MailboxClosed(self.id.clone()))?;
+            if let Some(claim) = &mut self.claim {
+                let acknowledged = std::task::ready!(claim.acknowledged.as_mut().poll(cx));
+                let Claim { envelope, .. } = self.claim.take().expect("polled above");
+                if acknowledged {
+                    return Poll::Ready(Some(envelope));
+                }
+                // It stays in the taken list, for the next opening.
+                warn!(mailbox = %self.id, tag = %envelope.tag, "a request could not be acknowledged in Redis; not run");
+                continue;
+            }
+            let Some(rx) = self.rx.as_mut() else { return Poll::Ready(None) };
+            let Some(delivery) = std::task::ready!(rx.poll_recv(cx)) else { return Poll::Ready(None) };
             if let Some(envelope) = self.accept(delivery) {
-                return Ok(envelope);
+                return Poll::Ready(Some(envelope));
             }
         }
     }
 
-    /// Takes a delivery (acknowledging it to its sender), unless it is a
-    /// second copy of a message already taken.
+    /// Takes a delivery (acknowledging it to where it came from), unless it
+    /// is a second copy of a message already taken. A request from Redis
+    /// becomes a claim, handed out once acknowledged.
     fn accept(&mut self, delivery: Delivery) -> Option<Envelope> {
         let stamp = delivery.stamp;
-        let envelope = delivery.take();
-        if stamp.is_none_or(|stamp| self.seen.first_time(stamp)) {
-            return Some(envelope);
+        let (envelope, taken) = delivery.take();
+        if !stamp.is_none_or(|stamp| self.seen.first_time(stamp)) {
+            debug!(mailbox = %self.id, tag = %envelope.tag, "dropped a second copy of a message");
+            return None;
         }
-        debug!(mailbox = %self.id, tag = %envelope.tag, "dropped a second copy of a message");
-        None
+        match taken {
+            Taken::After(acks, n) if matches!(envelope.body, Body::ActionRequest { .. }) => {
+                self.claim = Some(Claim { envelope, acknowledged: Box::pin(acks.acknowledged(n)) });
+                None
+            }
+            _ => Some(envelope),
+        }
     }
 
     /// Stops listening and deletes the published address. The mailbox is not
@@ -171,7 +211,7 @@ impl Mailbox {
     /// received but not yet taken go back to Redis (or to their sender).
     pub async fn close(mut self) -> Result<(), Error> {
         match self.rx.take() {
-            Some(rx) => shutdown(self.backend.clone(), rx, self.id.clone(), std::mem::take(&mut self.seen)).await,
+            Some(rx) => shutdown(self.backend.clone(), rx, self.id.clone(), self.address).await,
             None => Ok(()),
         }
     }
@@ -186,20 +226,14 @@ impl futures::Stream for Mailbox {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Envelope>> {
-        loop {
-            let Some(rx) = self.rx.as_mut() else { return std::task::Poll::Ready(None) };
-            let Some(delivery) = std::task::ready!(rx.poll_recv(cx)) else { return std::task::Poll::Ready(None) };
-            if let Some(envelope) = self.accept(delivery) {
-                return std::task::Poll::Ready(Some(envelope));
-            }
-        }
+        self.poll_take(cx)
     }
 }
 
 impl Drop for Mailbox {
     fn drop(&mut self) {
         let Some(rx) = self.rx.take() else { return };
-        let task = shutdown(self.backend.clone(), rx, self.id.clone(), std::mem::take(&mut self.seen));
+        let task = shutdown(self.backend.clone(), rx, self.id.clone(), self.address);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let task = async move {
@@ -209,12 +243,12 @@ impl Drop for Mailbox {
                 };
                 // The exchange's close waits for a hybrid mailbox's hand-back.
                 match &self.backend {
-                    Backend::Hybrid(_, exchange) => exchange.track(task),
+                    Backend::Hybrid(_, exchange, _) => exchange.track(task),
                     Backend::Local(_) => drop(runtime.spawn(task)),
                 }
             }
             Err(_) => {
-                if let Backend::Hybrid(actor, _) = &self.backend {
+                if let Backend::Hybrid(actor, ..) = &self.backend {
                     actor.do_send(Close);
                 }
             }
@@ -223,22 +257,21 @@ impl Drop for Mailbox {
 }
 
 /// Closes the feeding side, then returns what was received but not taken:
-/// Redis entries to the front of the queue (but for second copies of
-/// messages already taken), local messages to the front of the local queue;
-/// peer messages stay unacknowledged, so their senders re-route them.
-async fn shutdown(backend: Backend, mut rx: mpsc::Receiver<Delivery>, id: EntityId, seen: Seen) -> Result<(), Error> {
+/// Redis entries go back to the front of the queue (the taken list holds
+/// them), local messages to the front of the local queue; peer messages stay
+/// unacknowledged, so their senders re-route them.
+async fn shutdown(
+    backend: Backend,
+    mut rx: mpsc::Receiver<Delivery>,
+    id: EntityId,
+    address: Option<SocketAddr>,
+) -> Result<(), Error> {
     match backend {
-        Backend::Hybrid(actor, exchange) => {
+        Backend::Hybrid(actor, exchange, acks) => {
             actor.do_send(Close);
-            let mut popped = Vec::new();
-            while let Some(delivery) = rx.recv().await {
-                if let Origin::Redis(raw) = delivery.origin {
-                    if !delivery.stamp.is_some_and(|stamp| seen.contains(&stamp)) {
-                        popped.push(raw);
-                    }
-                }
-            }
-            exchange.push_front(&id, popped).await
+            while rx.recv().await.is_some() {}
+            acks.finish().await;
+            exchange.close_mailbox(&id, address.map(|a| a.to_string()).as_deref()).await
         }
         Backend::Local(exchange) => {
             rx.close();
@@ -312,9 +345,9 @@ struct Close;
 
 struct MailboxActor {
     id: EntityId,
+    /// Acknowledgements of what is taken from Redis.
+    acks: Arc<TakenAcks>,
     exchange: HybridExchange,
-    /// The published `host:port`, if this mailbox listens for peers.
-    address: Option<String>,
     listener: Option<TcpListener>,
     tx: mpsc::Sender<Delivery>,
     /// Deliveries waiting for room in the FIFO while the actor is paused.
@@ -365,8 +398,7 @@ impl Actor for MailboxActor {
                 act.drop_connection(conn, ctx);
             }
         });
-        let queue = self.exchange.keys().queue(self.id.uid());
-        let (watch, stream) = self.exchange.watcher().watch(queue);
+        let (watch, stream) = self.exchange.watcher().watch(self.id.uid());
         self.watch = watch;
         ctx.add_stream(stream);
     }
@@ -447,7 +479,7 @@ impl MailboxActor {
     }
 
     fn unwatch(&self) {
-        self.exchange.watcher().unwatch(self.exchange.keys().queue(self.id.uid()), self.watch);
+        self.exchange.watcher().unwatch(self.id.uid(), self.watch);
     }
 
     fn drop_connection(&mut self, conn: u64, ctx: &mut Context<Self>) {
@@ -501,12 +533,6 @@ impl MailboxActor {
         debug!(mailbox = %self.id, "mailbox terminated");
         self.exchange.disown(&self.id);
         self.stop_listening(ctx);
-        let (exchange, id, address) = (self.exchange.clone(), self.id.clone(), self.address.clone());
-        tokio::spawn(async move {
-            if let Err(e) = exchange.unpublish_address(&id, address.as_deref()).await {
-                warn!(mailbox = %id, "could not delete the address of a terminated mailbox: {e}");
-            }
-        });
         ctx.stop();
     }
 }
@@ -547,20 +573,29 @@ impl StreamHandler<Watched> for MailboxActor {
         match item {
             Watched::Batch(batch) => {
                 for raw in batch {
-                    if raw == crate::exchange::keys::CLOSE_SENTINEL {
-                        return self.terminated(ctx);
-                    }
-                    let raw = Bytes::from(raw);
-                    match Envelope::decode_entry(raw.clone()) {
+                    match Envelope::decode_entry(Bytes::from(raw)) {
                         Ok((envelope, stamp)) => {
-                            let origin = Origin::Redis(raw);
+                            let origin = Origin::Redis(self.acks.clone());
                             self.deliver(Delivery { envelope, stamp, origin }, ctx);
                         }
                         Err(e) => {
+                            // Consumed: acknowledged with what comes after it.
+                            self.acks.take();
                             error!(mailbox = %self.id, "discarding an undecodable entry of the Redis queue: {e}")
                         }
                     }
                 }
+            }
+            Watched::Terminated(last) => {
+                for raw in last {
+                    match Envelope::decode_entry(Bytes::from(raw)) {
+                        Ok((envelope, stamp)) => {
+                            self.deliver(Delivery { envelope, stamp, origin: Origin::Local }, ctx);
+                        }
+                        Err(e) => error!(mailbox = %self.id, "discarding an undecodable entry of the Redis queue: {e}"),
+                    }
+                }
+                self.terminated(ctx);
             }
             Watched::Woken => ctx.stop(),
         }
@@ -579,16 +614,9 @@ impl Handler<Close> for MailboxActor {
             return;
         }
         self.stop_listening(ctx);
-        let (exchange, id, address) = (self.exchange.clone(), self.id.clone(), self.address.clone());
-        let unpublish = async move { exchange.unpublish_address(&id, address.as_deref()).await };
-        ctx.spawn(unpublish.into_actor(self).map(|result, act, _| {
-            if let Err(e) = result {
-                warn!(mailbox = %act.id, "could not delete the address of a closing mailbox: {e}");
-            }
-            // The watcher ends this mailbox's stream (Woken) once it is
-            // no longer popping its queue; then the actor stops.
-            act.unwatch();
-        }));
+        // The watcher ends this mailbox's stream (Woken) once it no longer
+        // takes from its queue; then the actor stops.
+        self.unwatch();
         ctx.run_later(CLOSE_GRACE, |act, ctx| {
             warn!(mailbox = %act.id, "the Redis watcher did not stop in time");
             ctx.stop();

@@ -34,11 +34,6 @@ impl Seen {
         taken.insert(seq..=seq);
         true
     }
-
-    /// Whether `stamp` was taken.
-    pub(crate) fn contains(&self, (stream, seq): &Stamp) -> bool {
-        self.streams.get(stream).is_some_and(|taken| taken.contains(seq))
-    }
 }
 
 #[cfg(test)]
@@ -55,7 +50,6 @@ mod tests {
             assert!(!seen.first_time((stream, seq)));
         }
         assert!(seen.first_time((other, 1)));
-        assert!(!seen.contains(&(stream, 6)));
         for seq in 6..100_000 {
             assert!(seen.first_time((stream, seq)));
         }
