@@ -11,10 +11,11 @@
 //! Each request runs at most once. The runtime does not start one whose
 //! deadline has passed, remembers (over a bounded window) the requests it
 //! started and answered, by sender and tag, so a copy delivered again after
-//! a failover is not run again (an answered one gets its answer again), and
-//! reads nothing while it runs `max_concurrency` actions, so what it has not
-//! started stays in the mailbox (in Redis, for a restart) instead of in
-//! memory.
+//! a failover is not run again (an answered one gets its answer again).
+//! While it runs `max_concurrency` actions it holds up to as many requests
+//! more, then reads nothing, so what it has not started stays in the mailbox
+//! (in Redis, for a restart) instead of in memory; until then pings, cancels
+//! and shutdowns are read and served at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -120,6 +121,7 @@ impl<B: Behavior> Agent<B> {
             behavior: addr.clone(),
             mailbox: Some(mailbox),
             reading: None,
+            waiting: VecDeque::new(),
             max_concurrency: max_concurrency.max(1),
             in_flight: HashMap::new(),
             recent: Recent::default(),
@@ -213,6 +215,9 @@ struct Runtime<B: Behavior> {
     mailbox: Option<Mailbox>,
     /// The read in progress.
     reading: Option<SpawnHandle>,
+    /// Requests read while `max_concurrency` actions run; reading stops
+    /// while `max_concurrency` of them wait.
+    waiting: VecDeque<Envelope>,
     max_concurrency: usize,
     /// Requests being served, by sender and tag.
     in_flight: HashMap<RequestKey, (SpawnHandle, Envelope)>,
@@ -251,11 +256,11 @@ impl<B: Behavior> Actor for Runtime<B> {
 
 impl<B: Behavior> Runtime<B> {
     /// Reads the next message, unless a read is under way, the mailbox is
-    /// done, or `max_concurrency` actions run (then what is not read waits
-    /// in the mailbox, and in Redis).
+    /// done, or `max_concurrency` requests wait for a free slot (then what
+    /// is not read waits in the mailbox, and in Redis).
     fn read_next(&mut self, ctx: &mut Context<Self>) {
-        let busy = self.shutdown.is_none() && self.in_flight.len() >= self.max_concurrency;
-        if self.reading.is_some() || busy || matches!(self.shutdown, Some(Ending::Failed)) {
+        let full = self.waiting.len() >= self.max_concurrency;
+        if self.reading.is_some() || full || matches!(self.shutdown, Some(Ending::Failed)) {
             return;
         }
         let Some(mut mailbox) = self.mailbox.take() else { return };
@@ -315,8 +320,15 @@ impl<B: Behavior> Runtime<B> {
             }
             return;
         }
-        if self.shutdown.is_some() {
-            return self.refuse(&envelope);
+        match self.shutdown {
+            Some(Ending::Shutdown(_)) => return self.refuse(&envelope),
+            // Never started: it goes back for a restarted agent.
+            Some(Ending::Failed) => return self.requeue(envelope),
+            None if !self.behavior.connected() => {
+                self.requeue(envelope);
+                return self.fail(ctx);
+            }
+            None => {}
         }
         if envelope.deadline.is_some_and(deadline_passed) {
             let error = RemoteError {
@@ -325,7 +337,20 @@ impl<B: Behavior> Runtime<B> {
             };
             return self.answer(&envelope, Err(error));
         }
+        if self.in_flight.len() >= self.max_concurrency {
+            return self.waiting.push_back(envelope);
+        }
         self.dispatch(envelope, ctx);
+    }
+
+    /// A slot freed: the next waiting request (if any) starts, and reading
+    /// resumes.
+    fn slot_freed(&mut self, ctx: &mut Context<Self>) {
+        if let Some(next) = self.waiting.pop_front() {
+            self.on_request(next, ctx);
+        }
+        self.read_next(ctx);
+        self.finish_if_idle(ctx);
     }
 
     #[tracing::instrument(name = "dispatch", level = "trace", skip_all, fields(tag = %envelope.tag, agent = %self.context.id()))]
@@ -347,8 +372,7 @@ impl<B: Behavior> Runtime<B> {
                 return;
             };
             act.answer(&envelope, result);
-            act.read_next(ctx);
-            act.finish_if_idle(ctx);
+            act.slot_freed(ctx);
         }));
         self.in_flight.insert(key, (handle, envelope));
     }
@@ -356,17 +380,20 @@ impl<B: Behavior> Runtime<B> {
     /// Cancels a running action (answering it so), or marks a request not
     /// yet arrived as not to be run.
     fn cancel(&mut self, key: RequestKey, ctx: &mut Context<Self>) {
-        match self.in_flight.remove(&key) {
-            Some((running, request)) => {
-                ctx.cancel_future(running);
-                debug!(tag = %request.tag, "action cancelled by its caller");
-                let error = RemoteError { kind: RemoteErrorKind::Cancelled, message: "cancelled by the caller".into() };
-                self.answer(&request, Err(error));
-                self.read_next(ctx);
-                self.finish_if_idle(ctx);
-            }
-            None if !self.recent.answers.contains_key(&key) => self.recent.insert(key, None),
-            None => {}
+        let cancelled = || RemoteError { kind: RemoteErrorKind::Cancelled, message: "cancelled by the caller".into() };
+        if let Some((running, request)) = self.in_flight.remove(&key) {
+            ctx.cancel_future(running);
+            debug!(tag = %request.tag, "action cancelled by its caller");
+            self.answer(&request, Err(cancelled()));
+            return self.slot_freed(ctx);
+        }
+        if let Some(at) = self.waiting.iter().position(|waiting| request_key(waiting) == key) {
+            let request = self.waiting.remove(at).expect("found above");
+            self.answer(&request, Err(cancelled()));
+            return self.read_next(ctx);
+        }
+        if !self.recent.answers.contains_key(&key) {
+            self.recent.insert(key, None);
         }
     }
 
@@ -396,10 +423,23 @@ impl<B: Behavior> Runtime<B> {
         if self.shutdown.is_none() {
             warn!(agent = %self.context.id(), "the behavior stopped on its own");
             self.shutdown = Some(Ending::Failed);
+            for request in std::mem::take(&mut self.waiting) {
+                self.requeue(request);
+            }
             self.abandon_in_flight(ctx, "the behavior stopped while running it");
             self.close_mailbox(ctx);
         }
         self.finish_if_idle(ctx);
+    }
+
+    /// Returns a request that was never started to the front of the queue.
+    fn requeue(&self, request: Envelope) {
+        let (exchange, id) = (self.context.exchange().clone(), self.context.id().clone());
+        tokio::spawn(async move {
+            if let Err(e) = exchange.push_front(&id, vec![request]).await {
+                warn!(agent = %id, "could not return an unstarted request to the queue: {e}");
+            }
+        });
     }
 
     /// Sends a reply in the background; it must not die with this actor,
@@ -442,6 +482,10 @@ impl<B: Behavior> Runtime<B> {
             let error = RemoteError { kind: RemoteErrorKind::AgentStopped, message: why.to_owned() };
             self.answer(&request, Err(error));
         }
+        for request in std::mem::take(&mut self.waiting) {
+            self.refuse(&request);
+        }
+        self.read_next(ctx);
     }
 
     /// The mailbox ended: terminated by someone else, a shutdown nobody

@@ -441,9 +441,19 @@ impl<B: Behavior> RemoteHandle<B> {
         pending.cancel = is_action;
         let reply = self.wait(rx);
         let reply = match timeout {
-            Some(t) => tokio::time::timeout(t, reply).await.map_err(|_| Error::Timeout(t))?,
+            Some(t) => tokio::time::timeout(t, reply).await.unwrap_or(Err(Error::Timeout(t))),
             None => reply.await,
         };
+        if matches!(reply, Err(Error::Timeout(_) | Error::Unresponsive { .. })) && is_action {
+            // Sent before the caller hears of the failure, so it reaches the
+            // agent before anything the caller sends next.
+            pending.cancel = false;
+            let mut cancel = Envelope::new(endpoint.me.clone(), self.agent.entity().clone(), Body::CancelRequest { target: tag });
+            cancel.label = Some(state.label);
+            if let Err(e) = endpoint.exchange.send_with(cancel, WhenInactive::Queue).await {
+                debug!(agent = %self.agent, "could not send a cancel: {e}");
+            }
+        }
         if reply.is_ok() {
             pending.cancel = false;
         }

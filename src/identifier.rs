@@ -135,6 +135,30 @@ impl<B> AgentId<B> {
     }
 }
 
+/// Parses an agent id from its UUID (`67e55044-10b1-426f-9247-bb680e5fe0c8`)
+/// or its base32 form (as in the Redis keys), to serve or call an agent
+/// again under the same identity, from another process.
+///
+/// ```
+/// use actix_academy::AgentId;
+/// struct Counter;
+/// let id = AgentId::<Counter>::new(Some("counter"));
+/// let again: AgentId<Counter> = id.uid().to_string().parse().unwrap();
+/// assert_eq!(again, id);
+/// assert_eq!(id.base32().parse::<AgentId<Counter>>().unwrap(), id);
+/// ```
+impl<B> std::str::FromStr for AgentId<B> {
+    type Err = IdError;
+
+    fn from_str(text: &str) -> Result<Self, IdError> {
+        let uid = match Uuid::parse_str(text) {
+            Ok(uid) => uid,
+            Err(_) => base32_to_uuid(text)?,
+        };
+        Ok(Self::wrap(EntityId::from_parts(uid, Role::Agent, None)))
+    }
+}
+
 impl<B> Deref for AgentId<B> {
     type Target = EntityId;
     fn deref(&self) -> &EntityId {

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix_academy::{
-    AgentId, Body, ClientId, EntityId, Envelope, Error, Exchange, HybridExchange, MailboxStatus, Role,
+    AgentId, Body, ClientId, EntityId, Envelope, Error, Exchange, HybridExchange, MailboxStatus, Role, WhenInactive,
 };
 use support::agents::{Counter, Increment};
 use support::RedisServer;
@@ -216,16 +216,17 @@ async fn a_crashed_peers_address_goes_stale_on_its_own() {
     child.kill().unwrap(); // no chance to delete its address
     child.wait().unwrap();
     let killed = Instant::now();
-    while exchange.status(&peer).await.unwrap() != MailboxStatus::Offline {
+    while exchange.status(&peer).await.unwrap() != MailboxStatus::Inactive {
         assert!(killed.elapsed() < Duration::from_secs(5), "the dead peer still looks alive");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eprintln!("a SIGKILLed peer was seen offline {:?} after the kill (lease 300 ms)", killed.elapsed());
+    eprintln!("a SIGKILLed peer was seen inactive {:?} after the kill (lease 300 ms)", killed.elapsed());
     let address_key = format!("{}:address:{}", exchange.namespace(), peer.base32());
     assert!(!redis::Commands::exists::<_, bool>(&mut redis.client(), &address_key).unwrap());
-    // Sends now queue at once, without trying the dead peer.
+    // Sends now fail at once, or (asked to) queue at once, without trying the dead peer.
     let started = Instant::now();
-    exchange.send(numbered(&me, &peer, 0, 1)).await.unwrap();
+    assert!(matches!(exchange.send(numbered(&me, &peer, 0, 1)).await, Err(Error::Inactive(_))));
+    exchange.send_with(numbered(&me, &peer, 0, 1), WhenInactive::Queue).await.unwrap();
     assert!(started.elapsed() < Duration::from_millis(500));
     let queue = format!("{}:queue:{}", exchange.namespace(), peer.base32());
     assert_eq!(redis::Commands::llen::<_, usize>(&mut redis.client(), &queue).unwrap(), 1);

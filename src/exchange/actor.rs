@@ -112,6 +112,19 @@ return 1
     )
 });
 
+/// Puts entries back at the front of a queue (ARGV[4..], last first),
+/// ringing the owner's watcher if the queue was empty. ARGV: id, entries.
+pub(crate) static PUSH_FRONT: LazyLock<Script> = LazyLock::new(|| {
+    entity_script(
+        r"
+local id = ARGV[3]
+local len = redis.call('LPUSH', key('queue', id), unpack(ARGV, 4))
+if len == #ARGV - 3 then ring(redis.call('GET', key('owner', id)), id) end
+return len
+",
+    )
+});
+
 /// The state of an entity (see the prelude). ARGV: id.
 pub(crate) static STATUS: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
@@ -218,7 +231,9 @@ pub(crate) static TAKE: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
         r"
 local id, max, max_bytes = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local rings = redis.call('LPOP', ARGV[6], ARGV[7]) or {}
+-- (LRANGE + LTRIM rather than LPOP, so LPOP counts only acknowledgements)
+local rings = redis.call('LRANGE', ARGV[6], 0, ARGV[7] - 1)
+redis.call('LTRIM', ARGV[6], ARGV[7], -1)
 local status = redis.call('GET', key('status', id))
 if not status then return {0, 0, rings, {}} end
 local closed = status == 'INACTIVE' and 1 or 0
@@ -279,6 +294,19 @@ for i = 4, #ARGV do
   end
 end
 return gone
+",
+    )
+});
+
+/// Of the ids ARGV[2..], those whose queue holds anything. ARGV[1]: namespace.
+pub(crate) static NON_EMPTY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local found = {}
+for i = 2, #ARGV do
+  if redis.call('LLEN', ARGV[1] .. ':queue:' .. ARGV[i]) > 0 then table.insert(found, ARGV[i]) end
+end
+return found
 ",
     )
 });

@@ -18,7 +18,8 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use super::actor::{
-    self, Call, ExchangeActor, Lease, Request, CLOSE, DISCOVER, DISOWNED, OPEN, REASSERT, REGISTER, STATUS, TERMINATE,
+    self, Call, ExchangeActor, Lease, Request, CLOSE, DISCOVER, DISOWNED, OPEN, PUSH_FRONT, REASSERT, REGISTER, STATUS,
+    TERMINATE,
 };
 use super::keys::Keys;
 use super::link::{enqueue, refused_recently, Enqueued, Link, LinkEnv, Links};
@@ -468,6 +469,19 @@ impl HybridExchange {
         lock(&self.inner.serving).remove(&id.uid());
         let mut script = self.entity(&CLOSE, &id.base32());
         script.arg(&self.inner.token).arg(address.unwrap_or(""));
+        self.call::<i64>(Request::Script(script)).await.map(drop)
+    }
+
+    /// Returns messages that were taken but never started to the front of
+    /// `id`'s queue, keeping their order.
+    pub(crate) async fn push_front(&self, id: &EntityId, envelopes: &[Envelope]) -> Result<(), Error> {
+        if envelopes.is_empty() {
+            return Ok(());
+        }
+        let mut script = self.entity(&PUSH_FRONT, &id.base32());
+        for envelope in envelopes.iter().rev() {
+            script.arg(&envelope.encode()?[..]);
+        }
         self.call::<i64>(Request::Script(script)).await.map(drop)
     }
 

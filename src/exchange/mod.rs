@@ -235,3 +235,16 @@ impl Exchange {
         on_backend!(self, backend => backend.close().await)
     }
 }
+
+impl Exchange {
+    /// Returns messages taken but never started to the front of `id`'s queue.
+    pub(crate) async fn push_front(&self, id: &EntityId, envelopes: Vec<Envelope>) -> Result<(), Error> {
+        match &self.0 {
+            Kind::Hybrid(backend) => backend.push_front(id, &envelopes).await,
+            Kind::Local(backend) => {
+                backend.detach(id, envelopes);
+                Ok(())
+            }
+        }
+    }
+}

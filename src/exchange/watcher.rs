@@ -16,6 +16,10 @@
 //! crash of this process loses nothing (the next opening puts the taken list
 //! back). A mailbox whose stream is full is skipped until it reads again
 //! (backpressure); pending mailboxes take turns.
+//!
+//! Writers that do not ring (an operator's `RPUSH`, another Academy) are
+//! found by a sweep every [`SWEEP_EVERY`]: one script that returns which
+//! watched queues hold anything.
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -32,7 +36,7 @@ use tokio::sync::mpsc;
 use tracing::error;
 use uuid::Uuid;
 
-use super::actor::{Call, ExchangeActor, Request, TAKE};
+use super::actor::{Call, ExchangeActor, Request, NON_EMPTY, TAKE};
 use super::keys::Keys;
 use crate::error::Error;
 use crate::identifier::{base32_to_uuid, uuid_to_base32};
@@ -46,6 +50,8 @@ const RINGS: usize = 1024;
 /// Batches a mailbox's stream holds.
 const STREAM_CAPACITY: usize = 4;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How often every watched queue gets a look, rung or not.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// What the watcher saw for one mailbox.
 #[derive(Debug)]
@@ -101,6 +107,7 @@ impl Watcher {
             lost_state,
             queues: HashMap::new(),
             pending: VecDeque::new(),
+            swept: tokio::time::Instant::now(),
             conn: None,
             backoff: Duration::ZERO,
         };
@@ -181,6 +188,8 @@ struct Task {
     queues: HashMap<Uuid, Registration>,
     /// Mailboxes whose queue may hold entries, in turn order.
     pending: VecDeque<Uuid>,
+    /// When every watched queue last got a look.
+    swept: tokio::time::Instant,
     conn: Option<MultiplexedConnection>,
     backoff: Duration,
 }
@@ -200,6 +209,7 @@ impl Task {
                 return;
             }
             let result = match self.next_ready() {
+                _ if self.swept.elapsed() >= SWEEP_EVERY => self.sweep().await,
                 Some(uid) => self.take(uid).await,
                 None => self.wait_for_ring().await,
             };
@@ -284,11 +294,32 @@ impl Task {
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
-    /// Blocks on the doorbell until a queue (or a command) needs a look.
+    /// Marks pending the watched queues that hold anything (one round trip).
+    async fn sweep(&mut self) -> Result<(), Error> {
+        self.swept = tokio::time::Instant::now();
+        if self.queues.is_empty() {
+            return Ok(());
+        }
+        let mut script = NON_EMPTY.prepare_invoke();
+        script.arg(self.keys.namespace());
+        for uid in self.queues.keys() {
+            script.arg(uuid_to_base32(*uid));
+        }
+        let conn = self.connection().await?;
+        let found: Vec<String> = script.invoke_async(conn).await?;
+        for ring in found {
+            self.rung(&ring);
+        }
+        Ok(())
+    }
+
+    /// Blocks on the doorbell until a queue (or a command) needs a look, or
+    /// the next sweep is due.
     async fn wait_for_ring(&mut self) -> Result<(), Error> {
         let bell = self.bell.clone();
+        let wait = SWEEP_EVERY.saturating_sub(self.swept.elapsed()).as_secs_f64().max(0.01);
         let conn = self.connection().await?;
-        let rung: Option<(String, String)> = redis::cmd("BLPOP").arg(&bell).arg(0).query_async(conn).await?;
+        let rung: Option<(String, String)> = redis::cmd("BLPOP").arg(&bell).arg(wait).query_async(conn).await?;
         if let Some((_, ring)) = rung {
             self.rung(&ring);
         }

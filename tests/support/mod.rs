@@ -205,7 +205,18 @@ pub mod agents {
         }
     }
 
-    actix_academy::behavior!(Counter { actions: [Increment, Divide, Sleep, Crash] });
+    /// Never answers (a handler stuck forever, unless cancelled).
+    #[derive(Message, Serialize, Deserialize)]
+    #[rtype(result = "()")]
+    pub struct Hang;
+    impl Handler<Hang> for Counter {
+        type Result = ResponseFuture<()>;
+        fn handle(&mut self, _: Hang, _: &mut Context<Self>) -> Self::Result {
+            Box::pin(futures::future::pending())
+        }
+    }
+
+    actix_academy::behavior!(Counter { actions: [Increment, Divide, Sleep, Crash, Hang] });
 
     /// Forwards increments to a counter it is handed.
     pub struct Relay {
@@ -253,14 +264,14 @@ pub mod raw {
     pub async fn connect(address: std::net::SocketAddr, secret: &[u8], dest: Uuid) -> std::io::Result<TcpStream> {
         let mut stream = TcpStream::connect(address).await?;
         let nonce = [7u8; 16];
-        let mut hello = b"ACAD\x03".to_vec();
+        let mut hello = b"ACAD\x04".to_vec();
         hello.extend_from_slice(dest.as_bytes());
         hello.extend_from_slice(&nonce);
         stream.write_all(&hello).await?;
         let mut reply = [0u8; 53];
         stream.read_exact(&mut reply).await?;
         let server_nonce = &reply[5..21];
-        if &reply[..5] != b"ACAD\x03" || reply[21..] != proof(secret, b"server", dest, &nonce, server_nonce)[..] {
+        if &reply[..5] != b"ACAD\x04" || reply[21..] != proof(secret, b"server", dest, &nonce, server_nonce)[..] {
             return Err(std::io::Error::other("the server's proof is wrong"));
         }
         stream.write_all(&proof(secret, b"client", dest, &nonce, server_nonce)).await?;
