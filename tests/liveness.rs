@@ -465,3 +465,63 @@ async fn no_key_outlives_its_purpose_after_clean_closes() {
     assert!(lasting.is_empty(), "keys that never expire: {lasting:?}");
     assert!(keys.iter().all(|k| k.starts_with("tidy:status:") || k.starts_with("tidy:queue:")), "{keys:?}");
 }
+
+#[actix::test]
+async fn redis_restarted_empty_while_agents_are_called_is_recovered_within_seconds() {
+    let mut redis = RedisServer::start();
+    let exchange = exchange(&redis.url(), "restart", true).await;
+    let id: AgentId<Counter> = exchange.register_agent(Some("market")).await.unwrap();
+    let (_child, market) = serve(&redis, &exchange, &id).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let caller = {
+        let (market, stop) = (market.clone(), stop.clone());
+        actix::spawn(async move {
+            let (mut calls, mut failures, mut first_failure, mut last_failure) = (0u32, 0u32, None, None);
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                calls += 1;
+                if market.action_timeout(Increment(1), Duration::from_secs(1)).await.is_err() {
+                    failures += 1;
+                    first_failure.get_or_insert_with(Instant::now);
+                    last_failure = Some(Instant::now());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            (calls, failures, first_failure.zip(last_failure).map(|(a, b)| b - a))
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.kill();
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.restart(); // empty: no persistence
+    // Within a few seconds the agent is registered again, discoverable, and
+    // a client that never saw it before can call it.
+    let recovered = wait_until(Duration::from_secs(60), "the agent is registered again", || {
+        let (exchange, id) = (exchange.clone(), id.clone());
+        async move {
+            matches!(exchange.status(&id).await, Ok(status) if status.is_active())
+                && exchange.discover::<Counter>(false).await.is_ok_and(|found| found == [id.clone()])
+        }
+    })
+    .await;
+    eprintln!("registered again {:?} after Redis came back", recovered);
+    let fresh = self::exchange(&redis.url(), "restart", true).await;
+    let found = fresh.discover::<Counter>(false).await.unwrap();
+    assert_eq!(found, [id.clone()]);
+    let newcomer = fresh.get_handle(id.clone()).bind_as_client(&fresh).await.unwrap();
+    newcomer.action_timeout(Increment(0), Duration::from_secs(20)).await.unwrap();
+    // The old caller's calls succeed again too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    market.action_timeout(Increment(0), Duration::from_secs(20)).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let (calls, failures, window) = caller.await.unwrap();
+    eprintln!(
+        "{calls} calls across the restart, {failures} failed; failures spanned {window:?} \
+         (Redis was down 1 s; total {:?})",
+        killed.elapsed()
+    );
+    newcomer.close().await.unwrap();
+    market.shutdown().await.unwrap();
+    fresh.close().await;
+    exchange.close().await;
+}
