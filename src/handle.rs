@@ -448,7 +448,8 @@ impl<B: Behavior> RemoteHandle<B> {
             // Sent before the caller hears of the failure, so it reaches the
             // agent before anything the caller sends next.
             pending.cancel = false;
-            let mut cancel = Envelope::new(endpoint.me.clone(), self.agent.entity().clone(), Body::CancelRequest { target: tag });
+            let mut cancel =
+                Envelope::new(endpoint.me.clone(), self.agent.entity().clone(), Body::CancelRequest { target: tag });
             cancel.label = Some(state.label);
             if let Err(e) = endpoint.exchange.send_with(cancel, WhenInactive::Queue).await {
                 debug!(agent = %self.agent, "could not send a cancel: {e}");
@@ -482,7 +483,12 @@ impl<B: Behavior> RemoteHandle<B> {
                         let endpoint = &self.shared.endpoint;
                         let mut ping = Envelope::new(endpoint.me.clone(), self.agent.entity().clone(), Body::PingRequest);
                         ping.label = Some(state.label);
-                        endpoint.exchange.send_with(ping, self.when_inactive).await?;
+                        // A caller that queues for an inactive agent waits
+                        // for its restart; pings are not queued.
+                        match endpoint.exchange.send(ping).await {
+                            Err(Error::Inactive(_)) if self.when_inactive == WhenInactive::Queue => {}
+                            sent => sent?,
+                        }
                     }
                 }
             }
@@ -505,7 +511,8 @@ impl Drop for Pending<'_> {
         lock(&state.pending).remove(&self.tag);
         if self.cancel {
             let endpoint = &self.handle.endpoint;
-            let mut cancel = Envelope::new(endpoint.me.clone(), self.agent.clone(), Body::CancelRequest { target: self.tag });
+            let mut cancel =
+                Envelope::new(endpoint.me.clone(), self.agent.clone(), Body::CancelRequest { target: self.tag });
             cancel.label = Some(state.label);
             endpoint.exchange.post(cancel);
         }

@@ -141,7 +141,7 @@ async fn a_killed_agent_process_turns_inactive_leaves_discovery_and_expires() {
     let exchange = exchange(&redis.url(), "ghosts", true).await;
     let id: AgentId<Counter> = exchange.register_agent(Some("market")).await.unwrap();
     let (mut child, market) = serve(&redis, &exchange, &id).await;
-    assert_eq!(exchange.discover::<Counter>(false).await.unwrap(), [id.clone()]);
+    assert_eq!(exchange.discover::<Counter>(false).await.unwrap(), std::slice::from_ref(&id));
 
     child.kill(); // SIGKILL
     let took = wait_until(Duration::from_secs(30), "the agent turns inactive", || {
@@ -273,7 +273,8 @@ async fn a_request_delivered_twice_runs_once_and_is_answered_twice() {
     let mut inbox = exchange.get_mailbox(&me).await.unwrap();
     // The same request twice in the queue: what a failover or a crash after
     // taking it would re-deliver.
-    let body = Body::ActionRequest { action: "Increment".into(), args: rmp_serde::to_vec(&Increment(1)).unwrap().into() };
+    let body =
+        Body::ActionRequest { action: "Increment".into(), args: rmp_serde::to_vec(&Increment(1)).unwrap().into() };
     let request = Envelope::new(me.clone().into(), id.entity().clone(), body);
     let bytes = request.encode().unwrap().to_vec();
     let queue = format!("twice:queue:{}", id.base32());
@@ -324,7 +325,8 @@ async fn a_request_past_its_deadline_is_answered_but_not_started() {
     let id: AgentId<Counter> = exchange.register_agent(None).await.unwrap();
     let me: ClientId = exchange.register_client(None).await.unwrap();
     let mut inbox = exchange.get_mailbox(&me).await.unwrap();
-    let body = Body::ActionRequest { action: "Increment".into(), args: rmp_serde::to_vec(&Increment(1)).unwrap().into() };
+    let body =
+        Body::ActionRequest { action: "Increment".into(), args: rmp_serde::to_vec(&Increment(1)).unwrap().into() };
     let mut request = Envelope::new(me.clone().into(), id.entity().clone(), body);
     request.deadline = Some(1); // long past
     exchange.send(request).await.unwrap();
@@ -494,8 +496,8 @@ async fn redis_restarted_empty_while_agents_are_called_is_recovered_within_secon
     let killed = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     redis.restart(); // empty: no persistence
-    // Within a few seconds the agent is registered again, discoverable, and
-    // a client that never saw it before can call it.
+                     // Within a few seconds the agent is registered again, discoverable, and
+                     // a client that never saw it before can call it.
     let recovered = wait_until(Duration::from_secs(60), "the agent is registered again", || {
         let (exchange, id) = (exchange.clone(), id.clone());
         async move {
@@ -507,7 +509,7 @@ async fn redis_restarted_empty_while_agents_are_called_is_recovered_within_secon
     eprintln!("registered again {:?} after Redis came back", recovered);
     let fresh = self::exchange(&redis.url(), "restart", true).await;
     let found = fresh.discover::<Counter>(false).await.unwrap();
-    assert_eq!(found, [id.clone()]);
+    assert_eq!(found, std::slice::from_ref(&id));
     let newcomer = fresh.get_handle(id.clone()).bind_as_client(&fresh).await.unwrap();
     newcomer.action_timeout(Increment(0), Duration::from_secs(20)).await.unwrap();
     // The old caller's calls succeed again too.

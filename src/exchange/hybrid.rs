@@ -387,7 +387,11 @@ impl HybridExchange {
     async fn forget_disowned(&self) -> Result<(), Error> {
         let ids: Vec<String> = {
             let serving = lock(&self.inner.serving);
-            lock(&self.inner.owned).keys().filter(|uid| !serving.contains_key(uid)).map(|uid| uuid_to_base32(*uid)).collect()
+            lock(&self.inner.owned)
+                .keys()
+                .filter(|uid| !serving.contains_key(uid))
+                .map(|uid| uuid_to_base32(*uid))
+                .collect()
         };
         if ids.is_empty() {
             return Ok(());
@@ -533,7 +537,9 @@ impl HybridExchange {
             }
         }
         let env = &self.inner.config.link;
-        if let Enqueued::Listening(address) = enqueue(env, &dest, std::slice::from_ref(&frame), true, when_inactive).await? {
+        if let Enqueued::Listening(address) =
+            enqueue(env, &dest, std::slice::from_ref(&frame), true, when_inactive).await?
+        {
             // A peer that refused our handshake lately is not dialed again.
             if !refused_recently(env, &address) {
                 if let Some(link) = self.link(&dest, Some(address)) {

@@ -27,11 +27,11 @@ use uuid::Uuid;
 
 use super::actor::{Call, ExchangeActor, Request, SEND};
 use super::keys::Keys;
+use super::WhenInactive;
 use crate::error::Error;
 use crate::identifier::EntityId;
 use crate::message::Parts;
 use crate::peer::{client_handshake, Frame, FrameCodec, Outbox, Secret};
-use super::WhenInactive;
 
 /// Messages a link buffers before `send` waits for room.
 const LINK_CAPACITY: usize = 4096;
@@ -133,12 +133,7 @@ pub(crate) async fn enqueue(
         WhenInactive::Fail => "fail",
         WhenInactive::Queue => "queue",
     };
-    script
-        .arg(env.keys.namespace())
-        .arg(env.expiry.as_millis() as u64)
-        .arg(dest.base32())
-        .arg(mode)
-        .arg(policy);
+    script.arg(env.keys.namespace()).arg(env.expiry.as_millis() as u64).arg(dest.base32()).arg(mode).arg(policy);
     for frame in frames {
         script.arg(frame);
     }

@@ -66,8 +66,16 @@ pub(crate) enum Watched {
 }
 
 enum Command {
-    Watch { uid: Uuid, id: u64, tx: mpsc::Sender<Watched>, paused: Arc<AtomicBool> },
-    Unwatch { uid: Uuid, id: u64 },
+    Watch {
+        uid: Uuid,
+        id: u64,
+        tx: mpsc::Sender<Watched>,
+        paused: Arc<AtomicBool>,
+    },
+    Unwatch {
+        uid: Uuid,
+        id: u64,
+    },
     /// Look at the pending mailboxes again (a paused one has room).
     Rearm,
     /// The exchange is closing: end every stream and take nothing more.
@@ -193,6 +201,10 @@ struct Task {
     conn: Option<MultiplexedConnection>,
     backoff: Duration,
 }
+
+/// What a take returns: terminated (1 or 0), entries left in the queue,
+/// rings of the doorbell, and the entries taken.
+type TakeReply = (i64, i64, Vec<String>, Vec<Vec<u8>>);
 
 /// Ends a stream (in the background: its reader may be slow).
 fn wake(registration: Registration) {
@@ -345,7 +357,7 @@ impl Task {
             .arg(&self.bell)
             .arg(RINGS);
         let conn = self.connection().await?;
-        let taken: Result<(i64, i64, Vec<String>, Vec<Vec<u8>>), _> = script.invoke_async(conn).await;
+        let taken: Result<TakeReply, _> = script.invoke_async(conn).await;
         let (closed, left, rings, entries) = match taken {
             Ok(taken) => taken,
             Err(e) => {
