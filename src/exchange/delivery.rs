@@ -3,7 +3,7 @@
 //! list in Redis).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
@@ -40,9 +40,10 @@ impl Delivery {
 pub(crate) enum Origin {
     /// Nothing owed.
     Local,
-    /// Taken from the Redis queue into the mailbox's taken list: acknowledge
-    /// it there when the consumer takes it.
-    Redis(Arc<TakenAcks>),
+    /// Taken from the Redis queue into the mailbox's taken list, at this
+    /// position (counted from 1 in the opening): acknowledge it there when
+    /// the consumer takes it.
+    Redis(Arc<TakenAcks>, u64),
     /// Read from a peer connection: acknowledge it when taken.
     Peer(Arc<AckState>),
 }
@@ -64,19 +65,33 @@ impl Delivery {
                 ack.notify.notify_one();
                 Taken::Now
             }
-            Origin::Redis(acks) => Taken::After(acks.clone(), acks.take()),
+            Origin::Redis(acks, _) => Taken::After(acks.clone(), acks.take()),
             Origin::Local => Taken::Now,
         };
         (self.envelope, taken)
     }
 }
 
+/// Requests a consumer claims past the one it takes, when they are already
+/// in its mailbox: one Redis round trip makes them all its own, instead of
+/// one each. Claimed and not yet taken, they are handed back on close, and
+/// lost (never run) on a crash.
+const CLAIM_AHEAD: u64 = 128;
+
 /// The acknowledgements of one mailbox opening's taken list: how many of its
 /// entries (oldest first, the order they are delivered in) the consumer has
 /// taken, written to Redis by a background task in coalesced `LPOP`s.
 #[derive(Debug)]
 pub(crate) struct TakenAcks {
+    /// Entries handed to the mailbox, in order.
+    delivered: AtomicU64,
     taken: AtomicU64,
+    /// Entries the consumer wants acknowledged although it has not taken
+    /// them all yet (requests, claimed ahead).
+    claimed: AtomicU64,
+    /// Undecodable entries to delete from the taken list (by value): they
+    /// never reach the consumer, so they are not counted.
+    discards: Mutex<Vec<Vec<u8>>>,
     /// How many are acknowledged in Redis; `None` once the writer gave up
     /// (the exchange closed).
     written: watch::Sender<Option<u64>>,
@@ -88,7 +103,10 @@ impl TakenAcks {
     /// Starts the writer for `id`'s taken list.
     pub(crate) fn start(exchange: HybridExchange, id: EntityId) -> Arc<Self> {
         let acks = Arc::new(Self {
+            delivered: AtomicU64::new(0),
             taken: AtomicU64::new(0),
+            claimed: AtomicU64::new(0),
+            discards: Mutex::default(),
             written: watch::Sender::new(Some(0)),
             notify: Notify::new(),
             closed: AtomicBool::new(false),
@@ -97,16 +115,40 @@ impl TakenAcks {
         acks
     }
 
-    /// Counts one more entry taken (or discarded); returns how many are.
+    /// Counts one more entry handed to the mailbox; returns its position.
+    pub(crate) fn deliver(&self) -> u64 {
+        self.delivered.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// An undecodable entry: deleted from the taken list, never counted.
+    pub(crate) fn discard(&self, entry: Vec<u8>) {
+        self.discards.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
+        self.notify.notify_one();
+    }
+
+    /// Counts one more entry taken by the consumer; returns how many are.
     pub(crate) fn take(&self) -> u64 {
         let n = self.taken.fetch_add(1, Ordering::AcqRel) + 1;
         self.notify.notify_one();
         n
     }
 
-    /// Waits until the first `n` entries are acknowledged in Redis: `false`
-    /// if they never will be (the exchange closed first).
+    /// How many entries are acknowledged in Redis (taken or claimed).
+    pub(crate) fn written(&self) -> u64 {
+        self.written.borrow().unwrap_or(0)
+    }
+
+    /// Waits until the first `n` entries are acknowledged in Redis, claiming
+    /// up to [`CLAIM_AHEAD`] more of those already delivered: `false` if they
+    /// never will be (the exchange closed first).
     pub(crate) async fn acknowledged(self: Arc<Self>, n: u64) -> bool {
+        let ahead = (n + CLAIM_AHEAD).min(self.delivered.load(Ordering::Acquire));
+        self.claimed.fetch_max(ahead, Ordering::AcqRel);
+        self.notify.notify_one();
+        self.durable(n).await
+    }
+
+    async fn durable(&self, n: u64) -> bool {
         let mut rx = self.written.subscribe();
         matches!(rx.wait_for(|w| w.is_none_or(|w| w >= n)).await.map(|w| *w), Ok(Some(_)))
     }
@@ -115,8 +157,8 @@ impl TakenAcks {
     pub(crate) async fn finish(self: Arc<Self>) {
         self.closed.store(true, Ordering::Release);
         self.notify.notify_one();
-        let n = self.taken.load(Ordering::Acquire);
-        self.acknowledged(n).await;
+        let n = self.taken.load(Ordering::Acquire).max(self.claimed.load(Ordering::Acquire));
+        self.durable(n).await;
     }
 }
 
@@ -124,7 +166,14 @@ async fn write(acks: Arc<TakenAcks>, exchange: HybridExchange, id: EntityId) {
     let mut backoff = Duration::from_millis(50);
     loop {
         let closed = acks.closed.load(Ordering::Acquire);
-        let taken = acks.taken.load(Ordering::Acquire);
+        // Discards first: they were delivered before whatever is taken next.
+        let discards = std::mem::take(&mut *acks.discards.lock().unwrap_or_else(|e| e.into_inner()));
+        for entry in discards {
+            if let Err(e) = exchange.discard_taken(&id, entry).await {
+                warn!(mailbox = %id, "could not delete an undecodable entry from the taken list: {e}");
+            }
+        }
+        let taken = acks.taken.load(Ordering::Acquire).max(acks.claimed.load(Ordering::Acquire));
         let written = acks.written.borrow().unwrap_or(taken);
         if taken > written {
             match exchange.acknowledge_taken(&id, taken - written).await {

@@ -489,6 +489,13 @@ impl HybridExchange {
         self.call::<i64>(Request::Script(script)).await.map(drop)
     }
 
+    /// Deletes one (undecodable) entry from `id`'s taken list.
+    pub(crate) async fn discard_taken(&self, id: &EntityId, entry: Vec<u8>) -> Result<(), Error> {
+        let mut cmd = redis::cmd("LREM");
+        cmd.arg(self.keys().taken(id.uid())).arg(1).arg(entry);
+        self.cmd::<i64>(&mut cmd).await.map(drop)
+    }
+
     /// Acknowledges the first `count` entries of `id`'s taken list: its
     /// consumer has them, so a crash from now on does not re-deliver them.
     pub(crate) async fn acknowledge_taken(&self, id: &EntityId, count: u64) -> Result<(), Error> {

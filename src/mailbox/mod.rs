@@ -269,9 +269,19 @@ async fn shutdown(
     match backend {
         Backend::Hybrid(actor, exchange, acks) => {
             actor.do_send(Close);
-            while rx.recv().await.is_some() {}
-            acks.finish().await;
-            exchange.close_mailbox(&id, address.map(|a| a.to_string()).as_deref()).await
+            let mut left = Vec::new();
+            while let Some(delivery) = rx.recv().await {
+                if let Origin::Redis(_, position) = delivery.origin {
+                    left.push((position, delivery.envelope));
+                }
+            }
+            acks.clone().finish().await;
+            exchange.close_mailbox(&id, address.map(|a| a.to_string()).as_deref()).await?;
+            // Claimed ahead (acknowledged) but never taken: back in front.
+            let written = acks.written();
+            let claimed: Vec<Envelope> =
+                left.into_iter().filter(|(position, _)| *position <= written).map(|(_, envelope)| envelope).collect();
+            exchange.push_front(&id, &claimed).await
         }
         Backend::Local(exchange) => {
             rx.close();
@@ -573,15 +583,15 @@ impl StreamHandler<Watched> for MailboxActor {
         match item {
             Watched::Batch(batch) => {
                 for raw in batch {
-                    match Envelope::decode_entry(Bytes::from(raw)) {
+                    let raw = Bytes::from(raw);
+                    match Envelope::decode_entry(raw.clone()) {
                         Ok((envelope, stamp)) => {
-                            let origin = Origin::Redis(self.acks.clone());
+                            let origin = Origin::Redis(self.acks.clone(), self.acks.deliver());
                             self.deliver(Delivery { envelope, stamp, origin }, ctx);
                         }
                         Err(e) => {
-                            // Consumed: acknowledged with what comes after it.
-                            self.acks.take();
-                            error!(mailbox = %self.id, "discarding an undecodable entry of the Redis queue: {e}")
+                            error!(mailbox = %self.id, "discarding an undecodable entry of the Redis queue: {e}");
+                            self.acks.discard(raw.to_vec());
                         }
                     }
                 }
