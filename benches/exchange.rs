@@ -428,8 +428,16 @@ async fn pipelined(args: &Args, redis: &Redis, report: &mut Report) {
 
 async fn one_way(args: &Args, redis: &Redis, report: &mut Report) {
     let total: u64 = if args.quick { 50_000 } else { 200_000 };
-    for (path, p2p) in [("direct", true), ("redis", false)] {
-        for senders in [1u64, 8] {
+    // (path, peer to peer, senders, sends each keeps in flight)
+    let runs = [
+        ("direct", true, 1u64, 1usize),
+        ("direct", true, 8, 1),
+        ("redis", false, 1, 1),
+        ("redis", false, 8, 1),
+        ("redis", false, 1, 64),
+    ];
+    for (path, p2p, senders, in_flight) in runs {
+        {
             let receiver = exchange(redis, p2p).await;
             let me = receiver.register_client(None).await.unwrap();
             let mut inbox = receiver.get_mailbox(&me).await.unwrap();
@@ -448,17 +456,26 @@ async fn one_way(args: &Args, redis: &Redis, report: &mut Report) {
             for (x, src) in exchanges.clone() {
                 let dest = me.clone();
                 actix::spawn(async move {
-                    for _ in 0..total / senders {
-                        let body = Body::ActionRequest { action: "n".into(), args: vec![0; 100].into() };
-                        x.send(Envelope::new(src.clone().into(), dest.clone().into(), body)).await.unwrap();
-                    }
+                    use futures::StreamExt;
+                    futures::stream::iter(0..total / senders)
+                        .for_each_concurrent(in_flight, |_| {
+                            let body = Body::ActionRequest { action: "n".into(), args: vec![0; 100].into() };
+                            let envelope = Envelope::new(src.clone().into(), dest.clone().into(), body);
+                            let x = &x;
+                            async move { x.send(envelope).await.unwrap() }
+                        })
+                        .await;
                 });
             }
             for _ in 0..total {
                 inbox.recv(Some(Duration::from_secs(60))).await.expect("a one-way message was lost");
             }
             let elapsed = t.elapsed();
-            report.rate("actix-academy", "one-way 100B", &format!("{path}, {senders} sender(s)"), total, elapsed);
+            let variant = match in_flight {
+                1 => format!("{path}, {senders} sender(s)"),
+                n => format!("{path}, {senders} sender(s), {n} sends in flight"),
+            };
+            report.rate("actix-academy", "one-way 100B", &variant, total, elapsed);
             for (x, _) in exchanges {
                 x.close().await;
             }

@@ -156,7 +156,8 @@ async fn one_connection_carries_idle_and_busy_stretches_of_three_peer_timeouts()
     nothing_more(&mut inbox).await;
     eprintln!("{total} messages over one connection");
     assert_eq!(relay.accepted(), 1, "the link reconnected");
-    assert_eq!(calls(&redis, "lpop") + calls(&redis, "blpop"), calls(&redis, "blpop"), "a message went through Redis");
+    // Whatever a mailbox takes from Redis it acknowledges with LTRIM.
+    assert_eq!(calls(&redis, "ltrim"), 0, "a message went through Redis");
     exchange.close().await;
 }
 

@@ -55,6 +55,17 @@ local function restore(id)
   while redis.call('LMOVE', key('taken', id), key('queue', id), 'RIGHT', 'LEFT') do moved = moved + 1 end
   return moved
 end
+-- After `n` entries were pushed onto `id`'s queue (now `len` long): an
+-- inactive entity's queue expires with it; an empty queue that got them
+-- rings its owner.
+local function pushed(id, s, owner, len, n)
+  local queue = key('queue', id)
+  if s == 'inactive' then
+    redis.call('PEXPIRE', queue, math.max(redis.call('PTTL', key('status', id)), 1))
+  elseif len == n then
+    ring(owner, id)
+  end
+end
 local function index(id, lineage, op)
   for name in string.gmatch(lineage, '[^,]+') do redis.call(op, ns .. ':index:' .. name, id) end
 end
@@ -163,28 +174,43 @@ return found
 
 /// Routes or queues messages in one round trip: unknown -> -1, terminated
 /// -> -2, inactive -> -3 (unless ARGV[5] = 'queue'); with ARGV[4] = 'route'
-/// and a live address, that address; otherwise pushes ARGV[6..] onto the
-/// queue (ringing the owner's watcher if it was empty) and returns 1 if the
-/// mailbox listens, else 0. ARGV: id, mode, policy, entries...
+/// and a live address, that address; otherwise pushes ARGV[6..] (if any)
+/// onto the queue (ringing the owner's watcher if it was empty) and returns
+/// 1 if the mailbox listens, else 0. ARGV: id, mode, policy, entries...
 pub(crate) static SEND: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
         r"
-local id = ARGV[3]
+local id, n = ARGV[3], #ARGV - 5
 local s, owner, address = state(id)
 if s == 'missing' then return -1 end
 if s == 'terminated' then return -2 end
 if s == 'inactive' and ARGV[5] ~= 'queue' then return -3 end
 if address and ARGV[4] == 'route' then return address end
-local queue = key('queue', id)
-local len = redis.call('RPUSH', queue, unpack(ARGV, 6))
-if s == 'inactive' then
-  redis.call('PEXPIRE', queue, math.max(redis.call('PTTL', key('status', id)), 1))
-elseif len == #ARGV - 5 then
-  ring(owner, id)
-end
+if n > 0 then pushed(id, s, owner, redis.call('RPUSH', key('queue', id), unpack(ARGV, 6)), n) end
 if address then return 1 end
 return 0
 ",
+    )
+});
+
+/// Run (in the same transaction) after a plain `RPUSH` of ARGV[5] entries
+/// too large to pass through a script: checks the destination as [`SEND`]
+/// does, and takes the entries back off the queue if it refuses them.
+/// ARGV: id, policy, count.
+pub(crate) static PUSHED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r"{PRELUDE}
+local id, n = ARGV[3], tonumber(ARGV[5])
+local s, owner, address = state(id)
+local refused = (s == 'missing' and -1) or (s == 'terminated' and -2) or (s == 'inactive' and ARGV[4] ~= 'queue' and -3)
+if refused then
+  redis.call('LTRIM', key('queue', id), 0, -(n + 1))
+  return refused
+end
+pushed(id, s, owner, redis.call('LLEN', key('queue', id)), n)
+if address then return 1 end
+return 0
+"
     )
 });
 
@@ -218,39 +244,6 @@ local id, token, address = ARGV[3], ARGV[4], ARGV[5]
 if address ~= '' and redis.call('GET', key('address', id)) == address then redis.call('DEL', key('address', id)) end
 if redis.call('GET', key('owner', id)) == token then restore(id) end
 return 1
-",
-    )
-});
-
-/// The watcher's pop: moves up to ARGV[4] entries (and about ARGV[5] bytes)
-/// from the queue to the taken list and returns them, with whether the
-/// entity is terminated (then its last entries are popped outright), the
-/// queue's remaining length and up to ARGV[7] rings of the bell ARGV[6].
-/// ARGV: id, max entries, max bytes, bell, rings.
-pub(crate) static TAKE: LazyLock<Script> = LazyLock::new(|| {
-    entity_script(
-        r"
-local id, max, max_bytes = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
--- (LRANGE + LTRIM rather than LPOP, so LPOP counts only acknowledgements)
-local rings = redis.call('LRANGE', ARGV[6], 0, ARGV[7] - 1)
-redis.call('LTRIM', ARGV[6], ARGV[7], -1)
-local status = redis.call('GET', key('status', id))
-if not status then return {0, 0, rings, {}} end
-local closed = status == 'INACTIVE' and 1 or 0
-local queue, taken = key('queue', id), key('taken', id)
-local out, bytes = {}, 0
-while #out < max and bytes < max_bytes do
-  local entry
-  if closed == 1 then
-    entry = redis.call('LPOP', queue)
-  else
-    entry = redis.call('LMOVE', queue, taken, 'LEFT', 'RIGHT')
-  end
-  if not entry then break end
-  out[#out + 1] = entry
-  bytes = bytes + #entry
-end
-return {closed, redis.call('LLEN', queue), rings, out}
 ",
     )
 });
@@ -314,6 +307,7 @@ return found
 /// A Redis request the actor runs for a caller.
 pub(crate) enum Request {
     Cmd(redis::Cmd),
+    Pipeline(redis::Pipeline),
     Script(redis::ScriptInvocation<'static>),
 }
 
@@ -407,6 +401,7 @@ impl<T: FromRedisValue + Send + 'static> Handler<Call<T>> for ExchangeActor {
         Box::pin(async move {
             Ok(match request {
                 Request::Cmd(cmd) => cmd.query_async(&mut redis).await?,
+                Request::Pipeline(pipe) => pipe.query_async(&mut redis).await?,
                 Request::Script(script) => script.invoke_async(&mut redis).await?,
             })
         })

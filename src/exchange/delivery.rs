@@ -80,7 +80,7 @@ const CLAIM_AHEAD: u64 = 128;
 
 /// The acknowledgements of one mailbox opening's taken list: how many of its
 /// entries (oldest first, the order they are delivered in) the consumer has
-/// taken, written to Redis by a background task in coalesced `LPOP`s.
+/// taken, written to Redis by a background task in coalesced `LTRIM`s.
 #[derive(Debug)]
 pub(crate) struct TakenAcks {
     /// Entries handed to the mailbox, in order.

@@ -180,7 +180,6 @@ impl HybridExchangeBuilder {
             client.clone(),
             keys.clone(),
             keys.bell(&token),
-            self.expiry,
             actor.clone(),
             lost_state.clone(),
         );
@@ -499,9 +498,10 @@ impl HybridExchange {
     /// Acknowledges the first `count` entries of `id`'s taken list: its
     /// consumer has them, so a crash from now on does not re-deliver them.
     pub(crate) async fn acknowledge_taken(&self, id: &EntityId, count: u64) -> Result<(), Error> {
-        let mut cmd = redis::cmd("LPOP");
-        cmd.arg(self.keys().taken(id.uid())).arg(count);
-        self.cmd::<redis::Value>(&mut cmd).await.map(drop)
+        // LTRIM, not LPOP: the entries are not sent back.
+        let mut cmd = redis::cmd("LTRIM");
+        cmd.arg(self.keys().taken(id.uid())).arg(count).arg(-1);
+        self.cmd::<()>(&mut cmd).await
     }
 
     /// Sends a message to `envelope.dest`.

@@ -42,6 +42,14 @@ impl Keys {
         format!("{}:{kind}:{}", self.namespace, uuid_to_base32(uid))
     }
 
+    pub(crate) fn status(&self, uid: Uuid) -> String {
+        self.key("status", uid)
+    }
+
+    pub(crate) fn queue(&self, uid: Uuid) -> String {
+        self.key("queue", uid)
+    }
+
     pub(crate) fn taken(&self, uid: Uuid) -> String {
         self.key("taken", uid)
     }

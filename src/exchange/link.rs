@@ -25,7 +25,7 @@ use tokio_util::codec::FramedRead;
 use tracing::{debug, error, warn};
 use uuid::Uuid;
 
-use super::actor::{Call, ExchangeActor, Request, SEND};
+use super::actor::{Call, ExchangeActor, Request, PUSHED, SEND};
 use super::keys::Keys;
 use super::WhenInactive;
 use crate::error::Error;
@@ -117,9 +117,14 @@ pub(crate) enum Enqueued {
     Pushed,
 }
 
+/// Bytes past which entries are pushed with a plain `RPUSH` rather than
+/// through a script (Lua copies large arguments slowly).
+const LARGE: usize = 64 << 10;
+
 /// In one Redis round trip: checks the destination's status and either
 /// pushes `frames` onto its queue or (with `route_only_if_offline`, when the
-/// mailbox listens) returns its address instead.
+/// mailbox listens) returns its address instead. Large frames take two: a
+/// check, then a transaction of a plain push and a second check.
 pub(crate) async fn enqueue(
     env: &LinkEnv,
     dest: &EntityId,
@@ -127,6 +132,7 @@ pub(crate) async fn enqueue(
     route_only_if_offline: bool,
     when_inactive: WhenInactive,
 ) -> Result<Enqueued, Error> {
+    let large = frames.iter().map(Parts::len).sum::<usize>() > LARGE;
     let mut script = SEND.prepare_invoke();
     let mode = if route_only_if_offline { "route" } else { "push" };
     let policy = match when_inactive {
@@ -134,10 +140,29 @@ pub(crate) async fn enqueue(
         WhenInactive::Queue => "queue",
     };
     script.arg(env.keys.namespace()).arg(env.expiry.as_millis() as u64).arg(dest.base32()).arg(mode).arg(policy);
-    for frame in frames {
-        script.arg(frame);
+    if !large {
+        for frame in frames {
+            script.arg(frame);
+        }
     }
     let reply: redis::Value = env.actor.send(Call::new(Request::Script(script))).await??;
+    let reply = match reply {
+        redis::Value::Int(state) if large && state >= 0 => {
+            let mut pipe = redis::pipe();
+            pipe.atomic().cmd("RPUSH").arg(env.keys.queue(dest.uid())).arg(frames).ignore();
+            pipe.cmd("EVAL")
+                .arg(&**PUSHED)
+                .arg(0)
+                .arg(env.keys.namespace())
+                .arg(env.expiry.as_millis() as u64)
+                .arg(dest.base32())
+                .arg(policy)
+                .arg(frames.len());
+            let (reply,): (redis::Value,) = env.actor.send(Call::new(Request::Pipeline(pipe))).await??;
+            reply
+        }
+        reply => reply,
+    };
     match reply {
         redis::Value::Int(-1) => Err(Error::BadEntityId(dest.clone())),
         redis::Value::Int(-2) => Err(Error::MailboxClosed(dest.clone())),

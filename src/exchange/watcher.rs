@@ -10,11 +10,12 @@
 //! costs Redis nothing. A rung (or newly opened) mailbox is *pending* until a
 //! take finds its queue empty.
 //!
-//! A take ([`TAKE`]) moves a batch from the queue to the mailbox's taken
-//! list, atomically, and returns it: until the mailbox's consumer takes an
+//! A take moves a batch from the queue to the mailbox's taken list with
+//! plain `LMOVE`s (one pipeline, one round trip, no script: Lua copies large
+//! entries slowly) and returns it: until the mailbox's consumer takes an
 //! entry and the mailbox acknowledges it, the entry stays in Redis, and a
 //! crash of this process loses nothing (the next opening puts the taken list
-//! back). A mailbox whose stream is full is skipped until it reads again
+//! back). Only this process takes from the queues of mailboxes it has open. A mailbox whose stream is full is skipped until it reads again
 //! (backpressure); pending mailboxes take turns.
 //!
 //! Writers that do not ring (an operator's `RPUSH`, another Academy) are
@@ -36,7 +37,7 @@ use tokio::sync::mpsc;
 use tracing::error;
 use uuid::Uuid;
 
-use super::actor::{Call, ExchangeActor, Request, NON_EMPTY, TAKE};
+use super::actor::{Call, ExchangeActor, Request, NON_EMPTY};
 use super::keys::Keys;
 use crate::error::Error;
 use crate::identifier::{base32_to_uuid, uuid_to_base32};
@@ -100,7 +101,6 @@ impl Watcher {
         client: redis::Client,
         keys: Keys,
         bell: String,
-        expiry: Duration,
         actor: Addr<ExchangeActor>,
         lost_state: Arc<tokio::sync::Notify>,
     ) -> Self {
@@ -110,7 +110,6 @@ impl Watcher {
             client,
             keys,
             bell: bell.clone(),
-            expiry,
             commands: rx,
             lost_state,
             queues: HashMap::new(),
@@ -183,6 +182,19 @@ struct Registration {
     paused: Arc<AtomicBool>,
     /// In the pending list: its queue may hold entries.
     pending: bool,
+    /// Entries its queue held at the last take, and their mean size: how
+    /// many the next take moves.
+    left: usize,
+    entry_len: usize,
+}
+
+impl Registration {
+    /// How many entries the next take moves: what is left, at most
+    /// [`BATCH`] and about [`BATCH_BYTES`].
+    fn batch(&self) -> usize {
+        let by_size = BATCH_BYTES / self.entry_len.max(1);
+        self.left.clamp(1, by_size.clamp(1, BATCH))
+    }
 }
 
 struct Task {
@@ -190,7 +202,6 @@ struct Task {
     client: redis::Client,
     keys: Keys,
     bell: String,
-    expiry: Duration,
     lost_state: Arc<tokio::sync::Notify>,
     commands: mpsc::UnboundedReceiver<Command>,
     queues: HashMap<Uuid, Registration>,
@@ -201,10 +212,6 @@ struct Task {
     conn: Option<MultiplexedConnection>,
     backoff: Duration,
 }
-
-/// What a take returns: terminated (1 or 0), entries left in the queue,
-/// rings of the doorbell, and the entries taken.
-type TakeReply = (i64, i64, Vec<String>, Vec<Vec<u8>>);
 
 /// Ends a stream (in the background: its reader may be slow).
 fn wake(registration: Registration) {
@@ -234,7 +241,8 @@ impl Task {
     fn apply(&mut self, command: Command) {
         match command {
             Command::Watch { uid, id, tx, paused } => {
-                if let Some(old) = self.queues.insert(uid, Registration { id, tx, paused, pending: false }) {
+                let registration = Registration { id, tx, paused, pending: false, left: 1, entry_len: 0 };
+                if let Some(old) = self.queues.insert(uid, registration) {
                     wake(old);
                 }
                 self.mark_pending(uid);
@@ -347,41 +355,58 @@ impl Task {
 
     /// Takes a batch from `uid`'s queue (and reads the doorbell meanwhile).
     async fn take(&mut self, uid: Uuid) -> Result<(), Error> {
-        let mut script = TAKE.prepare_invoke();
-        script
-            .arg(self.keys.namespace())
-            .arg(self.expiry.as_millis() as u64)
-            .arg(uuid_to_base32(uid))
-            .arg(BATCH)
-            .arg(BATCH_BYTES)
-            .arg(&self.bell)
-            .arg(RINGS);
+        let Some(count) = self.queues.get(&uid).map(Registration::batch) else { return Ok(()) };
+        let (queue, taken) = (self.keys.queue(uid), self.keys.taken(uid));
+        let mut pipe = redis::pipe();
+        pipe.cmd("LPOP").arg(&self.bell).arg(RINGS);
+        pipe.cmd("GET").arg(self.keys.status(uid));
+        for _ in 0..count {
+            pipe.cmd("LMOVE").arg(&queue).arg(&taken).arg("LEFT").arg("RIGHT");
+        }
+        pipe.cmd("LLEN").arg(&queue);
         let conn = self.connection().await?;
-        let taken: Result<TakeReply, _> = script.invoke_async(conn).await;
-        let (closed, left, rings, entries) = match taken {
-            Ok(taken) => taken,
+        let mut replies: Vec<redis::Value> = match pipe.query_async(conn).await {
+            Ok(replies) => replies,
             Err(e) => {
                 // Its turn comes again once Redis answers.
                 self.mark_pending(uid);
                 return Err(e.into());
             }
         };
-        for ring in &rings {
-            self.rung(ring);
+        fn parse<T: redis::FromRedisValue>(value: Option<redis::Value>) -> Result<T, Error> {
+            Ok(redis::from_redis_value(value.unwrap_or(redis::Value::Nil)).map_err(redis::RedisError::from)?)
         }
-        let Some(registration) = self.queues.get(&uid) else {
+        let left: usize = parse(replies.pop())?;
+        let mut replies = replies.into_iter();
+        let rings: Option<Vec<String>> = parse(replies.next())?;
+        let status: Option<String> = parse(replies.next())?;
+        let entries: Vec<Vec<u8>> = replies.filter_map(|v| redis::from_redis_value(v).ok()).collect();
+        for ring in rings.unwrap_or_default() {
+            self.rung(&ring);
+        }
+        let terminated = status.as_deref() == Some("INACTIVE");
+        if terminated {
+            // Its last entries are delivered now; nothing is kept for it.
+            let conn = self.connection().await?;
+            redis::cmd("DEL").arg(&taken).query_async::<()>(conn).await?;
+        }
+        let Some(registration) = self.queues.get_mut(&uid) else {
             // Closed meanwhile: what was taken waits in its taken list,
             // which the closing mailbox puts back.
             return Ok(());
         };
-        let watched = match closed {
-            1 => Watched::Terminated(entries),
-            _ if entries.is_empty() => return Ok(()),
-            _ => Watched::Batch(entries),
+        registration.left = left;
+        if !entries.is_empty() {
+            registration.entry_len = entries.iter().map(Vec::len).sum::<usize>() / entries.len();
+        }
+        let watched = match terminated {
+            true => Watched::Terminated(entries),
+            false if entries.is_empty() => return Ok(()),
+            false => Watched::Batch(entries),
         };
         // The stream had room (only this task sends to it before unwatch).
         let _ = registration.tx.try_send(watched);
-        if closed == 0 && left > 0 {
+        if !terminated && left > 0 {
             self.mark_pending(uid);
         }
         Ok(())
