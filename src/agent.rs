@@ -12,10 +12,11 @@
 //! deadline has passed, remembers (over a bounded window) the requests it
 //! started and answered, by sender and tag, so a copy delivered again after
 //! a failover is not run again (an answered one gets its answer again).
-//! While it runs `max_concurrency` actions it holds up to as many requests
-//! more, then reads nothing, so what it has not started stays in the mailbox
-//! (in Redis, for a restart) instead of in memory; until then pings, cancels
-//! and shutdowns are read and served at once.
+//! While it runs `max_concurrency` actions it holds up to [`MAX_WAITING`]
+//! requests more (or `max_concurrency`, if larger), then reads nothing, so
+//! what it has not started stays in the mailbox (in Redis, for a restart)
+//! instead of in memory; until then pings, cancels and shutdowns are read
+//! and served at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -36,6 +37,10 @@ use crate::handle::{Endpoint, RemoteHandle, Router, UnboundRemoteHandle};
 use crate::identifier::{AgentId, EntityId};
 use crate::mailbox::Mailbox;
 use crate::message::{deadline_passed, Body, Envelope, RemoteError, RemoteErrorKind};
+
+/// Requests an agent holds, not started, while it runs its maximum of
+/// actions (at least `max_concurrency`).
+pub const MAX_WAITING: usize = 1024;
 
 /// Default number of actions one agent runs at once.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 256;
@@ -216,7 +221,7 @@ struct Runtime<B: Behavior> {
     /// The read in progress.
     reading: Option<SpawnHandle>,
     /// Requests read while `max_concurrency` actions run; reading stops
-    /// while `max_concurrency` of them wait.
+    /// while [`MAX_WAITING`] (or `max_concurrency`) of them wait.
     waiting: VecDeque<Envelope>,
     max_concurrency: usize,
     /// Requests being served, by sender and tag.
@@ -256,10 +261,10 @@ impl<B: Behavior> Actor for Runtime<B> {
 
 impl<B: Behavior> Runtime<B> {
     /// Reads the next message, unless a read is under way, the mailbox is
-    /// done, or `max_concurrency` requests wait for a free slot (then what
-    /// is not read waits in the mailbox, and in Redis).
+    /// done, or too many requests wait for a free slot (then what is not
+    /// read waits in the mailbox, and in Redis).
     fn read_next(&mut self, ctx: &mut Context<Self>) {
-        let full = self.waiting.len() >= self.max_concurrency;
+        let full = self.waiting.len() >= self.max_concurrency.max(MAX_WAITING);
         if self.reading.is_some() || full || matches!(self.shutdown, Some(Ending::Failed)) {
             return;
         }

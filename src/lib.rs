@@ -13,7 +13,7 @@ mod mailbox;
 mod message;
 mod peer;
 
-pub use agent::{Agent, AgentContext, AgentExit, DEFAULT_MAX_CONCURRENCY};
+pub use agent::{Agent, AgentContext, AgentExit, DEFAULT_MAX_CONCURRENCY, MAX_WAITING};
 #[doc(hidden)]
 pub use behavior::{action_name as __action_name, call as __call};
 pub use behavior::{ActionFuture, Behavior, Handles, StopAgent};

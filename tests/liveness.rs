@@ -529,3 +529,45 @@ async fn redis_restarted_empty_while_agents_are_called_is_recovered_within_secon
     fresh.close().await;
     exchange.close().await;
 }
+
+#[actix::test]
+async fn shutdown_without_terminate_refuses_what_it_holds_and_keeps_the_mailbox_for_a_restart() {
+    let redis = RedisServer::start();
+    let exchange = exchange(&redis.url(), "keep", true).await;
+    let id: AgentId<Counter> = exchange.register_agent(None).await.unwrap();
+    // One action at a time: the rest wait in the runtime when shutdown comes.
+    let agent = Agent::launch_with(id.clone(), &exchange, 1, |_| Counter::default()).await.unwrap();
+    let counter = exchange.get_handle(id.clone()).bind_as_client(&exchange).await.unwrap();
+    let busy = {
+        let counter = counter.clone();
+        actix::spawn(async move { counter.action(support::agents::Sleep(60_000)).await.map(|_| 0) })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            let counter = counter.clone();
+            actix::spawn(async move { counter.action(Increment(1)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    counter.shutdown_with(false).await.unwrap();
+    assert_eq!(agent.wait().await, actix_academy::AgentExit::Shutdown);
+    // Answered, not run: the running action and the waiting requests.
+    for call in std::iter::once(busy).chain(waiting) {
+        let result = call.await.unwrap();
+        assert!(matches!(&result, Err(Error::Remote(e)) if e.kind == RemoteErrorKind::AgentStopped), "{result:?}");
+    }
+    // The mailbox stays: calls made now wait for the agent's return.
+    assert!(exchange.status(&id).await.unwrap().is_active());
+    let later = {
+        let counter = counter.clone();
+        actix::spawn(async move { counter.action_timeout(Increment(5), Duration::from_secs(30)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = Agent::launch(Counter::default(), id.clone(), &exchange).await.unwrap();
+    assert_eq!(later.await.unwrap().unwrap(), 5);
+    counter.shutdown().await.unwrap();
+    again.wait().await;
+    assert_eq!(exchange.status(&id).await.unwrap(), MailboxStatus::Terminated);
+    exchange.close().await;
+}

@@ -176,13 +176,8 @@ impl HybridExchangeBuilder {
         // watcher reconnected, or the lease was found missing.
         let lost_state = Arc::new(tokio::sync::Notify::new());
         let actor = ExchangeActor::new(redis, lease.clone(), lost_state.clone()).start();
-        let watcher = Watcher::start(
-            client.clone(),
-            keys.clone(),
-            keys.bell(&token),
-            actor.clone(),
-            lost_state.clone(),
-        );
+        let watcher =
+            Watcher::start(client.clone(), keys.clone(), keys.bell(&token), actor.clone(), lost_state.clone());
         let links = Arc::new(Mutex::new(HashMap::new()));
         let env = Arc::new(LinkEnv {
             refused: Mutex::default(),

@@ -43,6 +43,9 @@ const WINDOW: usize = 4096;
 const WINDOW_BYTES: usize = 64 << 20;
 /// Messages per Redis round trip (well under Lua's argument limit).
 const QUEUE_BATCH: usize = 1000;
+/// A link with nothing to send or confirm for this long (or ten peer
+/// timeouts, if longer) closes; the next message opens another.
+const IDLE_CLOSE: Duration = Duration::from_secs(60);
 /// How long held messages are retried while Redis is unreachable.
 const REDIS_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -205,15 +208,20 @@ impl LinkTask {
     /// Leaves the cache, then refuses new frames and takes what is waiting:
     /// a sender that finds the channel closed takes the slow path.
     fn retire(&self, rx: &mut mpsc::Receiver<Parts>, held: &mut VecDeque<Parts>) {
+        self.uncache();
+        rx.close();
+        while let Ok(frame) = rx.try_recv() {
+            held.push_back(frame);
+        }
+    }
+
+    /// Leaves the cache: new sends take the slow path.
+    fn uncache(&self) {
         if let Some(links) = self.env.links.upgrade() {
             let mut links = links.lock().unwrap_or_else(|e| e.into_inner());
             if links.get(&self.dest.uid()).is_some_and(|l| l.id == self.id) {
                 links.remove(&self.dest.uid());
             }
-        }
-        rx.close();
-        while let Ok(frame) = rx.try_recv() {
-            held.push_back(frame);
         }
     }
 
@@ -248,6 +256,7 @@ impl LinkTask {
         let (mut acked, mut sent, mut unacked_bytes) = (0u64, 0u64, 0usize);
         let mut last_heard = Instant::now();
         let mut last_written = Instant::now();
+        let mut last_sent = Instant::now();
         let keepalive = env.peer_timeout / 3;
         let mut tick = tokio::time::interval(keepalive / 2);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -303,6 +312,7 @@ impl LinkTask {
                         outbox.push_message(&frame);
                         unacked.push_back(frame);
                         sent += 1;
+                        last_sent = Instant::now();
                         if unacked.len() < WINDOW && unacked_bytes < WINDOW_BYTES && outbox.len() < MAX_BATCH_BYTES {
                             next = rx.try_recv().ok();
                         }
@@ -310,6 +320,14 @@ impl LinkTask {
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
+                    // Idle: it leaves the cache, so no sender is left with a
+                    // link about to close; one that raced in is still sent.
+                    let idle = unacked.is_empty() && outbox.is_empty() && closing.is_none();
+                    if idle && now.duration_since(last_sent) > IDLE_CLOSE.max(env.peer_timeout * 10) {
+                        self.uncache();
+                        closing = Some(now);
+                        continue;
+                    }
                     if now.duration_since(last_heard) > env.peer_timeout {
                         return Err(Error::Timeout(env.peer_timeout));
                     }

@@ -10,23 +10,38 @@
 //! and a number counted in it; the mailbox keeps, per stream, the numbers taken
 //! as ranges, so a stream taken in order costs one range however long it
 //! runs, and the check is exact. Unstamped messages (requests an agent put
-//! back in its queue on purpose) are always delivered.
+//! back in its queue on purpose) are always delivered. At most
+//! [`MAX_STREAMS`] streams are kept (the oldest go first): a mailbox read by
+//! many short-lived senders does not grow without bound, and a request that
+//! still comes twice is caught by its agent's runtime.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use rangemap::RangeInclusiveSet;
 
 use crate::message::Stamp;
 
+/// Streams a mailbox remembers.
+const MAX_STREAMS: usize = 16_384;
+
 /// The stamps a mailbox has taken since it opened.
 #[derive(Debug, Default)]
 pub(crate) struct Seen {
     streams: HashMap<uuid::Uuid, RangeInclusiveSet<u64>>,
+    /// Streams, oldest first.
+    order: VecDeque<uuid::Uuid>,
 }
 
 impl Seen {
     /// Records `stamp`; false if it was taken already (a second copy).
     pub(crate) fn first_time(&mut self, (stream, seq): Stamp) -> bool {
+        if !self.streams.contains_key(&stream) {
+            if self.order.len() >= MAX_STREAMS {
+                let oldest = self.order.pop_front().expect("full");
+                self.streams.remove(&oldest);
+            }
+            self.order.push_back(stream);
+        }
         let taken = self.streams.entry(stream).or_default();
         if taken.contains(&seq) {
             return false;
