@@ -116,6 +116,7 @@ impl Endpoint {
             agent: handle.agent,
             shared: Arc::new(Shared { endpoint: self.clone(), state, owner }),
             liveness: Some(DEFAULT_LIVENESS_TIMEOUT),
+            timeout: None,
             when_inactive: WhenInactive::Fail,
         }
     }
@@ -276,6 +277,8 @@ pub struct RemoteHandle<B> {
     agent: AgentId<B>,
     shared: Arc<Shared>,
     liveness: Option<Duration>,
+    /// The timeout of calls made without one.
+    timeout: Option<Duration>,
     when_inactive: WhenInactive,
 }
 
@@ -285,6 +288,7 @@ impl<B> Clone for RemoteHandle<B> {
             agent: self.agent.clone(),
             shared: self.shared.clone(),
             liveness: self.liveness,
+            timeout: self.timeout,
             when_inactive: self.when_inactive,
         }
     }
@@ -326,6 +330,15 @@ impl<B: Behavior> RemoteHandle<B> {
         self
     }
 
+    /// A timeout for every [`action`](Self::action) call made through this
+    /// handle (default none: a call waits as long as the agent answers
+    /// pings, so a handler that never finishes, or an answer lost on the
+    /// way, is only bounded by a timeout).
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// Whether calls to an agent whose process is gone ([inactive](crate::MailboxStatus::Inactive))
     /// wait in its queue for a restart (`true`) or fail at once with
     /// [`Error::Inactive`] (`false`, the default).
@@ -339,14 +352,15 @@ impl<B: Behavior> RemoteHandle<B> {
     /// Compiles only if `B` handles `M`. An `M` whose result is
     /// `Result<T, E>` gives the agent's `Err(e)` back, typed. Dropping the
     /// returned future (or the call failing with `Unresponsive`) sends the
-    /// agent a cancel: the action stops if it has not finished.
+    /// agent a cancel: the action stops if it has not finished. The
+    /// handle's [`with_timeout`](Self::with_timeout), if set, bounds it.
     pub async fn action<M>(&self, message: M) -> Result<M::Result, Error>
     where
         B: Handles<M>,
         M: Message + Send + Serialize + DeserializeOwned + 'static,
         M::Result: Send + Serialize + DeserializeOwned,
     {
-        self.action_within(message, None).await
+        self.action_within(message, self.timeout).await
     }
 
     /// [`action`](Self::action), failing with [`Error::Timeout`] after
