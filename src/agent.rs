@@ -328,9 +328,9 @@ impl<B: Behavior> Runtime<B> {
         match self.shutdown {
             Some(Ending::Shutdown(_)) => return self.refuse(&envelope),
             // Never started: it goes back for a restarted agent.
-            Some(Ending::Failed) => return self.requeue(envelope),
+            Some(Ending::Failed) => return self.requeue(vec![envelope]),
             None if !self.behavior.connected() => {
-                self.requeue(envelope);
+                self.waiting.push_front(envelope);
                 return self.fail(ctx);
             }
             None => {}
@@ -428,9 +428,9 @@ impl<B: Behavior> Runtime<B> {
         if self.shutdown.is_none() {
             warn!(agent = %self.context.id(), "the behavior stopped on its own");
             self.shutdown = Some(Ending::Failed);
-            for request in std::mem::take(&mut self.waiting) {
-                self.requeue(request);
-            }
+            // Never started: back to the queue, in order, for a restart.
+            let unstarted: Vec<Envelope> = std::mem::take(&mut self.waiting).into();
+            self.requeue(unstarted);
             self.abandon_in_flight(ctx, "the behavior stopped while running it");
             self.close_mailbox(ctx);
         }
@@ -438,11 +438,14 @@ impl<B: Behavior> Runtime<B> {
     }
 
     /// Returns a request that was never started to the front of the queue.
-    fn requeue(&self, request: Envelope) {
+    fn requeue(&self, requests: Vec<Envelope>) {
+        if requests.is_empty() {
+            return;
+        }
         let (exchange, id) = (self.context.exchange().clone(), self.context.id().clone());
         tokio::spawn(async move {
-            if let Err(e) = exchange.push_front(&id, vec![request]).await {
-                warn!(agent = %id, "could not return an unstarted request to the queue: {e}");
+            if let Err(e) = exchange.push_front(&id, requests).await {
+                warn!(agent = %id, "could not return unstarted requests to the queue: {e}");
             }
         });
     }
@@ -450,7 +453,7 @@ impl<B: Behavior> Runtime<B> {
     /// Sends a reply in the background; it must not die with this actor,
     /// and the exchange's `close` waits for it.
     fn reply(&self, envelope: Envelope) {
-        self.context.exchange().post(envelope);
+        self.context.exchange().post(envelope, crate::exchange::WhenInactive::Fail);
     }
 
     fn begin_shutdown(&mut self, request: Envelope, terminate: bool, ctx: &mut Context<Self>) {

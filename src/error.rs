@@ -19,6 +19,10 @@ pub enum Error {
     /// message was not queued. It may come back under the same id.
     #[error("{0} is inactive: its process is gone")]
     Inactive(EntityId),
+    /// The mailbox is open elsewhere: in another live process, or (for
+    /// longer than it takes to close) in this one.
+    #[error("the mailbox of {0} is open elsewhere")]
+    MailboxInUse(EntityId),
     /// An id that does not parse, or an agent id that names a client.
     #[error(transparent)]
     Id(#[from] crate::identifier::IdError),

@@ -449,7 +449,13 @@ impl<B: Behavior> RemoteHandle<B> {
         let tag = envelope.tag;
         let (tx, rx) = oneshot::channel();
         lock(&state.pending).insert(tag, tx);
-        let mut pending = Pending { handle: self.shared.as_ref(), agent: self.agent.entity(), tag, cancel: false };
+        let mut pending = Pending {
+            handle: self.shared.as_ref(),
+            agent: self.agent.entity(),
+            tag,
+            cancel: false,
+            when_inactive: self.when_inactive,
+        };
         endpoint.exchange.send_with(envelope, self.when_inactive).await?;
         // From here, a call that ends without its answer cancels the action.
         pending.cancel = is_action;
@@ -517,6 +523,8 @@ struct Pending<'a> {
     agent: &'a EntityId,
     tag: Uuid,
     cancel: bool,
+    /// A cancel follows its request into an inactive agent's queue.
+    when_inactive: WhenInactive,
 }
 
 impl Drop for Pending<'_> {
@@ -528,7 +536,7 @@ impl Drop for Pending<'_> {
             let mut cancel =
                 Envelope::new(endpoint.me.clone(), self.agent.clone(), Body::CancelRequest { target: self.tag });
             cancel.label = Some(state.label);
-            endpoint.exchange.post(cancel);
+            endpoint.exchange.post(cancel, self.when_inactive);
         }
     }
 }

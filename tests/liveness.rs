@@ -571,3 +571,23 @@ async fn shutdown_without_terminate_refuses_what_it_holds_and_keeps_the_mailbox_
     assert_eq!(exchange.status(&id).await.unwrap(), MailboxStatus::Terminated);
     exchange.close().await;
 }
+
+#[actix::test]
+async fn a_mailbox_open_in_another_live_process_is_not_opened_twice() {
+    let redis = RedisServer::start();
+    let first = exchange(&redis.url(), "twice-open", false).await;
+    let second = exchange(&redis.url(), "twice-open", false).await;
+    let me = first.register_client(None).await.unwrap();
+    let id: EntityId = first.register_client(None).await.unwrap().into();
+    let mailbox = first.get_mailbox(&id).await.unwrap();
+    // Two consumers of one queue would split it and confuse what each took.
+    assert!(matches!(second.get_mailbox(&id).await, Err(Error::MailboxInUse(_))));
+    first.send(Envelope::new(me.clone().into(), id.clone(), Body::PingRequest)).await.unwrap();
+    mailbox.close().await.unwrap();
+    // Closed there (what it held handed back), it opens here with the message.
+    let mut mailbox = second.get_mailbox(&id).await.unwrap();
+    assert_eq!(mailbox.recv(Some(Duration::from_secs(10))).await.unwrap().body, Body::PingRequest);
+    mailbox.close().await.unwrap();
+    first.close().await;
+    second.close().await;
+}

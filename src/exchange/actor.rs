@@ -18,7 +18,7 @@ const PRELUDE: &str = r"
 local ns, expiry = ARGV[1], tonumber(ARGV[2])
 local function key(kind, id) return ns .. ':' .. kind .. ':' .. id end
 local function alive(owner) return redis.call('EXISTS', ns .. ':alive:' .. owner) == 1 end
-local kept = {'status', 'behavior', 'queue', 'taken', 'owner'}
+local kept = {'status', 'behavior', 'queue', 'taken', 'owner', 'taker'}
 -- The state of `id`: missing, terminated, inactive (its process is gone),
 -- listening or offline; with its owner and address. The first look at an
 -- inactive entity sets its keys to expire and deletes its stale address.
@@ -113,10 +113,11 @@ if status == 'INACTIVE' then return 1 end
 redis.call('SET', key('status', id), 'INACTIVE', 'PX', expiry)
 local lineage = redis.call('GET', key('behavior', id))
 if lineage then index(id, lineage, 'SREM') end
-restore(id)
+-- What is left is delivered to an open mailbox as it ends, or expires.
 redis.call('PEXPIRE', key('queue', id), expiry)
+redis.call('PEXPIRE', key('taken', id), expiry)
 local owner = redis.call('GET', key('owner', id))
-redis.call('DEL', key('behavior', id), key('address', id), key('owner', id))
+redis.call('DEL', key('behavior', id), key('address', id), key('owner', id), key('taker', id))
 ring(owner, id)
 return 1
 ",
@@ -124,11 +125,15 @@ return 1
 });
 
 /// Puts entries back at the front of a queue (ARGV[4..], last first),
-/// ringing the owner's watcher if the queue was empty. ARGV: id, entries.
+/// ringing the owner's watcher if the queue was empty; not for an entity
+/// that is gone (-1) or terminated (-2). ARGV: id, entries.
 pub(crate) static PUSH_FRONT: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
         r"
 local id = ARGV[3]
+local status = redis.call('GET', key('status', id))
+if not status then return -1 end
+if status == 'INACTIVE' then return -2 end
 local len = redis.call('LPUSH', key('queue', id), unpack(ARGV, 4))
 if len == #ARGV - 3 then ring(redis.call('GET', key('owner', id)), id) end
 return len
@@ -215,34 +220,64 @@ return 0
 });
 
 /// Opens a mailbox: this process owns the entity, its keys stop expiring,
-/// its address (if any) is published, and what a crashed process popped
-/// goes back to the queue. Missing -> -1, terminated -> -2, else the queue's
-/// length. ARGV: id, token, address ('' for none).
+/// its address (if any) is published, and what an earlier opening popped
+/// (and did not hand back: it crashed) goes back to the queue. The opening
+/// is recorded in `ns:taker:<id>` (process token, opening id, entries of the
+/// taken list acknowledged so far). Missing -> -1, terminated -> -2, open in
+/// another live process -> -4, else the queue's length.
+/// ARGV: id, token, address ('' for none), opening.
 pub(crate) static OPEN: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
         r"
-local id, token, address = ARGV[3], ARGV[4], ARGV[5]
+local id, token, address, opening = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local s = state(id)
 if s == 'missing' then return -1 end
 if s == 'terminated' then return -2 end
+local taker = redis.call('HGET', key('taker', id), 'token')
+if taker and taker ~= token and alive(taker) then return -4 end
 redis.call('SET', key('owner', id), token)
-persist(id)
 if address ~= '' then redis.call('SET', key('address', id), address) else redis.call('DEL', key('address', id)) end
 restore(id)
+redis.call('DEL', key('taker', id))
+redis.call('HSET', key('taker', id), 'token', token, 'opening', opening, 'trimmed', 0)
+persist(id)
 return redis.call('LLEN', key('queue', id))
+",
+    )
+});
+
+/// Acknowledges the taken list of an opening up to entry ARGV[5] (counted
+/// from its start), idempotently: a retried acknowledgement trims nothing
+/// twice. -1 if the opening is no longer recorded (Redis lost it, or the
+/// mailbox was opened again). ARGV: id, opening, count.
+pub(crate) static ACK: LazyLock<Script> = LazyLock::new(|| {
+    entity_script(
+        r"
+local id, opening, upto = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local taker = key('taker', id)
+if redis.call('HGET', taker, 'opening') ~= opening then return -1 end
+local trimmed = tonumber(redis.call('HGET', taker, 'trimmed'))
+if upto > trimmed then
+  redis.call('LTRIM', key('taken', id), upto - trimmed, -1)
+  redis.call('HSET', taker, 'trimmed', upto)
+end
+return upto
 ",
     )
 });
 
 /// Closes a mailbox: its address goes (if it is still this one's), and
 /// what it popped but did not hand out goes back to the queue (if this
-/// process still owns it). ARGV: id, token, address.
+/// opening is still the recorded one). ARGV: id, opening, address.
 pub(crate) static CLOSE: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
         r"
-local id, token, address = ARGV[3], ARGV[4], ARGV[5]
+local id, opening, address = ARGV[3], ARGV[4], ARGV[5]
 if address ~= '' and redis.call('GET', key('address', id)) == address then redis.call('DEL', key('address', id)) end
-if redis.call('GET', key('owner', id)) == token then restore(id) end
+if redis.call('HGET', key('taker', id), 'opening') == opening then
+  restore(id)
+  redis.call('DEL', key('taker', id))
+end
 return 1
 ",
     )
@@ -250,8 +285,10 @@ return 1
 
 /// Writes an entity's registration again after Redis lost it, without
 /// undoing anything newer: terminated -> 0; served by another live process
-/// -> 2; else re-written, owned by this process -> 1.
-/// ARGV: id, token, lineage, address ('' for none).
+/// -> 2; else re-written, owned by this process -> 1. For an open mailbox,
+/// its opening is recorded again, with the entries it took before the loss
+/// counted as acknowledged. ARGV: id, token, lineage, address ('' for
+/// none), opening ('' for none), entries taken so far.
 pub(crate) static REASSERT: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
         r"
@@ -267,6 +304,10 @@ if lineage ~= '' and not redis.call('GET', key('behavior', id)) then
 end
 redis.call('SET', key('owner', id), token)
 if address ~= '' then redis.call('SET', key('address', id), address) end
+if ARGV[7] ~= '' and redis.call('HGET', key('taker', id), 'opening') ~= ARGV[7] then
+  redis.call('DEL', key('taker', id))
+  redis.call('HSET', key('taker', id), 'token', token, 'opening', ARGV[7], 'trimmed', ARGV[8])
+end
 persist(id)
 return 1
 ",

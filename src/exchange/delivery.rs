@@ -78,9 +78,14 @@ impl Delivery {
 /// lost (never run) on a crash.
 const CLAIM_AHEAD: u64 = 128;
 
+/// How long closing a mailbox waits for its last acknowledgements (Redis
+/// may be down); what is not acknowledged is delivered again.
+const FINISH_WAIT: Duration = Duration::from_secs(5);
+
 /// The acknowledgements of one mailbox opening's taken list: how many of its
 /// entries (oldest first, the order they are delivered in) the consumer has
-/// taken, written to Redis by a background task in coalesced `LTRIM`s.
+/// taken, written to Redis by a background task in coalesced, idempotent
+/// trims ([`ACK`](super::actor::ACK)).
 #[derive(Debug)]
 pub(crate) struct TakenAcks {
     /// Entries handed to the mailbox, in order.
@@ -100,9 +105,16 @@ pub(crate) struct TakenAcks {
 }
 
 impl TakenAcks {
-    /// Starts the writer for `id`'s taken list.
-    pub(crate) fn start(exchange: HybridExchange, id: EntityId) -> Arc<Self> {
-        let acks = Arc::new(Self {
+    /// Starts the writer for the taken list of `id`'s opening `opening`.
+    pub(crate) fn start(exchange: HybridExchange, id: EntityId, opening: uuid::Uuid) -> Arc<Self> {
+        let acks = Self::detached();
+        tokio::spawn(write(acks.clone(), exchange, id, opening));
+        acks
+    }
+
+    /// Acknowledgements with no writer (nothing is taken through them).
+    pub(crate) fn detached() -> Arc<Self> {
+        Arc::new(Self {
             delivered: AtomicU64::new(0),
             taken: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
@@ -110,9 +122,7 @@ impl TakenAcks {
             written: watch::Sender::new(Some(0)),
             notify: Notify::new(),
             closed: AtomicBool::new(false),
-        });
-        tokio::spawn(write(acks.clone(), exchange, id));
-        acks
+        })
     }
 
     /// Counts one more entry handed to the mailbox; returns its position.
@@ -120,10 +130,20 @@ impl TakenAcks {
         self.delivered.fetch_add(1, Ordering::AcqRel) + 1
     }
 
+    /// Entries handed to the mailbox so far.
+    pub(crate) fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Acquire)
+    }
+
     /// An undecodable entry: deleted from the taken list, never counted.
     pub(crate) fn discard(&self, entry: Vec<u8>) {
         self.discards.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
         self.notify.notify_one();
+    }
+
+    /// Discards not yet done go back in front of any added meanwhile.
+    fn put_back(&self, discards: Vec<Vec<u8>>) {
+        self.discards.lock().unwrap_or_else(|e| e.into_inner()).splice(0..0, discards);
     }
 
     /// Counts one more entry taken by the consumer; returns how many are.
@@ -133,9 +153,12 @@ impl TakenAcks {
         n
     }
 
-    /// How many entries are acknowledged in Redis (taken or claimed).
+    /// How many entries are acknowledged in Redis (taken or claimed); once
+    /// the writer gave up, every entry it was asked to acknowledge counts
+    /// (it may have been written).
     pub(crate) fn written(&self) -> u64 {
-        self.written.borrow().unwrap_or(0)
+        let asked = self.taken.load(Ordering::Acquire).max(self.claimed.load(Ordering::Acquire));
+        self.written.borrow().unwrap_or(asked)
     }
 
     /// Waits until the first `n` entries are acknowledged in Redis, claiming
@@ -153,30 +176,40 @@ impl TakenAcks {
         matches!(rx.wait_for(|w| w.is_none_or(|w| w >= n)).await.map(|w| *w), Ok(Some(_)))
     }
 
-    /// Writes the last acknowledgements and ends the writer.
+    /// Writes the last acknowledgements (waiting at most [`FINISH_WAIT`])
+    /// and ends the writer.
     pub(crate) async fn finish(self: Arc<Self>) {
         self.closed.store(true, Ordering::Release);
         self.notify.notify_one();
         let n = self.taken.load(Ordering::Acquire).max(self.claimed.load(Ordering::Acquire));
-        self.durable(n).await;
+        let _ = tokio::time::timeout(FINISH_WAIT, self.durable(n)).await;
     }
 }
 
-async fn write(acks: Arc<TakenAcks>, exchange: HybridExchange, id: EntityId) {
+async fn write(acks: Arc<TakenAcks>, exchange: HybridExchange, id: EntityId, opening: uuid::Uuid) {
     let mut backoff = Duration::from_millis(50);
     loop {
         let closed = acks.closed.load(Ordering::Acquire);
         // Discards first: they were delivered before whatever is taken next.
         let discards = std::mem::take(&mut *acks.discards.lock().unwrap_or_else(|e| e.into_inner()));
-        for entry in discards {
-            if let Err(e) = exchange.discard_taken(&id, entry).await {
-                warn!(mailbox = %id, "could not delete an undecodable entry from the taken list: {e}");
+        if let Some(entry) = discards.first() {
+            if let Err(e) = exchange.discard_taken(&id, entry.clone()).await {
+                warn!(mailbox = %id, "could not delete an undecodable entry from the taken list, retrying: {e}");
+                acks.put_back(discards);
+                if matches!(e, Error::ExchangeClosed) {
+                    break;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
             }
+            acks.put_back(discards.into_iter().skip(1).collect());
+            continue;
         }
         let taken = acks.taken.load(Ordering::Acquire).max(acks.claimed.load(Ordering::Acquire));
         let written = acks.written.borrow().unwrap_or(taken);
         if taken > written {
-            match exchange.acknowledge_taken(&id, taken - written).await {
+            match exchange.acknowledge_taken(&id, opening, taken).await {
                 Ok(()) => {
                     acks.written.send_replace(Some(taken));
                     backoff = Duration::from_millis(50);

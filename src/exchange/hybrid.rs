@@ -18,13 +18,13 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use super::actor::{
-    self, Call, ExchangeActor, Lease, Request, CLOSE, DISCOVER, DISOWNED, OPEN, PUSH_FRONT, REASSERT, REGISTER, STATUS,
-    TERMINATE,
+    self, Call, ExchangeActor, Lease, Request, ACK, CLOSE, DISCOVER, DISOWNED, OPEN, PUSH_FRONT, REASSERT, REGISTER,
+    STATUS, TERMINATE,
 };
 use super::keys::Keys;
 use super::link::{enqueue, refused_recently, Enqueued, Link, LinkEnv, Links};
 use super::watcher::Watcher;
-use super::{Exchange, MailboxStatus, WhenInactive};
+use super::{Exchange, MailboxStatus, TakenAcks, WhenInactive};
 use crate::error::Error;
 use crate::identifier::{base32_to_uuid, uuid_to_base32, EntityId, Role};
 use crate::message::{Body, Envelope, Parts, RemoteError, RemoteErrorKind, Stamp};
@@ -261,8 +261,8 @@ struct Inner {
     /// Entities registered through this exchange that it still owns (no
     /// other process opened their mailbox, nobody terminated them).
     owned: Mutex<HashMap<Uuid, (EntityId, Vec<String>)>>,
-    /// This exchange's open mailboxes, with their addresses ('' for none).
-    serving: Mutex<HashMap<Uuid, String>>,
+    /// This exchange's open mailboxes.
+    serving: Mutex<HashMap<Uuid, Serving>>,
     /// Link tasks.
     tasks: TaskTracker,
     /// Work done in the background (an agent's replies, a dropped mailbox
@@ -270,6 +270,20 @@ struct Inner {
     background: TaskTracker,
     closed: AtomicBool,
 }
+
+/// One open mailbox of this exchange.
+#[derive(Clone, Debug)]
+struct Serving {
+    /// Its published address ('' for none).
+    address: String,
+    /// Names this opening in Redis (`ns:taker:<id>`).
+    opening: Uuid,
+    acks: Arc<TakenAcks>,
+}
+
+/// How long opening a mailbox waits for an earlier opening of it in this
+/// process to finish closing.
+const REOPEN_WAIT: Duration = Duration::from_secs(10);
 
 /// The hybrid exchange (Redis + peer-to-peer TCP); clones share one Redis
 /// connection and one set of peer links. Used through [`Exchange`].
@@ -358,11 +372,16 @@ impl HybridExchange {
         for uid in serving.keys() {
             entities.entry(*uid).or_insert_with(|| (uuid_to_base32(*uid), String::new()));
         }
+        let none = Serving { address: String::new(), opening: Uuid::nil(), acks: TakenAcks::detached() };
         self.call::<()>(Request::Cmd(self.inner.lease.renewal())).await?;
         // One script per entity, all in flight at once on the one connection.
         let scripts = entities.into_iter().map(|(uid, (base32, lineage))| {
             let mut script = self.entity(&REASSERT, &base32);
-            script.arg(&self.inner.token).arg(lineage).arg(serving.get(&uid).map_or("", String::as_str));
+            let open = serving.get(&uid).unwrap_or(&none);
+            let opening = if open.opening.is_nil() { String::new() } else { open.opening.to_string() };
+            // What the mailbox took before Redis lost its taken list counts
+            // as acknowledged.
+            script.arg(&self.inner.token).arg(lineage).arg(&open.address).arg(opening).arg(open.acks.delivered());
             async move { self.call::<i64>(Request::Script(script)).await.map(|kept| (uid, kept)) }
         });
         let results = futures::future::try_join_all(scripts).await?;
@@ -406,7 +425,6 @@ impl HybridExchange {
     /// Forgets an entity terminated elsewhere: it is not re-registered.
     pub(crate) fn disown(&self, id: &EntityId) {
         lock(&self.inner.owned).remove(&id.uid());
-        lock(&self.inner.serving).remove(&id.uid());
     }
 
     pub(crate) async fn terminate(&self, id: &EntityId) -> Result<(), Error> {
@@ -446,28 +464,51 @@ impl HybridExchange {
     }
 
     /// Opens `id`'s mailbox in Redis: this process owns it and (with an
-    /// address) listens for it; entries a crashed process popped are back in
-    /// the queue. Returns whether the queue holds anything.
-    pub(crate) async fn open_mailbox(&self, id: &EntityId, address: Option<&str>) -> Result<bool, Error> {
+    /// address) listens for it; entries an earlier opening popped and did
+    /// not hand back (it crashed) are back in the queue. An earlier opening
+    /// in this process is first given [`REOPEN_WAIT`] to finish closing; one
+    /// in another live process makes it [`Error::MailboxInUse`]. Returns the
+    /// opening's id and its acknowledgements.
+    pub(crate) async fn open_mailbox(
+        &self,
+        id: &EntityId,
+        address: Option<&str>,
+    ) -> Result<(Uuid, Arc<TakenAcks>), Error> {
+        let waited = tokio::time::Instant::now();
+        while lock(&self.inner.serving).contains_key(&id.uid()) {
+            if waited.elapsed() > REOPEN_WAIT {
+                return Err(Error::MailboxInUse(id.clone()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let opening = Uuid::new_v4();
         let mut script = self.entity(&OPEN, &id.base32());
-        script.arg(&self.inner.token).arg(address.unwrap_or(""));
+        script.arg(&self.inner.token).arg(address.unwrap_or("")).arg(opening.to_string());
         match self.call::<i64>(Request::Script(script)).await? {
             -1 => Err(Error::BadEntityId(id.clone())),
             -2 => Err(Error::MailboxClosed(id.clone())),
-            queued => {
-                lock(&self.inner.serving).insert(id.uid(), address.unwrap_or("").to_owned());
-                Ok(queued > 0)
+            -4 => Err(Error::MailboxInUse(id.clone())),
+            _ => {
+                let acks = TakenAcks::start(self.clone(), id.clone(), opening);
+                let serving = Serving { address: address.unwrap_or("").to_owned(), opening, acks: acks.clone() };
+                lock(&self.inner.serving).insert(id.uid(), serving);
+                Ok((opening, acks))
             }
         }
     }
 
-    /// Closes `id`'s mailbox in Redis: its address goes, and what it popped
-    /// but did not hand out goes back to the front of the queue.
-    pub(crate) async fn close_mailbox(&self, id: &EntityId, address: Option<&str>) -> Result<(), Error> {
-        lock(&self.inner.serving).remove(&id.uid());
+    /// Closes an opening of `id`'s mailbox in Redis: its address goes, and
+    /// what it popped but did not hand out goes back to the front of the
+    /// queue.
+    pub(crate) async fn close_mailbox(&self, id: &EntityId, opening: Uuid, address: Option<&str>) -> Result<(), Error> {
         let mut script = self.entity(&CLOSE, &id.base32());
-        script.arg(&self.inner.token).arg(address.unwrap_or(""));
-        self.call::<i64>(Request::Script(script)).await.map(drop)
+        script.arg(opening.to_string()).arg(address.unwrap_or(""));
+        let closed = self.call::<i64>(Request::Script(script)).await.map(drop);
+        let mut serving = lock(&self.inner.serving);
+        if serving.get(&id.uid()).is_some_and(|s| s.opening == opening) {
+            serving.remove(&id.uid());
+        }
+        closed
     }
 
     /// Returns messages that were taken but never started to the front of
@@ -490,13 +531,16 @@ impl HybridExchange {
         self.cmd::<i64>(&mut cmd).await.map(drop)
     }
 
-    /// Acknowledges the first `count` entries of `id`'s taken list: its
+    /// Acknowledges the first `upto` entries an opening of `id` took: its
     /// consumer has them, so a crash from now on does not re-deliver them.
-    pub(crate) async fn acknowledge_taken(&self, id: &EntityId, count: u64) -> Result<(), Error> {
-        // LTRIM, not LPOP: the entries are not sent back.
-        let mut cmd = redis::cmd("LTRIM");
-        cmd.arg(self.keys().taken(id.uid())).arg(count).arg(-1);
-        self.cmd::<()>(&mut cmd).await
+    /// Idempotent (a retry trims nothing twice).
+    pub(crate) async fn acknowledge_taken(&self, id: &EntityId, opening: Uuid, upto: u64) -> Result<(), Error> {
+        let mut script = self.entity(&ACK, &id.base32());
+        script.arg(opening.to_string()).arg(upto);
+        match self.call::<i64>(Request::Script(script)).await? {
+            -1 => Err(Error::UnexpectedReply(format!("the opening of {id} is not recorded in Redis"))),
+            _ => Ok(()),
+        }
     }
 
     /// Sends a message to `envelope.dest`.
@@ -591,7 +635,7 @@ impl HybridExchange {
     }
 
     /// Sends in the background; [`close`](Self::close) waits for it.
-    pub(crate) fn post(&self, mut envelope: Envelope) {
+    pub(crate) fn post(&self, mut envelope: Envelope, when_inactive: WhenInactive) {
         let mut frame = self.encode(&envelope);
         // A result too large to send still answers its caller, with an error.
         if let (Err(e @ Error::TooLarge { .. }), Body::ActionResponse { action, .. }) = (&frame, &envelope.body) {
@@ -605,7 +649,7 @@ impl HybridExchange {
             let dest = envelope.dest;
             let sent = match frame {
                 Ok(frame) if !exchange.inner.closed.load(Ordering::Acquire) => {
-                    exchange.route(dest.clone(), frame, WhenInactive::Fail).await
+                    exchange.route(dest.clone(), frame, when_inactive).await
                 }
                 Ok(_) => Err(Error::ExchangeClosed),
                 Err(e) => Err(e),

@@ -211,14 +211,14 @@ impl Exchange {
 
     /// Sends in the background, logging a failure; [`close`](Self::close)
     /// waits for such sends (an agent's replies go out this way).
-    pub(crate) fn post(&self, envelope: Envelope) {
+    pub(crate) fn post(&self, envelope: Envelope, when_inactive: WhenInactive) {
         match &self.0 {
-            Kind::Hybrid(backend) => backend.post(envelope),
+            Kind::Hybrid(backend) => backend.post(envelope, when_inactive),
             Kind::Local(backend) => {
                 let backend = backend.clone();
                 tokio::spawn(async move {
                     let dest = envelope.dest.clone();
-                    if let Err(e) = backend.send(envelope, WhenInactive::Fail).await {
+                    if let Err(e) = backend.send(envelope, when_inactive).await {
                         tracing::warn!(%dest, "could not deliver a message sent in the background: {e}");
                     }
                 });

@@ -48,6 +48,8 @@ pub(crate) const BATCH: usize = 512;
 const BATCH_BYTES: usize = 8 << 20;
 /// Rings of the doorbell read with one take.
 const RINGS: usize = 1024;
+/// Entries a terminated mailbox is handed at the end, at most.
+const LAST: usize = 10_000;
 /// Batches a mailbox's stream holds.
 const STREAM_CAPACITY: usize = 4;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -150,9 +152,12 @@ impl Watcher {
     /// busy, through an empty ring of the doorbell when it blocks in Redis.
     fn rearm(&self) {
         let _ = self.commands.send(Command::Rearm);
-        let mut cmd = redis::cmd("RPUSH");
-        cmd.arg(&*self.bell).arg("");
-        self.actor.do_send(Call::<()>::new(Request::Cmd(cmd)));
+        // With an expiry, so one that lands after the exchange closed (and
+        // deleted its bell) does not stay.
+        let mut pipe = redis::pipe();
+        pipe.cmd("RPUSH").arg(&*self.bell).arg("").ignore();
+        pipe.cmd("PEXPIRE").arg(&*self.bell).arg(60_000).ignore();
+        self.actor.do_send(Call::<()>::new(Request::Pipeline(pipe)));
     }
 }
 
@@ -380,15 +385,35 @@ impl Task {
         let mut replies = replies.into_iter();
         let rings: Option<Vec<String>> = parse(replies.next())?;
         let status: Option<String> = parse(replies.next())?;
-        let entries: Vec<Vec<u8>> = replies.filter_map(|v| redis::from_redis_value(v).ok()).collect();
+        // An LMOVE from an empty queue answers nil (not an empty entry).
+        let entries: Vec<Vec<u8>> =
+            replies.filter(|v| !matches!(v, redis::Value::Nil)).map(|v| parse(Some(v))).collect::<Result<_, _>>()?;
         for ring in rings.unwrap_or_default() {
             self.rung(&ring);
         }
+        let mut entries = entries;
         let terminated = status.as_deref() == Some("INACTIVE");
         if terminated {
-            // Its last entries are delivered now; nothing is kept for it.
+            // Terminated: what is left (up to LAST entries; the rest expires
+            // with the queue) is delivered now, to be refused; nothing is
+            // kept for it.
             let conn = self.connection().await?;
-            redis::cmd("DEL").arg(&taken).query_async::<()>(conn).await?;
+            let (rest,): (Vec<Vec<u8>>,) = redis::pipe()
+                .cmd("LRANGE")
+                .arg(&queue)
+                .arg(0)
+                .arg(LAST - 1)
+                .cmd("LTRIM")
+                .arg(&queue)
+                .arg(LAST)
+                .arg(-1)
+                .ignore()
+                .cmd("DEL")
+                .arg(&taken)
+                .ignore()
+                .query_async(conn)
+                .await?;
+            entries.extend(rest);
         }
         let Some(registration) = self.queues.get_mut(&uid) else {
             // Closed meanwhile: what was taken waits in its taken list,

@@ -80,6 +80,8 @@ pub struct Mailbox {
 /// A request waiting for its acknowledgement in Redis.
 struct Claim {
     envelope: Envelope,
+    /// Its place in the taken list.
+    position: u64,
     acknowledged: futures::future::BoxFuture<'static, bool>,
 }
 
@@ -92,7 +94,7 @@ impl std::fmt::Debug for Claim {
 /// Who feeds the FIFO, and so who must be told when the mailbox closes.
 #[derive(Clone, Debug)]
 enum Backend {
-    Hybrid(Addr<MailboxActor>, HybridExchange, Arc<TakenAcks>),
+    Hybrid(Addr<MailboxActor>, HybridExchange, uuid::Uuid, Arc<TakenAcks>),
     Local(LocalExchange),
 }
 
@@ -109,8 +111,7 @@ impl Mailbox {
             }
             false => (None, None),
         };
-        exchange.open_mailbox(&id, address.map(|a| a.to_string()).as_deref()).await?;
-        let acks = TakenAcks::start(exchange.clone(), id.clone());
+        let (opening, acks) = exchange.open_mailbox(&id, address.map(|a| a.to_string()).as_deref()).await?;
         let (tx, rx) = mpsc::channel(config.mailbox_capacity);
         let actor = MailboxActor {
             id: id.clone(),
@@ -131,7 +132,7 @@ impl Mailbox {
         }
         .start();
         debug!(mailbox = %id, ?address, "mailbox open");
-        let backend = Backend::Hybrid(actor, exchange, acks);
+        let backend = Backend::Hybrid(actor, exchange, opening, acks);
         Ok(Self { id, address, rx: Some(rx), backend, seen: Seen::default(), claim: None })
     }
 
@@ -199,7 +200,7 @@ impl Mailbox {
         }
         match taken {
             Taken::After(acks, n) if matches!(envelope.body, Body::ActionRequest { .. }) => {
-                self.claim = Some(Claim { envelope, acknowledged: Box::pin(acks.acknowledged(n)) });
+                self.claim = Some(Claim { envelope, position: n, acknowledged: Box::pin(acks.acknowledged(n)) });
                 None
             }
             _ => Some(envelope),
@@ -211,7 +212,10 @@ impl Mailbox {
     /// received but not yet taken go back to Redis (or to their sender).
     pub async fn close(mut self) -> Result<(), Error> {
         match self.rx.take() {
-            Some(rx) => shutdown(self.backend.clone(), rx, self.id.clone(), self.address).await,
+            Some(rx) => {
+                let claim = self.claim.take().map(|c| (c.position, c.envelope));
+                shutdown(self.backend.clone(), rx, self.id.clone(), self.address, claim).await
+            }
             None => Ok(()),
         }
     }
@@ -233,7 +237,8 @@ impl futures::Stream for Mailbox {
 impl Drop for Mailbox {
     fn drop(&mut self) {
         let Some(rx) = self.rx.take() else { return };
-        let task = shutdown(self.backend.clone(), rx, self.id.clone(), self.address);
+        let claim = self.claim.take().map(|c| (c.position, c.envelope));
+        let task = shutdown(self.backend.clone(), rx, self.id.clone(), self.address, claim);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let task = async move {
@@ -243,7 +248,7 @@ impl Drop for Mailbox {
                 };
                 // The exchange's close waits for a hybrid mailbox's hand-back.
                 match &self.backend {
-                    Backend::Hybrid(_, exchange, _) => exchange.track(task),
+                    Backend::Hybrid(_, exchange, ..) => exchange.track(task),
                     Backend::Local(_) => drop(runtime.spawn(task)),
                 }
             }
@@ -265,23 +270,27 @@ async fn shutdown(
     mut rx: mpsc::Receiver<Delivery>,
     id: EntityId,
     address: Option<SocketAddr>,
+    claim: Option<(u64, Envelope)>,
 ) -> Result<(), Error> {
     match backend {
-        Backend::Hybrid(actor, exchange, acks) => {
+        Backend::Hybrid(actor, exchange, opening, acks) => {
             actor.do_send(Close);
-            let mut left = Vec::new();
+            // A request acknowledged but not handed out comes first.
+            let mut left: Vec<(u64, Envelope)> = claim.into_iter().collect();
             while let Some(delivery) = rx.recv().await {
                 if let Origin::Redis(_, position) = delivery.origin {
                     left.push((position, delivery.envelope));
                 }
             }
             acks.clone().finish().await;
-            exchange.close_mailbox(&id, address.map(|a| a.to_string()).as_deref()).await?;
-            // Claimed ahead (acknowledged) but never taken: back in front.
+            // Acknowledged (claimed ahead) but never taken: back in front,
+            // before what the taken list still holds goes back.
             let written = acks.written();
             let claimed: Vec<Envelope> =
                 left.into_iter().filter(|(position, _)| *position <= written).map(|(_, envelope)| envelope).collect();
-            exchange.push_front(&id, &claimed).await
+            let closed = exchange.close_mailbox(&id, opening, address.map(|a| a.to_string()).as_deref()).await;
+            exchange.push_front(&id, &claimed).await?;
+            closed
         }
         Backend::Local(exchange) => {
             rx.close();
