@@ -2,6 +2,7 @@
 //! [`Body`]). The same bytes travel in a TCP frame or sit in a Redis list:
 //!
 //! ```text
+//! [0xC2, opening (16)]?              re-sent after a failed connection to that opening
 //! [0xC1, stream (16), seq (8 BE)]?   the sender's stamp, if it has one
 //! head length (4 BE)
 //! MessagePack head                   version, tag, src, dest, label, deadline, body kind
@@ -237,9 +238,21 @@ impl Envelope {
         Ok(Parts { head: out.into(), payload })
     }
 
-    /// Parses a frame payload or queue entry (stamped or not); the body's
-    /// payload is a slice of `bytes`, not a copy.
-    pub(crate) fn decode_entry(bytes: Bytes) -> Result<(Self, Option<Stamp>), Error> {
+    /// Parses a frame payload or queue entry (marked re-sent or not, stamped
+    /// or not); the body's payload is a slice of `bytes`, not a copy.
+    pub(crate) fn decode_entry(bytes: Bytes) -> Result<Entry, Error> {
+        let (resent_to, bytes) = match bytes.first() {
+            Some(&RESENT) if bytes.len() >= 17 => {
+                (Some(Uuid::from_slice(&bytes[1..17]).expect("16 bytes")), bytes.slice(17..))
+            }
+            Some(&RESENT) => return Err(Error::Malformed("truncated re-sent mark")),
+            _ => (None, bytes),
+        };
+        let (envelope, stamp) = Self::decode_stamped(bytes)?;
+        Ok(Entry { envelope, stamp, resent_to })
+    }
+
+    fn decode_stamped(bytes: Bytes) -> Result<(Self, Option<Stamp>), Error> {
         match bytes.first() {
             Some(&STAMPED) if bytes.len() >= STAMP_LEN => {
                 let stream = Uuid::from_slice(&bytes[1..17]).expect("16 bytes");
@@ -332,6 +345,30 @@ impl Parts {
         out.into()
     }
 }
+
+/// A decoded frame payload or queue entry.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) envelope: Envelope,
+    /// The sender's stamp, if any.
+    pub(crate) stamp: Option<Stamp>,
+    /// For an entry re-sent after a connection failed without the mailbox
+    /// saying it was closing: the mailbox opening it was first sent to.
+    pub(crate) resent_to: Option<Uuid>,
+}
+
+/// Marks an encoded entry as re-sent after its connection to mailbox
+/// opening `opening` failed: that opening may have taken it.
+pub(crate) fn mark_resent(parts: &mut Parts, opening: Uuid) {
+    let mut head = Vec::with_capacity(17 + parts.head.len());
+    head.push(RESENT);
+    head.extend_from_slice(opening.as_bytes());
+    head.extend_from_slice(&parts.head);
+    parts.head = head.into();
+}
+
+/// Opens a re-sent entry (0xC2 is never the first byte of MessagePack).
+const RESENT: u8 = 0xC2;
 
 /// Opens a stamped entry (0xC1 is never the first byte of MessagePack, so
 /// no unstamped envelope starts with it).
@@ -426,8 +463,15 @@ mod tests {
         let env = sample(Body::ActionRequest { action: "add".into(), args: vec![5; 3000].into() });
         let stamp = (Uuid::new_v4(), 42);
         let stamped = env.encode_parts(Some(stamp)).unwrap().concat();
-        assert_eq!(Envelope::decode_entry(stamped).unwrap(), (env.clone(), Some(stamp)));
-        assert_eq!(Envelope::decode_entry(env.encode().unwrap()).unwrap(), (env, None));
+        let entry = Envelope::decode_entry(stamped).unwrap();
+        assert_eq!((entry.envelope, entry.stamp, entry.resent_to), (env.clone(), Some(stamp), None));
+        let mut parts = env.encode_parts(Some(stamp)).unwrap();
+        let opening = Uuid::new_v4();
+        mark_resent(&mut parts, opening);
+        let entry = Envelope::decode_entry(parts.concat()).unwrap();
+        assert_eq!((entry.envelope, entry.stamp, entry.resent_to), (env.clone(), Some(stamp), Some(opening)));
+        let entry = Envelope::decode_entry(env.encode().unwrap()).unwrap();
+        assert_eq!((entry.envelope, entry.stamp), (env, None));
         for bad in [&[STAMPED][..], &[STAMPED; 30], &[STAMPED, 1, 2, 3]] {
             assert!(Envelope::decode_entry(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
         }

@@ -17,8 +17,10 @@ use crate::error::Error;
 const PRELUDE: &str = r"
 local ns, expiry = ARGV[1], tonumber(ARGV[2])
 local function key(kind, id) return ns .. ':' .. kind .. ':' .. id end
+-- The taken list of one opening of `id`'s mailbox.
+local function taken(id, opening) return key('taken', id) .. ':' .. opening end
 local function alive(owner) return redis.call('EXISTS', ns .. ':alive:' .. owner) == 1 end
-local kept = {'status', 'behavior', 'queue', 'taken', 'owner', 'taker'}
+local kept = {'status', 'behavior', 'queue', 'owner', 'taker'}
 -- The state of `id`: missing, terminated, inactive (its process is gone),
 -- listening or offline; with its owner and address. The first look at an
 -- inactive entity sets its keys to expire and deletes its stale address.
@@ -30,6 +32,8 @@ local function state(id)
   if owner and not alive(owner) then
     if redis.call('PTTL', key('status', id)) == -1 then
       for _, kind in ipairs(kept) do redis.call('PEXPIRE', key(kind, id), expiry) end
+      local opening = redis.call('HGET', key('taker', id), 'opening')
+      if opening then redis.call('PEXPIRE', taken(id, opening), expiry) end
     end
     redis.call('DEL', key('address', id))
     return 'inactive', owner
@@ -49,10 +53,11 @@ local function ring(owner, id)
     redis.call('PEXPIRE', bell, expiry)
   end
 end
--- Entries popped but not taken go back to the front of the queue, in order.
-local function restore(id)
+-- Entries an opening popped but did not hand out go back to the front of
+-- the queue, in order.
+local function restore(id, opening)
   local moved = 0
-  while redis.call('LMOVE', key('taken', id), key('queue', id), 'RIGHT', 'LEFT') do moved = moved + 1 end
+  while redis.call('LMOVE', taken(id, opening), key('queue', id), 'RIGHT', 'LEFT') do moved = moved + 1 end
   return moved
 end
 -- After `n` entries were pushed onto `id`'s queue (now `len` long): an
@@ -82,7 +87,7 @@ pub(crate) static REGISTER: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
         r"
 local id, token, lineage = ARGV[3], ARGV[4], ARGV[5]
-if redis.call('GET', key('status', id)) == 'INACTIVE' then redis.call('DEL', key('queue', id), key('taken', id)) end
+if redis.call('GET', key('status', id)) == 'INACTIVE' then redis.call('DEL', key('queue', id)) end
 redis.call('SET', key('status', id), 'ACTIVE')
 if lineage ~= '' then
   redis.call('SET', key('behavior', id), lineage)
@@ -115,7 +120,8 @@ local lineage = redis.call('GET', key('behavior', id))
 if lineage then index(id, lineage, 'SREM') end
 -- What is left is delivered to an open mailbox as it ends, or expires.
 redis.call('PEXPIRE', key('queue', id), expiry)
-redis.call('PEXPIRE', key('taken', id), expiry)
+local opening = redis.call('HGET', key('taker', id), 'opening')
+if opening then redis.call('PEXPIRE', taken(id, opening), expiry) end
 local owner = redis.call('GET', key('owner', id))
 redis.call('DEL', key('behavior', id), key('address', id), key('owner', id), key('taker', id))
 ring(owner, id)
@@ -179,7 +185,7 @@ return found
 
 /// Routes or queues messages in one round trip: unknown -> -1, terminated
 /// -> -2, inactive -> -3 (unless ARGV[5] = 'queue'); with ARGV[4] = 'route'
-/// and a live address, that address; otherwise pushes ARGV[6..] (if any)
+/// and a live address, that address and the mailbox's opening; otherwise pushes ARGV[6..] (if any)
 /// onto the queue (ringing the owner's watcher if it was empty) and returns
 /// 1 if the mailbox listens, else 0. ARGV: id, mode, policy, entries...
 pub(crate) static SEND: LazyLock<Script> = LazyLock::new(|| {
@@ -190,7 +196,7 @@ local s, owner, address = state(id)
 if s == 'missing' then return -1 end
 if s == 'terminated' then return -2 end
 if s == 'inactive' and ARGV[5] ~= 'queue' then return -3 end
-if address and ARGV[4] == 'route' then return address end
+if address and ARGV[4] == 'route' then return {address, redis.call('HGET', key('taker', id), 'opening') or ''} end
 if n > 0 then pushed(id, s, owner, redis.call('RPUSH', key('queue', id), unpack(ARGV, 6)), n) end
 if address then return 1 end
 return 0
@@ -220,12 +226,12 @@ return 0
 });
 
 /// Opens a mailbox: this process owns the entity, its keys stop expiring,
-/// its address (if any) is published, and what an earlier opening popped
-/// (and did not hand back: it crashed) goes back to the queue. The opening
-/// is recorded in `ns:taker:<id>` (process token, opening id, entries of the
-/// taken list acknowledged so far). Missing -> -1, terminated -> -2, open in
-/// another live process -> -4, else the queue's length.
-/// ARGV: id, token, address ('' for none), opening.
+/// its address (if any) is published, and what the previous opening popped
+/// and did not hand back (it crashed, or is being taken over) goes back to
+/// the queue. The opening is recorded in `ns:taker:<id>` (process token,
+/// opening id, entries of its taken list acknowledged so far); a previous
+/// opening still alive sees that and ends. Missing -> -1, terminated -> -2,
+/// else the queue's length. ARGV: id, token, address ('' for none), opening.
 pub(crate) static OPEN: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
         r"
@@ -233,11 +239,10 @@ local id, token, address, opening = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local s = state(id)
 if s == 'missing' then return -1 end
 if s == 'terminated' then return -2 end
-local taker = redis.call('HGET', key('taker', id), 'token')
-if taker and taker ~= token and alive(taker) then return -4 end
 redis.call('SET', key('owner', id), token)
 if address ~= '' then redis.call('SET', key('address', id), address) else redis.call('DEL', key('address', id)) end
-restore(id)
+local previous = redis.call('HGET', key('taker', id), 'opening')
+if previous then restore(id, previous) end
 redis.call('DEL', key('taker', id))
 redis.call('HSET', key('taker', id), 'token', token, 'opening', opening, 'trimmed', 0)
 persist(id)
@@ -258,7 +263,7 @@ local taker = key('taker', id)
 if redis.call('HGET', taker, 'opening') ~= opening then return -1 end
 local trimmed = tonumber(redis.call('HGET', taker, 'trimmed'))
 if upto > trimmed then
-  redis.call('LTRIM', key('taken', id), upto - trimmed, -1)
+  redis.call('LTRIM', taken(id, opening), upto - trimmed, -1)
   redis.call('HSET', taker, 'trimmed', upto)
 end
 return upto
@@ -266,18 +271,17 @@ return upto
     )
 });
 
-/// Closes a mailbox: its address goes (if it is still this one's), and
-/// what it popped but did not hand out goes back to the queue (if this
-/// opening is still the recorded one). ARGV: id, opening, address.
+/// Closes an opening of a mailbox: its address goes (if it is still this
+/// one's), what it popped but did not hand out goes back to the queue, and
+/// it is no longer recorded (if it still was). ARGV: id, opening, address.
 pub(crate) static CLOSE: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
         r"
 local id, opening, address = ARGV[3], ARGV[4], ARGV[5]
 if address ~= '' and redis.call('GET', key('address', id)) == address then redis.call('DEL', key('address', id)) end
-if redis.call('HGET', key('taker', id), 'opening') == opening then
-  restore(id)
-  redis.call('DEL', key('taker', id))
-end
+if redis.call('GET', key('status', id)) ~= 'INACTIVE' then restore(id, opening) end
+redis.call('DEL', taken(id, opening))
+if redis.call('HGET', key('taker', id), 'opening') == opening then redis.call('DEL', key('taker', id)) end
 return 1
 ",
     )
@@ -304,8 +308,7 @@ if lineage ~= '' and not redis.call('GET', key('behavior', id)) then
 end
 redis.call('SET', key('owner', id), token)
 if address ~= '' then redis.call('SET', key('address', id), address) end
-if ARGV[7] ~= '' and redis.call('HGET', key('taker', id), 'opening') ~= ARGV[7] then
-  redis.call('DEL', key('taker', id))
+if ARGV[7] ~= '' and redis.call('EXISTS', key('taker', id)) == 0 then
   redis.call('HSET', key('taker', id), 'token', token, 'opening', ARGV[7], 'trimmed', ARGV[8])
 end
 persist(id)
@@ -332,13 +335,18 @@ return gone
     )
 });
 
-/// Of the ids ARGV[2..], those whose queue holds anything. ARGV[1]: namespace.
-pub(crate) static NON_EMPTY: LazyLock<Script> = LazyLock::new(|| {
+/// Of the (id, opening) pairs ARGV[2..], the ids whose queue holds
+/// anything or whose mailbox another opening took over. ARGV[1]: namespace.
+pub(crate) static NEEDS_A_LOOK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local found = {}
-for i = 2, #ARGV do
-  if redis.call('LLEN', ARGV[1] .. ':queue:' .. ARGV[i]) > 0 then table.insert(found, ARGV[i]) end
+for i = 2, #ARGV, 2 do
+  local id, opening = ARGV[i], ARGV[i + 1]
+  local taker = redis.call('HGET', ARGV[1] .. ':taker:' .. id, 'opening')
+  if redis.call('LLEN', ARGV[1] .. ':queue:' .. id) > 0 or (taker and taker ~= opening) then
+    table.insert(found, id)
+  end
 end
 return found
 ",

@@ -22,13 +22,16 @@ pub(crate) struct Delivery {
     /// The sender's stamp, if it has one.
     pub(crate) stamp: Option<Stamp>,
     pub(crate) origin: Origin,
+    /// Re-sent after its connection to an earlier opening of this mailbox
+    /// failed: that opening may have taken it (and run it).
+    pub(crate) doubtful: bool,
 }
 
 impl Delivery {
     /// A message handed over with nothing owed: in process by a
     /// [`LocalExchange`](super::LocalExchange), or popped outright.
     pub(crate) fn local(envelope: Envelope) -> Self {
-        Self { envelope, stamp: None, origin: Origin::Local }
+        Self { envelope, stamp: None, origin: Origin::Local, doubtful: false }
     }
 
     pub(crate) fn into_envelope(self) -> Envelope {
@@ -98,8 +101,10 @@ pub(crate) struct TakenAcks {
     /// never reach the consumer, so they are not counted.
     discards: Mutex<Vec<Vec<u8>>>,
     /// How many are acknowledged in Redis; `None` once the writer gave up
-    /// (the exchange closed).
+    /// (the exchange closed, or another opening took the mailbox over).
     written: watch::Sender<Option<u64>>,
+    /// How many are acknowledged in Redis, even after the writer gave up.
+    trimmed: AtomicU64,
     notify: Notify,
     closed: AtomicBool,
 }
@@ -118,6 +123,7 @@ impl TakenAcks {
             delivered: AtomicU64::new(0),
             taken: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
+            trimmed: AtomicU64::new(0),
             discards: Mutex::default(),
             written: watch::Sender::new(Some(0)),
             notify: Notify::new(),
@@ -153,12 +159,9 @@ impl TakenAcks {
         n
     }
 
-    /// How many entries are acknowledged in Redis (taken or claimed); once
-    /// the writer gave up, every entry it was asked to acknowledge counts
-    /// (it may have been written).
+    /// How many entries are acknowledged in Redis (taken or claimed).
     pub(crate) fn written(&self) -> u64 {
-        let asked = self.taken.load(Ordering::Acquire).max(self.claimed.load(Ordering::Acquire));
-        self.written.borrow().unwrap_or(asked)
+        self.trimmed.load(Ordering::Acquire)
     }
 
     /// Waits until the first `n` entries are acknowledged in Redis, claiming
@@ -193,7 +196,7 @@ async fn write(acks: Arc<TakenAcks>, exchange: HybridExchange, id: EntityId, ope
         // Discards first: they were delivered before whatever is taken next.
         let discards = std::mem::take(&mut *acks.discards.lock().unwrap_or_else(|e| e.into_inner()));
         if let Some(entry) = discards.first() {
-            if let Err(e) = exchange.discard_taken(&id, entry.clone()).await {
+            if let Err(e) = exchange.discard_taken(&id, opening, entry.clone()).await {
                 warn!(mailbox = %id, "could not delete an undecodable entry from the taken list, retrying: {e}");
                 acks.put_back(discards);
                 if matches!(e, Error::ExchangeClosed) {
@@ -211,10 +214,13 @@ async fn write(acks: Arc<TakenAcks>, exchange: HybridExchange, id: EntityId, ope
         if taken > written {
             match exchange.acknowledge_taken(&id, opening, taken).await {
                 Ok(()) => {
+                    acks.trimmed.store(taken, Ordering::Release);
                     acks.written.send_replace(Some(taken));
                     backoff = Duration::from_millis(50);
                 }
-                Err(Error::ExchangeClosed) => break,
+                // Closed, or another opening took the mailbox over (it put
+                // what this one had not acknowledged back in the queue).
+                Err(Error::ExchangeClosed | Error::MailboxInUse(_)) => break,
                 Err(e) => {
                     warn!(mailbox = %id, "could not acknowledge taken messages in Redis, retrying: {e}");
                     tokio::time::sleep(backoff).await;

@@ -524,10 +524,10 @@ impl HybridExchange {
         self.call::<i64>(Request::Script(script)).await.map(drop)
     }
 
-    /// Deletes one (undecodable) entry from `id`'s taken list.
-    pub(crate) async fn discard_taken(&self, id: &EntityId, entry: Vec<u8>) -> Result<(), Error> {
+    /// Deletes one (undecodable) entry from the taken list of `id`'s opening.
+    pub(crate) async fn discard_taken(&self, id: &EntityId, opening: Uuid, entry: Vec<u8>) -> Result<(), Error> {
         let mut cmd = redis::cmd("LREM");
-        cmd.arg(self.keys().taken(id.uid())).arg(1).arg(entry);
+        cmd.arg(self.keys().taken(id.uid(), opening)).arg(1).arg(entry);
         self.cmd::<i64>(&mut cmd).await.map(drop)
     }
 
@@ -538,7 +538,7 @@ impl HybridExchange {
         let mut script = self.entity(&ACK, &id.base32());
         script.arg(opening.to_string()).arg(upto);
         match self.call::<i64>(Request::Script(script)).await? {
-            -1 => Err(Error::UnexpectedReply(format!("the opening of {id} is not recorded in Redis"))),
+            -1 => Err(Error::MailboxInUse(id.clone())),
             _ => Ok(()),
         }
     }
@@ -583,12 +583,12 @@ impl HybridExchange {
             }
         }
         let env = &self.inner.config.link;
-        if let Enqueued::Listening(address) =
+        if let Enqueued::Listening(address, opening) =
             enqueue(env, &dest, std::slice::from_ref(&frame), true, when_inactive).await?
         {
             // A peer that refused our handshake lately is not dialed again.
             if !refused_recently(env, &address) {
-                if let Some(link) = self.link(&dest, Some(address)) {
+                if let Some(link) = self.link(&dest, Some((address, opening))) {
                     match link.send(frame).await {
                         Ok(()) => return Ok(()),
                         Err(back) => frame = back,
@@ -614,18 +614,19 @@ impl HybridExchange {
 
     /// The cached link to `dest`; given an address, a new link unless the
     /// cached one already goes there.
-    fn link(&self, dest: &EntityId, address: Option<String>) -> Option<Arc<Link>> {
+    fn link(&self, dest: &EntityId, route: Option<(String, Option<Uuid>)>) -> Option<Arc<Link>> {
         let mut links = self.inner.links.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(link) = links.get(&dest.uid()) {
-            if address.as_ref().is_none_or(|a| *a == link.address) {
+            if route.as_ref().is_none_or(|(a, _)| *a == link.address) {
                 return Some(link.clone());
             }
         }
-        let route = address?;
+        let (address, opening) = route?;
         if self.inner.closed.load(Ordering::Acquire) {
             return None;
         }
-        let link = Arc::new(Link::spawn(dest.clone(), route, self.inner.config.link.clone(), &self.inner.tasks));
+        let env = self.inner.config.link.clone();
+        let link = Arc::new(Link::spawn(dest.clone(), address, opening, env, &self.inner.tasks));
         links.insert(dest.uid(), link.clone());
         Some(link)
     }

@@ -7,7 +7,8 @@
 //! | `ns:behavior:<b32>` | comma-joined lineage, most specific first |
 //! | `ns:address:<b32>` | `host:port` of the mailbox's listener |
 //! | `ns:queue:<b32>` | list of encoded envelopes, FIFO |
-//! | `ns:taken:<b32>` | entries the mailbox's process popped and its consumer has not yet taken |
+//! | `ns:taken:<b32>:<opening>` | entries an opening of the mailbox popped and its consumer has not yet taken |
+//! | `ns:taker:<b32>` | hash: the mailbox's current opening, its process token, how much of its taken list is acknowledged |
 //! | `ns:index:<behavior>` | set of `<b32>` of agents whose lineage names `<behavior>` |
 //! | `ns:owner:<b32>` | token of the exchange (process) the entity belongs to: where it was registered, then where its mailbox was last opened |
 //! | `ns:alive:<token>` | present while that exchange renews its lease (heartbeat) |
@@ -50,8 +51,13 @@ impl Keys {
         self.key("queue", uid)
     }
 
-    pub(crate) fn taken(&self, uid: Uuid) -> String {
-        self.key("taken", uid)
+    /// The taken list of one opening of `uid`'s mailbox.
+    pub(crate) fn taken(&self, uid: Uuid, opening: Uuid) -> String {
+        format!("{}:{opening}", self.key("taken", uid))
+    }
+
+    pub(crate) fn taker(&self, uid: Uuid) -> String {
+        self.key("taker", uid)
     }
 
     /// The doorbell of the exchange whose token this is.
@@ -78,7 +84,7 @@ mod tests {
         let uid = Uuid::new_v4();
         let b32 = uuid_to_base32(uid);
         assert_eq!(keys.index("m::A"), "ns:index:m::A");
-        assert_eq!(keys.taken(uid), format!("ns:taken:{b32}"));
+        assert_eq!(keys.taken(uid, Uuid::nil()), format!("ns:taken:{b32}:{}", Uuid::nil()));
         assert_eq!(keys.bell("T"), "ns:bell:T");
     }
 }

@@ -84,16 +84,17 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// Starts a link task to `dest`, listening at `address`.
+    /// Starts a link task to `dest`, listening at `address` in `opening`.
     pub(crate) fn spawn(
         dest: EntityId,
         address: String,
+        opening: Option<Uuid>,
         env: Arc<LinkEnv>,
         tasks: &tokio_util::task::TaskTracker,
     ) -> Link {
         let (tx, rx) = mpsc::channel(LINK_CAPACITY);
         let link = Link { id: NEXT_LINK.fetch_add(1, Ordering::Relaxed), address, tx };
-        let task = LinkTask { id: link.id, dest, address: link.address.clone(), env };
+        let task = LinkTask { id: link.id, dest, address: link.address.clone(), opening, env };
         tasks.spawn(task.run(rx));
         link
     }
@@ -114,8 +115,9 @@ pub(crate) fn refused_recently(env: &LinkEnv, address: &str) -> bool {
 /// What [`enqueue`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Enqueued {
-    /// Nothing: asked only to route, the mailbox listens at this address.
-    Listening(String),
+    /// Nothing: asked only to route, the mailbox listens at this address
+    /// (in the opening named, if Redis records it).
+    Listening(String, Option<Uuid>),
     /// Pushed onto the queue.
     Pushed,
 }
@@ -171,7 +173,11 @@ pub(crate) async fn enqueue(
         redis::Value::Int(-2) => Err(Error::MailboxClosed(dest.clone())),
         redis::Value::Int(-3) => Err(Error::Inactive(dest.clone())),
         redis::Value::Int(_) => Ok(Enqueued::Pushed),
-        redis::Value::BulkString(address) => Ok(Enqueued::Listening(String::from_utf8_lossy(&address).into_owned())),
+        redis::Value::Array(parts) => {
+            let (address, opening): (String, String) =
+                redis::from_redis_value(redis::Value::Array(parts)).map_err(redis::RedisError::from)?;
+            Ok(Enqueued::Listening(address, opening.parse().ok()))
+        }
         other => Err(Error::UnexpectedReply(format!("from the send script: {other:?}"))),
     }
 }
@@ -180,6 +186,8 @@ struct LinkTask {
     id: u64,
     dest: EntityId,
     address: String,
+    /// The mailbox opening the address belongs to, if Redis said.
+    opening: Option<Uuid>,
     env: Arc<LinkEnv>,
 }
 
@@ -188,7 +196,8 @@ impl LinkTask {
     async fn run(self, mut rx: mpsc::Receiver<Parts>) {
         let mut held = VecDeque::new();
         let address = &self.address;
-        match self.serve(address, &mut rx, &mut held).await {
+        let mut said_closing = false;
+        match self.serve(address, &mut rx, &mut held, &mut said_closing).await {
             Ok(()) => debug!("link closed"),
             Err(e @ (Error::Handshake(_) | Error::Wire(_))) => {
                 let mut refused = self.env.refused.lock().unwrap_or_else(|e| e.into_inner());
@@ -200,6 +209,17 @@ impl LinkTask {
                 }
             }
             Err(e) => warn!("link failed, falling back to Redis: {e}"),
+        }
+        // Written but unacknowledged: unless the mailbox said it was closing
+        // (so it took none of them), its process may have taken some before
+        // it died. They are re-sent marked, so that another opening does not
+        // run a request twice.
+        if !said_closing {
+            if let Some(opening) = self.opening {
+                for frame in held.iter_mut() {
+                    crate::message::mark_resent(frame, opening);
+                }
+            }
         }
         self.retire(&mut rx, &mut held);
         self.push_to_redis(held).await;
@@ -240,6 +260,7 @@ impl LinkTask {
         address: &str,
         rx: &mut mpsc::Receiver<Parts>,
         unacked: &mut VecDeque<Parts>,
+        said_closing: &mut bool,
     ) -> Result<(), Error> {
         let env = &self.env;
         let connect = async {
@@ -292,6 +313,7 @@ impl LinkTask {
                             stalled_since = None;
                         }
                         Frame::Keepalive => {}
+                        Frame::Closing => *said_closing = true,
                         Frame::Message(_) => return Err(Error::Peer("a mailbox sent a message frame")),
                     }
                 }

@@ -20,7 +20,8 @@
 //!
 //! Writers that do not ring (an operator's `RPUSH`, another Academy) are
 //! found by a sweep every [`SWEEP_EVERY`]: one script that returns which
-//! watched queues hold anything.
+//! watched queues hold anything, or were taken over by another opening
+//! (which then ends this one).
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -37,7 +38,7 @@ use tokio::sync::mpsc;
 use tracing::error;
 use uuid::Uuid;
 
-use super::actor::{Call, ExchangeActor, Request, NON_EMPTY};
+use super::actor::{Call, ExchangeActor, Request, NEEDS_A_LOOK};
 use super::keys::Keys;
 use crate::error::Error;
 use crate::identifier::{base32_to_uuid, uuid_to_base32};
@@ -66,11 +67,15 @@ pub(crate) enum Watched {
     Terminated(Vec<Vec<u8>>),
     /// The mailbox is no longer watched: its stream ends.
     Woken,
+    /// Another opening took the mailbox over (a restart elsewhere): this
+    /// one ends, and what it took and did not hand out goes back.
+    TakenOver,
 }
 
 enum Command {
     Watch {
         uid: Uuid,
+        opening: Uuid,
         id: u64,
         tx: mpsc::Sender<Watched>,
         paused: Arc<AtomicBool>,
@@ -124,14 +129,14 @@ impl Watcher {
         Self { commands, bell: bell.into(), actor }
     }
 
-    /// Starts watching the queue of mailbox `uid` (superseding an earlier
-    /// watch of it), looking at it at once; the stream ends after
-    /// [`unwatch`](Self::unwatch) with the returned id.
-    pub(crate) fn watch(&self, uid: Uuid) -> (u64, WatchStream) {
+    /// Starts watching the queue of mailbox `uid` for its opening `opening`
+    /// (superseding an earlier watch of it), looking at it at once; the
+    /// stream ends after [`unwatch`](Self::unwatch) with the returned id.
+    pub(crate) fn watch(&self, uid: Uuid, opening: Uuid) -> (u64, WatchStream) {
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let paused = Arc::new(AtomicBool::new(false));
         let id = NEXT_WATCH.fetch_add(1, Ordering::Relaxed);
-        let _ = self.commands.send(Command::Watch { uid, id, tx, paused: paused.clone() });
+        let _ = self.commands.send(Command::Watch { uid, opening, id, tx, paused: paused.clone() });
         self.rearm();
         (id, WatchStream { rx, paused, watcher: self.clone() })
     }
@@ -183,6 +188,7 @@ impl Stream for WatchStream {
 
 struct Registration {
     id: u64,
+    opening: Uuid,
     tx: mpsc::Sender<Watched>,
     paused: Arc<AtomicBool>,
     /// In the pending list: its queue may hold entries.
@@ -245,8 +251,8 @@ impl Task {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::Watch { uid, id, tx, paused } => {
-                let registration = Registration { id, tx, paused, pending: false, left: 1, entry_len: 0 };
+            Command::Watch { uid, opening, id, tx, paused } => {
+                let registration = Registration { id, opening, tx, paused, pending: false, left: 1, entry_len: 0 };
                 if let Some(old) = self.queues.insert(uid, registration) {
                     wake(old);
                 }
@@ -325,10 +331,10 @@ impl Task {
         if self.queues.is_empty() {
             return Ok(());
         }
-        let mut script = NON_EMPTY.prepare_invoke();
+        let mut script = NEEDS_A_LOOK.prepare_invoke();
         script.arg(self.keys.namespace());
-        for uid in self.queues.keys() {
-            script.arg(uuid_to_base32(*uid));
+        for (uid, registration) in &self.queues {
+            script.arg(uuid_to_base32(*uid)).arg(registration.opening.to_string());
         }
         let conn = self.connection().await?;
         let found: Vec<String> = script.invoke_async(conn).await?;
@@ -360,10 +366,11 @@ impl Task {
 
     /// Takes a batch from `uid`'s queue (and reads the doorbell meanwhile).
     async fn take(&mut self, uid: Uuid) -> Result<(), Error> {
-        let Some(count) = self.queues.get(&uid).map(Registration::batch) else { return Ok(()) };
-        let (queue, taken) = (self.keys.queue(uid), self.keys.taken(uid));
+        let Some((count, opening)) = self.queues.get(&uid).map(|r| (r.batch(), r.opening)) else { return Ok(()) };
+        let (queue, taken) = (self.keys.queue(uid), self.keys.taken(uid, opening));
         let mut pipe = redis::pipe();
         pipe.cmd("LPOP").arg(&self.bell).arg(RINGS);
+        pipe.cmd("HGET").arg(self.keys.taker(uid)).arg("opening");
         pipe.cmd("GET").arg(self.keys.status(uid));
         for _ in 0..count {
             pipe.cmd("LMOVE").arg(&queue).arg(&taken).arg("LEFT").arg("RIGHT");
@@ -384,6 +391,7 @@ impl Task {
         let left: usize = parse(replies.pop())?;
         let mut replies = replies.into_iter();
         let rings: Option<Vec<String>> = parse(replies.next())?;
+        let taker: Option<String> = parse(replies.next())?;
         let status: Option<String> = parse(replies.next())?;
         // An LMOVE from an empty queue answers nil (not an empty entry).
         let entries: Vec<Vec<u8>> =
@@ -392,6 +400,14 @@ impl Task {
             self.rung(&ring);
         }
         let mut entries = entries;
+        if taker.is_some_and(|taker| taker != opening.to_string()) {
+            // What this take moved is in this opening's taken list, which
+            // its close puts back for the new opening.
+            if let Some(registration) = self.queues.get(&uid) {
+                let _ = registration.tx.try_send(Watched::TakenOver);
+            }
+            return Ok(());
+        }
         let terminated = status.as_deref() == Some("INACTIVE");
         if terminated {
             // Terminated: what is left (up to LAST entries; the rest expires

@@ -35,9 +35,11 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, error, warn};
 
 use crate::error::Error;
-use crate::exchange::{Delivery, Exchange, HybridExchange, LocalExchange, Origin, Taken, TakenAcks, Watched};
+use crate::exchange::{
+    Delivery, Exchange, HybridExchange, LocalExchange, Origin, Taken, TakenAcks, Watched, WhenInactive,
+};
 use crate::identifier::EntityId;
-use crate::message::{Body, Envelope};
+use crate::message::{Body, Envelope, RemoteError, RemoteErrorKind};
 use crate::peer::{server_handshake, AckState, Frame, FrameCodec, Heard, NoteProgress};
 use seen::Seen;
 
@@ -115,6 +117,7 @@ impl Mailbox {
         let (tx, rx) = mpsc::channel(config.mailbox_capacity);
         let actor = MailboxActor {
             id: id.clone(),
+            opening,
             acks: acks.clone(),
             exchange: exchange.clone(),
             listener,
@@ -189,13 +192,29 @@ impl Mailbox {
     }
 
     /// Takes a delivery (acknowledging it to where it came from), unless it
-    /// is a second copy of a message already taken. A request from Redis
+    /// is a second copy of a message already taken, or a request an earlier
+    /// opening may have run (it is answered, not run). A request from Redis
     /// becomes a claim, handed out once acknowledged.
     fn accept(&mut self, delivery: Delivery) -> Option<Envelope> {
-        let stamp = delivery.stamp;
+        let (stamp, doubtful) = (delivery.stamp, delivery.doubtful);
         let (envelope, taken) = delivery.take();
         if !stamp.is_none_or(|stamp| self.seen.first_time(stamp)) {
             debug!(mailbox = %self.id, tag = %envelope.tag, "dropped a second copy of a message");
+            return None;
+        }
+        if let (true, Body::ActionRequest { action, .. }, Backend::Hybrid(_, exchange, ..)) =
+            (doubtful, &envelope.body, &self.backend)
+        {
+            let error = RemoteError {
+                kind: RemoteErrorKind::AgentStopped,
+                message: format!(
+                    "{} ended (its process failed?) before confirming this request; not run again, in case it ran",
+                    self.id
+                ),
+            };
+            let reply = envelope.reply(Body::ActionResponse { action: action.clone(), result: Err(error) });
+            warn!(mailbox = %self.id, tag = %envelope.tag, "refused a request an earlier opening may have run");
+            exchange.post(reply, WhenInactive::Fail);
             return None;
         }
         match taken {
@@ -321,6 +340,8 @@ async fn write_acks(write: OwnedWriteHalf, state: Arc<AckState>, keepalive: Dura
             reported = taken;
         }
         if closed {
+            // Everything taken is acknowledged: what is not was not taken.
+            let _ = out.send(Frame::Closing).await;
             break;
         }
         if tokio::time::timeout(keepalive, state.notify.notified()).await.is_err()
@@ -364,6 +385,8 @@ struct Close;
 
 struct MailboxActor {
     id: EntityId,
+    /// This opening of the mailbox.
+    opening: uuid::Uuid,
     /// Acknowledgements of what is taken from Redis.
     acks: Arc<TakenAcks>,
     exchange: HybridExchange,
@@ -417,7 +440,7 @@ impl Actor for MailboxActor {
                 act.drop_connection(conn, ctx);
             }
         });
-        let (watch, stream) = self.exchange.watcher().watch(self.id.uid());
+        let (watch, stream) = self.exchange.watcher().watch(self.id.uid(), self.opening);
         self.watch = watch;
         ctx.add_stream(stream);
     }
@@ -567,13 +590,14 @@ impl StreamHandler<Inbound> for MailboxActor {
         };
         let problem = match frame.map_err(Error::from) {
             Ok(Frame::Keepalive) => return,
-            Ok(Frame::Ack(_)) => "a sender sent an acknowledgement".to_owned(),
+            Ok(Frame::Ack(_) | Frame::Closing) => "a sender sent a mailbox's control frame".to_owned(),
             Ok(Frame::Message(bytes)) => match Envelope::decode_entry(bytes) {
-                Ok((envelope, stamp)) if envelope.dest == self.id => {
+                Ok(entry) if entry.envelope.dest == self.id => {
                     let origin = Origin::Peer(state.ack.clone());
-                    return self.deliver(Delivery { envelope, stamp, origin }, ctx);
+                    let (envelope, stamp) = (entry.envelope, entry.stamp);
+                    return self.deliver(Delivery { envelope, stamp, origin, doubtful: false }, ctx);
                 }
-                Ok((envelope, _)) => format!("message for {} arrived at the wrong mailbox", envelope.dest),
+                Ok(entry) => format!("message for {} arrived at the wrong mailbox", entry.envelope.dest),
                 Err(e) => e.to_string(),
             },
             Err(e) => e.to_string(),
@@ -594,9 +618,11 @@ impl StreamHandler<Watched> for MailboxActor {
                 for raw in batch {
                     let raw = Bytes::from(raw);
                     match Envelope::decode_entry(raw.clone()) {
-                        Ok((envelope, stamp)) => {
+                        Ok(entry) => {
                             let origin = Origin::Redis(self.acks.clone(), self.acks.deliver());
-                            self.deliver(Delivery { envelope, stamp, origin }, ctx);
+                            let doubtful = entry.resent_to.is_some_and(|opening| opening != self.opening);
+                            let (envelope, stamp) = (entry.envelope, entry.stamp);
+                            self.deliver(Delivery { envelope, stamp, origin, doubtful }, ctx);
                         }
                         Err(e) => {
                             error!(mailbox = %self.id, "discarding an undecodable entry of the Redis queue: {e}");
@@ -608,8 +634,10 @@ impl StreamHandler<Watched> for MailboxActor {
             Watched::Terminated(last) => {
                 for raw in last {
                     match Envelope::decode_entry(Bytes::from(raw)) {
-                        Ok((envelope, stamp)) => {
-                            self.deliver(Delivery { envelope, stamp, origin: Origin::Local }, ctx);
+                        Ok(entry) => {
+                            let mut delivery = Delivery::local(entry.envelope);
+                            delivery.stamp = entry.stamp;
+                            self.deliver(delivery, ctx);
                         }
                         Err(e) => error!(mailbox = %self.id, "discarding an undecodable entry of the Redis queue: {e}"),
                     }
@@ -617,6 +645,11 @@ impl StreamHandler<Watched> for MailboxActor {
                 self.terminated(ctx);
             }
             Watched::Woken => ctx.stop(),
+            Watched::TakenOver => {
+                warn!(mailbox = %self.id, "another process opened this mailbox; closing it here");
+                self.stop_listening(ctx);
+                ctx.stop();
+            }
         }
     }
 

@@ -23,6 +23,7 @@ const HEADER_LEN: usize = 5;
 const MESSAGE: u8 = 0;
 const ACK: u8 = 1;
 const KEEPALIVE: u8 = 2;
+const CLOSING: u8 = 3;
 const ACK_LEN: usize = 8;
 
 /// Payloads shorter than this are copied into the outbox's buffer (one
@@ -40,6 +41,9 @@ pub(crate) enum Frame {
     Ack(u64),
     /// Nothing to say, but alive.
     Keepalive,
+    /// The mailbox closes this connection on purpose, having acknowledged
+    /// everything it took: what is unacknowledged was not taken.
+    Closing,
 }
 
 fn invalid(what: &'static str) -> io::Error {
@@ -70,8 +74,8 @@ impl Decoder for FrameCodec {
         let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
         match (src[4], len) {
             (MESSAGE, len) if len > self.max_frame_len => return Err(invalid("frame over the size cap")),
-            (MESSAGE, _) | (ACK, ACK_LEN) | (KEEPALIVE, 0) => {}
-            (ACK | KEEPALIVE, _) => return Err(invalid("control frame of the wrong length")),
+            (MESSAGE, _) | (ACK, ACK_LEN) | (KEEPALIVE | CLOSING, 0) => {}
+            (ACK | KEEPALIVE | CLOSING, _) => return Err(invalid("control frame of the wrong length")),
             _ => return Err(invalid("unknown frame kind")),
         }
         if src.len() < HEADER_LEN + len {
@@ -84,6 +88,7 @@ impl Decoder for FrameCodec {
         Ok(Some(match kind {
             MESSAGE => Frame::Message(payload.freeze()),
             ACK => Frame::Ack(u64::from_be_bytes(payload[..].try_into().expect("length checked above"))),
+            CLOSING => Frame::Closing,
             _ => Frame::Keepalive,
         }))
     }
@@ -110,6 +115,7 @@ fn put(frame: &Frame, dst: &mut BytesMut) {
             dst.put_u64(*count);
         }
         Frame::Keepalive => put_header(dst, KEEPALIVE, 0),
+        Frame::Closing => put_header(dst, CLOSING, 0),
     }
 }
 
@@ -295,6 +301,7 @@ mod fuzz {
             proptest::collection::vec(any::<u8>(), 0..64).prop_map(|p| Frame::Message(p.into())),
             any::<u64>().prop_map(Frame::Ack),
             Just(Frame::Keepalive),
+            Just(Frame::Closing),
         ]
     }
 
