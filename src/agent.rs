@@ -270,15 +270,18 @@ impl<B: Behavior> Runtime<B> {
         }
         let Some(mut mailbox) = self.mailbox.take() else { return };
         let read = async move {
-            let next = mailbox.recv(None).await;
+            let next = mailbox.recv_taken(None).await;
             (mailbox, next)
         };
         self.reading = Some(ctx.spawn(read.into_actor(self).map(|(mailbox, next), act, ctx| {
             act.reading = None;
             match next {
-                Ok(envelope) => {
+                Ok((envelope, doubtful)) => {
                     act.mailbox = Some(mailbox);
-                    act.on_message(envelope, ctx);
+                    match doubtful && matches!(envelope.body, Body::ActionRequest { .. }) {
+                        true => act.on_doubtful_request(envelope),
+                        false => act.on_message(envelope, ctx),
+                    }
                 }
                 // Terminated (or the exchange closed): closing it hands
                 // back what it holds.
@@ -309,6 +312,31 @@ impl<B: Behavior> Runtime<B> {
             }
             _ => self.context.endpoint.router.route(envelope),
         }
+    }
+
+    /// A request re-sent after an earlier opening of this mailbox (in a
+    /// process that failed) may have taken it, and so run it: it is answered,
+    /// not run, unless this runtime knows it.
+    fn on_doubtful_request(&mut self, envelope: Envelope) {
+        let key = request_key(&envelope);
+        if self.in_flight.contains_key(&key) {
+            return;
+        }
+        if let Some(answer) = self.recent.answers.get(&key) {
+            if let Some(answer) = answer.clone() {
+                self.reply(answer);
+            }
+            return;
+        }
+        warn!(agent = %self.context.id(), tag = %envelope.tag, "refused a request an earlier process may have run");
+        let error = RemoteError {
+            kind: RemoteErrorKind::AgentStopped,
+            message: format!(
+                "{} stopped (its process failed?) before confirming this request; not run again, in case it ran",
+                self.context.id()
+            ),
+        };
+        self.answer(&envelope, Err(error));
     }
 
     /// Runs a request, unless it runs already, was answered (its answer is

@@ -603,3 +603,34 @@ async fn a_mailbox_opened_in_another_process_is_taken_over_and_loses_nothing() {
     first.close().await;
     second.close().await;
 }
+
+#[actix::test]
+async fn a_request_resent_after_its_first_receiver_died_is_answered_but_not_run() {
+    let redis = RedisServer::start();
+    let exchange = exchange(&redis.url(), "resent", true).await;
+    let id: AgentId<Counter> = exchange.register_agent(None).await.unwrap();
+    let me: ClientId = exchange.register_client(None).await.unwrap();
+    let mut inbox = exchange.get_mailbox(&me).await.unwrap();
+    // What a sender's link pushes to Redis when the connection to an opening
+    // of the agent's mailbox failed without that opening saying it was
+    // closing: the opening may have run it before it died. (Wire format:
+    // 0xC2, the opening's 16 bytes, then the entry.)
+    let body =
+        Body::ActionRequest { action: "Increment".into(), args: rmp_serde::to_vec(&Increment(1)).unwrap().into() };
+    let request = Envelope::new(me.clone().into(), id.entity().clone(), body);
+    let mut entry = vec![0xC2];
+    entry.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    entry.extend_from_slice(&request.encode().unwrap());
+    let queue = format!("resent:queue:{}", id.base32());
+    let _: () = redis::Commands::rpush(&mut redis.client(), &queue, entry).unwrap();
+    let agent = Agent::launch(Counter::default(), id.clone(), &exchange).await.unwrap();
+    let answer = inbox.recv(Some(Duration::from_secs(20))).await.unwrap();
+    assert_eq!(answer.tag, request.tag);
+    let Body::ActionResponse { result: Err(e), .. } = answer.body else { panic!("{answer:?}") };
+    assert_eq!(e.kind, RemoteErrorKind::AgentStopped, "{e}");
+    let counter = exchange.get_handle(id).bind_as_client(&exchange).await.unwrap();
+    assert_eq!(counter.action(Increment(0)).await.unwrap(), 0, "the doubtful request ran");
+    counter.shutdown().await.unwrap();
+    agent.wait().await;
+    exchange.close().await;
+}

@@ -35,11 +35,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, error, warn};
 
 use crate::error::Error;
-use crate::exchange::{
-    Delivery, Exchange, HybridExchange, LocalExchange, Origin, Taken, TakenAcks, Watched, WhenInactive,
-};
+use crate::exchange::{Delivery, Exchange, HybridExchange, LocalExchange, Origin, Taken, TakenAcks, Watched};
 use crate::identifier::EntityId;
-use crate::message::{Body, Envelope, RemoteError, RemoteErrorKind};
+use crate::message::{Body, Envelope};
 use crate::peer::{server_handshake, AckState, Frame, FrameCodec, Heard, NoteProgress};
 use seen::Seen;
 
@@ -82,6 +80,8 @@ pub struct Mailbox {
 /// A request waiting for its acknowledgement in Redis.
 struct Claim {
     envelope: Envelope,
+    /// Re-sent after an earlier opening may have taken it.
+    doubtful: bool,
     /// Its place in the taken list.
     position: u64,
     acknowledged: futures::future::BoxFuture<'static, bool>,
@@ -161,6 +161,13 @@ impl Mailbox {
     /// [`Error::MailboxClosed`] once the mailbox was terminated or closed.
     /// Cancel-safe: a message is taken only when `recv` returns it.
     pub async fn recv(&mut self, timeout: Option<Duration>) -> Result<Envelope, Error> {
+        self.recv_taken(timeout).await.map(|taken| taken.0)
+    }
+
+    /// [`recv`](Self::recv), also saying whether the message was re-sent
+    /// after an earlier opening of this mailbox may have taken it (for an
+    /// agent: may have run it).
+    pub(crate) async fn recv_taken(&mut self, timeout: Option<Duration>) -> Result<(Envelope, bool), Error> {
         let next = std::future::poll_fn(|cx| self.poll_take(cx));
         let next = match timeout {
             Some(t) => tokio::time::timeout(t, next).await.map_err(|_| Error::Timeout(t))?,
@@ -169,15 +176,16 @@ impl Mailbox {
         next.ok_or_else(|| Error::MailboxClosed(self.id.clone()))
     }
 
-    /// The next message, or `None` once the mailbox is closed.
-    fn poll_take(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Envelope>> {
+    /// The next message (and whether it is doubtful), or `None` once the
+    /// mailbox is closed.
+    fn poll_take(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<(Envelope, bool)>> {
         use std::task::Poll;
         loop {
             if let Some(claim) = &mut self.claim {
                 let acknowledged = std::task::ready!(claim.acknowledged.as_mut().poll(cx));
-                let Claim { envelope, .. } = self.claim.take().expect("polled above");
+                let Claim { envelope, doubtful, .. } = self.claim.take().expect("polled above");
                 if acknowledged {
-                    return Poll::Ready(Some(envelope));
+                    return Poll::Ready(Some((envelope, doubtful)));
                 }
                 // It stays in the taken list, for the next opening.
                 warn!(mailbox = %self.id, tag = %envelope.tag, "a request could not be acknowledged in Redis; not run");
@@ -185,44 +193,29 @@ impl Mailbox {
             }
             let Some(rx) = self.rx.as_mut() else { return Poll::Ready(None) };
             let Some(delivery) = std::task::ready!(rx.poll_recv(cx)) else { return Poll::Ready(None) };
-            if let Some(envelope) = self.accept(delivery) {
-                return Poll::Ready(Some(envelope));
+            if let Some(taken) = self.accept(delivery) {
+                return Poll::Ready(Some(taken));
             }
         }
     }
 
     /// Takes a delivery (acknowledging it to where it came from), unless it
-    /// is a second copy of a message already taken, or a request an earlier
-    /// opening may have run (it is answered, not run). A request from Redis
+    /// is a second copy of a message already taken. A request from Redis
     /// becomes a claim, handed out once acknowledged.
-    fn accept(&mut self, delivery: Delivery) -> Option<Envelope> {
+    fn accept(&mut self, delivery: Delivery) -> Option<(Envelope, bool)> {
         let (stamp, doubtful) = (delivery.stamp, delivery.doubtful);
         let (envelope, taken) = delivery.take();
         if !stamp.is_none_or(|stamp| self.seen.first_time(stamp)) {
             debug!(mailbox = %self.id, tag = %envelope.tag, "dropped a second copy of a message");
             return None;
         }
-        if let (true, Body::ActionRequest { action, .. }, Backend::Hybrid(_, exchange, ..)) =
-            (doubtful, &envelope.body, &self.backend)
-        {
-            let error = RemoteError {
-                kind: RemoteErrorKind::AgentStopped,
-                message: format!(
-                    "{} ended (its process failed?) before confirming this request; not run again, in case it ran",
-                    self.id
-                ),
-            };
-            let reply = envelope.reply(Body::ActionResponse { action: action.clone(), result: Err(error) });
-            warn!(mailbox = %self.id, tag = %envelope.tag, "refused a request an earlier opening may have run");
-            exchange.post(reply, WhenInactive::Fail);
-            return None;
-        }
         match taken {
             Taken::After(acks, n) if matches!(envelope.body, Body::ActionRequest { .. }) => {
-                self.claim = Some(Claim { envelope, position: n, acknowledged: Box::pin(acks.acknowledged(n)) });
+                let acknowledged = Box::pin(acks.acknowledged(n));
+                self.claim = Some(Claim { envelope, doubtful, position: n, acknowledged });
                 None
             }
-            _ => Some(envelope),
+            _ => Some((envelope, doubtful)),
         }
     }
 
@@ -249,7 +242,7 @@ impl futures::Stream for Mailbox {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Envelope>> {
-        self.poll_take(cx)
+        self.poll_take(cx).map(|taken| taken.map(|taken| taken.0))
     }
 }
 
