@@ -131,6 +131,12 @@ async fn serve(
     (child, handle)
 }
 
+/// A raw `Increment(1)` request from `me` to `agent`, as a handle sends it.
+fn increment(me: &ClientId, agent: &AgentId<Counter>) -> Envelope {
+    let args = rmp_serde::to_vec(&Increment(1)).unwrap().into();
+    Envelope::new(me.clone().into(), agent.entity().clone(), Body::ActionRequest { action: "Increment".into(), args })
+}
+
 fn keys_of(redis: &RedisServer, namespace: &str, b32: &str) -> Vec<String> {
     redis::cmd("KEYS").arg(format!("{namespace}:*{b32}*")).query(&mut redis.client()).unwrap()
 }
@@ -273,9 +279,7 @@ async fn a_request_delivered_again_runs_once_and_is_answered_again() {
     let mut inbox = exchange.get_mailbox(&me).await.unwrap();
     // The same request (sender and tag) again: what a failover, a crash
     // after taking it or a retry would re-deliver.
-    let body =
-        Body::ActionRequest { action: "Increment".into(), args: rmp_serde::to_vec(&Increment(1)).unwrap().into() };
-    let request = Envelope::new(me.clone().into(), id.entity().clone(), body);
+    let request = increment(&me, &id);
     let agent = Agent::launch(Counter::default(), id.clone(), &exchange).await.unwrap();
     // Delivered, answered, delivered again: run once, answered twice. A copy
     // that comes while the first runs is answered by the first's answer.
@@ -327,9 +331,7 @@ async fn a_request_past_its_deadline_is_answered_but_not_started() {
     let id: AgentId<Counter> = exchange.register_agent(None).await.unwrap();
     let me: ClientId = exchange.register_client(None).await.unwrap();
     let mut inbox = exchange.get_mailbox(&me).await.unwrap();
-    let body =
-        Body::ActionRequest { action: "Increment".into(), args: rmp_serde::to_vec(&Increment(1)).unwrap().into() };
-    let mut request = Envelope::new(me.clone().into(), id.entity().clone(), body);
+    let mut request = increment(&me, &id);
     request.deadline = Some(1); // long past
     exchange.send(request).await.unwrap();
     let agent = Agent::launch(Counter::default(), id.clone(), &exchange).await.unwrap();
@@ -615,9 +617,7 @@ async fn a_request_resent_after_its_first_receiver_died_is_answered_but_not_run(
     // of the agent's mailbox failed without that opening saying it was
     // closing: the opening may have run it before it died. (Wire format:
     // 0xC2, the opening's 16 bytes, then the entry.)
-    let body =
-        Body::ActionRequest { action: "Increment".into(), args: rmp_serde::to_vec(&Increment(1)).unwrap().into() };
-    let request = Envelope::new(me.clone().into(), id.entity().clone(), body);
+    let request = increment(&me, &id);
     let mut entry = vec![0xC2];
     entry.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
     entry.extend_from_slice(&request.encode().unwrap());
