@@ -242,7 +242,7 @@ if s == 'terminated' then return -2 end
 redis.call('SET', key('owner', id), token)
 if address ~= '' then redis.call('SET', key('address', id), address) else redis.call('DEL', key('address', id)) end
 local previous = redis.call('HGET', key('taker', id), 'opening')
-if previous then restore(id, previous) end
+if previous and previous ~= '' then restore(id, previous) end
 redis.call('DEL', key('taker', id))
 redis.call('HSET', key('taker', id), 'token', token, 'opening', opening, 'trimmed', 0)
 persist(id)
@@ -253,14 +253,19 @@ return redis.call('LLEN', key('queue', id))
 
 /// Acknowledges the taken list of an opening up to entry ARGV[5] (counted
 /// from its start), idempotently: a retried acknowledgement trims nothing
-/// twice. -1 if the opening is no longer recorded (Redis lost it, or the
-/// mailbox was opened again). ARGV: id, opening, count.
+/// twice. A terminated mailbox's entries count as acknowledged (they are
+/// refused as they are read). -1 if another opening took the mailbox over;
+/// -3 if no opening is recorded (Redis lost it: retry once it is written
+/// again). ARGV: id, opening, count.
 pub(crate) static ACK: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
         r"
 local id, opening, upto = ARGV[3], ARGV[4], tonumber(ARGV[5])
+if redis.call('GET', key('status', id)) == 'INACTIVE' then return upto end
 local taker = key('taker', id)
-if redis.call('HGET', taker, 'opening') ~= opening then return -1 end
+local current = redis.call('HGET', taker, 'opening')
+if not current then return -3 end
+if current ~= opening then return -1 end
 local trimmed = tonumber(redis.call('HGET', taker, 'trimmed'))
 if upto > trimmed then
   redis.call('LTRIM', taken(id, opening), upto - trimmed, -1)
@@ -279,9 +284,18 @@ pub(crate) static CLOSE: LazyLock<Script> = LazyLock::new(|| {
         r"
 local id, opening, address = ARGV[3], ARGV[4], ARGV[5]
 if address ~= '' and redis.call('GET', key('address', id)) == address then redis.call('DEL', key('address', id)) end
-if redis.call('GET', key('status', id)) ~= 'INACTIVE' then restore(id, opening) end
+local status = redis.call('GET', key('status', id))
+if status and status ~= 'INACTIVE' then
+  restore(id, opening)
+  local ttl = redis.call('PTTL', key('status', id))
+  if ttl > 0 then redis.call('PEXPIRE', key('queue', id), ttl) end
+end
 redis.call('DEL', taken(id, opening))
-if redis.call('HGET', key('taker', id), 'opening') == opening then redis.call('DEL', key('taker', id)) end
+-- A tombstone, not a deletion: an older opening still running sees that
+-- it was taken over.
+if redis.call('HGET', key('taker', id), 'opening') == opening then
+  redis.call('HSET', key('taker', id), 'opening', '', 'token', '')
+end
 return 1
 ",
     )
@@ -308,8 +322,11 @@ if lineage ~= '' and not redis.call('GET', key('behavior', id)) then
 end
 redis.call('SET', key('owner', id), token)
 if address ~= '' then redis.call('SET', key('address', id), address) end
-if ARGV[7] ~= '' and redis.call('EXISTS', key('taker', id)) == 0 then
-  redis.call('HSET', key('taker', id), 'token', token, 'opening', ARGV[7], 'trimmed', ARGV[8])
+if ARGV[7] ~= '' then
+  if redis.call('EXISTS', key('taker', id)) == 0 then
+    redis.call('HSET', key('taker', id), 'token', token, 'opening', ARGV[7], 'trimmed', ARGV[8])
+  end
+  redis.call('PERSIST', taken(id, ARGV[7]))
 end
 persist(id)
 return 1

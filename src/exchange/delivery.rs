@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 use tracing::warn;
 
@@ -44,9 +45,9 @@ pub(crate) enum Origin {
     /// Nothing owed.
     Local,
     /// Taken from the Redis queue into the mailbox's taken list, at this
-    /// position (counted from 1 in the opening): acknowledge it there when
-    /// the consumer takes it.
-    Redis(Arc<TakenAcks>, u64),
+    /// position (counted from 1 in the opening), as these bytes: acknowledge
+    /// it there when the consumer takes it (or hand the bytes back).
+    Redis(Arc<TakenAcks>, u64, Bytes),
     /// Read from a peer connection: acknowledge it when taken.
     Peer(Arc<AckState>),
 }
@@ -55,23 +56,23 @@ pub(crate) enum Origin {
 pub(crate) enum Taken {
     /// Now: a peer's or a local message.
     Now,
-    /// Once the taken list's first `n` entries are acknowledged in Redis.
-    After(Arc<TakenAcks>, u64),
+    /// Once the taken list's first `n` entries are acknowledged in Redis
+    /// (the entry's bytes, to hand back if it is not handed out).
+    After(Arc<TakenAcks>, u64, Bytes),
 }
 
 impl Delivery {
-    /// The message, acknowledged to where it came from.
-    pub(crate) fn take(self) -> (Envelope, Taken) {
+    /// The message, acknowledged to where it came from; `None` if its
+    /// connection's last acknowledgement went out without it (its sender
+    /// re-sends it).
+    pub(crate) fn take(self) -> Option<(Envelope, Taken)> {
         let taken = match &self.origin {
-            Origin::Peer(ack) => {
-                ack.taken.fetch_add(1, Ordering::Release);
-                ack.notify.notify_one();
-                Taken::Now
-            }
-            Origin::Redis(acks, _) => Taken::After(acks.clone(), acks.take()),
+            Origin::Peer(ack) if !ack.take() => return None,
+            Origin::Peer(_) => Taken::Now,
+            Origin::Redis(acks, _, raw) => Taken::After(acks.clone(), acks.take(), raw.clone()),
             Origin::Local => Taken::Now,
         };
-        (self.envelope, taken)
+        Some((self.envelope, taken))
     }
 }
 
@@ -91,6 +92,9 @@ const FINISH_WAIT: Duration = Duration::from_secs(5);
 /// trims ([`ACK`](super::actor::ACK)).
 #[derive(Debug)]
 pub(crate) struct TakenAcks {
+    /// Entries the watcher moved into the taken list (some may not have
+    /// reached the mailbox yet).
+    moved: AtomicU64,
     /// Entries handed to the mailbox, in order.
     delivered: AtomicU64,
     taken: AtomicU64,
@@ -120,6 +124,7 @@ impl TakenAcks {
     /// Acknowledgements with no writer (nothing is taken through them).
     pub(crate) fn detached() -> Arc<Self> {
         Arc::new(Self {
+            moved: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             taken: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
@@ -136,9 +141,14 @@ impl TakenAcks {
         self.delivered.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    /// Entries handed to the mailbox so far.
-    pub(crate) fn delivered(&self) -> u64 {
-        self.delivered.load(Ordering::Acquire)
+    /// Counts entries the watcher moved into the taken list.
+    pub(crate) fn moved(&self, count: usize) {
+        self.moved.fetch_add(count as u64, Ordering::AcqRel);
+    }
+
+    /// Entries moved into the taken list so far.
+    pub(crate) fn moved_so_far(&self) -> u64 {
+        self.moved.load(Ordering::Acquire)
     }
 
     /// An undecodable entry: deleted from the taken list, never counted.
@@ -175,8 +185,13 @@ impl TakenAcks {
     }
 
     async fn durable(&self, n: u64) -> bool {
+        if self.trimmed.load(Ordering::Acquire) >= n {
+            return true;
+        }
         let mut rx = self.written.subscribe();
-        matches!(rx.wait_for(|w| w.is_none_or(|w| w >= n)).await.map(|w| *w), Ok(Some(_)))
+        let _ = rx.wait_for(|w| w.is_none_or(|w| w >= n)).await;
+        // Stored before each report, and kept after the writer gives up.
+        self.trimmed.load(Ordering::Acquire) >= n
     }
 
     /// Writes the last acknowledgements (waiting at most [`FINISH_WAIT`])

@@ -283,7 +283,7 @@ struct Serving {
 
 /// How long opening a mailbox waits for an earlier opening of it in this
 /// process to finish closing.
-const REOPEN_WAIT: Duration = Duration::from_secs(10);
+const REOPEN_WAIT: Duration = Duration::from_secs(20);
 
 /// The hybrid exchange (Redis + peer-to-peer TCP); clones share one Redis
 /// connection and one set of peer links. Used through [`Exchange`].
@@ -379,9 +379,9 @@ impl HybridExchange {
             let mut script = self.entity(&REASSERT, &base32);
             let open = serving.get(&uid).unwrap_or(&none);
             let opening = if open.opening.is_nil() { String::new() } else { open.opening.to_string() };
-            // What the mailbox took before Redis lost its taken list counts
+            // What the watcher moved before Redis lost the taken list counts
             // as acknowledged.
-            script.arg(&self.inner.token).arg(lineage).arg(&open.address).arg(opening).arg(open.acks.delivered());
+            script.arg(&self.inner.token).arg(lineage).arg(&open.address).arg(opening).arg(open.acks.moved_so_far());
             async move { self.call::<i64>(Request::Script(script)).await.map(|kept| (uid, kept)) }
         });
         let results = futures::future::try_join_all(scripts).await?;
@@ -475,19 +475,34 @@ impl HybridExchange {
         address: Option<&str>,
     ) -> Result<(Uuid, Arc<TakenAcks>), Error> {
         let waited = tokio::time::Instant::now();
-        while lock(&self.inner.serving).contains_key(&id.uid()) {
+        let opening = Uuid::new_v4();
+        // Reserve the slot (no other opening here starts meanwhile).
+        loop {
+            {
+                let mut serving = lock(&self.inner.serving);
+                if !serving.contains_key(&id.uid()) {
+                    let reserved = Serving { address: String::new(), opening, acks: TakenAcks::detached() };
+                    serving.insert(id.uid(), reserved);
+                    break;
+                }
+            }
             if waited.elapsed() > REOPEN_WAIT {
                 return Err(Error::MailboxInUse(id.clone()));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let opening = Uuid::new_v4();
         let mut script = self.entity(&OPEN, &id.base32());
         script.arg(&self.inner.token).arg(address.unwrap_or("")).arg(opening.to_string());
-        match self.call::<i64>(Request::Script(script)).await? {
+        let opened = self.call::<i64>(Request::Script(script)).await;
+        if !matches!(opened, Ok(n) if n >= 0) {
+            let mut serving = lock(&self.inner.serving);
+            if serving.get(&id.uid()).is_some_and(|s| s.opening == opening) {
+                serving.remove(&id.uid());
+            }
+        }
+        match opened? {
             -1 => Err(Error::BadEntityId(id.clone())),
             -2 => Err(Error::MailboxClosed(id.clone())),
-            -4 => Err(Error::MailboxInUse(id.clone())),
             _ => {
                 let acks = TakenAcks::start(self.clone(), id.clone(), opening);
                 let serving = Serving { address: address.unwrap_or("").to_owned(), opening, acks: acks.clone() };
@@ -514,12 +529,18 @@ impl HybridExchange {
     /// Returns messages that were taken but never started to the front of
     /// `id`'s queue, keeping their order.
     pub(crate) async fn push_front(&self, id: &EntityId, envelopes: &[Envelope]) -> Result<(), Error> {
-        if envelopes.is_empty() {
+        let entries = envelopes.iter().map(Envelope::encode).collect::<Result<Vec<_>, _>>()?;
+        self.push_front_raw(id, &entries).await
+    }
+
+    /// [`push_front`](Self::push_front) of queue entries as they were taken.
+    pub(crate) async fn push_front_raw(&self, id: &EntityId, entries: &[bytes::Bytes]) -> Result<(), Error> {
+        if entries.is_empty() {
             return Ok(());
         }
         let mut script = self.entity(&PUSH_FRONT, &id.base32());
-        for envelope in envelopes.iter().rev() {
-            script.arg(&envelope.encode()?[..]);
+        for entry in entries.iter().rev() {
+            script.arg(&entry[..]);
         }
         self.call::<i64>(Request::Script(script)).await.map(drop)
     }
@@ -539,6 +560,7 @@ impl HybridExchange {
         script.arg(opening.to_string()).arg(upto);
         match self.call::<i64>(Request::Script(script)).await? {
             -1 => Err(Error::MailboxInUse(id.clone())),
+            -3 => Err(Error::UnexpectedReply(format!("Redis lost the opening of {id}'s mailbox; retrying"))),
             _ => Ok(()),
         }
     }

@@ -40,6 +40,7 @@ use uuid::Uuid;
 
 use super::actor::{Call, ExchangeActor, Request, NEEDS_A_LOOK};
 use super::keys::Keys;
+use super::TakenAcks;
 use crate::error::Error;
 use crate::identifier::{base32_to_uuid, uuid_to_base32};
 
@@ -76,6 +77,7 @@ enum Command {
     Watch {
         uid: Uuid,
         opening: Uuid,
+        acks: Arc<TakenAcks>,
         id: u64,
         tx: mpsc::Sender<Watched>,
         paused: Arc<AtomicBool>,
@@ -132,11 +134,11 @@ impl Watcher {
     /// Starts watching the queue of mailbox `uid` for its opening `opening`
     /// (superseding an earlier watch of it), looking at it at once; the
     /// stream ends after [`unwatch`](Self::unwatch) with the returned id.
-    pub(crate) fn watch(&self, uid: Uuid, opening: Uuid) -> (u64, WatchStream) {
+    pub(crate) fn watch(&self, uid: Uuid, opening: Uuid, acks: Arc<TakenAcks>) -> (u64, WatchStream) {
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let paused = Arc::new(AtomicBool::new(false));
         let id = NEXT_WATCH.fetch_add(1, Ordering::Relaxed);
-        let _ = self.commands.send(Command::Watch { uid, opening, id, tx, paused: paused.clone() });
+        let _ = self.commands.send(Command::Watch { uid, opening, acks, id, tx, paused: paused.clone() });
         self.rearm();
         (id, WatchStream { rx, paused, watcher: self.clone() })
     }
@@ -189,6 +191,8 @@ impl Stream for WatchStream {
 struct Registration {
     id: u64,
     opening: Uuid,
+    /// Counts what is moved into the opening's taken list.
+    acks: Arc<TakenAcks>,
     tx: mpsc::Sender<Watched>,
     paused: Arc<AtomicBool>,
     /// In the pending list: its queue may hold entries.
@@ -251,8 +255,9 @@ impl Task {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::Watch { uid, opening, id, tx, paused } => {
-                let registration = Registration { id, opening, tx, paused, pending: false, left: 1, entry_len: 0 };
+            Command::Watch { uid, opening, acks, id, tx, paused } => {
+                let registration =
+                    Registration { id, opening, acks, tx, paused, pending: false, left: 1, entry_len: 0 };
                 if let Some(old) = self.queues.insert(uid, registration) {
                     wake(old);
                 }
@@ -368,7 +373,10 @@ impl Task {
     async fn take(&mut self, uid: Uuid) -> Result<(), Error> {
         let Some((count, opening)) = self.queues.get(&uid).map(|r| (r.batch(), r.opening)) else { return Ok(()) };
         let (queue, taken) = (self.keys.queue(uid), self.keys.taken(uid, opening));
+        // A transaction: no other opening can start between the check of
+        // who takes from this queue and the moves.
         let mut pipe = redis::pipe();
+        pipe.atomic();
         pipe.cmd("LPOP").arg(&self.bell).arg(RINGS);
         pipe.cmd("HGET").arg(self.keys.taker(uid)).arg("opening");
         pipe.cmd("GET").arg(self.keys.status(uid));
@@ -401,8 +409,16 @@ impl Task {
         }
         let mut entries = entries;
         if taker.is_some_and(|taker| taker != opening.to_string()) {
-            // What this take moved is in this opening's taken list, which
-            // its close puts back for the new opening.
+            // Another opening serves the mailbox: what this take moved goes
+            // back to the front of the queue, for it, and this one ends.
+            if !entries.is_empty() {
+                let mut back = redis::pipe();
+                for _ in 0..entries.len() {
+                    back.cmd("LMOVE").arg(&taken).arg(&queue).arg("RIGHT").arg("LEFT").ignore();
+                }
+                let conn = self.connection().await?;
+                back.query_async::<()>(conn).await?;
+            }
             if let Some(registration) = self.queues.get(&uid) {
                 let _ = registration.tx.try_send(Watched::TakenOver);
             }
@@ -437,6 +453,7 @@ impl Task {
             return Ok(());
         };
         registration.left = left;
+        registration.acks.moved(entries.len());
         if !entries.is_empty() {
             registration.entry_len = entries.iter().map(Vec::len).sum::<usize>() / entries.len();
         }

@@ -82,8 +82,9 @@ struct Claim {
     envelope: Envelope,
     /// Re-sent after an earlier opening may have taken it.
     doubtful: bool,
-    /// Its place in the taken list.
+    /// Its place in the taken list, and its bytes there.
     position: u64,
+    raw: Bytes,
     acknowledged: futures::future::BoxFuture<'static, bool>,
 }
 
@@ -204,15 +205,15 @@ impl Mailbox {
     /// becomes a claim, handed out once acknowledged.
     fn accept(&mut self, delivery: Delivery) -> Option<(Envelope, bool)> {
         let (stamp, doubtful) = (delivery.stamp, delivery.doubtful);
-        let (envelope, taken) = delivery.take();
+        let (envelope, taken) = delivery.take()?;
         if !stamp.is_none_or(|stamp| self.seen.first_time(stamp)) {
             debug!(mailbox = %self.id, tag = %envelope.tag, "dropped a second copy of a message");
             return None;
         }
         match taken {
-            Taken::After(acks, n) if matches!(envelope.body, Body::ActionRequest { .. }) => {
+            Taken::After(acks, n, raw) if matches!(envelope.body, Body::ActionRequest { .. }) => {
                 let acknowledged = Box::pin(acks.acknowledged(n));
-                self.claim = Some(Claim { envelope, doubtful, position: n, acknowledged });
+                self.claim = Some(Claim { envelope, doubtful, position: n, raw, acknowledged });
                 None
             }
             _ => Some((envelope, doubtful)),
@@ -225,7 +226,7 @@ impl Mailbox {
     pub async fn close(mut self) -> Result<(), Error> {
         match self.rx.take() {
             Some(rx) => {
-                let claim = self.claim.take().map(|c| (c.position, c.envelope));
+                let claim = self.claim.take().map(|c| (c.position, c.raw));
                 shutdown(self.backend.clone(), rx, self.id.clone(), self.address, claim).await
             }
             None => Ok(()),
@@ -249,7 +250,7 @@ impl futures::Stream for Mailbox {
 impl Drop for Mailbox {
     fn drop(&mut self) {
         let Some(rx) = self.rx.take() else { return };
-        let claim = self.claim.take().map(|c| (c.position, c.envelope));
+        let claim = self.claim.take().map(|c| (c.position, c.raw));
         let task = shutdown(self.backend.clone(), rx, self.id.clone(), self.address, claim);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -282,26 +283,27 @@ async fn shutdown(
     mut rx: mpsc::Receiver<Delivery>,
     id: EntityId,
     address: Option<SocketAddr>,
-    claim: Option<(u64, Envelope)>,
+    claim: Option<(u64, Bytes)>,
 ) -> Result<(), Error> {
     match backend {
         Backend::Hybrid(actor, exchange, opening, acks) => {
             actor.do_send(Close);
             // A request acknowledged but not handed out comes first.
-            let mut left: Vec<(u64, Envelope)> = claim.into_iter().collect();
+            let mut left: Vec<(u64, Bytes)> = claim.into_iter().collect();
             while let Some(delivery) = rx.recv().await {
-                if let Origin::Redis(_, position) = delivery.origin {
-                    left.push((position, delivery.envelope));
+                if let Origin::Redis(_, position, raw) = delivery.origin {
+                    left.push((position, raw));
                 }
             }
             acks.clone().finish().await;
             // Acknowledged (claimed ahead) but never taken: back in front,
             // before what the taken list still holds goes back.
             let written = acks.written();
-            let claimed: Vec<Envelope> =
-                left.into_iter().filter(|(position, _)| *position <= written).map(|(_, envelope)| envelope).collect();
+            // As they were (marks and stamps kept).
+            let claimed: Vec<Bytes> =
+                left.into_iter().filter(|(position, _)| *position <= written).map(|(_, raw)| raw).collect();
             let closed = exchange.close_mailbox(&id, opening, address.map(|a| a.to_string()).as_deref()).await;
-            exchange.push_front(&id, &claimed).await?;
+            exchange.push_front_raw(&id, &claimed).await?;
             closed
         }
         Backend::Local(exchange) => {
@@ -325,7 +327,8 @@ async fn write_acks(write: OwnedWriteHalf, state: Arc<AckState>, keepalive: Dura
     let mut reported = 0;
     loop {
         let closed = state.closed.load(Ordering::Acquire);
-        let taken = state.taken.load(Ordering::Acquire);
+        // Closing: what is taken now is all that will be.
+        let taken = if closed { state.seal() } else { state.taken() };
         if taken != reported {
             if out.send(Frame::Ack(taken)).await.is_err() {
                 return;
@@ -433,7 +436,7 @@ impl Actor for MailboxActor {
                 act.drop_connection(conn, ctx);
             }
         });
-        let (watch, stream) = self.exchange.watcher().watch(self.id.uid(), self.opening);
+        let (watch, stream) = self.exchange.watcher().watch(self.id.uid(), self.opening, self.acks.clone());
         self.watch = watch;
         ctx.add_stream(stream);
     }
@@ -612,7 +615,7 @@ impl StreamHandler<Watched> for MailboxActor {
                     let raw = Bytes::from(raw);
                     match Envelope::decode_entry(raw.clone()) {
                         Ok(entry) => {
-                            let origin = Origin::Redis(self.acks.clone(), self.acks.deliver());
+                            let origin = Origin::Redis(self.acks.clone(), self.acks.deliver(), raw.clone());
                             let doubtful = entry.resent_to.is_some_and(|opening| opening != self.opening);
                             let (envelope, stamp) = (entry.envelope, entry.stamp);
                             self.deliver(Delivery { envelope, stamp, origin, doubtful }, ctx);
