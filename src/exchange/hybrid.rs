@@ -480,9 +480,8 @@ impl HybridExchange {
         loop {
             {
                 let mut serving = lock(&self.inner.serving);
-                if !serving.contains_key(&id.uid()) {
-                    let reserved = Serving { address: String::new(), opening, acks: TakenAcks::detached() };
-                    serving.insert(id.uid(), reserved);
+                if let std::collections::hash_map::Entry::Vacant(slot) = serving.entry(id.uid()) {
+                    slot.insert(Serving { address: String::new(), opening, acks: TakenAcks::detached() });
                     break;
                 }
             }
