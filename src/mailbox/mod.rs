@@ -615,7 +615,8 @@ impl StreamHandler<Watched> for MailboxActor {
                     let raw = Bytes::from(raw);
                     match Envelope::decode_entry(raw.clone()) {
                         Ok(entry) => {
-                            let origin = Origin::Redis(self.acks.clone(), self.acks.deliver(), raw.clone());
+                            let request = matches!(entry.envelope.body, Body::ActionRequest { .. });
+                            let origin = Origin::Redis(self.acks.clone(), self.acks.deliver(request), raw.clone());
                             let doubtful = entry.resent_to.is_some_and(|opening| opening != self.opening);
                             let (envelope, stamp) = (entry.envelope, entry.stamp);
                             self.deliver(Delivery { envelope, stamp, origin, doubtful }, ctx);
