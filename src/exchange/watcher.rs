@@ -373,16 +373,16 @@ impl Task {
     async fn take(&mut self, uid: Uuid) -> Result<(), Error> {
         let Some((count, opening)) = self.queues.get(&uid).map(|r| (r.batch(), r.opening)) else { return Ok(()) };
         let (queue, taken) = (self.keys.queue(uid), self.keys.taken(uid, opening));
-        // A transaction: no other opening can start between the check of
-        // who takes from this queue and the moves.
+        // Who takes from this queue is read after the moves: a new opening
+        // that started before the read is seen (and what was moved goes
+        // back to it), one that starts after it restores this list itself.
         let mut pipe = redis::pipe();
-        pipe.atomic();
         pipe.cmd("LPOP").arg(&self.bell).arg(RINGS);
-        pipe.cmd("HGET").arg(self.keys.taker(uid)).arg("opening");
-        pipe.cmd("GET").arg(self.keys.status(uid));
         for _ in 0..count {
             pipe.cmd("LMOVE").arg(&queue).arg(&taken).arg("LEFT").arg("RIGHT");
         }
+        pipe.cmd("HGET").arg(self.keys.taker(uid)).arg("opening");
+        pipe.cmd("GET").arg(self.keys.status(uid));
         pipe.cmd("LLEN").arg(&queue);
         let conn = self.connection().await?;
         let mut replies: Vec<redis::Value> = match pipe.query_async(conn).await {
@@ -397,10 +397,10 @@ impl Task {
             Ok(redis::from_redis_value(value.unwrap_or(redis::Value::Nil)).map_err(redis::RedisError::from)?)
         }
         let left: usize = parse(replies.pop())?;
+        let status: Option<String> = parse(replies.pop())?;
+        let taker: Option<String> = parse(replies.pop())?;
         let mut replies = replies.into_iter();
         let rings: Option<Vec<String>> = parse(replies.next())?;
-        let taker: Option<String> = parse(replies.next())?;
-        let status: Option<String> = parse(replies.next())?;
         // An LMOVE from an empty queue answers nil (not an empty entry).
         let entries: Vec<Vec<u8>> =
             replies.filter(|v| !matches!(v, redis::Value::Nil)).map(|v| parse(Some(v))).collect::<Result<_, _>>()?;
