@@ -278,10 +278,7 @@ impl<B: Behavior> Runtime<B> {
             match next {
                 Ok((envelope, doubtful)) => {
                     act.mailbox = Some(mailbox);
-                    match doubtful && matches!(envelope.body, Body::ActionRequest { .. }) {
-                        true => act.on_doubtful_request(envelope),
-                        false => act.on_message(envelope, ctx),
-                    }
+                    act.on_message(envelope, doubtful, ctx);
                 }
                 // Terminated (or the exchange closed): closing it hands
                 // back what it holds.
@@ -301,9 +298,11 @@ impl<B: Behavior> Runtime<B> {
         self.mailbox_done = true;
     }
 
-    fn on_message(&mut self, envelope: Envelope, ctx: &mut Context<Self>) {
+    /// Serves one message; `doubtful` if an earlier opening of the mailbox
+    /// may have taken it.
+    fn on_message(&mut self, envelope: Envelope, doubtful: bool, ctx: &mut Context<Self>) {
         match &envelope.body {
-            Body::ActionRequest { .. } => self.on_request(envelope, ctx),
+            Body::ActionRequest { .. } => self.on_request(envelope, doubtful, ctx),
             Body::PingRequest => self.reply(envelope.reply(Body::PingResponse)),
             Body::CancelRequest { target } => self.cancel((envelope.src.uid(), *target), ctx),
             Body::ShutdownRequest { terminate } => {
@@ -314,34 +313,11 @@ impl<B: Behavior> Runtime<B> {
         }
     }
 
-    /// A request re-sent after an earlier opening of this mailbox (in a
-    /// process that failed) may have taken it, and so run it: it is answered,
-    /// not run, unless this runtime knows it.
-    fn on_doubtful_request(&mut self, envelope: Envelope) {
-        let key = request_key(&envelope);
-        if self.in_flight.contains_key(&key) {
-            return;
-        }
-        if let Some(answer) = self.recent.answers.get(&key) {
-            if let Some(answer) = answer.clone() {
-                self.reply(answer);
-            }
-            return;
-        }
-        warn!(agent = %self.context.id(), tag = %envelope.tag, "refused a request an earlier process may have run");
-        let error = RemoteError {
-            kind: RemoteErrorKind::AgentStopped,
-            message: format!(
-                "{} stopped (its process failed?) before confirming this request; not run again, in case it ran",
-                self.context.id()
-            ),
-        };
-        self.answer(&envelope, Err(error));
-    }
-
     /// Runs a request, unless it runs already, was answered (its answer is
-    /// sent again), is past its deadline, or the agent is stopping.
-    fn on_request(&mut self, envelope: Envelope, ctx: &mut Context<Self>) {
+    /// sent again), is `doubtful` (re-sent after an earlier opening of the
+    /// mailbox, in a process that failed, may have run it: answered, not
+    /// run), is past its deadline, or the agent is stopping.
+    fn on_request(&mut self, envelope: Envelope, doubtful: bool, ctx: &mut Context<Self>) {
         let key = request_key(&envelope);
         if self.in_flight.contains_key(&key) {
             return debug!(tag = %envelope.tag, "a second copy of a running request; not run again");
@@ -352,6 +328,17 @@ impl<B: Behavior> Runtime<B> {
                 self.reply(answer);
             }
             return;
+        }
+        if doubtful {
+            warn!(agent = %self.context.id(), tag = %envelope.tag, "refused a request an earlier process may have run");
+            let error = RemoteError {
+                kind: RemoteErrorKind::AgentStopped,
+                message: format!(
+                    "{} stopped (its process failed?) before confirming this request; not run again, in case it ran",
+                    self.context.id()
+                ),
+            };
+            return self.answer(&envelope, Err(error));
         }
         match self.shutdown {
             Some(Ending::Shutdown(_)) => return self.refuse(&envelope),
@@ -380,7 +367,7 @@ impl<B: Behavior> Runtime<B> {
     /// resumes.
     fn slot_freed(&mut self, ctx: &mut Context<Self>) {
         if let Some(next) = self.waiting.pop_front() {
-            self.on_request(next, ctx);
+            self.on_request(next, false, ctx);
         }
         self.read_next(ctx);
         self.finish_if_idle(ctx);

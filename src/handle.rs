@@ -264,6 +264,16 @@ struct Shared {
     owner: Option<Arc<Client>>,
 }
 
+impl Shared {
+    /// A message from the bound mailbox to `agent`, labelled so that its
+    /// answer comes back to this handle.
+    fn envelope(&self, agent: &EntityId, body: Body) -> Envelope {
+        let mut envelope = Envelope::new(self.endpoint.me.clone(), agent.clone(), body);
+        envelope.label = Some(self.state.label);
+        envelope
+    }
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
         self.endpoint.router.unregister(self.state.label);
@@ -441,8 +451,7 @@ impl<B: Behavior> RemoteHandle<B> {
         }
         let endpoint = &self.shared.endpoint;
         let is_action = matches!(body, Body::ActionRequest { .. });
-        let mut envelope = Envelope::new(endpoint.me.clone(), self.agent.entity().clone(), body);
-        envelope.label = Some(state.label);
+        let mut envelope = self.shared.envelope(self.agent.entity(), body);
         if is_action {
             envelope.deadline = timeout.or(self.liveness).map(deadline_in);
         }
@@ -468,10 +477,8 @@ impl<B: Behavior> RemoteHandle<B> {
             // Sent before the caller hears of the failure, so it reaches the
             // agent before anything the caller sends next.
             pending.cancel = false;
-            let mut cancel =
-                Envelope::new(endpoint.me.clone(), self.agent.entity().clone(), Body::CancelRequest { target: tag });
-            cancel.label = Some(state.label);
-            if let Err(e) = endpoint.exchange.send_with(cancel, WhenInactive::Queue).await {
+            let cancel = self.shared.envelope(self.agent.entity(), Body::CancelRequest { target: tag });
+            if let Err(e) = endpoint.exchange.send_with(cancel, self.when_inactive).await {
                 debug!(agent = %self.agent, "could not send a cancel: {e}");
             }
         }
@@ -501,8 +508,7 @@ impl<B: Behavior> RemoteHandle<B> {
                     }
                     if silent >= check {
                         let endpoint = &self.shared.endpoint;
-                        let mut ping = Envelope::new(endpoint.me.clone(), self.agent.entity().clone(), Body::PingRequest);
-                        ping.label = Some(state.label);
+                        let ping = self.shared.envelope(self.agent.entity(), Body::PingRequest);
                         // A caller that queues for an inactive agent waits
                         // for its restart; pings are not queued.
                         match endpoint.exchange.send(ping).await {
@@ -529,14 +535,10 @@ struct Pending<'a> {
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        let state = &self.handle.state;
-        lock(&state.pending).remove(&self.tag);
+        lock(&self.handle.state.pending).remove(&self.tag);
         if self.cancel {
-            let endpoint = &self.handle.endpoint;
-            let mut cancel =
-                Envelope::new(endpoint.me.clone(), self.agent.clone(), Body::CancelRequest { target: self.tag });
-            cancel.label = Some(state.label);
-            endpoint.exchange.post(cancel, self.when_inactive);
+            let cancel = self.handle.envelope(self.agent, Body::CancelRequest { target: self.tag });
+            self.handle.endpoint.exchange.post(cancel, self.when_inactive);
         }
     }
 }

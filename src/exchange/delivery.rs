@@ -107,11 +107,11 @@ pub(crate) struct TakenAcks {
     /// Undecodable entries to delete from the taken list (by value): they
     /// never reach the consumer, so they are not counted.
     discards: Mutex<Vec<Vec<u8>>>,
-    /// How many are acknowledged in Redis; `None` once the writer gave up
-    /// (the exchange closed, or another opening took the mailbox over).
-    written: watch::Sender<Option<u64>>,
-    /// How many are acknowledged in Redis, even after the writer gave up.
-    trimmed: AtomicU64,
+    /// How many are acknowledged in Redis.
+    written: watch::Sender<u64>,
+    /// The writer gave up (the exchange closed, or another opening took the
+    /// mailbox over): nothing more will be acknowledged.
+    gave_up: AtomicBool,
     notify: Notify,
     closed: AtomicBool,
 }
@@ -119,25 +119,20 @@ pub(crate) struct TakenAcks {
 impl TakenAcks {
     /// Starts the writer for the taken list of `id`'s opening `opening`.
     pub(crate) fn start(exchange: HybridExchange, id: EntityId, opening: uuid::Uuid) -> Arc<Self> {
-        let acks = Self::detached();
-        tokio::spawn(write(acks.clone(), exchange, id, opening));
-        acks
-    }
-
-    /// Acknowledgements with no writer (nothing is taken through them).
-    pub(crate) fn detached() -> Arc<Self> {
-        Arc::new(Self {
+        let acks = Arc::new(Self {
             moved: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             others: Mutex::default(),
             taken: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
-            trimmed: AtomicU64::new(0),
             discards: Mutex::default(),
-            written: watch::Sender::new(Some(0)),
+            written: watch::Sender::new(0),
+            gave_up: AtomicBool::new(false),
             notify: Notify::new(),
             closed: AtomicBool::new(false),
-        })
+        });
+        tokio::spawn(write(acks.clone(), exchange, id, opening));
+        acks
     }
 
     /// Counts one more entry handed to the mailbox; returns its position.
@@ -171,11 +166,6 @@ impl TakenAcks {
         self.notify.notify_one();
     }
 
-    /// Discards not yet done go back in front of any added meanwhile.
-    fn put_back(&self, discards: Vec<Vec<u8>>) {
-        self.discards.lock().unwrap_or_else(|e| e.into_inner()).splice(0..0, discards);
-    }
-
     /// Counts one more entry taken by the consumer; returns how many are.
     pub(crate) fn take(&self) -> u64 {
         let n = self.taken.fetch_add(1, Ordering::AcqRel) + 1;
@@ -185,7 +175,7 @@ impl TakenAcks {
 
     /// How many entries are acknowledged in Redis (taken or claimed).
     pub(crate) fn written(&self) -> u64 {
-        self.trimmed.load(Ordering::Acquire)
+        *self.written.borrow()
     }
 
     /// Waits until the first `n` entries are acknowledged in Redis, claiming
@@ -206,13 +196,9 @@ impl TakenAcks {
     }
 
     async fn durable(&self, n: u64) -> bool {
-        if self.trimmed.load(Ordering::Acquire) >= n {
-            return true;
-        }
         let mut rx = self.written.subscribe();
-        let _ = rx.wait_for(|w| w.is_none_or(|w| w >= n)).await;
-        // Stored before each report, and kept after the writer gives up.
-        self.trimmed.load(Ordering::Acquire) >= n
+        let _ = rx.wait_for(|&w| w >= n || self.gave_up.load(Ordering::Acquire)).await;
+        self.written() >= n
     }
 
     /// Writes the last acknowledgements (waiting at most [`FINISH_WAIT`])
@@ -230,28 +216,24 @@ async fn write(acks: Arc<TakenAcks>, exchange: HybridExchange, id: EntityId, ope
     loop {
         let closed = acks.closed.load(Ordering::Acquire);
         // Discards first: they were delivered before whatever is taken next.
-        let discards = std::mem::take(&mut *acks.discards.lock().unwrap_or_else(|e| e.into_inner()));
-        if let Some(entry) = discards.first() {
-            if let Err(e) = exchange.discard_taken(&id, opening, entry.clone()).await {
-                warn!(mailbox = %id, "could not delete an undecodable entry from the taken list, retrying: {e}");
-                acks.put_back(discards);
-                if matches!(e, Error::ExchangeClosed) {
-                    break;
+        let discard = acks.discards.lock().unwrap_or_else(|e| e.into_inner()).first().cloned();
+        if let Some(entry) = discard {
+            match exchange.discard_taken(&id, opening, entry).await {
+                Ok(()) => drop(acks.discards.lock().unwrap_or_else(|e| e.into_inner()).remove(0)),
+                Err(Error::ExchangeClosed) => break,
+                Err(e) => {
+                    warn!(mailbox = %id, "could not delete an undecodable entry from the taken list, retrying: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
             }
-            acks.put_back(discards.into_iter().skip(1).collect());
             continue;
         }
         let taken = acks.taken.load(Ordering::Acquire).max(acks.claimed.load(Ordering::Acquire));
-        let written = acks.written.borrow().unwrap_or(taken);
-        if taken > written {
+        if taken > acks.written() {
             match exchange.acknowledge_taken(&id, opening, taken).await {
                 Ok(()) => {
-                    acks.trimmed.store(taken, Ordering::Release);
-                    acks.written.send_replace(Some(taken));
+                    acks.written.send_replace(taken);
                     backoff = Duration::from_millis(50);
                 }
                 // Closed, or another opening took the mailbox over (it put
@@ -270,5 +252,6 @@ async fn write(acks: Arc<TakenAcks>, exchange: HybridExchange, id: EntityId, ope
         }
         acks.notify.notified().await;
     }
-    acks.written.send_replace(None);
+    acks.gave_up.store(true, Ordering::Release);
+    acks.written.send_modify(|_| {});
 }

@@ -278,7 +278,8 @@ struct Serving {
     address: String,
     /// Names this opening in Redis (`ns:taker:<id>`).
     opening: Uuid,
-    acks: Arc<TakenAcks>,
+    /// Its acknowledgements (none while the opening is being made).
+    acks: Option<Arc<TakenAcks>>,
 }
 
 /// How long opening a mailbox waits for an earlier opening of it in this
@@ -372,16 +373,19 @@ impl HybridExchange {
         for uid in serving.keys() {
             entities.entry(*uid).or_insert_with(|| (uuid_to_base32(*uid), String::new()));
         }
-        let none = Serving { address: String::new(), opening: Uuid::nil(), acks: TakenAcks::detached() };
         self.call::<()>(Request::Cmd(self.inner.lease.renewal())).await?;
         // One script per entity, all in flight at once on the one connection.
         let scripts = entities.into_iter().map(|(uid, (base32, lineage))| {
             let mut script = self.entity(&REASSERT, &base32);
-            let open = serving.get(&uid).unwrap_or(&none);
-            let opening = if open.opening.is_nil() { String::new() } else { open.opening.to_string() };
             // What the watcher moved before Redis lost the taken list counts
             // as acknowledged.
-            script.arg(&self.inner.token).arg(lineage).arg(&open.address).arg(opening).arg(open.acks.moved_so_far());
+            let (address, opening, moved) = match serving.get(&uid) {
+                Some(Serving { address, opening, acks: Some(acks) }) => {
+                    (address.as_str(), opening.to_string(), acks.moved_so_far())
+                }
+                _ => ("", String::new(), 0),
+            };
+            script.arg(&self.inner.token).arg(lineage).arg(address).arg(opening).arg(moved);
             async move { self.call::<i64>(Request::Script(script)).await.map(|kept| (uid, kept)) }
         });
         let results = futures::future::try_join_all(scripts).await?;
@@ -465,10 +469,11 @@ impl HybridExchange {
 
     /// Opens `id`'s mailbox in Redis: this process owns it and (with an
     /// address) listens for it; entries an earlier opening popped and did
-    /// not hand back (it crashed) are back in the queue. An earlier opening
-    /// in this process is first given [`REOPEN_WAIT`] to finish closing; one
-    /// in another live process makes it [`Error::MailboxInUse`]. Returns the
-    /// opening's id and its acknowledgements.
+    /// not hand back (it crashed, or is being taken over) are back in the
+    /// queue. An earlier opening in this process is first given
+    /// [`REOPEN_WAIT`] to finish closing, else [`Error::MailboxInUse`]; one in
+    /// another process is taken over. Returns the opening's id and its
+    /// acknowledgements.
     pub(crate) async fn open_mailbox(
         &self,
         id: &EntityId,
@@ -481,7 +486,7 @@ impl HybridExchange {
             {
                 let mut serving = lock(&self.inner.serving);
                 if let std::collections::hash_map::Entry::Vacant(slot) = serving.entry(id.uid()) {
-                    slot.insert(Serving { address: String::new(), opening, acks: TakenAcks::detached() });
+                    slot.insert(Serving { address: String::new(), opening, acks: None });
                     break;
                 }
             }
@@ -492,22 +497,26 @@ impl HybridExchange {
         }
         let mut script = self.entity(&OPEN, &id.base32());
         script.arg(&self.inner.token).arg(address.unwrap_or("")).arg(opening.to_string());
-        let opened = self.call::<i64>(Request::Script(script)).await;
-        if !matches!(opened, Ok(n) if n >= 0) {
-            let mut serving = lock(&self.inner.serving);
-            if serving.get(&id.uid()).is_some_and(|s| s.opening == opening) {
-                serving.remove(&id.uid());
-            }
-        }
-        match opened? {
-            -1 => Err(Error::BadEntityId(id.clone())),
-            -2 => Err(Error::MailboxClosed(id.clone())),
-            _ => {
+        let refused = match self.call::<i64>(Request::Script(script)).await {
+            Ok(-1) => Error::BadEntityId(id.clone()),
+            Ok(-2) => Error::MailboxClosed(id.clone()),
+            Err(e) => e,
+            Ok(_) => {
                 let acks = TakenAcks::start(self.clone(), id.clone(), opening);
-                let serving = Serving { address: address.unwrap_or("").to_owned(), opening, acks: acks.clone() };
+                let serving = Serving { address: address.unwrap_or("").to_owned(), opening, acks: Some(acks.clone()) };
                 lock(&self.inner.serving).insert(id.uid(), serving);
-                Ok((opening, acks))
+                return Ok((opening, acks));
             }
+        };
+        self.release(id, opening);
+        Err(refused)
+    }
+
+    /// Frees `id`'s slot in `serving`, if `opening` still holds it.
+    fn release(&self, id: &EntityId, opening: Uuid) {
+        let mut serving = lock(&self.inner.serving);
+        if serving.get(&id.uid()).is_some_and(|s| s.opening == opening) {
+            serving.remove(&id.uid());
         }
     }
 
@@ -518,10 +527,7 @@ impl HybridExchange {
         let mut script = self.entity(&CLOSE, &id.base32());
         script.arg(opening.to_string()).arg(address.unwrap_or(""));
         let closed = self.call::<i64>(Request::Script(script)).await.map(drop);
-        let mut serving = lock(&self.inner.serving);
-        if serving.get(&id.uid()).is_some_and(|s| s.opening == opening) {
-            serving.remove(&id.uid());
-        }
+        self.release(id, opening);
         closed
     }
 

@@ -607,38 +607,41 @@ impl StreamHandler<Inbound> for MailboxActor {
     fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
+impl MailboxActor {
+    /// Hands queue entries to the FIFO, in order; `taken` if they sit in
+    /// this opening's taken list (else they were popped outright).
+    fn deliver_entries(&mut self, entries: Vec<Vec<u8>>, taken: bool, ctx: &mut Context<Self>) {
+        for raw in entries {
+            let raw = Bytes::from(raw);
+            let entry = match Envelope::decode_entry(raw.clone()) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    error!(mailbox = %self.id, "discarding an undecodable entry of the Redis queue: {e}");
+                    if taken {
+                        self.acks.discard(raw.to_vec());
+                    }
+                    continue;
+                }
+            };
+            let origin = match taken {
+                true => {
+                    let request = matches!(entry.envelope.body, Body::ActionRequest { .. });
+                    Origin::Redis(self.acks.clone(), self.acks.deliver(request), raw)
+                }
+                false => Origin::Local,
+            };
+            let doubtful = entry.resent_to.is_some_and(|opening| opening != self.opening);
+            self.deliver(Delivery { envelope: entry.envelope, stamp: entry.stamp, origin, doubtful }, ctx);
+        }
+    }
+}
+
 impl StreamHandler<Watched> for MailboxActor {
     fn handle(&mut self, item: Watched, ctx: &mut Context<Self>) {
         match item {
-            Watched::Batch(batch) => {
-                for raw in batch {
-                    let raw = Bytes::from(raw);
-                    match Envelope::decode_entry(raw.clone()) {
-                        Ok(entry) => {
-                            let request = matches!(entry.envelope.body, Body::ActionRequest { .. });
-                            let origin = Origin::Redis(self.acks.clone(), self.acks.deliver(request), raw.clone());
-                            let doubtful = entry.resent_to.is_some_and(|opening| opening != self.opening);
-                            let (envelope, stamp) = (entry.envelope, entry.stamp);
-                            self.deliver(Delivery { envelope, stamp, origin, doubtful }, ctx);
-                        }
-                        Err(e) => {
-                            error!(mailbox = %self.id, "discarding an undecodable entry of the Redis queue: {e}");
-                            self.acks.discard(raw.to_vec());
-                        }
-                    }
-                }
-            }
+            Watched::Batch(batch) => self.deliver_entries(batch, true, ctx),
             Watched::Terminated(last) => {
-                for raw in last {
-                    match Envelope::decode_entry(Bytes::from(raw)) {
-                        Ok(entry) => {
-                            let mut delivery = Delivery::local(entry.envelope);
-                            delivery.stamp = entry.stamp;
-                            self.deliver(delivery, ctx);
-                        }
-                        Err(e) => error!(mailbox = %self.id, "discarding an undecodable entry of the Redis queue: {e}"),
-                    }
-                }
+                self.deliver_entries(last, false, ctx);
                 self.terminated(ctx);
             }
             Watched::Woken => ctx.stop(),
