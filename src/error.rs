@@ -19,8 +19,9 @@ pub enum Error {
     /// message was not queued. It may come back under the same id.
     #[error("{0} is inactive: its process is gone")]
     Inactive(EntityId),
-    /// The mailbox is open elsewhere: in another live process, or (for
-    /// longer than it takes to close) in this one.
+    /// The mailbox is open elsewhere: still open in this process (its
+    /// earlier opening did not close in time), or taken over by an opening
+    /// in another process.
     #[error("the mailbox of {0} is open elsewhere")]
     MailboxInUse(EntityId),
     /// An id that does not parse, or an agent id that names a client.

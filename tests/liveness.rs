@@ -634,3 +634,47 @@ async fn a_request_resent_after_its_first_receiver_died_is_answered_but_not_run(
     agent.wait().await;
     exchange.close().await;
 }
+
+#[actix::test]
+async fn garbage_in_a_queue_is_dropped_without_disturbing_what_is_acknowledged() {
+    let redis = RedisServer::start();
+    let exchange = exchange(&redis.url(), "garbage", false).await;
+    let me = exchange.register_client(None).await.unwrap();
+    let id: EntityId = exchange.register_client(None).await.unwrap().into();
+    let ping = Envelope::new(me.clone().into(), id.clone(), Body::PingRequest).encode().unwrap().to_vec();
+    let queue = format!("garbage:queue:{}", id.base32());
+    let entries = vec![ping.clone(), b"not a message".to_vec(), ping.clone(), vec![0xC2, 1, 2], ping];
+    let _: () = redis::Commands::rpush(&mut redis.client(), &queue, entries).unwrap();
+    let mut mailbox = exchange.get_mailbox(&id).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(mailbox.recv(Some(Duration::from_secs(10))).await.unwrap().body, Body::PingRequest);
+    }
+    assert!(matches!(mailbox.recv(Some(Duration::from_millis(300))).await, Err(Error::Timeout(_))));
+    mailbox.close().await.unwrap();
+    // Everything taken was acknowledged and the garbage deleted: a new
+    // opening gets nothing again, and no taken list is left.
+    let mut mailbox = exchange.get_mailbox(&id).await.unwrap();
+    assert!(matches!(mailbox.recv(Some(Duration::from_millis(500))).await, Err(Error::Timeout(_))));
+    mailbox.close().await.unwrap();
+    let taken: Vec<String> = redis::Commands::keys(&mut redis.client(), "garbage:taken:*").unwrap();
+    assert!(taken.is_empty(), "{taken:?}");
+    exchange.close().await;
+}
+
+#[actix::test]
+async fn opening_a_mailbox_again_in_one_process_waits_for_the_first_to_close() {
+    let redis = RedisServer::start();
+    let exchange = exchange(&redis.url(), "again-here", false).await;
+    let id: EntityId = exchange.register_client(None).await.unwrap().into();
+    let first = exchange.get_mailbox(&id).await.unwrap();
+    let second = {
+        let (exchange, id) = (exchange.clone(), id.clone());
+        actix::spawn(async move { exchange.get_mailbox(&id).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "a second opening did not wait for the first");
+    first.close().await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(15), second).await.expect("it never opened").unwrap();
+    second.unwrap().close().await.unwrap();
+    exchange.close().await;
+}
