@@ -39,9 +39,18 @@ pub enum Error {
     /// A message (or a value in it) that does not encode or decode.
     #[error(transparent)]
     Wire(#[from] crate::message::WireError),
-    /// A peer connection failed its handshake.
+    /// A peer connection failed its handshake: not an academy peer, or it
+    /// hung up.
     #[error("peer handshake failed: {0}")]
     Handshake(&'static str),
+    /// A peer and this process do not agree on how to talk: a
+    /// misconfiguration, reported once per peer.
+    #[error("peer refused: {0}")]
+    Rejected(Rejection),
+    /// The exchange's configuration cannot work (an address that cannot be
+    /// bound or published, an interface that does not exist...).
+    #[error("configuration: {0}")]
+    Config(String),
     /// A peer connection broke the protocol or went away.
     #[error("peer connection: {0}")]
     Peer(&'static str),
@@ -74,6 +83,31 @@ pub enum Error {
     /// The exchange (or the actor behind it) was closed.
     #[error("the exchange is closed")]
     ExchangeClosed,
+}
+
+/// Why a peer and this process refused each other at the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The two ends do not share the secret.
+    #[error("the two ends do not share the secret")]
+    Secret,
+    /// The peer speaks another protocol version (this one's is in the message).
+    #[error("the peer speaks protocol version {0}, this process {v}", v = crate::message::PROTOCOL_VERSION)]
+    Version(u8),
+    /// The address reached belongs to another mailbox (a stale or wrong
+    /// advertised address).
+    #[error("the address belongs to another mailbox (stale or wrongly advertised)")]
+    Destination,
+    /// One end encrypts and the other does not.
+    #[error("one end encrypts peer links and the other does not")]
+    Protection,
+}
+
+impl From<Rejection> for Error {
+    fn from(rejection: Rejection) -> Self {
+        Error::Rejected(rejection)
+    }
 }
 
 impl From<rmp_serde::decode::Error> for Error {

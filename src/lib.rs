@@ -17,9 +17,9 @@ pub use agent::{Agent, AgentContext, AgentExit, DEFAULT_MAX_CONCURRENCY, MAX_WAI
 #[doc(hidden)]
 pub use behavior::{action_name as __action_name, call as __call};
 pub use behavior::{ActionFuture, Behavior, Handles, StopAgent};
-pub use error::Error;
+pub use error::{Error, Rejection};
 pub use exchange::{
-    Exchange, HybridExchange, HybridExchangeBuilder, LocalExchange, MailboxStatus, WhenInactive, SECRET_ENV,
+    Exchange, HybridExchange, HybridExchangeBuilder, LocalExchange, MailboxStatus, Rejections, WhenInactive, SECRET_ENV,
 };
 pub use handle::{Client, RemoteHandle, UnboundRemoteHandle, DEFAULT_LIVENESS_TIMEOUT};
 pub use identifier::{base32_to_uuid, uuid_to_base32, AgentId, ClientId, EntityId, IdError, Role};

@@ -41,7 +41,7 @@ pub enum WireError {
 type Error = WireError;
 
 /// The protocol version written in every envelope and in the peer handshake.
-pub const PROTOCOL_VERSION: u8 = 4;
+pub const PROTOCOL_VERSION: u8 = 5;
 
 /// A message with its routing header.
 ///
@@ -374,6 +374,8 @@ const RESENT: u8 = 0xC2;
 /// no unstamped envelope starts with it).
 const STAMPED: u8 = 0xC1;
 const STAMP_LEN: usize = 1 + 16 + 8;
+/// The most bytes the marks (re-sent, stamped) add before an envelope.
+pub(crate) const ENTRY_MARKS_LEN: usize = 17 + STAMP_LEN;
 
 /// Where a message came from, in order: a stream of the sending exchange
 /// (one per destination) and the message's number in it. A mailbox that

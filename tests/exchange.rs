@@ -2,7 +2,6 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_academy::{
@@ -213,32 +212,10 @@ async fn terminate_wakes_a_blocked_recv() {
     assert!(matches!(result, Err(Error::MailboxClosed(id)) if id == *agent));
 }
 
-/// A `MakeWriter` that keeps everything logged, for assertions.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 #[actix::test]
 async fn a_failing_redis_watcher_is_logged_and_recovers() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = support::Captured::default();
+    let _guard = logs.install(tracing::Level::INFO);
 
     let mut redis = RedisServer::start();
     let exchange = redis.exchange().await;
@@ -270,7 +247,8 @@ async fn a_failing_redis_watcher_is_logged_and_recovers() {
         .unwrap();
     let message = ping(&me, &peer);
     let queue = format!("{}:queue:{}", exchange.namespace(), peer.base32());
-    let _: () = redis.client().rpush(&queue, message.encode().unwrap().to_vec()).unwrap();
+    let entry = support::raw::seal(b"test secret", peer.uid(), &message.encode().unwrap());
+    let _: () = redis.client().rpush(&queue, entry).unwrap();
     assert_eq!(inbox.recv(Some(Duration::from_secs(10))).await.unwrap(), message);
 }
 
@@ -368,7 +346,7 @@ async fn many_open_mailboxes_share_one_watcher_connection() {
         let _: () = redis::Commands::rpush(
             &mut redis.client(),
             format!("{}:queue:{}", exchange.namespace(), id.base32()),
-            ping(&me, id).encode().unwrap().to_vec(),
+            support::raw::seal(b"test secret", id.uid(), &ping(&me, id).encode().unwrap()),
         )
         .unwrap();
     }

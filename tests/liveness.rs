@@ -622,6 +622,7 @@ async fn a_request_resent_after_its_first_receiver_died_is_answered_but_not_run(
     entry.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
     entry.extend_from_slice(&request.encode().unwrap());
     let queue = format!("resent:queue:{}", id.base32());
+    let entry = support::raw::seal(b"test secret", id.uid(), &entry);
     let _: () = redis::Commands::rpush(&mut redis.client(), &queue, entry).unwrap();
     let agent = Agent::launch(Counter::default(), id.clone(), &exchange).await.unwrap();
     let answer = inbox.recv(Some(Duration::from_secs(20))).await.unwrap();
@@ -641,9 +642,17 @@ async fn garbage_in_a_queue_is_dropped_without_disturbing_what_is_acknowledged()
     let exchange = exchange(&redis.url(), "garbage", false).await;
     let me = exchange.register_client(None).await.unwrap();
     let id: EntityId = exchange.register_client(None).await.unwrap().into();
-    let ping = Envelope::new(me.clone().into(), id.clone(), Body::PingRequest).encode().unwrap().to_vec();
+    let ping = Envelope::new(me.clone().into(), id.clone(), Body::PingRequest).encode().unwrap();
+    let ping = support::raw::seal(b"test secret", id.uid(), &ping);
     let queue = format!("garbage:queue:{}", id.base32());
-    let entries = vec![ping.clone(), b"not a message".to_vec(), ping.clone(), vec![0xC2, 1, 2], ping];
+    // Sealed garbage (a peer with the secret and a bug), unsealed garbage, a forgery.
+    let sealed_garbage = support::raw::seal(b"test secret", id.uid(), &[0xC2, 1, 2]);
+    let forged = support::raw::seal(
+        b"guess",
+        id.uid(),
+        &Envelope::new(me.clone().into(), id.clone(), Body::PingRequest).encode().unwrap(),
+    );
+    let entries = vec![ping.clone(), b"not a message".to_vec(), ping.clone(), sealed_garbage, forged, ping];
     let _: () = redis::Commands::rpush(&mut redis.client(), &queue, entries).unwrap();
     let mut mailbox = exchange.get_mailbox(&id).await.unwrap();
     for _ in 0..3 {
@@ -658,6 +667,7 @@ async fn garbage_in_a_queue_is_dropped_without_disturbing_what_is_acknowledged()
     mailbox.close().await.unwrap();
     let taken: Vec<String> = redis::Commands::keys(&mut redis.client(), "garbage:taken:*").unwrap();
     assert!(taken.is_empty(), "{taken:?}");
+    assert_eq!(exchange.rejections().dropped_entries, 3);
     exchange.close().await;
 }
 

@@ -85,7 +85,7 @@ async fn a_client_that_leaves_early() {
     // Connects and leaves before the handshake, halfway through it, and right after it.
     drop(tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap());
     let mut half = tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap();
-    half.write_all(b"ACAD\x04").await.unwrap();
+    half.write_all(b"ACAD\x05").await.unwrap();
     drop(half);
     drop(connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap());
     f.still_serves().await;
@@ -137,11 +137,11 @@ async fn a_wrong_secret_or_destination_is_refused() {
     // A client that ignores the server's proof and bluffs its own: the frame
     // it sends after the bluff is never delivered.
     let mut stream = tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap();
-    let mut hello = b"ACAD\x04".to_vec();
+    let mut hello = b"ACAD\x05\x00".to_vec();
     hello.extend_from_slice(f.peer.uid().as_bytes());
     hello.extend_from_slice(&[1u8; 16]);
     stream.write_all(&hello).await.unwrap();
-    let mut reply = [0u8; 53];
+    let mut reply = [0u8; 54];
     tokio::io::AsyncReadExt::read_exact(&mut stream, &mut reply).await.unwrap();
     stream.write_all(&[0u8; 32]).await.unwrap();
     let _ = stream.write_all(&frame(&f.message().encode().unwrap())).await;
@@ -149,7 +149,7 @@ async fn a_wrong_secret_or_destination_is_refused() {
     let mut f = f;
     assert!(matches!(f.inbox.recv(Some(Duration::from_millis(100))).await, Err(Error::Timeout(_))));
     // A wrong protocol version or magic.
-    for hello in [&b"ACAD\x09"[..], b"HTTP/"] {
+    for hello in [&b"ACAD\x09\x00"[..], b"HTTP/1"] {
         let mut stream = tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap();
         let mut bytes = hello.to_vec();
         bytes.extend_from_slice(&[0u8; 32]);

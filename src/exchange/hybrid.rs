@@ -24,11 +24,11 @@ use super::actor::{
 use super::keys::Keys;
 use super::link::{enqueue, refused_recently, Enqueued, Link, LinkEnv, Links};
 use super::watcher::Watcher;
-use super::{Exchange, MailboxStatus, TakenAcks, WhenInactive};
+use super::{Exchange, MailboxStatus, Rejections, Reports, Seal, TakenAcks, WhenInactive};
 use crate::error::Error;
 use crate::identifier::{base32_to_uuid, uuid_to_base32, EntityId, Role};
 use crate::message::{Body, Envelope, Parts, RemoteError, RemoteErrorKind, Stamp};
-use crate::peer::{Secret, DEFAULT_MAX_FRAME_LEN};
+use crate::peer::{AddressSettings, Bind, Protection, Secret, Security, DEFAULT_MAX_FRAME_LEN};
 
 /// Destinations whose stream an exchange remembers; past that it starts
 /// new streams for all (a bound on memory, at no cost to correctness).
@@ -54,8 +54,12 @@ pub const SECRET_ENV: &str = "ACADEMY_SECRET";
 pub struct HybridExchangeBuilder {
     url: RedisUrl,
     namespace: Option<String>,
-    host: String,
+    addresses: AddressSettings,
     secret: Option<Secret>,
+    protection: Protection,
+    /// PEM root certificates that Redis's TLS certificate must chain to.
+    #[cfg(feature = "tls")]
+    redis_root_certificates: Option<Vec<u8>>,
     connect_timeout: Duration,
     peer_timeout: Duration,
     max_frame_len: usize,
@@ -79,9 +83,48 @@ impl HybridExchangeBuilder {
         self
     }
 
-    /// Interface that mailboxes bind and advertise to peers (default `127.0.0.1`).
-    pub fn host(mut self, host: impl Into<String>) -> Self {
-        self.host = host.into();
+    /// The IP address mailboxes listen on (`0.0.0.0` for every interface).
+    /// By default, the address this host uses to reach Redis: `127.0.0.1`
+    /// when Redis runs on the same host. Connections to peers leave from it
+    /// too, unless it is unspecified.
+    pub fn bind(mut self, ip: impl Into<String>) -> Self {
+        self.addresses.bind = Some(Bind::Ip(ip.into()));
+        self
+    }
+
+    /// Listen on (and advertise) the address of network interface `name`,
+    /// such as `eth0`, as Python Academy's `interface=` does.
+    pub fn interface(mut self, name: impl Into<String>) -> Self {
+        self.addresses.bind = Some(Bind::Interface(name.into()));
+        self
+    }
+
+    /// The host name or IP address peers dial to reach this process's
+    /// mailboxes, when it differs from the bound one (behind NAT, in a
+    /// container): by default the bound address, or for `0.0.0.0` the
+    /// address this host uses to reach Redis. The port is the listener's
+    /// own, so forward the same ports. An unspecified address is refused.
+    pub fn advertise(mut self, host: impl Into<String>) -> Self {
+        self.addresses.advertise = Some(host.into());
+        self
+    }
+
+    /// Ports mailboxes listen on (one per open mailbox), for firewalls:
+    /// each takes a free one of the range (default: any port).
+    pub fn ports(mut self, ports: std::ops::RangeInclusive<u16>) -> Self {
+        self.addresses.ports = Some(ports);
+        self
+    }
+
+    /// Encrypt peer links (the `encryption` feature): after the handshake,
+    /// a Noise session keyed from the shared secret (no certificates)
+    /// encrypts and authenticates every byte, with fresh keys per
+    /// connection. Every process of a deployment must choose the same;
+    /// a peer that does not is refused, and its messages go through Redis.
+    /// Needs a secret.
+    #[cfg(feature = "encryption")]
+    pub fn encrypt(mut self, encrypt: bool) -> Self {
+        self.protection = if encrypt { Protection::Noise } else { Protection::Plain };
         self
     }
 
@@ -146,6 +189,15 @@ impl HybridExchangeBuilder {
         self
     }
 
+    /// For `rediss://` URLs (the `tls` feature): trust only these PEM root
+    /// certificates (your own CA) for Redis's certificate, instead of the
+    /// public web roots.
+    #[cfg(feature = "tls")]
+    pub fn redis_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.redis_root_certificates = Some(pem.into());
+        self
+    }
+
     /// Concurrent inbound connections one mailbox accepts (default 1,024).
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
@@ -154,7 +206,7 @@ impl HybridExchangeBuilder {
 
     /// Connects to Redis and starts the exchange actor on the current arbiter.
     pub async fn start(self) -> Result<Exchange, Error> {
-        let client = redis::Client::open(self.url.0.as_str())?;
+        let client = self.redis_client()?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(Duration::from_secs(5)))
@@ -166,6 +218,11 @@ impl HybridExchangeBuilder {
             .secret
             .or_else(|| std::env::var(SECRET_ENV).ok().map(|s| Secret::new(s.as_bytes())))
             .unwrap_or_default();
+        if self.protection != Protection::Plain && secret.is_empty() {
+            return Err(Error::Config("encrypted peer links need a shared secret".into()));
+        }
+        let addresses = self.addresses.resolve(client.get_connection_info().addr()).await?;
+        debug!("peer addresses: {addresses}");
         let namespace = self.namespace.unwrap_or_else(|| "default".to_owned());
         let keys = Keys::new(&namespace);
         let token = uuid_to_base32(Uuid::new_v4());
@@ -181,7 +238,10 @@ impl HybridExchangeBuilder {
         let links = Arc::new(Mutex::new(HashMap::new()));
         let env = Arc::new(LinkEnv {
             refused: Mutex::default(),
-            secret,
+            seal: Seal::new(&secret),
+            reports: Reports::default(),
+            security: Security { secret, protection: self.protection },
+            addresses,
             connect_timeout: self.connect_timeout,
             peer_timeout: self.peer_timeout,
             max_frame_len: self.max_frame_len,
@@ -195,7 +255,6 @@ impl HybridExchangeBuilder {
                 actor,
                 keys,
                 config: Config {
-                    host: self.host,
                     mailbox_capacity: self.mailbox_capacity,
                     max_connections: self.max_connections,
                     peer_to_peer: self.peer_to_peer,
@@ -218,6 +277,27 @@ impl HybridExchangeBuilder {
     }
 }
 
+impl HybridExchangeBuilder {
+    #[cfg(feature = "tls")]
+    fn redis_client(&self) -> Result<redis::Client, Error> {
+        // rustls needs one cryptography provider for the process; a
+        // provider installed by the application first is kept.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Ok(match &self.redis_root_certificates {
+            Some(pem) => redis::Client::build_with_tls(
+                self.url.0.as_str(),
+                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
+            )?,
+            None => redis::Client::open(self.url.0.as_str())?,
+        })
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn redis_client(&self) -> Result<redis::Client, Error> {
+        Ok(redis::Client::open(self.url.0.as_str())?)
+    }
+}
+
 /// A Redis URL whose `Debug` form hides the password.
 struct RedisUrl(String);
 
@@ -236,7 +316,6 @@ impl fmt::Debug for RedisUrl {
 /// Settings shared by the exchange, its mailboxes and its links.
 #[derive(Debug)]
 pub(crate) struct Config {
-    pub(crate) host: String,
     pub(crate) mailbox_capacity: usize,
     pub(crate) max_connections: usize,
     pub(crate) peer_to_peer: bool,
@@ -306,8 +385,11 @@ impl HybridExchange {
         HybridExchangeBuilder {
             url: RedisUrl(url.into()),
             namespace: None,
-            host: "127.0.0.1".to_owned(),
+            addresses: AddressSettings::default(),
             secret: None,
+            protection: Protection::Plain,
+            #[cfg(feature = "tls")]
+            redis_root_certificates: None,
             connect_timeout: Duration::from_secs(1),
             peer_timeout: Duration::from_secs(10),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
@@ -321,6 +403,13 @@ impl HybridExchange {
 
     pub(crate) fn namespace(&self) -> &str {
         self.inner.keys.namespace()
+    }
+
+    /// What this exchange refused or was refused since it started (also
+    /// reported in the log: misconfigured peers once each, floods of bad
+    /// connections or queue entries once a minute).
+    pub fn rejections(&self) -> Rejections {
+        self.inner.config.link.reports.snapshot()
     }
 
     pub(crate) fn keys(&self) -> &Keys {
@@ -534,7 +623,11 @@ impl HybridExchange {
     /// Returns messages that were taken but never started to the front of
     /// `id`'s queue, keeping their order.
     pub(crate) async fn push_front(&self, id: &EntityId, envelopes: &[Envelope]) -> Result<(), Error> {
-        let entries = envelopes.iter().map(Envelope::encode).collect::<Result<Vec<_>, _>>()?;
+        let seal = &self.inner.config.link.seal;
+        let entries = envelopes
+            .iter()
+            .map(|envelope| Ok(seal.seal(id.uid(), &envelope.encode_parts(None)?).concat()))
+            .collect::<Result<Vec<_>, Error>>()?;
         self.push_front_raw(id, &entries).await
     }
 

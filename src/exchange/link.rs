@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use actix::Addr;
 use futures::StreamExt;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 use tokio_util::codec::FramedRead;
@@ -27,11 +26,11 @@ use uuid::Uuid;
 
 use super::actor::{Call, ExchangeActor, Request, PUSHED, SEND};
 use super::keys::Keys;
-use super::WhenInactive;
+use super::{Reports, Seal, WhenInactive};
 use crate::error::Error;
 use crate::identifier::EntityId;
 use crate::message::Parts;
-use crate::peer::{client_handshake, Frame, FrameCodec, Outbox, Secret};
+use crate::peer::{Addresses, Frame, FrameCodec, Outbox, Security};
 
 /// Messages a link buffers before `send` waits for room.
 const LINK_CAPACITY: usize = 4096;
@@ -63,7 +62,12 @@ pub(crate) struct LinkEnv {
     /// Addresses whose mailbox refused our handshake (another secret or
     /// protocol version), and when: messages to them go through Redis.
     pub(crate) refused: Mutex<HashMap<String, Instant>>,
-    pub(crate) secret: Secret,
+    pub(crate) security: Security,
+    /// Where this exchange listens and dials from.
+    pub(crate) addresses: Addresses,
+    /// Seals what goes through the queues (and opens what comes back).
+    pub(crate) seal: Seal,
+    pub(crate) reports: Reports,
     pub(crate) connect_timeout: Duration,
     pub(crate) peer_timeout: Duration,
     pub(crate) max_frame_len: usize,
@@ -137,6 +141,8 @@ pub(crate) async fn enqueue(
     route_only_if_offline: bool,
     when_inactive: WhenInactive,
 ) -> Result<Enqueued, Error> {
+    let sealed: Vec<Parts> = frames.iter().map(|frame| env.seal.seal(dest.uid(), frame)).collect();
+    let frames = &sealed[..];
     let large = frames.iter().map(Parts::len).sum::<usize>() > LARGE;
     let mut script = SEND.prepare_invoke();
     let mode = if route_only_if_offline { "route" } else { "push" };
@@ -199,16 +205,20 @@ impl LinkTask {
         let mut said_closing = false;
         match self.serve(address, &mut rx, &mut held, &mut said_closing).await {
             Ok(()) => debug!("link closed"),
-            Err(e @ (Error::Handshake(_) | Error::Wire(_))) => {
+            Err(e @ (Error::Rejected(_) | Error::Handshake(_))) => {
                 let mut refused = self.env.refused.lock().unwrap_or_else(|e| e.into_inner());
-                if refused.insert(address.clone(), Instant::now()).is_none() {
-                    error!(
-                        "{address} refused the peer handshake ({e}): do both processes share the secret and \
-                         the version? Messages to it go through Redis"
-                    );
-                }
+                refused.insert(address.clone(), Instant::now());
+                self.env.reports.rejected(address, false, e);
             }
-            Err(e) => warn!("link failed, falling back to Redis: {e}"),
+            // It closed on purpose (its agent stopped): not a failure.
+            Err(e) if said_closing => {
+                debug!(held = held.len(), "the mailbox closed ({e}); the rest goes through Redis")
+            }
+            // Nobody listens there any more: the mailbox closed or its process is gone.
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                debug!(held = held.len(), "connection refused: the mailbox is gone; messages go through Redis")
+            }
+            Err(e) => warn!(held = held.len(), "link failed, falling back to Redis: {e}"),
         }
         // Written but unacknowledged: unless the mailbox said it was closing
         // (so it took none of them), its process may have taken some before
@@ -264,13 +274,11 @@ impl LinkTask {
     ) -> Result<(), Error> {
         let env = &self.env;
         let connect = async {
-            let mut stream = TcpStream::connect(address).await?;
-            stream.set_nodelay(true)?;
-            client_handshake(&mut stream, &env.secret, self.dest.uid()).await?;
-            Ok::<_, Error>(stream)
+            let stream = env.addresses.dial(address).await?;
+            env.security.connect(stream, self.dest.uid()).await
         };
-        let stream = timeout(env.connect_timeout, connect).await.map_err(|_| Error::Timeout(env.connect_timeout))??;
-        let (read, mut write) = stream.into_split();
+        let (read, mut write) =
+            timeout(env.connect_timeout, connect).await.map_err(|_| Error::Timeout(env.connect_timeout))??;
         // Only control frames come back: no message payload is accepted.
         let mut inbound = FramedRead::new(read, FrameCodec::new(0));
         let mut outbox = Outbox::default();

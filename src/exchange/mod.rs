@@ -11,11 +11,16 @@ mod hybrid;
 pub(crate) mod keys;
 mod link;
 mod local;
+mod report;
+mod seal;
 mod watcher;
 
 pub(crate) use delivery::{Delivery, Origin, Taken, TakenAcks};
 pub use hybrid::{HybridExchange, HybridExchangeBuilder, SECRET_ENV};
 pub use local::LocalExchange;
+pub use report::Rejections;
+pub(crate) use report::{Bad, Reports};
+pub(crate) use seal::{Seal, Unsealed, SEAL_LEN};
 pub(crate) use watcher::Watched;
 
 use crate::behavior::Behavior;
@@ -224,6 +229,13 @@ impl Exchange {
                 });
             }
         }
+    }
+
+    /// What this exchange refused or was refused since it started: peers
+    /// with another secret, bad connections, forged queue entries (all zero
+    /// for a local exchange).
+    pub fn rejections(&self) -> Rejections {
+        self.as_hybrid().map(HybridExchange::rejections).unwrap_or_default()
     }
 
     /// Releases the exchange's resources. The hybrid exchange first finishes

@@ -28,21 +28,19 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::Bytes;
 use futures::{stream, SinkExt, StreamExt};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, error, warn};
 
 use crate::error::Error;
-use crate::exchange::{Delivery, Exchange, HybridExchange, LocalExchange, Origin, Taken, TakenAcks, Watched};
+use crate::exchange::{
+    Bad, Delivery, Exchange, HybridExchange, LocalExchange, Origin, Taken, TakenAcks, Unsealed, Watched, SEAL_LEN,
+};
 use crate::identifier::EntityId;
-use crate::message::{Body, Envelope};
-use crate::peer::{server_handshake, AckState, Frame, FrameCodec, Heard, NoteProgress};
+use crate::message::{Body, Entry, Envelope, ENTRY_MARKS_LEN};
+use crate::peer::{AckState, Frame, FrameCodec, Heard, NoteProgress, PeerRead, PeerWrite};
 use seen::Seen;
-
-/// At most one report of refused connections per mailbox in this time.
-const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// How long a closing mailbox waits for its watcher before stopping anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -68,7 +66,10 @@ impl Exchange {
 #[derive(Debug)]
 pub struct Mailbox {
     id: EntityId,
+    /// Where its listener is bound.
     address: Option<SocketAddr>,
+    /// The address published in Redis for peers to dial.
+    published: Option<String>,
     rx: Option<mpsc::Receiver<Delivery>>,
     backend: Backend,
     /// Stamps taken since it opened: a second copy of one is dropped.
@@ -106,15 +107,15 @@ impl Mailbox {
     /// address, and starts the actor that feeds this mailbox.
     pub(crate) async fn open(exchange: HybridExchange, id: EntityId) -> Result<Self, Error> {
         let config = exchange.config();
-        let (listener, address) = match config.peer_to_peer {
+        let (listener, address, published) = match config.peer_to_peer {
             true => {
-                let listener = TcpListener::bind((config.host.as_str(), 0)).await?;
+                let (listener, published) = config.link.addresses.listen().await?;
                 let address = listener.local_addr()?;
-                (Some(listener), Some(address))
+                (Some(listener), Some(address), Some(published))
             }
-            false => (None, None),
+            false => (None, None, None),
         };
-        let (opening, acks) = exchange.open_mailbox(&id, address.map(|a| a.to_string()).as_deref()).await?;
+        let (opening, acks) = exchange.open_mailbox(&id, published.as_deref()).await?;
         let (tx, rx) = mpsc::channel(config.mailbox_capacity);
         let actor = MailboxActor {
             id: id.clone(),
@@ -131,18 +132,17 @@ impl Mailbox {
             closing: false,
             watch: u64::MAX,
             resumed: Instant::now(),
-            refusals: 0,
-            refusals_reported: None,
         }
         .start();
-        debug!(mailbox = %id, ?address, "mailbox open");
+        debug!(mailbox = %id, ?address, ?published, "mailbox open");
         let backend = Backend::Hybrid(actor, exchange, opening, acks);
-        Ok(Self { id, address, rx: Some(rx), backend, seen: Seen::default(), claim: None })
+        Ok(Self { id, address, published, rx: Some(rx), backend, seen: Seen::default(), claim: None })
     }
 
     /// A mailbox fed directly by a [`LocalExchange`].
     pub(crate) fn local(exchange: LocalExchange, id: EntityId, rx: mpsc::Receiver<Delivery>) -> Self {
-        Self { id, address: None, rx: Some(rx), backend: Backend::Local(exchange), seen: Seen::default(), claim: None }
+        let backend = Backend::Local(exchange);
+        Self { id, address: None, published: None, rx: Some(rx), backend, seen: Seen::default(), claim: None }
     }
 
     /// The entity this mailbox belongs to.
@@ -150,10 +150,16 @@ impl Mailbox {
         &self.id
     }
 
-    /// The address of its TCP listener, as published in Redis (none for a
-    /// local exchange).
+    /// The address its TCP listener is bound to (none for a local exchange
+    /// or without peer-to-peer).
     pub fn address(&self) -> Option<SocketAddr> {
         self.address
+    }
+
+    /// The address published in Redis, which peers dial: the advertised
+    /// host and the listener's port.
+    pub fn advertised_address(&self) -> Option<&str> {
+        self.published.as_deref()
     }
 
     /// The next message, waiting at most `timeout` (forever if `None`).
@@ -227,7 +233,7 @@ impl Mailbox {
         match self.rx.take() {
             Some(rx) => {
                 let claim = self.claim.take().map(|c| (c.position, c.raw));
-                shutdown(self.backend.clone(), rx, self.id.clone(), self.address, claim).await
+                shutdown(self.backend.clone(), rx, self.id.clone(), self.published.clone(), claim).await
             }
             None => Ok(()),
         }
@@ -251,7 +257,7 @@ impl Drop for Mailbox {
     fn drop(&mut self) {
         let Some(rx) = self.rx.take() else { return };
         let claim = self.claim.take().map(|c| (c.position, c.raw));
-        let task = shutdown(self.backend.clone(), rx, self.id.clone(), self.address, claim);
+        let task = shutdown(self.backend.clone(), rx, self.id.clone(), self.published.clone(), claim);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let task = async move {
@@ -282,7 +288,7 @@ async fn shutdown(
     backend: Backend,
     mut rx: mpsc::Receiver<Delivery>,
     id: EntityId,
-    address: Option<SocketAddr>,
+    published: Option<String>,
     claim: Option<(u64, Bytes)>,
 ) -> Result<(), Error> {
     match backend {
@@ -302,7 +308,7 @@ async fn shutdown(
             // As they were (marks and stamps kept).
             let claimed: Vec<Bytes> =
                 left.into_iter().filter(|(position, _)| *position <= written).map(|(_, raw)| raw).collect();
-            let closed = exchange.close_mailbox(&id, opening, address.map(|a| a.to_string()).as_deref()).await;
+            let closed = exchange.close_mailbox(&id, opening, published.as_deref()).await;
             exchange.push_front_raw(&id, &claimed).await?;
             closed
         }
@@ -322,7 +328,7 @@ async fn shutdown(
 /// busy connection sends far fewer acks than messages), a keepalive when it
 /// has written nothing for `keepalive`, and a last acknowledgement before it
 /// closes the connection.
-async fn write_acks(write: OwnedWriteHalf, state: Arc<AckState>, keepalive: Duration) {
+async fn write_acks(write: PeerWrite, state: Arc<AckState>, keepalive: Duration) {
     let mut out = FramedWrite::new(write, FrameCodec::new(0));
     let mut reported = 0;
     loop {
@@ -397,9 +403,6 @@ struct MailboxActor {
     closing: bool,
     /// This mailbox's registration with the exchange's Redis watcher.
     watch: u64,
-    /// Connections refused since the last report, and when that was.
-    refusals: u64,
-    refusals_reported: Option<Instant>,
     /// When the actor last resumed after a pause for backpressure (peers
     /// were not read meanwhile, so their silence does not count).
     resumed: Instant,
@@ -432,7 +435,8 @@ impl Actor for MailboxActor {
             let silent: Vec<u64> =
                 act.conns.iter().filter(|(_, c)| since(&c.heard) > limit).map(|(id, _)| *id).collect();
             for conn in silent {
-                warn!(mailbox = %act.id, "closing a peer connection silent for over {limit:?}");
+                let reports = &act.exchange.config().link.reports;
+                reports.bad(Bad::Connection, format_args!("mailbox {}: a peer silent for over {limit:?}", act.id));
                 act.drop_connection(conn, ctx);
             }
         });
@@ -451,7 +455,7 @@ impl Message for Accepted {
 
 impl StreamHandler<Accepted> for MailboxActor {
     fn handle(&mut self, Accepted(accepted): Accepted, ctx: &mut Context<Self>) {
-        let (mut stream, peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => return warn!(mailbox = %self.id, "accept failed: {e}"),
         };
@@ -463,20 +467,16 @@ impl StreamHandler<Accepted> for MailboxActor {
             return self.refused(peer, Error::Peer("the mailbox has its maximum of connections open"));
         }
         self.handshaking += 1;
-        let secret = config.link.secret.clone();
+        let security = config.link.security.clone();
         let limit = config.link.connect_timeout.max(Duration::from_secs(5));
         let me = self.id.uid();
         let handshake = async move {
-            stream.set_nodelay(true)?;
-            tokio::time::timeout(limit, server_handshake(&mut stream, &secret, me))
-                .await
-                .map_err(|_| Error::Timeout(limit))??;
-            Ok::<_, Error>(stream)
+            tokio::time::timeout(limit, security.accept(stream, me)).await.map_err(|_| Error::Timeout(limit))?
         };
         ctx.spawn(handshake.into_actor(self).map(move |result, act, ctx| {
             act.handshaking -= 1;
             match result {
-                Ok(stream) if !act.closing => act.add_connection(stream, ctx),
+                Ok(halves) if !act.closing => act.add_connection(halves, ctx),
                 Ok(_) => {}
                 Err(e) => act.refused(peer, e),
             }
@@ -487,24 +487,20 @@ impl StreamHandler<Accepted> for MailboxActor {
 }
 
 impl MailboxActor {
-    /// Notes a connection refused at the handshake: one WARN line a minute
-    /// at most (with the count), so a port scan or a misconfigured peer does
-    /// not flood the log.
+    /// Notes a connection refused at the handshake: a misconfigured peer
+    /// once, a port scan or a flood of hang-ups as a summary.
     fn refused(&mut self, peer: SocketAddr, error: Error) {
-        self.refusals += 1;
-        if self.refusals_reported.is_some_and(|at| at.elapsed() < REFUSAL_REPORT_EVERY) {
-            return debug!(mailbox = %self.id, %peer, "refused a peer connection: {error}");
+        let reports = &self.exchange.config().link.reports;
+        match error {
+            Error::Rejected(_) => reports.rejected(&peer.ip().to_string(), true, error),
+            error => reports.bad(Bad::Connection, format_args!("mailbox {}: peer {peer}: {error}", self.id)),
         }
-        warn!(mailbox = %self.id, %peer, refused = self.refusals, "refused peer connections (latest: {error})");
-        self.refusals = 0;
-        self.refusals_reported = Some(Instant::now());
     }
 
-    fn add_connection(&mut self, stream: TcpStream, ctx: &mut Context<Self>) {
+    fn add_connection(&mut self, (read, write): (PeerRead, PeerWrite), ctx: &mut Context<Self>) {
         let config = self.exchange.config();
         let conn = self.next_conn;
         self.next_conn += 1;
-        let (read, write) = stream.into_split();
         let ack = Arc::new(AckState::default());
         tokio::spawn(write_acks(write, ack.clone(), config.link.peer_timeout / 3));
         let heard = Heard::new();
@@ -600,7 +596,8 @@ impl StreamHandler<Inbound> for MailboxActor {
         };
         // Nothing after a bad frame is read; unacknowledged messages go back
         // to the sender, which re-routes them through Redis.
-        warn!(mailbox = %self.id, "closing a peer connection: {problem}");
+        let reports = &self.exchange.config().link.reports;
+        reports.bad(Bad::Connection, format_args!("mailbox {}: {problem}", self.id));
         self.drop_connection(conn, ctx);
     }
 
@@ -611,12 +608,13 @@ impl MailboxActor {
     /// Hands queue entries to the FIFO, in order; `taken` if they sit in
     /// this opening's taken list (else they were popped outright).
     fn deliver_entries(&mut self, entries: Vec<Vec<u8>>, taken: bool, ctx: &mut Context<Self>) {
+        let link = self.exchange.config().link.clone();
         for raw in entries {
             let raw = Bytes::from(raw);
-            let entry = match Envelope::decode_entry(raw.clone()) {
+            let entry = match self.open_entry(&raw) {
                 Ok(entry) => entry,
-                Err(e) => {
-                    error!(mailbox = %self.id, "discarding an undecodable entry of the Redis queue: {e}");
+                Err(problem) => {
+                    link.reports.bad(Bad::Entry, format_args!("mailbox {}: {problem}", self.id));
                     if taken {
                         self.acks.discard(raw.to_vec());
                     }
@@ -633,6 +631,21 @@ impl MailboxActor {
             let doubtful = entry.resent_to.is_some_and(|opening| opening != self.opening);
             self.deliver(Delivery { envelope: entry.envelope, stamp: entry.stamp, origin, doubtful }, ctx);
         }
+    }
+}
+
+impl MailboxActor {
+    /// Checks a queue entry's seal and size, then decodes it.
+    fn open_entry(&self, raw: &Bytes) -> Result<Entry, String> {
+        let link = &self.exchange.config().link;
+        if raw.len() > link.max_frame_len + SEAL_LEN + ENTRY_MARKS_LEN {
+            return Err(format!("an entry of {} bytes is over the {}-byte cap", raw.len(), link.max_frame_len));
+        }
+        let entry = link.seal.open(self.id.uid(), raw).map_err(|unsealed| match unsealed {
+            Unsealed::Missing => "an unsealed entry (not written by an exchange)".to_owned(),
+            Unsealed::Forged => "a forged entry (another secret, or tampered with)".to_owned(),
+        })?;
+        Envelope::decode_entry(entry).map_err(|e| format!("an undecodable entry: {e}"))
     }
 }
 

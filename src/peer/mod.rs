@@ -1,8 +1,9 @@
 //! The peer protocol: what travels on a TCP connection between a sending
 //! link and a receiving mailbox, in one place so both ends agree.
 //!
-//! A connection opens with the [handshake](handshake) (no framing), then
-//! carries [`Frame`]s: a 4-byte big-endian payload length, a kind byte, the
+//! A connection opens with the [handshake](handshake) (no framing), then,
+//! with the `encryption` feature on, a Noise session that encrypts every
+//! byte after it; it carries [`Frame`]s: a 4-byte big-endian payload length, a kind byte, the
 //! payload. Kinds are explicit, so a keepalive or an acknowledgement can
 //! never be mistaken for a message:
 //!
@@ -18,12 +19,18 @@
 //! timeout is dead (frozen, crashed, or cut off).
 
 mod ack;
+mod address;
 mod frame;
 pub(crate) mod handshake;
+#[cfg(feature = "encryption")]
+mod noise;
 mod progress;
+mod transport;
 
 pub(crate) use ack::AckState;
+pub(crate) use address::{AddressSettings, Addresses, Bind};
 pub use frame::DEFAULT_MAX_FRAME_LEN;
 pub(crate) use frame::{Frame, FrameCodec, Outbox};
-pub(crate) use handshake::{client_handshake, server_handshake, Secret};
+pub(crate) use handshake::{Protection, Secret};
 pub(crate) use progress::{Heard, NoteProgress};
+pub(crate) use transport::{PeerRead, PeerWrite, Security};

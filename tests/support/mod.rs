@@ -113,6 +113,38 @@ pub async fn wait_for_blocked_clients(redis: &RedisServer, n: usize) {
     panic!("{n} clients never blocked");
 }
 
+/// A `MakeWriter` that keeps everything logged, for assertions.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Captures this thread's logs (an actix test runs on one thread) at
+    /// `level` and above until the guard drops.
+    pub fn install(&self, level: tracing::Level) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(level)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+}
+
 /// Logs to the test's captured output; `RUST_LOG` filters.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -264,18 +296,34 @@ pub mod raw {
     pub async fn connect(address: std::net::SocketAddr, secret: &[u8], dest: Uuid) -> std::io::Result<TcpStream> {
         let mut stream = TcpStream::connect(address).await?;
         let nonce = [7u8; 16];
-        let mut hello = b"ACAD\x04".to_vec();
+        // Magic, version 5, protection 0 (plain), destination, nonce.
+        let mut hello = b"ACAD\x05\x00".to_vec();
         hello.extend_from_slice(dest.as_bytes());
         hello.extend_from_slice(&nonce);
         stream.write_all(&hello).await?;
-        let mut reply = [0u8; 53];
+        // Magic, version, status 0 (accepted), nonce, proof.
+        let mut reply = [0u8; 54];
         stream.read_exact(&mut reply).await?;
-        let server_nonce = &reply[5..21];
-        if &reply[..5] != b"ACAD\x04" || reply[21..] != proof(secret, b"server", dest, &nonce, server_nonce)[..] {
+        let server_nonce = &reply[6..22];
+        if &reply[..6] != b"ACAD\x05\x00" || reply[22..] != proof(secret, b"server", dest, &nonce, server_nonce)[..] {
             return Err(std::io::Error::other("the server's proof is wrong"));
         }
         stream.write_all(&proof(secret, b"client", dest, &nonce, server_nonce)).await?;
         Ok(stream)
+    }
+
+    /// `entry` sealed for the queue of `dest`, as an exchange with `secret`
+    /// seals what it pushes: `0xC3`, keyed BLAKE3 of the destination's UUID
+    /// and the entry, the entry.
+    pub fn seal(secret: &[u8], dest: Uuid, entry: &[u8]) -> Vec<u8> {
+        let key = blake3::derive_key("actix-academy queue entry 1", secret);
+        let mut hasher = blake3::Hasher::new_keyed(&key);
+        hasher.update(dest.as_bytes());
+        hasher.update(entry);
+        let mut out = vec![0xC3];
+        out.extend_from_slice(hasher.finalize().as_bytes());
+        out.extend_from_slice(entry);
+        out
     }
 
     /// A message frame: payload length (4 bytes, big-endian), kind 0, payload.

@@ -1,0 +1,605 @@
+//! Across hosts, modelled on one machine with loopback addresses only:
+//! each host is its own `127.x.y.z` address, a network namespace gives an
+//! interface of its own, and a packet filter cuts the network. Then what a
+//! shared network needs: the secret guards both paths, forged queue entries
+//! are dropped, encryption hides payloads, and Redis speaks TLS.
+//!
+//! Children are this same test binary, re-run with `--ignored`.
+
+mod support;
+
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix_academy::{Agent, AgentId, Body, ClientId, Envelope, Error, HybridExchange, Rejection};
+use support::agents::{Counter, Increment};
+use support::{Captured, RedisServer};
+
+const CHILD: &str = "ACADEMY_HOSTS_CHILD";
+
+/// Waits (up to `within`) for `check` to hold, polling.
+async fn wait_until(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Established TCP connections (IPv4) as `(local, remote)`, read from
+/// `/proc/net/tcp` of this process's network namespace.
+fn established() -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
+    let parse = |field: &str| {
+        let (ip, port) = field.split_once(':').unwrap();
+        let ip = u32::from_str_radix(ip, 16).unwrap();
+        let ip = std::net::Ipv4Addr::from(ip.swap_bytes());
+        std::net::SocketAddr::from((ip, u16::from_str_radix(port, 16).unwrap()))
+    };
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields[3] == "01").then(|| (parse(fields[1]), parse(fields[2])))
+        })
+        .collect()
+}
+
+fn ping(from: &ClientId, to: &ClientId) -> Envelope {
+    Envelope::new(from.clone().into(), to.clone().into(), Body::PingRequest)
+}
+
+/// The children: an agent process on its own loopback address, and the
+/// partition scenario inside a network namespace.
+#[actix::test]
+#[ignore = "run by the other tests in a child process"]
+async fn child() {
+    let Ok(config) = std::env::var(CHILD) else {
+        return;
+    };
+    let args: Vec<&str> = config.split(' ').collect();
+    // What a deployment would log: warnings and errors, on stderr.
+    let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).with_ansi(false).try_init();
+    match args[0] {
+        "agent" => {
+            let (url, namespace, bind) = (args[1], args[2], args[3]);
+            let exchange = HybridExchange::builder(url)
+                .namespace(namespace)
+                .secret("test secret")
+                .bind(bind)
+                .start()
+                .await
+                .unwrap();
+            let id = exchange.register_agent::<Counter>(Some("far")).await.unwrap();
+            let agent = Agent::launch(Counter::default(), id, &exchange).await.unwrap();
+            agent.wait().await;
+            exchange.close().await;
+        }
+        "partition" => partition_in_this_namespace(args[1]).await,
+        mode => panic!("unknown child mode {mode}"),
+    }
+}
+
+#[actix::test]
+async fn an_agent_on_one_loopback_address_is_called_from_a_process_on_another_and_both_close_quietly() {
+    let logs = Captured::default();
+    let _guard = logs.install(tracing::Level::WARN);
+    let redis = RedisServer::start();
+    let exchange = redis.builder().bind("127.0.0.3").start().await.unwrap();
+    let stderr = tempfile_path("agent-stderr");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(CHILD, format!("agent {} {} 127.0.0.2", redis.url(), exchange.namespace()))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id: AgentId<Counter> = loop {
+        if let Some(id) = exchange.discover::<Counter>(false).await.unwrap().pop() {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "the agent process never showed up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let key = format!("{}:address:{}", exchange.namespace(), id.base32());
+    let published: String = redis::Commands::get(&mut redis.client(), &key).unwrap();
+    assert!(published.starts_with("127.0.0.2:"), "published {published}");
+    let agent_address: std::net::SocketAddr = published.parse().unwrap();
+
+    let counter = exchange.get_handle(id).bind_as_client(&exchange).await.unwrap();
+    for i in 1..=20 {
+        assert_eq!(counter.action(Increment(1)).await.unwrap(), i);
+    }
+    // Directly: a connection from this process's address to the agent's.
+    let direct =
+        established().iter().any(|(local, remote)| *remote == agent_address && local.ip().to_string() == "127.0.0.3");
+    assert!(direct, "no connection from 127.0.0.3 to {agent_address}: {:?}", established());
+
+    counter.shutdown().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the agent process did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success());
+    exchange.close().await;
+    // A clean shutdown on both sides is not a problem: nothing at WARN or above.
+    let child_logs = std::fs::read_to_string(&stderr).unwrap();
+    assert!(!child_logs.contains("WARN") && !child_logs.contains("ERROR"), "agent process logged:\n{child_logs}");
+    let ours = logs.text();
+    assert!(ours.is_empty(), "this process logged:\n{ours}");
+}
+
+fn tempfile_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("academy-hosts-{}-{name}", std::process::id()))
+}
+
+#[actix::test]
+async fn binding_every_interface_publishes_an_address_peers_can_dial() {
+    let redis = RedisServer::start();
+    let receiver = redis.builder().bind("0.0.0.0").start().await.unwrap();
+    let sender = HybridExchange::builder(redis.url())
+        .namespace(receiver.namespace())
+        .secret("test secret")
+        .start()
+        .await
+        .unwrap();
+    let me = sender.register_client(None).await.unwrap();
+    let peer = receiver.register_client(None).await.unwrap();
+    let mut inbox = receiver.get_mailbox(&peer).await.unwrap();
+    let advertised = inbox.advertised_address().unwrap().to_owned();
+    assert!(advertised.starts_with("127.0.0.1:"), "advertised {advertised}");
+    assert!(inbox.address().unwrap().ip().is_unspecified());
+    sender.send(ping(&me, &peer)).await.unwrap();
+    inbox.recv(Some(Duration::from_secs(10))).await.unwrap();
+    let port: u16 = advertised.rsplit_once(':').unwrap().1.parse().unwrap();
+    assert!(established().iter().any(|(_, remote)| remote.port() == port), "not sent directly");
+    // Publishing an unspecified address is refused up front.
+    let refused = HybridExchange::builder(redis.url()).advertise("0.0.0.0").start().await;
+    assert!(matches!(refused, Err(Error::Config(_))), "{refused:?}");
+    inbox.close().await.unwrap();
+    sender.close().await;
+    receiver.close().await;
+}
+
+#[actix::test]
+async fn a_wrong_secret_delivers_nothing_on_either_path_and_is_reported_once_per_peer() {
+    let logs = Captured::default();
+    let _guard = logs.install(tracing::Level::WARN);
+    let redis = RedisServer::start();
+    let receiver = redis.exchange().await;
+    let intruder =
+        HybridExchange::builder(redis.url()).namespace(receiver.namespace()).secret("guess").start().await.unwrap();
+    let peer = receiver.register_client(None).await.unwrap();
+    let me = intruder.register_client(None).await.unwrap();
+    let mut inbox = receiver.get_mailbox(&peer).await.unwrap();
+    for _ in 0..20 {
+        // Accepted: the intruder cannot tell; the receiver drops them.
+        intruder.send(ping(&me, &peer)).await.unwrap();
+    }
+    wait_until(Duration::from_secs(30), "the forged entries to be dropped", || {
+        receiver.rejections().dropped_entries == 20
+    })
+    .await;
+    assert!(intruder.rejections().refused_by_peers >= 1);
+    assert!(receiver.rejections().peers_refused >= 1);
+    assert!(matches!(inbox.recv(Some(Duration::from_millis(300))).await, Err(Error::Timeout(_))));
+
+    // Pushed by hand with redis-cli: unsealed, and sealed with another secret.
+    let queue = format!("{}:queue:{}", receiver.namespace(), peer.base32());
+    let unsealed = ping(&me, &peer).encode().unwrap().to_vec();
+    let forged = support::raw::seal(b"guess", peer.uid(), &unsealed);
+    for entry in [unsealed, forged] {
+        let mut cli = Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "-x", "RPUSH", &queue])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-cli comes with redis-server");
+        std::io::Write::write_all(cli.stdin.as_mut().unwrap(), &entry).unwrap();
+        drop(cli.stdin.take());
+        assert!(cli.wait().unwrap().success());
+    }
+    wait_until(Duration::from_secs(30), "the hand-pushed entries to be dropped", || {
+        receiver.rejections().dropped_entries == 22
+    })
+    .await;
+    assert!(matches!(inbox.recv(Some(Duration::from_millis(300))).await, Err(Error::Timeout(_))));
+
+    let text = logs.text();
+    let count = |what: &str| text.lines().filter(|l| l.contains("ERROR") && l.contains(what)).count();
+    assert_eq!(count("a peer refused this process"), 1, "{text}");
+    assert_eq!(count("refused a peer"), 1, "{text}");
+    assert_eq!(count("queue entries dropped"), 1, "one summary, not one line each:\n{text}");
+    inbox.close().await.unwrap();
+    intruder.close().await;
+    receiver.close().await;
+}
+
+#[cfg(feature = "encryption")]
+/// Copies bytes both ways between a client and `target`, keeping what the
+/// client sent.
+async fn recording_proxy(
+    target: std::net::SocketAddr,
+) -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(target).await.unwrap();
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            let recorded = recorded.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+                    recorded.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if server_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+            });
+        }
+    });
+    (address, seen)
+}
+
+#[cfg(feature = "encryption")]
+/// Sends one message with a recognisable payload from `sender` to a mailbox
+/// of `receiver` through a recording proxy; returns what crossed it.
+async fn through_a_proxy(
+    redis: &RedisServer,
+    sender: &actix_academy::Exchange,
+    receiver: &actix_academy::Exchange,
+) -> Vec<u8> {
+    let me = sender.register_client(None).await.unwrap();
+    let peer = receiver.register_client(None).await.unwrap();
+    let mut inbox: actix_academy::Mailbox = receiver.get_mailbox(&peer).await.unwrap();
+    let (proxy, seen) = recording_proxy(inbox.address().unwrap()).await;
+    // Peers dial what Redis says: the proxy.
+    let key = format!("{}:address:{}", receiver.namespace(), peer.base32());
+    let _: () = redis::Commands::set(&mut redis.client(), &key, proxy.to_string()).unwrap();
+    let secret_payload = bytes::Bytes::from_static(b"PLAINTEXT-MARKER-0123456789");
+    let body = Body::ActionRequest { action: "anything".into(), args: secret_payload.clone() };
+    let message = Envelope::new(me.clone().into(), peer.clone().into(), body);
+    sender.send(message.clone()).await.unwrap();
+    assert_eq!(inbox.recv(Some(Duration::from_secs(10))).await.unwrap(), message);
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the message did not go through the proxy");
+    inbox.close().await.unwrap();
+    seen
+}
+
+#[cfg(feature = "encryption")]
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(feature = "encryption")]
+#[actix::test]
+async fn encrypted_links_show_no_plaintext_on_the_wire_and_need_the_same_keys() {
+    let redis = RedisServer::start();
+    let marker = b"PLAINTEXT-MARKER";
+    // Plain links, as a control: the proxy sees the payload.
+    let plain = || redis.builder().namespace("plain").start();
+    let (a, b) = (plain().await.unwrap(), plain().await.unwrap());
+    assert!(contains(&through_a_proxy(&redis, &a, &b).await, marker));
+    a.close().await;
+    b.close().await;
+    // Encrypted: it does not.
+    let encrypted = || redis.builder().namespace("encrypted").encrypt(true).start();
+    let (a, b) = (encrypted().await.unwrap(), encrypted().await.unwrap());
+    let seen = through_a_proxy(&redis, &a, &b).await;
+    assert!(!contains(&seen, marker), "plaintext on an encrypted link");
+    assert_eq!(a.rejections(), Default::default());
+    a.close().await;
+    b.close().await;
+    // Another key (secret) fails the handshake; so does one end not encrypting.
+    let b = encrypted().await.unwrap();
+    for other in [redis.builder().secret("guess").encrypt(true), redis.builder().encrypt(false)] {
+        let a = other.namespace(b.namespace()).start().await.unwrap();
+        let me = a.register_client(None).await.unwrap();
+        let peer = b.register_client(None).await.unwrap();
+        let inbox = b.get_mailbox(&peer).await.unwrap();
+        let _ = a.send(ping(&me, &peer)).await;
+        wait_until(Duration::from_secs(20), "the handshake to be refused", || a.rejections().refused_by_peers >= 1)
+            .await;
+        inbox.close().await.unwrap();
+        a.close().await;
+    }
+    // Encryption without a secret is refused up front.
+    let no_secret = HybridExchange::builder(redis.url()).encrypt(true).start().await;
+    assert!(matches!(no_secret, Err(Error::Config(_))), "{no_secret:?}");
+    b.close().await;
+}
+
+#[test]
+fn rejections_name_their_cause() {
+    let text = Error::Rejected(Rejection::Secret).to_string();
+    assert!(text.contains("secret"), "{text}");
+}
+
+/// Needs root, `ip` and `nft`: `.ci/run` provides them.
+fn namespace_tools() -> Result<(), String> {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:").map(|v| v.split_whitespace().next().unwrap().to_owned()))
+        .unwrap();
+    if uid != "0" {
+        return Err("not root".into());
+    }
+    for tool in ["ip", "nft"] {
+        let found = Command::new(tool).arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status();
+        if found.is_err() {
+            return Err(format!("`{tool}` is not installed"));
+        }
+    }
+    Ok(())
+}
+
+fn run(command: &str, args: &[&str]) {
+    let out = Command::new(command).args(args).output().unwrap();
+    assert!(out.status.success(), "{command} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A network namespace with loopback up and an interface `acad0` (one end
+/// of a veth pair) carrying 127.0.9.1; deleted when dropped.
+struct Namespace(String);
+
+impl Namespace {
+    fn create() -> Self {
+        let name = format!("academy-test-{}", std::process::id());
+        run("ip", &["netns", "add", &name]);
+        let ns = Self(name);
+        run("ip", &["-n", &ns.0, "link", "set", "lo", "up"]);
+        run("ip", &["-n", &ns.0, "link", "add", "acad0", "type", "veth", "peer", "name", "acad1"]);
+        run("ip", &["-n", &ns.0, "addr", "add", "127.0.9.1/32", "dev", "acad0"]);
+        run("ip", &["-n", &ns.0, "link", "set", "acad0", "up"]);
+        run("ip", &["-n", &ns.0, "link", "set", "acad1", "up"]);
+        ns
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[actix::test]
+async fn in_a_network_namespace_an_interface_is_bound_by_name_and_a_partition_loses_nothing() {
+    if let Err(why) = namespace_tools() {
+        eprintln!("skipping the network namespace test: {why} (needs root, iproute2 and nftables)");
+        return;
+    }
+    let ns = Namespace::create();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(std::env::current_exe().unwrap())
+        .args(["child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(CHILD, format!("partition {}", ns.0))
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{text}");
+    assert!(out.status.success(), "the scenario in the namespace failed");
+    assert!(text.contains("partition scenario passed"), "the scenario did not run");
+}
+
+/// Inside the namespace: a receiver bound to `acad0` by name, a sender
+/// streaming to it, the link cut by a packet filter mid-stream and restored.
+async fn partition_in_this_namespace(ns: &str) {
+    let peer_timeout = Duration::from_secs(1);
+    let redis = RedisServer::start();
+    let receiver = redis.builder().interface("acad0").peer_timeout(peer_timeout).start().await.unwrap();
+    let sender = redis.builder().namespace(receiver.namespace()).peer_timeout(peer_timeout).start().await.unwrap();
+    let peer = receiver.register_client(None).await.unwrap();
+    let me = sender.register_client(None).await.unwrap();
+    let mut inbox = receiver.get_mailbox(&peer).await.unwrap();
+    let advertised = inbox.advertised_address().unwrap().to_owned();
+    assert!(advertised.starts_with("127.0.9.1:"), "advertised {advertised}");
+    let target: std::net::SocketAddr = advertised.parse().unwrap();
+    let port = target.port().to_string();
+    println!("[{ns}] receiver on acad0 at {advertised}");
+
+    let collector = actix::spawn(async move {
+        let mut tags = Vec::new();
+        while tags.len() < 300 {
+            match inbox.recv(Some(Duration::from_secs(60))).await {
+                Ok(envelope) => tags.push(envelope.tag),
+                Err(e) => panic!("after {} messages: {e}", tags.len()),
+            }
+        }
+        (tags, inbox)
+    });
+    run("nft", &["add", "table", "inet", "academy"]);
+    run("nft", &["add", "chain", "inet", "academy", "out", "{ type filter hook output priority 0; }"]);
+    let connections_to_target = || {
+        established()
+            .into_iter()
+            .filter(|(_, remote)| *remote == target)
+            .map(|(local, _)| local)
+            .collect::<HashSet<_>>()
+    };
+    let mut sent = Vec::new();
+    let mut before = HashSet::new();
+    for i in 0..300 {
+        if i == 100 {
+            before = connections_to_target();
+            assert!(!before.is_empty(), "not sent directly before the partition");
+            run(
+                "nft",
+                &["add", "rule", "inet", "academy", "out", "ip", "daddr", "127.0.9.1", "tcp", "dport", &port, "drop"],
+            );
+            println!("[{ns}] partitioned after 100 messages");
+        }
+        if i == 200 {
+            run("nft", &["flush", "chain", "inet", "academy", "out"]);
+            println!("[{ns}] partition lifted after 200 messages");
+        }
+        let message = ping(&me, &peer);
+        sent.push(message.tag);
+        sender.send(message).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(if (100..200).contains(&i) { 20 } else { 5 })).await;
+    }
+    let (got, inbox) = collector.await.unwrap();
+    let unique: HashSet<_> = got.iter().collect();
+    assert_eq!(unique.len(), got.len(), "a message was delivered twice");
+    assert_eq!(unique, sent.iter().collect::<HashSet<_>>(), "a message was lost");
+    println!("[{ns}] all 300 messages arrived once");
+    // Direct traffic resumed: a new connection to the receiver.
+    wait_until(Duration::from_secs(30), "a new direct connection", || {
+        connections_to_target().difference(&before).next().is_some()
+    })
+    .await;
+    inbox.close().await.unwrap();
+    sender.close().await;
+    receiver.close().await;
+    run("nft", &["delete", "table", "inet", "academy"]);
+    println!("partition scenario passed");
+}
+
+/// A `redis-server` that speaks only TLS, with a certificate from a CA made
+/// for the test (by `openssl`); killed when dropped.
+#[cfg(feature = "tls")]
+struct TlsRedis {
+    child: std::process::Child,
+    port: u16,
+    ca: Vec<u8>,
+    _dir: TempDir,
+}
+
+#[cfg(feature = "tls")]
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory removed when dropped.
+#[cfg(feature = "tls")]
+struct TempDir(std::path::PathBuf);
+
+#[cfg(feature = "tls")]
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(feature = "tls")]
+fn tls_redis() -> Result<TlsRedis, String> {
+    let dir = TempDir(tempfile_path("tls"));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let path = |name: &str| dir.0.join(name).to_str().unwrap().to_owned();
+    std::fs::write(path("ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let steps: [Vec<String>; 3] = [
+        ["req", "-x509"]
+            .iter()
+            .chain(&key)
+            .map(|s| s.to_string())
+            .chain(
+                ["-keyout", &path("ca.key"), "-out", &path("ca.crt"), "-days", "2", "-subj", "/CN=academy test CA"]
+                    .map(String::from),
+            )
+            .collect(),
+        ["req"]
+            .iter()
+            .chain(&key)
+            .map(|s| s.to_string())
+            .chain(
+                ["-keyout", &path("server.key"), "-out", &path("server.csr"), "-subj", "/CN=127.0.0.1"]
+                    .map(String::from),
+            )
+            .collect(),
+        [
+            "x509",
+            "-req",
+            "-in",
+            &path("server.csr"),
+            "-CA",
+            &path("ca.crt"),
+            "-CAkey",
+            &path("ca.key"),
+            "-CAcreateserial",
+            "-out",
+            &path("server.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            &path("ext"),
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for step in &steps {
+        let out = Command::new("openssl").args(step).output().map_err(|e| format!("openssl: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("openssl {step:?}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("redis-server")
+        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--tls-cert-file", &path("server.crt"), "--tls-key-file", &path("server.key")])
+        .args(["--tls-ca-cert-file", &path("ca.crt"), "--tls-auth-clients", "no"])
+        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ca = std::fs::read(path("ca.crt")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the TLS redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(TlsRedis { child, port, ca, _dir: dir })
+}
+
+#[cfg(feature = "tls")]
+#[actix::test]
+async fn an_exchange_on_rediss_trusts_the_given_root_and_refuses_an_unknown_one() {
+    let redis = match tls_redis() {
+        Ok(redis) => redis,
+        Err(why) => return eprintln!("skipping the TLS Redis test: {why}"),
+    };
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    for peer_to_peer in [false, true] {
+        let exchange = HybridExchange::builder(&url)
+            .redis_root_certificates(redis.ca.clone())
+            .random_namespace()
+            .peer_to_peer(peer_to_peer)
+            .start()
+            .await
+            .unwrap();
+        let me = exchange.register_client(None).await.unwrap();
+        let peer = exchange.register_client(None).await.unwrap();
+        let message = ping(&me, &peer);
+        // Queued in Redis before the mailbox opens, then taken through TLS.
+        exchange.send(message.clone()).await.unwrap();
+        let mut inbox = exchange.get_mailbox(&peer).await.unwrap();
+        assert_eq!(inbox.recv(Some(Duration::from_secs(10))).await.unwrap(), message);
+        inbox.close().await.unwrap();
+        exchange.close().await;
+    }
+    // Without the test CA, Redis's certificate is not trusted: a clear error, not a hang.
+    let refused = tokio::time::timeout(Duration::from_secs(20), HybridExchange::builder(&url).start()).await;
+    let refused = refused.expect("an untrusted certificate must fail, not hang");
+    assert!(matches!(refused, Err(Error::Redis(_))), "{refused:?}");
+}
