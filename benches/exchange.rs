@@ -372,8 +372,25 @@ async fn exchange(redis: &Redis, peer_to_peer: bool) -> Exchange {
     HybridExchange::builder(redis.url()).random_namespace().peer_to_peer(peer_to_peer).start().await.unwrap()
 }
 
+/// Encrypted peer links (built with `--features encryption`).
+#[cfg(feature = "encryption")]
+async fn encrypted_exchange(redis: &Redis) -> Exchange {
+    let builder = HybridExchange::builder(redis.url()).random_namespace().secret("bench").encrypt(true);
+    builder.start().await.unwrap()
+}
+
 async fn round_trips(args: &Args, redis: &Redis, report: &mut Report) {
-    for (path, p2p) in [("direct", true), ("redis", false)] {
+    #[allow(unused_mut)]
+    let mut paths = vec![("direct", true), ("redis", false)];
+    #[cfg(feature = "encryption")]
+    paths.push(("encrypted", true));
+    for (path, p2p) in paths {
+        #[cfg(feature = "encryption")]
+        let x = match path {
+            "encrypted" => encrypted_exchange(redis).await,
+            _ => exchange(redis, p2p).await,
+        };
+        #[cfg(not(feature = "encryption"))]
         let x = exchange(redis, p2p).await;
         let id: AgentId<Echo> = x.register_agent(None).await.unwrap();
         let _agent = Agent::launch(Echo, id.clone(), &x).await.unwrap();
