@@ -223,6 +223,13 @@ impl HybridExchangeBuilder {
         }
         let addresses = self.addresses.resolve(client.get_connection_info().addr()).await?;
         debug!("peer addresses: {addresses}");
+        if secret.is_empty() && self.peer_to_peer && !addresses.loopback_only() {
+            return Err(Error::Config(format!(
+                "mailboxes would be reachable from other hosts ({addresses}) with no secret, so anyone could \
+                 send to them: set the same secret on every process (`.secret(..)` or {SECRET_ENV}), or \
+                 `.bind(\"127.0.0.1\")` to stay on this host"
+            )));
+        }
         let namespace = self.namespace.unwrap_or_else(|| "default".to_owned());
         let keys = Keys::new(&namespace);
         let token = uuid_to_base32(Uuid::new_v4());
@@ -707,7 +714,7 @@ impl HybridExchange {
             enqueue(env, &dest, std::slice::from_ref(&frame), true, when_inactive).await?
         {
             // A peer that refused our handshake lately is not dialed again.
-            if !refused_recently(env, &address) {
+            if !refused_recently(env, &address, &dest) {
                 if let Some(link) = self.link(&dest, Some((address, opening))) {
                     match link.send(frame).await {
                         Ok(()) => return Ok(()),
@@ -841,6 +848,7 @@ async fn maintain(inner: std::sync::Weak<Inner>, lost_state: Arc<tokio::sync::No
             Some(inner) if !inner.closed.load(Ordering::Acquire) => HybridExchange { inner },
             _ => return,
         };
+        exchange.inner.config.link.reports.flush();
         if !lost {
             if let Err(e) = exchange.forget_disowned().await {
                 debug!("could not check which registrations are still this process's: {e}");

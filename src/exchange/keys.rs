@@ -6,7 +6,7 @@
 //! | `ns:status:<b32>` | `ACTIVE` or `INACTIVE` |
 //! | `ns:behavior:<b32>` | comma-joined lineage, most specific first |
 //! | `ns:address:<b32>` | `host:port` of the mailbox's listener |
-//! | `ns:queue:<b32>` | list of encoded envelopes, FIFO |
+//! | `ns:queue:<b32>` | list of sealed entries (see `seal.rs`), FIFO |
 //! | `ns:taken:<b32>:<opening>` | entries an opening of the mailbox popped and its consumer has not yet taken |
 //! | `ns:taker:<b32>` | hash: the mailbox's current opening, its process token, how much of its taken list is acknowledged |
 //! | `ns:index:<behavior>` | set of `<b32>` of agents whose lineage names `<behavior>` |

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::actor::{Call, ExchangeActor, Request, PUSHED, SEND};
 use super::keys::Keys;
-use super::{Reports, Seal, WhenInactive};
+use super::{Bad, Reports, Seal, WhenInactive};
 use crate::error::Error;
 use crate::identifier::EntityId;
 use crate::message::Parts;
@@ -59,8 +59,8 @@ pub(crate) const REFUSED_FOR: Duration = Duration::from_secs(30);
 /// What every link of an exchange shares.
 #[derive(Debug)]
 pub(crate) struct LinkEnv {
-    /// Addresses whose mailbox refused our handshake (another secret or
-    /// protocol version), and when: messages to them go through Redis.
+    /// Addresses (and mailboxes) that refused our handshake (another secret
+    /// or protocol version), and when: messages to them go through Redis.
     pub(crate) refused: Mutex<HashMap<String, Instant>>,
     pub(crate) security: Security,
     /// Where this exchange listens and dials from.
@@ -109,11 +109,18 @@ impl Link {
     }
 }
 
-/// Whether `address` refused a handshake within [`REFUSED_FOR`].
-pub(crate) fn refused_recently(env: &LinkEnv, address: &str) -> bool {
+/// Whether the mailbox `dest` at `address` refused a handshake within
+/// [`REFUSED_FOR`].
+pub(crate) fn refused_recently(env: &LinkEnv, address: &str, dest: &EntityId) -> bool {
     let mut refused = env.refused.lock().unwrap_or_else(|e| e.into_inner());
     refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
-    refused.contains_key(address)
+    refused.contains_key(&refusal_key(address, dest))
+}
+
+/// Refusals are remembered per address and destination: after a crash,
+/// another mailbox may listen at a stale address, and it is not refused.
+fn refusal_key(address: &str, dest: &EntityId) -> String {
+    format!("{address} {}", dest.uid())
 }
 
 /// What [`enqueue`] did.
@@ -141,8 +148,9 @@ pub(crate) async fn enqueue(
     route_only_if_offline: bool,
     when_inactive: WhenInactive,
 ) -> Result<Enqueued, Error> {
-    let sealed: Vec<Parts> = frames.iter().map(|frame| env.seal.seal(dest.uid(), frame)).collect();
-    let frames = &sealed[..];
+    // Sealed only when they may be pushed (a large frame routed to a peer
+    // is not hashed for nothing).
+    let sealed = || frames.iter().map(|frame| env.seal.seal(dest.uid(), frame)).collect::<Vec<Parts>>();
     let large = frames.iter().map(Parts::len).sum::<usize>() > LARGE;
     let mut script = SEND.prepare_invoke();
     let mode = if route_only_if_offline { "route" } else { "push" };
@@ -152,7 +160,7 @@ pub(crate) async fn enqueue(
     };
     script.arg(env.keys.namespace()).arg(env.expiry.as_millis() as u64).arg(dest.base32()).arg(mode).arg(policy);
     if !large {
-        for frame in frames {
+        for frame in sealed() {
             script.arg(frame);
         }
     }
@@ -160,7 +168,7 @@ pub(crate) async fn enqueue(
     let reply = match reply {
         redis::Value::Int(state) if large && state >= 0 => {
             let mut pipe = redis::pipe();
-            pipe.atomic().cmd("RPUSH").arg(env.keys.queue(dest.uid())).arg(frames).ignore();
+            pipe.atomic().cmd("RPUSH").arg(env.keys.queue(dest.uid())).arg(sealed()).ignore();
             pipe.cmd("EVAL")
                 .arg(&**PUSHED)
                 .arg(0)
@@ -207,8 +215,9 @@ impl LinkTask {
             Ok(()) => debug!("link closed"),
             Err(e @ (Error::Rejected(_) | Error::Handshake(_))) => {
                 let mut refused = self.env.refused.lock().unwrap_or_else(|e| e.into_inner());
-                refused.insert(address.clone(), Instant::now());
-                self.env.reports.rejected(address, false, e);
+                refused.insert(refusal_key(address, &self.dest), Instant::now());
+                let host = address.rsplit_once(':').map_or(address.as_str(), |(host, _)| host);
+                self.env.reports.rejected(host, false, e);
             }
             // It closed on purpose (its agent stopped): not a failure.
             Err(e) if said_closing => {
@@ -218,7 +227,10 @@ impl LinkTask {
             Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 debug!(held = held.len(), "connection refused: the mailbox is gone; messages go through Redis")
             }
-            Err(e) => warn!(held = held.len(), "link failed, falling back to Redis: {e}"),
+            Err(e) => {
+                let what = format_args!("{address} ({}): {e}; {} messages re-routed", self.dest, held.len());
+                self.env.reports.bad(Bad::Link, what);
+            }
         }
         // Written but unacknowledged: unless the mailbox said it was closing
         // (so it took none of them), its process may have taken some before

@@ -16,6 +16,19 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 /// Peers remembered as reported (past that, reports start over).
 const MAX_NAMED: usize = 4096;
 
+fn summarise(kind: Bad, flood: &mut Flood) {
+    let (count, latest) = (std::mem::take(&mut flood.unreported), std::mem::take(&mut flood.latest));
+    flood.reported_at = Some(Instant::now());
+    match kind {
+        Bad::Connection => warn!(count, "bad peer connections closed (latest: {latest}); summarised each minute"),
+        Bad::Entry => error!(count, "queue entries dropped (latest: {latest}); summarised each minute"),
+        Bad::Link => warn!(
+            count,
+            "peer links failed, their messages re-routed through Redis (latest: {latest}); summarised each minute"
+        ),
+    }
+}
+
 /// Counts of what an exchange refused or was refused since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -31,69 +44,100 @@ pub struct Rejections {
     /// Entries taken from Redis queues and dropped: unsealed or forged
     /// (another secret, tampering), over the size cap, or undecodable.
     pub dropped_entries: u64,
+    /// Links to peers that failed (refused or timed-out connection, reset,
+    /// silent peer): their messages went through Redis instead.
+    pub failed_links: u64,
 }
 
 /// What a flood is made of.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Bad {
+    /// An inbound connection closed: garbage, a hang-up, silence.
     Connection,
+    /// A queue entry dropped.
     Entry,
+    /// An outbound link that failed (its messages went through Redis).
+    Link,
 }
 
 /// The reports of one exchange, shared by its links and mailboxes.
+#[derive(Debug, Default)]
+struct Flood {
+    unreported: u64,
+    reported_at: Option<Instant>,
+    latest: String,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Reports {
     refused_by_peers: AtomicU64,
     peers_refused: AtomicU64,
     bad_connections: AtomicU64,
     dropped_entries: AtomicU64,
+    failed_links: AtomicU64,
     /// Peers already reported as misconfigured.
     named: Mutex<HashSet<String>>,
-    /// Per kind of flood: events since the last summary, and when that was.
-    floods: Mutex<[(u64, Option<Instant>); 2]>,
+    /// Per kind of flood: events since the last summary, when that was,
+    /// and the latest event.
+    floods: Mutex<[Flood; 3]>,
 }
 
 impl Reports {
-    /// A peer and this process refused each other: reported once per peer.
-    pub(crate) fn rejected(&self, peer: &str, inbound: bool, what: impl Display) {
+    /// A peer and this process refused each other: reported once per peer
+    /// host and cause (past [`MAX_NAMED`] of them, summarised instead).
+    pub(crate) fn rejected(&self, host: &str, inbound: bool, what: impl Display) {
         let counter = if inbound { &self.peers_refused } else { &self.refused_by_peers };
         counter.fetch_add(1, Ordering::Relaxed);
-        let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
-        if named.len() >= MAX_NAMED {
-            named.clear();
-        }
-        let key = format!("{}{peer}", if inbound { "<" } else { ">" });
-        if !named.insert(key) {
-            return debug!(%peer, "peer refused again: {what}");
-        }
-        match inbound {
-            true => {
-                error!(%peer, "refused a peer: {what}; check that every process shares the secret, version and encryption setting")
+        let key = format!("{}{host} {what}", if inbound { "<" } else { ">" });
+        let first = {
+            let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
+            if named.len() >= MAX_NAMED && !named.contains(&key) {
+                drop(named);
+                return self.flood(Bad::Connection, format_args!("peer {host} refused: {what}"));
             }
-            false => error!(%peer, "a peer refused this process: {what}; messages to it go through Redis"),
+            named.insert(key)
+        };
+        match (first, inbound) {
+            (false, _) => debug!(peer = %host, "peer refused again: {what}"),
+            (true, true) => {
+                error!(peer = %host, "refused a peer: {what}; every process must share the secret, version and encryption setting")
+            }
+            (true, false) => {
+                error!(peer = %host, "a peer refused this process: {what}; messages to it go through Redis")
+            }
         }
     }
 
-    /// A bad connection or entry: counted, and summarised once a minute.
+    /// A bad connection, entry or link: counted, and summarised once a minute.
     pub(crate) fn bad(&self, kind: Bad, what: impl Display) {
         let counter = match kind {
             Bad::Connection => &self.bad_connections,
             Bad::Entry => &self.dropped_entries,
+            Bad::Link => &self.failed_links,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        self.flood(kind, what);
+    }
+
+    fn flood(&self, kind: Bad, what: impl Display) {
         let mut floods = self.floods.lock().unwrap_or_else(|e| e.into_inner());
-        let (count, last) = &mut floods[kind as usize];
-        *count += 1;
-        if last.is_some_and(|at| at.elapsed() < SUMMARY_EVERY) {
+        let flood = &mut floods[kind as usize];
+        flood.unreported += 1;
+        flood.latest = what.to_string();
+        if flood.reported_at.is_some_and(|at| at.elapsed() < SUMMARY_EVERY) {
             return debug!("{what}");
         }
-        let n = std::mem::take(count);
-        *last = Some(Instant::now());
-        match kind {
-            Bad::Connection => {
-                warn!(count = n, "bad peer connections closed (latest: {what}); more are summarised each minute")
+        summarise(kind, flood);
+    }
+
+    /// Summarises what came in since the last summary, if a minute has
+    /// passed (called periodically, so the end of a burst is told too).
+    pub(crate) fn flush(&self) {
+        let mut floods = self.floods.lock().unwrap_or_else(|e| e.into_inner());
+        for (kind, flood) in [Bad::Connection, Bad::Entry, Bad::Link].into_iter().zip(floods.iter_mut()) {
+            if flood.unreported > 0 && flood.reported_at.is_none_or(|at| at.elapsed() >= SUMMARY_EVERY) {
+                summarise(kind, flood);
             }
-            Bad::Entry => error!(count = n, "queue entries dropped (latest: {what}); more are summarised each minute"),
         }
     }
 
@@ -105,6 +149,7 @@ impl Reports {
             peers_refused: load(&self.peers_refused),
             bad_connections: load(&self.bad_connections),
             dropped_entries: load(&self.dropped_entries),
+            failed_links: load(&self.failed_links),
         }
     }
 }
@@ -125,10 +170,14 @@ mod tests {
         }
         reports.bad(Bad::Entry, "forged");
         let counts = reports.snapshot();
-        assert_eq!(
-            counts,
-            Rejections { refused_by_peers: 1, peers_refused: 3, bad_connections: 1000, dropped_entries: 1 }
-        );
+        let expected = Rejections {
+            refused_by_peers: 1,
+            peers_refused: 3,
+            bad_connections: 1000,
+            dropped_entries: 1,
+            failed_links: 0,
+        };
+        assert_eq!(counts, expected);
         assert_eq!(reports.named.lock().unwrap().len(), 2);
     }
 }

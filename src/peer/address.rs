@@ -75,8 +75,8 @@ impl AddressSettings {
             None => bind.to_string(),
         };
         let ports = self.ports.unwrap_or(0..=0);
-        if ports.is_empty() {
-            return Err(Error::Config(format!("the port range {ports:?} is empty")));
+        if ports.is_empty() || (*ports.start() == 0 && *ports.end() != 0) {
+            return Err(Error::Config(format!("the port range {ports:?} is empty or includes port 0")));
         }
         let source = (explicit && !bind.is_unspecified()).then_some(bind);
         Ok(Addresses { bind, advertise, ports, source })
@@ -84,6 +84,11 @@ impl AddressSettings {
 }
 
 impl Addresses {
+    /// Whether only this host can reach the listeners.
+    pub(crate) fn loopback_only(&self) -> bool {
+        self.bind.is_loopback()
+    }
+
     /// Binds a listener (on a free port of the range) and returns it with
     /// the address to publish.
     pub(crate) async fn listen(&self) -> Result<(TcpListener, String), Error> {

@@ -58,8 +58,11 @@ pub(crate) const MAGIC: [u8; 4] = *b"ACAD";
 
 const NONCE_LEN: usize = 16;
 const PROOF_LEN: usize = 32;
-pub(crate) const CLIENT_HELLO_LEN: usize = 4 + 1 + 1 + 16 + NONCE_LEN;
-pub(crate) const SERVER_HELLO_LEN: usize = 4 + 1 + 1 + NONCE_LEN + PROOF_LEN;
+/// Magic, version, and protection (client) or status (server): the part of
+/// the hellos no version may change.
+const PREFIX_LEN: usize = 6;
+const CLIENT_HELLO_LEN: usize = 4 + 1 + 1 + 16 + NONCE_LEN;
+const SERVER_HELLO_LEN: usize = 4 + 1 + 1 + NONCE_LEN + PROOF_LEN;
 
 /// Server statuses.
 const ACCEPTED: u8 = 0;
@@ -97,8 +100,10 @@ where
     transcript.extend_from_slice(&nonce);
     stream.write_all(&transcript).await?;
 
+    // The first six bytes (magic, version, status) are the same in every
+    // version: a refusal can always be read.
     let mut reply = [0u8; SERVER_HELLO_LEN];
-    stream.read_exact(&mut reply).await?;
+    stream.read_exact(&mut reply[..PREFIX_LEN]).await?;
     if reply[..4] != MAGIC {
         return Err(Error::Handshake("the peer is not an academy mailbox"));
     }
@@ -109,6 +114,7 @@ where
         (PROTOCOL_VERSION, _) => return Err(Error::Handshake("unknown handshake status")),
         (theirs, _) => return Err(Rejection::Version(theirs).into()),
     }
+    stream.read_exact(&mut reply[PREFIX_LEN..]).await?;
     let server_nonce = &reply[6..6 + NONCE_LEN];
     if proof(secret, b"server", dest, &nonce, server_nonce).verify_slice(&reply[6 + NONCE_LEN..]).is_err() {
         // Tell the server too, rather than hang up without a reason.
@@ -133,9 +139,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut transcript = vec![0u8; CLIENT_HELLO_LEN];
-    stream.read_exact(&mut transcript).await?;
+    stream.read_exact(&mut transcript[..PREFIX_LEN]).await?;
     if transcript[..4] != MAGIC {
         return Err(Error::Handshake("not an academy peer (wrong magic bytes)"));
+    }
+    // Another version may send a hello of another length: answer its
+    // prefix at once rather than wait for bytes that never come.
+    if transcript[4] == PROTOCOL_VERSION {
+        stream.read_exact(&mut transcript[PREFIX_LEN..]).await?;
     }
     let refusal = if transcript[4] != PROTOCOL_VERSION {
         Some((WRONG_VERSION, Rejection::Version(transcript[4])))
@@ -205,5 +216,19 @@ mod tests {
         assert_eq!((rejected(c), rejected(s)), (Rejection::Destination, Rejection::Destination));
         let (c, s) = run(b"s3cret", Protection::Noise, me, me).await;
         assert_eq!((rejected(c), rejected(s)), (Rejection::Protection, Rejection::Protection));
+    }
+
+    #[tokio::test]
+    async fn another_version_is_named_at_once_whatever_its_hello_length() {
+        // Version 4's hello was one byte shorter; its client waits for a reply.
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let mut old = b"ACAD\x04".to_vec();
+        old.extend_from_slice(&[0u8; 32]);
+        a.write_all(&old).await.unwrap();
+        let refused = server_handshake(&mut b, b"s3cret", Protection::Plain, Uuid::new_v4()).await;
+        assert!(matches!(refused, Err(Error::Rejected(Rejection::Version(4)))), "{refused:?}");
+        let mut reply = [0u8; 6];
+        a.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply, b"ACAD\x05\x03", "the reply names this version and the refusal");
     }
 }

@@ -67,9 +67,15 @@ pub(crate) async fn session(
     }
     let state = Arc::new(state.into_stateless_transport_mode().map_err(noise_failed)?);
     let (read, write) = stream.into_split();
-    let read =
-        NoiseRead { inner: read, state: state.clone(), nonce: 0, cipher: BytesMut::new(), plain: BytesMut::new() };
-    let write = NoiseWrite { inner: write, state, nonce: 0, out: Vec::new(), sent: 0, pending: 0 };
+    let read = NoiseRead {
+        inner: read,
+        state: state.clone(),
+        nonce: 0,
+        cipher: BytesMut::new(),
+        plain: BytesMut::new(),
+        failed: false,
+    };
+    let write = NoiseWrite { inner: write, state, nonce: 0, out: Vec::new(), sent: 0, pending: Vec::new() };
     Ok((Box::new(read), Box::new(write)))
 }
 
@@ -82,11 +88,16 @@ struct NoiseRead<R> {
     cipher: BytesMut,
     /// Plaintext decrypted, not yet read.
     plain: BytesMut,
+    /// A message failed: nothing after it is read.
+    failed: bool,
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for NoiseRead<R> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.failed {
+            return Poll::Ready(Err(invalid("the encrypted session failed")));
+        }
         loop {
             if !this.plain.is_empty() {
                 let n = this.plain.len().min(buf.remaining());
@@ -97,14 +108,17 @@ impl<R: AsyncRead + Unpin> AsyncRead for NoiseRead<R> {
             if this.cipher.len() >= 2 {
                 let len = u16::from_be_bytes([this.cipher[0], this.cipher[1]]) as usize;
                 if len < TAG {
+                    this.failed = true;
                     return Poll::Ready(Err(invalid("an encrypted message shorter than its tag")));
                 }
                 if this.cipher.len() >= 2 + len {
                     let message = this.cipher.split_to(2 + len);
                     this.plain.resize(len - TAG, 0);
-                    this.state
-                        .read_message(this.nonce, &message[2..], &mut this.plain)
-                        .map_err(|_| invalid("an encrypted message failed authentication"))?;
+                    if this.state.read_message(this.nonce, &message[2..], &mut this.plain).is_err() {
+                        this.plain.clear();
+                        this.failed = true;
+                        return Poll::Ready(Err(invalid("an encrypted message failed authentication")));
+                    }
                     this.nonce += 1;
                     continue;
                 }
@@ -123,8 +137,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for NoiseRead<R> {
 /// Encrypts what is written, one Noise message per write.
 ///
 /// A write returns only once its message is on the socket; one interrupted
-/// by `Pending` keeps its ciphertext and must be retried with the same
-/// bytes (as every caller of `AsyncWrite` in this crate does).
+/// by `Pending` keeps its ciphertext and must be retried with the same bytes
+/// (as every caller of `AsyncWrite` in this crate does; other bytes are an
+/// error, never silently replaced). A flush covers what writes returned.
 struct NoiseWrite<W> {
     inner: W,
     state: Arc<StatelessTransportState>,
@@ -132,8 +147,8 @@ struct NoiseWrite<W> {
     /// The current message (length prefix and ciphertext) and how much of it is written.
     out: Vec<u8>,
     sent: usize,
-    /// Plaintext bytes the current message carries, not yet reported written.
-    pending: usize,
+    /// The plaintext the current message carries, until reported written.
+    pending: Vec<u8>,
 }
 
 impl<W: AsyncWrite + Unpin> NoiseWrite<W> {
@@ -152,7 +167,7 @@ impl<W: AsyncWrite + Unpin> NoiseWrite<W> {
 impl<W: AsyncWrite + Unpin> AsyncWrite for NoiseWrite<W> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.pending == 0 {
+        if this.pending.is_empty() {
             if buf.is_empty() {
                 return Poll::Ready(Ok(0));
             }
@@ -164,24 +179,24 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for NoiseWrite<W> {
                 .map_err(|_| io::Error::other("encryption failed"))?;
             this.nonce += 1;
             this.sent = 0;
-            this.pending = n;
-        } else if buf.len() < this.pending {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidInput, "a write retried with fewer bytes")));
+            this.pending.extend_from_slice(&buf[..n]);
+        } else if !buf.starts_with(&this.pending) {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidInput, "a write retried with other bytes")));
         }
         ready!(this.poll_drain(cx))?;
-        Poll::Ready(Ok(std::mem::take(&mut this.pending)))
+        let n = this.pending.len();
+        this.pending.clear();
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.inner).poll_flush(cx)
+        // What writes returned is on the socket already; a message whose
+        // write was interrupted is not owed yet.
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
