@@ -99,9 +99,14 @@ pub enum Rejection {
     /// advertised address).
     #[error("the address belongs to another mailbox (stale or wrongly advertised)")]
     Destination,
-    /// One end encrypts and the other does not.
-    #[error("one end encrypts peer links and the other does not")]
+    /// One end encrypts and the other does not, or they encrypt differently
+    /// (Noise or TLS).
+    #[error("the two ends protect peer links differently (plain, Noise or TLS)")]
     Protection,
+    /// A TLS peer's certificate was refused, or it refused this process's
+    /// (another CA, a name that does not match, none presented).
+    #[error("a TLS certificate was refused (another CA, or a name that does not match)")]
+    Certificate,
 }
 
 impl From<Rejection> for Error {

@@ -230,7 +230,7 @@ async fn a_wrong_secret_delivers_nothing_on_either_path_and_is_reported_once_per
     receiver.close().await;
 }
 
-#[cfg(feature = "encryption")]
+#[cfg(any(feature = "encryption", feature = "tls"))]
 /// Copies bytes both ways between a client and `target`, keeping what the
 /// client sent.
 async fn recording_proxy(
@@ -264,7 +264,7 @@ async fn recording_proxy(
     (address, seen)
 }
 
-#[cfg(feature = "encryption")]
+#[cfg(any(feature = "encryption", feature = "tls"))]
 /// Sends one message with a recognisable payload from `sender` to a mailbox
 /// of `receiver` through a recording proxy; returns what crossed it.
 async fn through_a_proxy(
@@ -290,7 +290,7 @@ async fn through_a_proxy(
     seen
 }
 
-#[cfg(feature = "encryption")]
+#[cfg(any(feature = "encryption", feature = "tls"))]
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -492,8 +492,7 @@ async fn partition_in_this_namespace(ns: &str) {
 struct TlsRedis {
     child: std::process::Child,
     port: u16,
-    ca: Vec<u8>,
-    _dir: TempDir,
+    ca: TestCa,
 }
 
 #[cfg(feature = "tls")]
@@ -515,75 +514,85 @@ impl Drop for TempDir {
     }
 }
 
+/// A certificate authority made for a test with `openssl`, in a directory
+/// removed when dropped.
 #[cfg(feature = "tls")]
-fn tls_redis() -> Result<TlsRedis, String> {
-    let dir = TempDir(tempfile_path("tls"));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let path = |name: &str| dir.0.join(name).to_str().unwrap().to_owned();
-    std::fs::write(path("ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
-    let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let steps: [Vec<String>; 3] = [
-        ["req", "-x509"]
-            .iter()
-            .chain(&key)
-            .map(|s| s.to_string())
-            .chain(
-                ["-keyout", &path("ca.key"), "-out", &path("ca.crt"), "-days", "2", "-subj", "/CN=academy test CA"]
-                    .map(String::from),
-            )
-            .collect(),
-        ["req"]
-            .iter()
-            .chain(&key)
-            .map(|s| s.to_string())
-            .chain(
-                ["-keyout", &path("server.key"), "-out", &path("server.csr"), "-subj", "/CN=127.0.0.1"]
-                    .map(String::from),
-            )
-            .collect(),
-        [
-            "x509",
-            "-req",
-            "-in",
-            &path("server.csr"),
-            "-CA",
-            &path("ca.crt"),
-            "-CAkey",
-            &path("ca.key"),
-            "-CAcreateserial",
-            "-out",
-            &path("server.crt"),
-            "-days",
-            "2",
-            "-extfile",
-            &path("ext"),
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
-    for step in &steps {
-        let out = Command::new("openssl").args(step).output().map_err(|e| format!("openssl: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("openssl {step:?}: {}", String::from_utf8_lossy(&out.stderr)));
+struct TestCa {
+    dir: TempDir,
+    pem: Vec<u8>,
+}
+
+#[cfg(feature = "tls")]
+impl TestCa {
+    fn new(name: &str) -> Result<Self, String> {
+        let dir = TempDir(tempfile_path(name));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let mut ca = Self { dir, pem: Vec::new() };
+        let (key, crt) = (ca.path("ca.key"), ca.path("ca.crt"));
+        let subject = format!("/CN=academy test CA {name}");
+        ca.openssl(
+            &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"],
+            &["-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subject],
+        )?;
+        ca.pem = std::fs::read(&crt).unwrap();
+        Ok(ca)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.0.join(name).to_str().unwrap().to_owned()
+    }
+
+    fn openssl(&self, first: &[&str], rest: &[&str]) -> Result<(), String> {
+        let out = Command::new("openssl").args(first).args(rest).output().map_err(|e| format!("openssl: {e}"))?;
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(format!("openssl {first:?}: {}", String::from_utf8_lossy(&out.stderr))),
         }
     }
+
+    /// A certificate for 127.0.0.1 signed by this CA: (chain, key) as PEM,
+    /// and their paths.
+    fn leaf(&self, name: &str) -> Result<(Vec<u8>, Vec<u8>, String, String), String> {
+        let (key, csr, crt, ext) = (
+            self.path(&format!("{name}.key")),
+            self.path(&format!("{name}.csr")),
+            self.path(&format!("{name}.crt")),
+            self.path("ext"),
+        );
+        std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+        self.openssl(
+            &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"],
+            &["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"],
+        )?;
+        let (ca_crt, ca_key) = (self.path("ca.crt"), self.path("ca.key"));
+        self.openssl(
+            &["x509", "-req", "-in", &csr, "-CA", &ca_crt, "-CAkey", &ca_key],
+            &["-CAcreateserial", "-out", &crt, "-days", "2", "-extfile", &ext],
+        )?;
+        Ok((std::fs::read(&crt).unwrap(), std::fs::read(&key).unwrap(), crt, key))
+    }
+}
+
+#[cfg(feature = "tls")]
+fn tls_redis() -> Result<TlsRedis, String> {
+    let ca = TestCa::new("redis")?;
+    let (_, _, server_crt, server_key) = ca.leaf("server")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new("redis-server")
         .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--tls-cert-file", &path("server.crt"), "--tls-key-file", &path("server.key")])
-        .args(["--tls-ca-cert-file", &path("ca.crt"), "--tls-auth-clients", "no"])
+        .args(["--tls-cert-file", &server_crt, "--tls-key-file", &server_key])
+        .args(["--tls-ca-cert-file", &ca.path("ca.crt"), "--tls-auth-clients", "no"])
         .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let ca = std::fs::read(path("ca.crt")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "the TLS redis-server did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(TlsRedis { child, port, ca, _dir: dir })
+    Ok(TlsRedis { child, port, ca })
 }
 
 #[cfg(feature = "tls")]
@@ -596,7 +605,7 @@ async fn an_exchange_on_rediss_trusts_the_given_root_and_refuses_an_unknown_one(
     let url = format!("rediss://127.0.0.1:{}", redis.port);
     for peer_to_peer in [false, true] {
         let exchange = HybridExchange::builder(&url)
-            .redis_root_certificates(redis.ca.clone())
+            .redis_root_certificates(redis.ca.pem.clone())
             .random_namespace()
             .peer_to_peer(peer_to_peer)
             .start()
@@ -616,4 +625,40 @@ async fn an_exchange_on_rediss_trusts_the_given_root_and_refuses_an_unknown_one(
     let refused = tokio::time::timeout(Duration::from_secs(20), HybridExchange::builder(&url).start()).await;
     let refused = refused.expect("an untrusted certificate must fail, not hang");
     assert!(matches!(refused, Err(Error::Redis(_))), "{refused:?}");
+}
+
+#[cfg(feature = "tls")]
+#[actix::test]
+async fn tls_links_show_no_plaintext_and_refuse_a_certificate_from_another_ca() {
+    let (ca, other_ca) = match (TestCa::new("peers"), TestCa::new("other")) {
+        (Ok(ca), Ok(other)) => (ca, other),
+        (Err(why), _) | (_, Err(why)) => return eprintln!("skipping the peer TLS test: {why}"),
+    };
+    let redis = RedisServer::start();
+    let with_certs = |ca: &TestCa, name: &str| {
+        let (chain, key, _, _) = ca.leaf(name).unwrap();
+        redis.builder().namespace("tls").tls_certificates(chain, key, ca.pem.clone())
+    };
+    let a = with_certs(&ca, "a").start().await.unwrap();
+    let b = with_certs(&ca, "b").start().await.unwrap();
+    let seen = through_a_proxy(&redis, &a, &b).await;
+    assert!(!contains(&seen, b"PLAINTEXT-MARKER"), "plaintext on a TLS link");
+    assert_eq!(a.rejections(), Default::default());
+    // A certificate from another CA is refused: named once, counted.
+    let stranger = with_certs(&other_ca, "stranger").start().await.unwrap();
+    let me = stranger.register_client(None).await.unwrap();
+    let peer = b.register_client(None).await.unwrap();
+    let inbox = b.get_mailbox(&peer).await.unwrap();
+    let _ = stranger.send(ping(&me, &peer)).await;
+    wait_until(Duration::from_secs(20), "the certificate to be refused", || {
+        stranger.rejections().refused_by_peers + b.rejections().peers_refused >= 1
+    })
+    .await;
+    // Bad PEM is a clear configuration error.
+    let bad = redis.builder().tls_certificates(b"nope".to_vec(), b"nope".to_vec(), ca.pem.clone()).start().await;
+    assert!(matches!(bad, Err(Error::Config(_))), "{bad:?}");
+    inbox.close().await.unwrap();
+    for x in [a, b, stranger] {
+        x.close().await;
+    }
 }

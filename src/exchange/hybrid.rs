@@ -60,6 +60,9 @@ pub struct HybridExchangeBuilder {
     /// PEM root certificates that Redis's TLS certificate must chain to.
     #[cfg(feature = "tls")]
     redis_root_certificates: Option<Vec<u8>>,
+    /// Certificates for TLS on peer links.
+    #[cfg(feature = "tls")]
+    tls_files: Option<crate::peer::TlsFiles>,
     connect_timeout: Duration,
     peer_timeout: Duration,
     max_frame_len: usize,
@@ -121,7 +124,7 @@ impl HybridExchangeBuilder {
     /// encrypts and authenticates every byte, with fresh keys per
     /// connection. Every process of a deployment must choose the same;
     /// a peer that does not is refused, and its messages go through Redis.
-    /// Needs a secret.
+    /// Needs a secret. Replaces `tls_certificates`.
     #[cfg(feature = "encryption")]
     pub fn encrypt(mut self, encrypt: bool) -> Self {
         self.protection = if encrypt { Protection::Noise } else { Protection::Plain };
@@ -198,6 +201,25 @@ impl HybridExchangeBuilder {
         self
     }
 
+    /// TLS on peer links with certificates, for a PKI (the `tls` feature):
+    /// this process's certificate chain and private key, and the CA whose
+    /// certificates peers must present (mutual TLS; a mailbox's certificate
+    /// must name the host it advertises). Every process must choose the
+    /// same; a peer that does not is refused. Still needs the shared secret,
+    /// which guards the Redis path. Replaces `encrypt`.
+    #[cfg(feature = "tls")]
+    pub fn tls_certificates(
+        mut self,
+        chain_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+        ca_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.protection = Protection::Tls;
+        let files = crate::peer::TlsFiles { chain: chain_pem.into(), key: key_pem.into(), ca: ca_pem.into() };
+        self.tls_files = Some(files);
+        self
+    }
+
     /// Concurrent inbound connections one mailbox accepts (default 1,024).
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
@@ -220,6 +242,12 @@ impl HybridExchangeBuilder {
             .unwrap_or_default();
         if self.protection != Protection::Plain && secret.is_empty() {
             return Err(Error::Config("encrypted peer links need a shared secret".into()));
+        }
+        #[allow(unused_mut)]
+        let mut security = Security::new(secret.clone(), self.protection);
+        #[cfg(feature = "tls")]
+        if let (Protection::Tls, Some(files)) = (self.protection, &self.tls_files) {
+            security.tls = Some(crate::peer::PeerTls::new(files)?);
         }
         let addresses = self.addresses.resolve(client.get_connection_info().addr()).await?;
         debug!("peer addresses: {addresses}");
@@ -247,7 +275,7 @@ impl HybridExchangeBuilder {
             refused: Mutex::default(),
             seal: Seal::new(&secret),
             reports: Reports::default(),
-            security: Security { secret, protection: self.protection },
+            security,
             addresses,
             connect_timeout: self.connect_timeout,
             peer_timeout: self.peer_timeout,
@@ -397,6 +425,8 @@ impl HybridExchange {
             protection: Protection::Plain,
             #[cfg(feature = "tls")]
             redis_root_certificates: None,
+            #[cfg(feature = "tls")]
+            tls_files: None,
             connect_timeout: Duration::from_secs(1),
             peer_timeout: Duration::from_secs(10),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,

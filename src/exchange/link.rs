@@ -287,7 +287,7 @@ impl LinkTask {
         let env = &self.env;
         let connect = async {
             let stream = env.addresses.dial(address).await?;
-            env.security.connect(stream, self.dest.uid()).await
+            env.security.connect(stream, address, self.dest.uid()).await
         };
         let (read, mut write) =
             timeout(env.connect_timeout, connect).await.map_err(|_| Error::Timeout(env.connect_timeout))??;

@@ -51,6 +51,9 @@ pub(crate) enum Protection {
     /// Encrypted and authenticated with Noise (`NNpsk0`) keyed from the secret.
     #[cfg_attr(not(feature = "encryption"), allow(dead_code))]
     Noise = 1,
+    /// Encrypted with TLS, certificates checked against a CA (mutual).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    Tls = 2,
 }
 
 /// Magic bytes that open every peer connection.

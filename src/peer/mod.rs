@@ -25,6 +25,8 @@ pub(crate) mod handshake;
 #[cfg(feature = "encryption")]
 mod noise;
 mod progress;
+#[cfg(feature = "tls")]
+mod tls;
 mod transport;
 
 pub(crate) use ack::AckState;
@@ -33,4 +35,6 @@ pub use frame::DEFAULT_MAX_FRAME_LEN;
 pub(crate) use frame::{Frame, FrameCodec, Outbox};
 pub(crate) use handshake::{Protection, Secret};
 pub(crate) use progress::{Heard, NoteProgress};
+#[cfg(feature = "tls")]
+pub(crate) use tls::{PeerTls, TlsFiles};
 pub(crate) use transport::{PeerRead, PeerWrite, Security};

@@ -214,11 +214,11 @@ mod tests {
         let address = listener.local_addr().unwrap();
         let me = uuid::Uuid::new_v4();
         let server = tokio::spawn(async move {
-            let security = Security { secret: Secret::new(b"s3cret"), protection: Protection::Noise };
+            let security = Security::new(Secret::new(b"s3cret"), Protection::Noise);
             security.accept(listener.accept().await.unwrap().0, me).await
         });
-        let security = Security { secret: Secret::new(client_secret), protection: Protection::Noise };
-        let client = security.connect(TcpStream::connect(address).await.unwrap(), me).await;
+        let security = Security::new(Secret::new(client_secret), Protection::Noise);
+        let client = security.connect(TcpStream::connect(address).await.unwrap(), &address.to_string(), me).await;
         (client, server.await.unwrap())
     }
 

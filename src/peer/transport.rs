@@ -20,13 +20,36 @@ pub(crate) type PeerWrite = Box<dyn AsyncWrite + Send + Unpin>;
 pub(crate) struct Security {
     pub(crate) secret: Secret,
     pub(crate) protection: Protection,
+    /// With [`Protection::Tls`]: the certificates.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<super::tls::PeerTls>,
 }
 
 impl Security {
-    /// The client side: authenticates to mailbox `dest` over `stream`.
-    pub(crate) async fn connect(&self, mut stream: TcpStream, dest: Uuid) -> Result<(PeerRead, PeerWrite), Error> {
+    /// Security without certificates.
+    pub(crate) fn new(secret: Secret, protection: Protection) -> Self {
+        Self {
+            secret,
+            protection,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+
+    /// The client side: authenticates to mailbox `dest`, dialed at `address`, over `stream`.
+    pub(crate) async fn connect(
+        &self,
+        mut stream: TcpStream,
+        address: &str,
+        dest: Uuid,
+    ) -> Result<(PeerRead, PeerWrite), Error> {
         stream.set_nodelay(true)?;
         let transcript = client_handshake(&mut stream, &self.secret, self.protection, dest).await?;
+        #[cfg(feature = "tls")]
+        if let (Protection::Tls, Some(tls)) = (self.protection, &self.tls) {
+            return tls.connect(stream, address).await;
+        }
+        let _ = address;
         self.wrap(stream, &transcript, true).await
     }
 
@@ -34,6 +57,10 @@ impl Security {
     pub(crate) async fn accept(&self, mut stream: TcpStream, me: Uuid) -> Result<(PeerRead, PeerWrite), Error> {
         stream.set_nodelay(true)?;
         let transcript = server_handshake(&mut stream, &self.secret, self.protection, me).await?;
+        #[cfg(feature = "tls")]
+        if let (Protection::Tls, Some(tls)) = (self.protection, &self.tls) {
+            return tls.accept(stream).await;
+        }
         self.wrap(stream, &transcript, false).await
     }
 
@@ -53,6 +80,7 @@ impl Security {
             Protection::Noise => super::noise::session(stream, &self.secret, transcript, initiator).await,
             #[cfg(not(feature = "encryption"))]
             Protection::Noise => unreachable!("encryption is configured only with the `encryption` feature"),
+            Protection::Tls => unreachable!("TLS is configured only with the `tls` feature, and handled above"),
         }
     }
 }
