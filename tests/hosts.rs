@@ -222,7 +222,7 @@ async fn a_wrong_secret_delivers_nothing_on_either_path_and_is_reported_once_per
 
     let text = logs.text();
     let count = |what: &str| text.lines().filter(|l| l.contains("ERROR") && l.contains(what)).count();
-    assert_eq!(count("a peer refused this process"), 1, "{text}");
+    assert_eq!(count("could not connect to a peer"), 1, "{text}");
     assert_eq!(count("refused a peer"), 1, "{text}");
     assert_eq!(count("queue entries dropped"), 1, "one summary, not one line each:\n{text}");
     inbox.close().await.unwrap();
@@ -643,22 +643,41 @@ async fn tls_links_show_no_plaintext_and_refuse_a_certificate_from_another_ca() 
     let b = with_certs(&ca, "b").start().await.unwrap();
     let seen = through_a_proxy(&redis, &a, &b).await;
     assert!(!contains(&seen, b"PLAINTEXT-MARKER"), "plaintext on a TLS link");
-    assert_eq!(a.rejections(), Default::default());
-    // A certificate from another CA is refused: named once, counted.
-    let stranger = with_certs(&other_ca, "stranger").start().await.unwrap();
-    let me = stranger.register_client(None).await.unwrap();
+    // The academy handshake (38 + 32 bytes from the client), then TLS records.
+    assert_eq!(&seen[70..72], &[0x16, 0x03], "no TLS handshake record after the academy handshake");
+    assert_eq!((a.rejections(), b.rejections()), Default::default(), "the message did not go directly");
+    // A certificate from another CA is refused, whichever end holds it:
+    // named as a certificate refusal on the end that tried to connect.
+    let logs = Captured::default();
+    let _guard = logs.install(tracing::Level::ERROR);
     let peer = b.register_client(None).await.unwrap();
     let inbox = b.get_mailbox(&peer).await.unwrap();
-    let _ = stranger.send(ping(&me, &peer)).await;
-    wait_until(Duration::from_secs(20), "the certificate to be refused", || {
-        stranger.rejections().refused_by_peers + b.rejections().peers_refused >= 1
-    })
-    .await;
+    let (chain, key, _, _) = other_ca.leaf("impostor").unwrap();
+    let strangers = [
+        with_certs(&other_ca, "stranger").start().await.unwrap(),
+        // Trusts b's CA, but holds a certificate b does not trust.
+        redis.builder().namespace("tls").tls_certificates(chain, key, ca.pem.clone()).start().await.unwrap(),
+    ];
+    for stranger in &strangers {
+        let me = stranger.register_client(None).await.unwrap();
+        let _ = stranger.send(ping(&me, &peer)).await;
+        wait_until(Duration::from_secs(20), "the certificate to be refused", || {
+            stranger.rejections().refused_by_peers >= 1
+        })
+        .await;
+    }
+    let text = logs.text();
+    let refusals = text.lines().filter(|l| l.contains("could not connect") && l.contains("certificate")).count();
+    assert_eq!(refusals, 2, "{text}");
     // Bad PEM is a clear configuration error.
     let bad = redis.builder().tls_certificates(b"nope".to_vec(), b"nope".to_vec(), ca.pem.clone()).start().await;
     assert!(matches!(bad, Err(Error::Config(_))), "{bad:?}");
     inbox.close().await.unwrap();
-    for x in [a, b, stranger] {
+    for x in strangers.into_iter().chain([a]) {
         x.close().await;
     }
+    // Refused certificates are refusals, not bad connections.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(b.rejections().bad_connections, 0, "{:?}", b.rejections());
+    b.close().await;
 }

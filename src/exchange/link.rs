@@ -306,6 +306,8 @@ impl LinkTask {
         let mut stalled_since: Option<Instant> = None;
         loop {
             if closing.is_some() && unacked.is_empty() && outbox.is_empty() {
+                // A clean end for the mailbox (TLS sends its close_notify).
+                let _ = timeout(env.connect_timeout, tokio::io::AsyncWriteExt::shutdown(&mut write)).await;
                 return Ok(());
             }
             let room = unacked.len() < WINDOW && unacked_bytes < WINDOW_BYTES;

@@ -103,7 +103,7 @@ impl Reports {
                 error!(peer = %host, "refused a peer: {what}; every process must share the secret, version and encryption setting")
             }
             (true, false) => {
-                error!(peer = %host, "a peer refused this process: {what}; messages to it go through Redis")
+                error!(peer = %host, "could not connect to a peer: {what}; messages to it go through Redis")
             }
         }
     }

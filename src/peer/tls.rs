@@ -2,7 +2,9 @@
 //! process presents a certificate chain, and accepts peers whose chain ends
 //! at the given CA (mutual TLS). It runs after the academy handshake, which
 //! still proves the shared secret and names the destination; a client checks
-//! the mailbox's certificate against the host it dialed.
+//! the mailbox's certificate against the host it dialed. The server then
+//! sends one byte, so the client learns whether its own certificate was
+//! accepted before it sends anything.
 
 use std::sync::Arc;
 
@@ -10,6 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -85,14 +88,24 @@ impl PeerTls {
         let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let name = ServerName::try_from(host.to_owned()).map_err(|e| config("the peer's host name", e))?;
-        let tls = TlsConnector::from(self.client.clone()).connect(name, stream).await.map_err(refused)?;
+        let mut tls = TlsConnector::from(self.client.clone()).connect(name, stream).await.map_err(refused)?;
+        // In TLS 1.3 the client finishes before the server has checked its
+        // certificate: wait for the server's word, so that a refusal of
+        // this process's certificate is seen here, as a refusal.
+        let mut accepted = [0u8; 1];
+        tls.read_exact(&mut accepted).await.map_err(refused)?;
+        if accepted != [ACCEPTED] {
+            return Err(Error::Handshake("unexpected byte after the TLS handshake"));
+        }
         let (read, write) = tokio::io::split(tls);
         Ok((Box::new(read), Box::new(write)))
     }
 
     /// The server side.
     pub(crate) async fn accept(&self, stream: TcpStream) -> Result<(PeerRead, PeerWrite), Error> {
-        let tls = TlsAcceptor::from(self.server.clone()).accept(stream).await.map_err(refused)?;
+        let mut tls = TlsAcceptor::from(self.server.clone()).accept(stream).await.map_err(refused)?;
+        tls.write_all(&[ACCEPTED]).await?;
+        tls.flush().await?;
         let (read, write) = tokio::io::split(tls);
         Ok((Box::new(read), Box::new(write)))
     }
@@ -101,9 +114,24 @@ impl PeerTls {
 /// A TLS handshake that fails on a certificate is a misconfiguration (or
 /// an impostor); anything else is a broken connection.
 fn refused(e: std::io::Error) -> Error {
+    use rustls::AlertDescription::*;
     match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
-        | Some(rustls::Error::AlertReceived(_)) => Rejection::Certificate.into(),
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented) => {
+            Rejection::Certificate.into()
+        }
+        Some(rustls::Error::AlertReceived(
+            BadCertificate
+            | UnsupportedCertificate
+            | CertificateRevoked
+            | CertificateExpired
+            | CertificateUnknown
+            | UnknownCA
+            | AccessDenied
+            | CertificateRequired,
+        )) => Rejection::Certificate.into(),
         _ => Error::Io(e),
     }
 }
+
+/// What the server sends once it has accepted the client's certificate.
+const ACCEPTED: u8 = 1;
