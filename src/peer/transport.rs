@@ -45,31 +45,25 @@ impl Security {
     ) -> Result<(PeerRead, PeerWrite), Error> {
         stream.set_nodelay(true)?;
         let transcript = client_handshake(&mut stream, &self.secret, self.protection, dest).await?;
-        #[cfg(feature = "tls")]
-        if let (Protection::Tls, Some(tls)) = (self.protection, &self.tls) {
-            return tls.connect(stream, address).await;
-        }
-        let _ = address;
-        self.wrap(stream, &transcript, true).await
+        self.wrap(stream, &transcript, Some(address)).await
     }
 
     /// The server side: accepts `stream` for mailbox `me`.
     pub(crate) async fn accept(&self, mut stream: TcpStream, me: Uuid) -> Result<(PeerRead, PeerWrite), Error> {
         stream.set_nodelay(true)?;
         let transcript = server_handshake(&mut stream, &self.secret, self.protection, me).await?;
-        #[cfg(feature = "tls")]
-        if let (Protection::Tls, Some(tls)) = (self.protection, &self.tls) {
-            return tls.accept(stream).await;
-        }
-        self.wrap(stream, &transcript, false).await
+        self.wrap(stream, &transcript, None).await
     }
 
-    #[cfg_attr(not(feature = "encryption"), allow(clippy::unused_async, unused_variables))]
+    /// Protects an authenticated connection; `dialed` is the address a
+    /// client dialed (`None` on the server side).
+    #[cfg_attr(not(all(feature = "encryption", feature = "tls")), allow(unused_variables))]
+    #[cfg_attr(not(any(feature = "encryption", feature = "tls")), allow(clippy::unused_async))]
     async fn wrap(
         &self,
         stream: TcpStream,
         transcript: &[u8],
-        initiator: bool,
+        dialed: Option<&str>,
     ) -> Result<(PeerRead, PeerWrite), Error> {
         match self.protection {
             Protection::Plain => {
@@ -77,10 +71,19 @@ impl Security {
                 Ok((Box::new(read), Box::new(write)))
             }
             #[cfg(feature = "encryption")]
-            Protection::Noise => super::noise::session(stream, &self.secret, transcript, initiator).await,
+            Protection::Noise => super::noise::session(stream, &self.secret, transcript, dialed.is_some()).await,
             #[cfg(not(feature = "encryption"))]
             Protection::Noise => unreachable!("encryption is configured only with the `encryption` feature"),
-            Protection::Tls => unreachable!("TLS is configured only with the `tls` feature, and handled above"),
+            #[cfg(feature = "tls")]
+            Protection::Tls => {
+                let tls = self.tls.as_ref().expect("TLS protection is configured with its certificates");
+                match dialed {
+                    Some(address) => tls.connect(stream, address).await,
+                    None => tls.accept(stream).await,
+                }
+            }
+            #[cfg(not(feature = "tls"))]
+            Protection::Tls => unreachable!("TLS is configured only with the `tls` feature"),
         }
     }
 }
