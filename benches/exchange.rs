@@ -11,7 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix_academy::prelude::*;
-use actix_academy::{Body, Client, Envelope};
+use actix_academy::{Client};
+use actix_academy::wire::{Body, Envelope};
 use clap::{Parser, ValueEnum};
 use futures::{stream, StreamExt};
 
@@ -518,7 +519,7 @@ async fn discover(args: &Args, redis: &Redis, report: &mut Report) {
         let mut times = Vec::with_capacity(n);
         for i in 0..n + n / 10 {
             let t = Instant::now();
-            let found = x.discover::<Target>(false).await.unwrap();
+            let found = x.discover_with::<Target>(actix_academy::Discovery::new().exact()).await.unwrap();
             if i >= n / 10 {
                 times.push(t.elapsed());
             }

@@ -66,7 +66,7 @@ async fn main() {
         fail("the distributed example needs Redis: run it with --redis redis://127.0.0.1:6379");
     };
     if args.exchange.namespace.is_none() {
-        args.exchange.namespace = Some(actix_academy::uuid_to_base32(uuid::Uuid::new_v4()));
+        args.exchange.namespace = Some(actix_academy::wire::uuid_to_base32(uuid::Uuid::new_v4()));
     }
     let exchange = args.exchange.connect().await;
     match args.role {
@@ -117,7 +117,7 @@ async fn driver(args: &Args, url: &str, exchange: &Exchange) {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let found = exchange.discover::<Worker>(false).await.or_exit("discover");
+        let found = exchange.discover_with::<Worker>(actix_academy::Discovery::new().exact()).await.or_exit("discover");
         if found.len() >= args.workers {
             println!("discovered {} Worker agents", found.len());
             break;

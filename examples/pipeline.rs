@@ -38,7 +38,7 @@ behavior!(Worker { actions: [Apply] });
 
 /// Chains the workers it is given.
 struct Coordinator {
-    agent: AgentContext,
+    agent: AgentContext<Coordinator>,
 }
 
 impl Actor for Coordinator {

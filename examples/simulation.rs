@@ -56,7 +56,7 @@ struct Person {
     disease: Disease,
     health: Health,
     exposed: bool,
-    agent: AgentContext,
+    agent: AgentContext<Person>,
     office: Option<RemoteHandle<HealthOffice>>,
     neighbors: Vec<RemoteHandle<Person>>,
 }
@@ -74,12 +74,12 @@ impl Handler<Join> for Person {
     type Result = ResponseActFuture<Self, Result<(), String>>;
     fn handle(&mut self, _: Join, _: &mut Context<Self>) -> Self::Result {
         let (agent, index) = (self.agent.clone(), self.index);
-        let me = AgentId::<Person>::from_entity(agent.id().clone()).map(UnboundRemoteHandle::new);
+        let me = UnboundRemoteHandle::new(agent.id().clone());
         let join = async move {
-            let found = agent.exchange().discover::<HealthOffice>(false).await?;
+            let found = agent.exchange().discover_with::<HealthOffice>(actix_academy::Discovery::new().exact()).await?;
             let office = found.into_iter().next().ok_or_else(|| Error::UnexpectedReply("no HealthOffice".into()))?;
             let office = agent.bind(agent.exchange().get_handle(office));
-            office.action(Register { index, me: me? }).await?;
+            office.action(Register { index, me }).await?;
             Ok::<_, Error>(office)
         };
         Box::pin(join.into_actor(self).map(|office, person, _| {

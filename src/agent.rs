@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use crate::behavior::Behavior;
+use crate::behavior::{Behavior, Description, Invocation};
 use crate::error::Error;
 use crate::exchange::Exchange;
 use crate::handle::{Endpoint, RemoteHandle, Router, UnboundRemoteHandle};
@@ -45,17 +45,34 @@ pub const MAX_WAITING: usize = 1024;
 /// Default number of actions one agent runs at once.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 256;
 
-/// What an agent gets to call its peers: its id, the exchange, and a way to
-/// bind handles to its own mailbox.
-#[derive(Clone, Debug)]
-pub struct AgentContext {
+/// The action name the runtime answers with the agent's [`Description`].
+pub(crate) const DESCRIBE: &str = "agent_describe";
+
+/// What an agent of behavior `B` knows of itself: its id, its exchange, its
+/// own handle, and a way to bind peers' handles to its mailbox. An action
+/// gets it by taking a `ctx: &AgentContext<Self>` parameter; a behavior
+/// built by [`Agent::launch_with`] can keep it.
+pub struct AgentContext<B> {
     endpoint: Endpoint,
+    id: AgentId<B>,
 }
 
-impl AgentContext {
+impl<B> Clone for AgentContext<B> {
+    fn clone(&self) -> Self {
+        Self { endpoint: self.endpoint.clone(), id: self.id.clone() }
+    }
+}
+
+impl<B> fmt::Debug for AgentContext<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AgentContext({})", self.id)
+    }
+}
+
+impl<B: Behavior> AgentContext<B> {
     /// The agent's id.
-    pub fn id(&self) -> &EntityId {
-        &self.endpoint.me
+    pub fn id(&self) -> &AgentId<B> {
+        &self.id
     }
 
     /// The exchange the agent is registered with.
@@ -63,10 +80,21 @@ impl AgentContext {
         &self.endpoint.exchange
     }
 
+    /// A handle to this agent itself, bound to its own mailbox (calls go
+    /// through its mailbox like anyone's, so a call awaited inside an
+    /// action needs a free slot: see `max_concurrency`).
+    pub fn handle(&self) -> RemoteHandle<B> {
+        self.endpoint.bind(UnboundRemoteHandle::new(self.id.clone()), None)
+    }
+
     /// Binds a peer's handle to this agent's mailbox: responses come back
     /// through the agent's own mailbox, routed by label.
-    pub fn bind<P>(&self, handle: UnboundRemoteHandle<P>) -> RemoteHandle<P> {
+    pub fn bind<P: Behavior>(&self, handle: UnboundRemoteHandle<P>) -> RemoteHandle<P> {
         self.endpoint.bind(handle, None)
+    }
+
+    fn me(&self) -> &EntityId {
+        &self.endpoint.me
     }
 }
 
@@ -85,6 +113,7 @@ pub enum AgentExit {
 pub struct Agent<B: Behavior> {
     id: AgentId<B>,
     addr: Addr<B>,
+    runtime: Addr<Runtime<B>>,
     exit: Shared<oneshot::Receiver<AgentExit>>,
 }
 
@@ -95,7 +124,15 @@ impl<B: Behavior> fmt::Debug for Agent<B> {
 }
 
 impl<B: Behavior> Agent<B> {
-    /// Runs `behavior` as agent `id`: opens its mailbox and starts serving.
+    /// Registers a new agent of behavior `B` (named `name`, for display and
+    /// discovery) and runs `behavior` as it.
+    pub async fn start(behavior: B, exchange: &Exchange, name: Option<&str>) -> Result<Self, Error> {
+        let id = exchange.register_agent(name).await?;
+        Self::launch(behavior, id, exchange).await
+    }
+
+    /// Runs `behavior` as agent `id` (registered already: a restart under
+    /// the same id, say): opens its mailbox and starts serving.
     pub async fn launch(behavior: B, id: AgentId<B>, exchange: &Exchange) -> Result<Self, Error> {
         Self::launch_with(id, exchange, DEFAULT_MAX_CONCURRENCY, |_| behavior).await
     }
@@ -109,7 +146,7 @@ impl<B: Behavior> Agent<B> {
         make: F,
     ) -> Result<Self, Error>
     where
-        F: FnOnce(&AgentContext) -> B,
+        F: FnOnce(&AgentContext<B>) -> B,
     {
         let mailbox = exchange.get_mailbox(&id).await?;
         let context = AgentContext {
@@ -118,10 +155,11 @@ impl<B: Behavior> Agent<B> {
                 me: id.entity().clone(),
                 router: Arc::new(Router::default()),
             },
+            id: id.clone(),
         };
         let addr = make(&context).start();
         let (exit_tx, exit_rx) = oneshot::channel();
-        Runtime {
+        let runtime = Runtime {
             context,
             behavior: addr.clone(),
             mailbox: Some(mailbox),
@@ -136,7 +174,7 @@ impl<B: Behavior> Agent<B> {
         }
         .start();
         debug!(agent = %id, behavior = B::name(), "agent launched");
-        Ok(Self { id, addr, exit: exit_rx.shared() })
+        Ok(Self { id, addr, runtime, exit: exit_rx.shared() })
     }
 
     /// The agent's id.
@@ -152,6 +190,36 @@ impl<B: Behavior> Agent<B> {
     /// Waits until the agent ends.
     pub async fn wait(&self) -> AgentExit {
         self.exit.clone().await.unwrap_or(AgentExit::Failed)
+    }
+
+    /// Shuts the agent down as a remote `shutdown` would (its actor
+    /// stopped, its mailbox terminated, its pending requests answered with
+    /// errors) and waits until it has ended.
+    pub async fn shutdown(&self) -> AgentExit {
+        self.shutdown_with(true).await
+    }
+
+    /// [`shutdown`](Self::shutdown); with `terminate: false` the mailbox
+    /// stays registered, with its queue, for the agent launched again.
+    pub async fn shutdown_with(&self, terminate: bool) -> AgentExit {
+        // A runtime that has ended already ignores it.
+        let _ = self.runtime.send(Shutdown { terminate }).await;
+        self.wait().await
+    }
+}
+
+/// Asks an agent's runtime to shut down, from its own process.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Shutdown {
+    terminate: bool,
+}
+
+impl<B: Behavior> Handler<Shutdown> for Runtime<B> {
+    type Result = ();
+
+    fn handle(&mut self, shutdown: Shutdown, ctx: &mut Context<Self>) {
+        self.begin_shutdown(None, shutdown.terminate, ctx);
     }
 }
 
@@ -214,7 +282,7 @@ impl Recent {
 }
 
 struct Runtime<B: Behavior> {
-    context: AgentContext,
+    context: AgentContext<B>,
     behavior: Addr<B>,
     /// The mailbox, unless a read holds it (or it is closed).
     mailbox: Option<Mailbox>,
@@ -254,7 +322,7 @@ impl<B: Behavior> Actor for Runtime<B> {
         if let Some(tx) = self.exit.take() {
             let _ = tx.send(exit);
         }
-        let id = self.context.id().clone();
+        let id = self.context.me().clone();
         self.context.endpoint.router.fail_all(|| Error::MailboxClosed(id.clone()));
     }
 }
@@ -307,7 +375,7 @@ impl<B: Behavior> Runtime<B> {
             Body::CancelRequest { target } => self.cancel((envelope.src.uid(), *target), ctx),
             Body::ShutdownRequest { terminate } => {
                 let terminate = *terminate;
-                self.begin_shutdown(envelope, terminate, ctx)
+                self.begin_shutdown(Some(envelope), terminate, ctx)
             }
             _ => self.context.endpoint.router.route(envelope),
         }
@@ -378,7 +446,15 @@ impl<B: Behavior> Runtime<B> {
         let Body::ActionRequest { action, args } = &envelope.body else {
             return;
         };
-        let Some(running) = B::dispatch(&self.behavior, action, args) else {
+        if action == DESCRIBE {
+            let description = crate::message::encode_payload(&Description::of::<B>()).map_err(|e| RemoteError {
+                kind: RemoteErrorKind::Internal,
+                message: format!("the description does not encode: {e}"),
+            });
+            return self.answer(&envelope, description);
+        }
+        let call = Invocation { caller: envelope.src.clone(), context: self.context.clone() };
+        let Some(running) = B::dispatch(&self.behavior, action, args, call) else {
             let error = RemoteError {
                 kind: RemoteErrorKind::UnknownAction,
                 message: format!("{} has no action {action:?}", B::name()),
@@ -422,6 +498,13 @@ impl<B: Behavior> Runtime<B> {
         let Body::ActionRequest { action, .. } = &request.body else {
             return;
         };
+        if B::actions().iter().any(|info| info.one_way && info.name == *action) {
+            // Nobody waits for the answer of a one-way action.
+            if let Err(e) = &result {
+                warn!(agent = %self.context.id(), action = %action, "a one-way action failed: {e}");
+            }
+            return self.recent.insert(request_key(request), None);
+        }
         let reply = request.reply(Body::ActionResponse { action: action.clone(), result });
         self.recent.insert(request_key(request), Some(reply.clone()));
         self.reply(reply);
@@ -457,7 +540,7 @@ impl<B: Behavior> Runtime<B> {
         if requests.is_empty() {
             return;
         }
-        let (exchange, id) = (self.context.exchange().clone(), self.context.id().clone());
+        let (exchange, id) = (self.context.exchange().clone(), self.context.me().clone());
         tokio::spawn(async move {
             if let Err(e) = exchange.push_front(&id, requests).await {
                 warn!(agent = %id, "could not return unstarted requests to the queue: {e}");
@@ -471,13 +554,17 @@ impl<B: Behavior> Runtime<B> {
         self.context.exchange().post(envelope, crate::exchange::WhenInactive::Fail);
     }
 
-    fn begin_shutdown(&mut self, request: Envelope, terminate: bool, ctx: &mut Context<Self>) {
+    /// Shuts down, answering `request` (if it came as a message) once done.
+    fn begin_shutdown(&mut self, request: Option<Envelope>, terminate: bool, ctx: &mut Context<Self>) {
         match &mut self.shutdown {
-            Some(Ending::Shutdown(requests)) => return requests.push(request),
+            Some(Ending::Shutdown(requests)) => return requests.extend(request),
             Some(Ending::Failed) => {
-                return self.reply(request.reply(Body::ShutdownResponse { result: Ok(()) }));
+                if let Some(request) = request {
+                    self.reply(request.reply(Body::ShutdownResponse { result: Ok(()) }));
+                }
+                return;
             }
-            None => self.shutdown = Some(Ending::Shutdown(vec![request])),
+            None => self.shutdown = Some(Ending::Shutdown(request.into_iter().collect())),
         }
         debug!(agent = %self.context.id(), terminate, "shutting down");
         self.behavior.do_send(crate::behavior::StopAgent);
@@ -488,7 +575,7 @@ impl<B: Behavior> Runtime<B> {
         }
         // Terminating wakes the mailbox: it delivers what it holds (refused
         // as it is read), then ends, and the shutdown completes.
-        let (exchange, id) = (self.context.exchange().clone(), self.context.id().clone());
+        let (exchange, id) = (self.context.exchange().clone(), self.context.me().clone());
         ctx.spawn(async move { exchange.terminate(&id).await }.into_actor(self).map(|result, act, ctx| {
             if let Err(e) = result {
                 warn!(agent = %act.context.id(), "could not terminate the mailbox: {e}");

@@ -1,40 +1,70 @@
 //! Behaviors: ordinary Actix actors that agents run. A behavior names itself
-//! for discovery and lists the actions remote peers may call; the
-//! [`behavior!`](crate::behavior!) macro writes both, plus the dispatch table.
+//! for discovery and lists the actions remote peers may call. The
+//! [`agent`](crate::agent) attribute writes all of it from the actor's
+//! methods; [`behavior!`](crate::behavior!) does the same for hand-written
+//! messages and handlers. Both go through [`dispatch`] here.
+
+use std::borrow::Cow;
 
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Context, Handler, Message};
 use futures::future::{self, LocalBoxFuture};
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::agent::AgentContext;
+use crate::handle::Calls;
+use crate::identifier::EntityId;
 use crate::message::{RemoteError, RemoteErrorKind};
 
 /// The outcome of dispatching one action: the encoded result, or why not.
 pub type ActionFuture = LocalBoxFuture<'static, Result<bytes::Bytes, RemoteError>>;
 
-/// A kind of agent: an actor known to the exchange by a stable name.
+/// A kind of agent: an actor known to the exchange by a stable name, with
+/// the actions remote callers may call.
 ///
-/// Implement it with [`behavior!`](crate::behavior!) rather than by hand.
+/// Written by [`#[agent]`](crate::agent) or [`behavior!`](crate::behavior!),
+/// never by hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an agent's behavior",
+    label = "not a behavior",
+    note = "put `#[actix_academy::agent]` on `impl {Self} {{ ... }}` (with `#[action]` on the methods remote callers may call), or declare it with `actix_academy::behavior!({Self} {{ actions: [...] }})`",
+    note = "if it is declared and this still shows, check that `actix` is a dependency of your crate (`cargo add actix`)"
+)]
 pub trait Behavior: Actor<Context = Context<Self>> + Handler<StopAgent> {
-    /// The stable name (module path and type) other processes discover it by.
+    /// The typed call methods a [`RemoteHandle<Self>`](crate::RemoteHandle)
+    /// offers, one per action (through `Deref`).
+    type Calls: Calls<Self>;
+
+    /// The stable name other processes discover it by.
     fn name() -> &'static str;
 
     /// Its own name followed by the names it declares it implements, most
-    /// specific first. `discover` with subclasses matches any of them.
+    /// specific first. Discovery with subclasses matches any of them.
     fn lineage() -> Vec<&'static str> {
         vec![Self::name()]
     }
 
+    /// Its actions: names, parameters and result types, for tools.
+    fn actions() -> &'static [ActionInfo];
+
     /// Runs the action called `action` with MessagePack `args`; `None` if
     /// the behavior declares no such action.
-    fn dispatch(addr: &Addr<Self>, action: &str, args: &[u8]) -> Option<ActionFuture>;
+    #[doc(hidden)]
+    fn dispatch(addr: &Addr<Self>, action: &str, args: &[u8], call: Invocation<Self>) -> Option<ActionFuture>;
 }
 
-/// `B: Handles<M>` says agent `B` serves action `M` to remote callers.
-/// A remote handle offers `action(M)` only when this holds, so calling an
-/// action the behavior does not handle does not compile.
+/// `B: Handles<M>` says agent `B` serves the hand-written action message
+/// `M` to remote callers (declared in [`behavior!`](crate::behavior!)).
+/// [`RemoteHandle::action`](crate::RemoteHandle::action) accepts `M` only
+/// when this holds, so calling an action the behavior does not handle does
+/// not compile.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no action `{M}`",
+    label = "not an action of `{Self}`",
+    note = "list it in `behavior!({Self} {{ actions: [..., {M}] }})` (it needs `impl Handler<{M}> for {Self}`), or call the right agent"
+)]
 pub trait Handles<M>: Behavior + Handler<M>
 where
     M: Message + Send + Serialize + DeserializeOwned + 'static,
@@ -49,33 +79,170 @@ where
 #[rtype(result = "()")]
 pub struct StopAgent;
 
-/// The last path segment of a type as written (`a::b::Add` -> `Add`).
+/// A message that cannot be made: see `behavior!`.
 #[doc(hidden)]
-pub fn action_name(written: &'static str) -> &'static str {
-    let name = written.rsplit("::").next().unwrap_or(written);
-    name.trim()
+#[derive(Debug, Serialize, Deserialize)]
+pub enum NoAction {}
+
+impl Message for NoAction {
+    type Result = ();
 }
 
-/// Decodes `args` as `M`, sends it to the actor, encodes the reply.
+/// What the runtime hands an action besides its arguments.
 #[doc(hidden)]
-pub fn call<B, M>(addr: &Addr<B>, args: &[u8]) -> ActionFuture
+#[derive(Debug)]
+pub struct Invocation<B> {
+    /// Who called.
+    pub caller: EntityId,
+    /// The agent the action runs in.
+    pub context: AgentContext<B>,
+}
+
+/// One action of a behavior, as [`Behavior::actions`] and
+/// [`RemoteHandle::describe`](crate::RemoteHandle::describe) list it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionInfo {
+    /// Its name on the wire.
+    pub name: Cow<'static, str>,
+    /// Its arguments, in order.
+    pub parameters: Cow<'static, [Parameter]>,
+    /// The type of its result, as written in Rust.
+    pub result: Cow<'static, str>,
+    /// The caller does not wait for a result.
+    pub one_way: bool,
+    /// Its doc comment.
+    pub doc: Cow<'static, str>,
+}
+
+impl ActionInfo {
+    /// An action's description.
+    pub const fn new(
+        name: &'static str,
+        parameters: &'static [Parameter],
+        result: &'static str,
+        one_way: bool,
+        doc: &'static str,
+    ) -> Self {
+        Self {
+            name: Cow::Borrowed(name),
+            parameters: Cow::Borrowed(parameters),
+            result: Cow::Borrowed(result),
+            one_way,
+            doc: Cow::Borrowed(doc),
+        }
+    }
+}
+
+/// One argument of an action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parameter {
+    /// Its name in the method.
+    pub name: Cow<'static, str>,
+    /// Its type, as written in Rust.
+    pub ty: Cow<'static, str>,
+}
+
+impl Parameter {
+    /// An argument's description.
+    pub const fn new(name: &'static str, ty: &'static str) -> Self {
+        Self { name: Cow::Borrowed(name), ty: Cow::Borrowed(ty) }
+    }
+}
+
+/// What an agent says of itself when asked to describe itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Description {
+    /// Its behavior's name.
+    pub behavior: String,
+    /// Its behavior's lineage, most specific first.
+    pub lineage: Vec<String>,
+    /// Its actions.
+    pub actions: Vec<ActionInfo>,
+}
+
+impl Description {
+    /// The description of behavior `B`.
+    pub fn of<B: Behavior>() -> Self {
+        Self {
+            behavior: B::name().to_owned(),
+            lineage: B::lineage().into_iter().map(str::to_owned).collect(),
+            actions: B::actions().to_vec(),
+        }
+    }
+}
+
+/// The last path segment of a type as written (`a::b::Add` -> `Add`).
+#[doc(hidden)]
+pub const fn action_name(written: &'static str) -> &'static str {
+    let bytes = written.as_bytes();
+    let mut start = bytes.len();
+    while start > 0 && bytes[start - 1] != b':' && bytes[start - 1] != b' ' {
+        start -= 1;
+    }
+    let (_, name) = written.split_at(start);
+    name
+}
+
+/// Fails to compile (as a const) if two names are equal.
+#[doc(hidden)]
+pub const fn assert_distinct(names: &[&str]) {
+    let mut i = 0;
+    while i < names.len() {
+        let mut j = i + 1;
+        while j < names.len() {
+            if const_eq(names[i], names[j]) {
+                panic!("two actions of one behavior have the same name: rename one of the message types");
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+}
+
+const fn const_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Decodes `args` as `A`, makes the actor's message from them (with what
+/// the runtime passes), sends it, encodes the reply. Both ways of writing a
+/// behavior dispatch through here.
+#[doc(hidden)]
+pub fn dispatch<B, A, M>(
+    addr: &Addr<B>,
+    action: &str,
+    args: &[u8],
+    call: Invocation<B>,
+    make: impl FnOnce(A, Invocation<B>) -> M,
+) -> ActionFuture
 where
-    B: Handles<M>,
+    B: Behavior + Handler<M>,
     B::Context: ToEnvelope<B, M>,
-    M: Message + Send + Serialize + DeserializeOwned + 'static,
-    M::Result: Send + Serialize + DeserializeOwned,
+    A: DeserializeOwned,
+    M: Message + Send + 'static,
+    M::Result: Send + Serialize,
 {
-    let message: M = match rmp_serde::from_slice(args) {
-        Ok(message) => message,
+    let args: A = match rmp_serde::from_slice(args) {
+        Ok(args) => args,
         Err(e) => {
             return future::ready(Err(RemoteError {
                 kind: RemoteErrorKind::BadPayload,
-                message: format!("arguments of {} do not decode: {e}", B::action_name()),
+                message: format!("arguments of {action} do not decode: {e}"),
             }))
             .boxed_local()
         }
     };
-    let reply = addr.send(message);
+    let reply = addr.send(make(args, call));
     async move {
         let result = reply.await.map_err(|_| RemoteError {
             kind: RemoteErrorKind::AgentStopped,
@@ -89,13 +256,15 @@ where
     .boxed_local()
 }
 
-/// Makes an actor a behavior: names it for discovery (module path + type),
-/// lists the actions remote peers may call, and, optionally, the behaviors
-/// it implements (its lineage, for `discover` with subclasses).
+/// Makes an actor with hand-written action messages a behavior: names it
+/// for discovery (its type name, or `name:`), lists the actions remote
+/// peers may call (each a message the actor handles, named on the wire by
+/// its type's last segment), and, optionally, the behaviors it implements
+/// (its lineage, for discovery with subclasses). [`#[agent]`](crate::agent)
+/// writes the messages and handlers too.
 ///
 /// ```
-/// use actix::prelude::*;
-/// use serde::{Deserialize, Serialize};
+/// use actix_academy::prelude::*;
 ///
 /// #[derive(Default)]
 /// struct Counter { count: i64 }
@@ -113,17 +282,28 @@ where
 ///     }
 /// }
 ///
-/// actix_academy::behavior!(Counter { actions: [Increment] });
+/// behavior!(Counter { name: "counter", actions: [Increment] });
 ///
-/// use actix_academy::Behavior;
-/// assert!(Counter::name().ends_with("::Counter"));
+/// assert_eq!(Counter::name(), "counter");
+/// assert_eq!(Counter::actions()[0].name, "Increment");
 /// ```
 #[macro_export]
 macro_rules! behavior {
-    ($behavior:ident { actions: [$($action:ty),* $(,)?] $(, implements: [$($parent:ty),* $(,)?])? $(,)? }) => {
+    ($behavior:ident {
+        $(name: $name:expr,)?
+        actions: [$($action:ty),* $(,)?]
+        $(, implements: [$($parent:ty),* $(,)?])? $(,)?
+    }) => {
+        const _: () = $crate::__private::assert_distinct(&[$($crate::__private::action_name(stringify!($action))),*]);
+
         impl $crate::Behavior for $behavior {
+            type Calls = $crate::__private::Caller<Self>;
+
             fn name() -> &'static str {
-                concat!(module_path!(), "::", stringify!($behavior))
+                #[allow(unused_variables)]
+                let name = stringify!($behavior);
+                $(let name = $name;)?
+                name
             }
 
             fn lineage() -> Vec<&'static str> {
@@ -139,33 +319,62 @@ macro_rules! behavior {
                 lineage
             }
 
+            fn actions() -> &'static [$crate::ActionInfo] {
+                static ACTIONS: ::std::sync::OnceLock<::std::vec::Vec<$crate::ActionInfo>> = ::std::sync::OnceLock::new();
+                ACTIONS.get_or_init(|| ::std::vec![$(
+                    $crate::ActionInfo::new(
+                        $crate::__private::action_name(stringify!($action)),
+                        { const PARAMETERS: &[$crate::Parameter] = &[$crate::Parameter::new("message", stringify!($action))]; PARAMETERS },
+                        ::std::any::type_name::<<$action as $crate::__private::actix::Message>::Result>(),
+                        false,
+                        "",
+                    )
+                ),*])
+            }
+
             fn dispatch(
-                addr: &::actix::Addr<Self>,
+                addr: &$crate::__private::actix::Addr<Self>,
                 action: &str,
                 args: &[u8],
-            ) -> Option<$crate::ActionFuture> {
+                call: $crate::__private::Invocation<Self>,
+            ) -> Option<$crate::__private::ActionFuture> {
                 $(
-                    if action == <Self as $crate::Handles<$action>>::action_name() {
-                        return Some($crate::__call::<Self, $action>(addr, args));
+                    if action == $crate::__private::action_name(stringify!($action)) {
+                        return Some($crate::__private::dispatch::<Self, $action, $action>(addr, action, args, call, |m, _| m));
                     }
                 )*
-                let _ = (addr, args);
+                let _ = (addr, args, call);
                 None
+            }
+        }
+
+        // A second `Handles` impl, so that a message the behavior does not
+        // handle is reported as such, not inferred to be its only action.
+        impl $crate::__private::actix::Handler<$crate::__private::NoAction> for $behavior {
+            type Result = ();
+            fn handle(&mut self, never: $crate::__private::NoAction, _: &mut $crate::__private::actix::Context<Self>) {
+                match never {}
+            }
+        }
+
+        impl $crate::Handles<$crate::__private::NoAction> for $behavior {
+            fn action_name() -> &'static str {
+                ""
             }
         }
 
         $(
             impl $crate::Handles<$action> for $behavior {
                 fn action_name() -> &'static str {
-                    $crate::__action_name(stringify!($action))
+                    $crate::__private::action_name(stringify!($action))
                 }
             }
         )*
 
-        impl ::actix::Handler<$crate::StopAgent> for $behavior {
+        impl $crate::__private::actix::Handler<$crate::StopAgent> for $behavior {
             type Result = ();
-            fn handle(&mut self, _: $crate::StopAgent, ctx: &mut ::actix::Context<Self>) {
-                ::actix::ActorContext::stop(ctx);
+            fn handle(&mut self, _: $crate::StopAgent, ctx: &mut $crate::__private::actix::Context<Self>) {
+                $crate::__private::actix::ActorContext::stop(ctx);
             }
         }
     };

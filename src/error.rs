@@ -127,8 +127,45 @@ impl From<rmp_serde::encode::Error> for Error {
     }
 }
 
-impl From<actix::MailboxError> for Error {
-    fn from(_: actix::MailboxError) -> Self {
-        Error::ExchangeClosed
+/// How a call to an action whose result is `Result<T, E>` fails: the
+/// action returned its own error, or the call did not get an answer.
+///
+/// ```
+/// use actix_academy::{ActionError, Error};
+/// let e: ActionError<String> = ActionError::Action("out of stock".into());
+/// assert_eq!(e.to_string(), "the action failed: out of stock");
+/// let e: ActionError<String> = Error::HandleClosed.into();
+/// assert!(matches!(e, ActionError::Call(Error::HandleClosed)));
+/// ```
+#[derive(Debug)]
+pub enum ActionError<E> {
+    /// The action ran and returned `Err(E)`.
+    Action(E),
+    /// The call failed: the agent could not be reached, did not answer,
+    /// refused the request...
+    Call(Error),
+}
+
+impl<E> From<Error> for ActionError<E> {
+    fn from(e: Error) -> Self {
+        ActionError::Call(e)
+    }
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for ActionError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActionError::Action(e) => write!(f, "the action failed: {e}"),
+            ActionError::Call(e) => write!(f, "the call failed: {e}"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for ActionError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ActionError::Action(e) => Some(e),
+            ActionError::Call(e) => Some(e),
+        }
     }
 }

@@ -2,9 +2,10 @@
 //! cheap, serializable, safe to pass inside messages, and unable to call
 //! anything. Binding it (to a [`Client`] or, inside an agent, to the agent's
 //! own mailbox through [`AgentContext`](crate::AgentContext)) gives a
-//! [`RemoteHandle<B>`], whose `action` accepts exactly the messages `B`
-//! handles. Responses come back to the bound mailbox and are routed by the
-//! handle's label and the request's tag.
+//! [`RemoteHandle<B>`], which offers `B`'s actions as methods (through
+//! `Deref` to `B::Calls`, which `#[agent]` writes) and `action(M)` for the
+//! messages a hand-written behavior handles. Responses come back to the
+//! bound mailbox and are routed by the handle's label and the request's tag.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,8 +21,8 @@ use tokio::time::Instant;
 use tracing::debug;
 use uuid::Uuid;
 
-use crate::behavior::{Behavior, Handles};
-use crate::error::Error;
+use crate::behavior::{Behavior, Description, Handles};
+use crate::error::{ActionError, Error};
 use crate::exchange::{Exchange, WhenInactive};
 use crate::identifier::{AgentId, ClientId, EntityId};
 use crate::message::{deadline_in, Body, Envelope};
@@ -109,16 +110,17 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) fn bind<B>(&self, handle: UnboundRemoteHandle<B>, owner: Option<Arc<Client>>) -> RemoteHandle<B> {
+    pub(crate) fn bind<B: Behavior>(&self, handle: UnboundRemoteHandle<B>, owner: Option<Arc<Client>>) -> RemoteHandle<B> {
         let state = HandleState::new();
         self.router.register(&state);
-        RemoteHandle {
+        let caller = Caller {
             agent: handle.agent,
             shared: Arc::new(Shared { endpoint: self.clone(), state, owner }),
             liveness: Some(DEFAULT_LIVENESS_TIMEOUT),
             timeout: None,
             when_inactive: WhenInactive::Fail,
-        }
+        };
+        RemoteHandle { calls: B::Calls::from_caller(caller) }
     }
 }
 
@@ -171,7 +173,7 @@ impl Client {
     }
 
     /// Binds a handle to this client's mailbox.
-    pub fn bind<B>(self: &Arc<Self>, handle: UnboundRemoteHandle<B>) -> RemoteHandle<B> {
+    pub fn bind<B: Behavior>(self: &Arc<Self>, handle: UnboundRemoteHandle<B>) -> RemoteHandle<B> {
         self.endpoint.bind(handle, None)
     }
 
@@ -226,11 +228,53 @@ impl<B> UnboundRemoteHandle<B> {
 
     /// Binds the handle to a new client of its own (registered, with its own
     /// mailbox); closing the handle terminates that client.
-    pub async fn bind_as_client(self, exchange: &Exchange) -> Result<RemoteHandle<B>, Error> {
+    pub async fn bind_as_client(self, exchange: &Exchange) -> Result<RemoteHandle<B>, Error>
+    where
+        B: Behavior,
+    {
         let client = Client::connect(exchange, None).await?;
         Ok(client.endpoint.bind(self, Some(client.clone())))
     }
+
+    /// Not callable: an unbound handle must be bound before it calls.
+    #[doc(hidden)]
+    pub async fn action<M>(&self, _message: M) -> Result<std::convert::Infallible, Error>
+    where
+        Self: Bound,
+    {
+        unreachable!("an unbound handle is never `Bound`")
+    }
+
+    /// Not callable: an unbound handle must be bound before it pings.
+    #[doc(hidden)]
+    pub async fn ping(&self) -> Result<Duration, Error>
+    where
+        Self: Bound,
+    {
+        unreachable!("an unbound handle is never `Bound`")
+    }
+
+    /// Not callable: an unbound handle must be bound before it asks.
+    #[doc(hidden)]
+    pub async fn shutdown(&self) -> Result<(), Error>
+    where
+        Self: Bound,
+    {
+        unreachable!("an unbound handle is never `Bound`")
+    }
 }
+
+/// Only bound handles call agents; an unbound one says how to bind it.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "an unbound handle cannot call an agent",
+    label = "bind this handle first",
+    note = "in a client: `let handle = handle.bind_as_client(&exchange).await?;`",
+    note = "inside an agent: `let handle = ctx.bind(handle);` (with `ctx: &AgentContext<Self>`)"
+)]
+pub trait Bound {}
+
+impl<B: Behavior> Bound for RemoteHandle<B> {}
 
 impl<B> Clone for UnboundRemoteHandle<B> {
     fn clone(&self) -> Self {
@@ -280,10 +324,10 @@ impl Drop for Shared {
     }
 }
 
-/// A handle bound to a mailbox: calls the actions of agent `B`.
-///
-/// Clones share the binding; [`close`](Self::close) closes it for all.
-pub struct RemoteHandle<B> {
+/// The binding behind a [`RemoteHandle`]: the generated call methods of a
+/// behavior wrap one.
+#[doc(hidden)]
+pub struct Caller<B> {
     agent: AgentId<B>,
     shared: Arc<Shared>,
     liveness: Option<Duration>,
@@ -292,7 +336,7 @@ pub struct RemoteHandle<B> {
     when_inactive: WhenInactive,
 }
 
-impl<B> Clone for RemoteHandle<B> {
+impl<B> Clone for Caller<B> {
     fn clone(&self) -> Self {
         Self {
             agent: self.agent.clone(),
@@ -304,26 +348,83 @@ impl<B> Clone for RemoteHandle<B> {
     }
 }
 
-impl<B> fmt::Debug for RemoteHandle<B> {
+impl<B> fmt::Debug for Caller<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RemoteHandle({} from {})", self.agent, self.shared.endpoint.me)
     }
 }
 
+/// A behavior's call methods: a [`Caller`] with one method per action.
+#[doc(hidden)]
+pub trait Calls<B>: Clone + fmt::Debug + Send + Sync + 'static {
+    /// Wraps a binding.
+    fn from_caller(caller: Caller<B>) -> Self;
+    /// The binding.
+    fn caller(&self) -> &Caller<B>;
+    /// The binding, to configure.
+    fn caller_mut(&mut self) -> &mut Caller<B>;
+}
+
+impl<B: 'static> Calls<B> for Caller<B> {
+    fn from_caller(caller: Caller<B>) -> Self {
+        caller
+    }
+    fn caller(&self) -> &Caller<B> {
+        self
+    }
+    fn caller_mut(&mut self) -> &mut Caller<B> {
+        self
+    }
+}
+
+/// A handle bound to a mailbox: calls the actions of agent `B`.
+///
+/// The actions of a behavior written with [`#[agent]`](crate::agent) are
+/// methods of the handle (`market.place(order).await?`); the messages of a
+/// hand-written one are sent with [`action`](Self::action). Clones share the
+/// binding; [`close`](Self::close) closes it for all.
+pub struct RemoteHandle<B: Behavior> {
+    calls: B::Calls,
+}
+
+impl<B: Behavior> Clone for RemoteHandle<B> {
+    fn clone(&self) -> Self {
+        Self { calls: self.calls.clone() }
+    }
+}
+
+impl<B: Behavior> fmt::Debug for RemoteHandle<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.caller(), f)
+    }
+}
+
+impl<B: Behavior> std::ops::Deref for RemoteHandle<B> {
+    type Target = B::Calls;
+
+    fn deref(&self) -> &B::Calls {
+        &self.calls
+    }
+}
+
 impl<B: Behavior> RemoteHandle<B> {
+    fn caller(&self) -> &Caller<B> {
+        self.calls.caller()
+    }
+
     /// The agent this handle calls.
     pub fn agent_id(&self) -> &AgentId<B> {
-        &self.agent
+        &self.caller().agent
     }
 
     /// The mailbox responses come back to.
     pub fn mailbox_id(&self) -> &EntityId {
-        &self.shared.endpoint.me
+        &self.caller().shared.endpoint.me
     }
 
     /// The same binding, unbound again (to pass to another agent).
     pub fn unbound(&self) -> UnboundRemoteHandle<B> {
-        UnboundRemoteHandle::new(self.agent.clone())
+        UnboundRemoteHandle::new(self.caller().agent.clone())
     }
 
     /// How long the agent may stay silent while a call is pending before the
@@ -332,20 +433,20 @@ impl<B: Behavior> RemoteHandle<B> {
     ///
     /// It is also the deadline of a call without a timeout: a request the
     /// agent has not *started* within it is never started (the caller gets
-    /// [`RemoteErrorKind::DeadlinePassed`](crate::RemoteErrorKind) if it
+    /// [`RemoteErrorKind::DeadlinePassed`](crate::wire::RemoteErrorKind) if it
     /// still waits), so a call that failed with `Unresponsive` never runs
     /// later. A backlog longer than this needs a longer timeout, or `None`.
     pub fn with_liveness_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.liveness = timeout;
+        self.calls.caller_mut().liveness = timeout;
         self
     }
 
-    /// A timeout for every [`action`](Self::action) call made through this
-    /// handle (default none: a call waits as long as the agent answers
-    /// pings, so a handler that never finishes, or an answer lost on the
-    /// way, is only bounded by a timeout).
+    /// A timeout for every call made through this handle (default none: a
+    /// call waits as long as the agent answers pings, so a handler that
+    /// never finishes, or an answer lost on the way, is only bounded by a
+    /// timeout).
     pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.timeout = timeout;
+        self.calls.caller_mut().timeout = timeout;
         self
     }
 
@@ -353,11 +454,11 @@ impl<B: Behavior> RemoteHandle<B> {
     /// wait in its queue for a restart (`true`) or fail at once with
     /// [`Error::Inactive`] (`false`, the default).
     pub fn queue_when_inactive(mut self, queue: bool) -> Self {
-        self.when_inactive = if queue { WhenInactive::Queue } else { WhenInactive::Fail };
+        self.calls.caller_mut().when_inactive = if queue { WhenInactive::Queue } else { WhenInactive::Fail };
         self
     }
 
-    /// Calls action `M` and waits for its result.
+    /// Sends the hand-written action message `M` and waits for its result.
     ///
     /// Compiles only if `B` handles `M`. An `M` whose result is
     /// `Result<T, E>` gives the agent's `Err(e)` back, typed. Dropping the
@@ -370,7 +471,8 @@ impl<B: Behavior> RemoteHandle<B> {
         M: Message + Send + Serialize + DeserializeOwned + 'static,
         M::Result: Send + Serialize + DeserializeOwned,
     {
-        self.action_within(message, self.timeout).await
+        let caller = self.caller();
+        caller.call_within(<B as Handles<M>>::action_name(), &message, caller.timeout).await
     }
 
     /// [`action`](Self::action), failing with [`Error::Timeout`] after
@@ -382,30 +484,18 @@ impl<B: Behavior> RemoteHandle<B> {
         M: Message + Send + Serialize + DeserializeOwned + 'static,
         M::Result: Send + Serialize + DeserializeOwned,
     {
-        self.action_within(message, Some(timeout)).await
+        self.caller().call_within(<B as Handles<M>>::action_name(), &message, Some(timeout)).await
     }
 
-    async fn action_within<M>(&self, message: M, timeout: Option<Duration>) -> Result<M::Result, Error>
-    where
-        B: Handles<M>,
-        M: Message + Send + Serialize + DeserializeOwned + 'static,
-        M::Result: Send + Serialize + DeserializeOwned,
-    {
-        let body = Body::ActionRequest {
-            action: <B as Handles<M>>::action_name().to_owned(),
-            args: crate::message::encode_payload(&message)?,
-        };
-        match self.request(body, timeout).await?.body {
-            Body::ActionResponse { result: Ok(bytes), .. } => Ok(rmp_serde::from_slice(&bytes)?),
-            Body::ActionResponse { result: Err(e), .. } => Err(Error::Remote(e)),
-            other => Err(Error::UnexpectedReply(format!("{other:?}"))),
-        }
+    /// The agent's behavior and actions, as it describes itself.
+    pub async fn describe(&self) -> Result<Description, Error> {
+        self.caller().__call(crate::agent::DESCRIBE, &()).await
     }
 
     /// Round-trip time of a ping to the agent.
     pub async fn ping(&self) -> Result<Duration, Error> {
         let started = Instant::now();
-        match self.request(Body::PingRequest, None).await?.body {
+        match self.caller().request(Body::PingRequest, None).await?.body {
             Body::PingResponse => Ok(started.elapsed()),
             other => Err(Error::UnexpectedReply(format!("{other:?}"))),
         }
@@ -422,10 +512,11 @@ impl<B: Behavior> RemoteHandle<B> {
     /// only closed: the agent stays registered and what was sent to it waits
     /// in its queue, for an agent launched again under the same id.
     pub async fn shutdown_with(&self, terminate: bool) -> Result<(), Error> {
-        match self.request(Body::ShutdownRequest { terminate }, None).await.map(|reply| reply.body) {
+        let caller = self.caller();
+        match caller.request(Body::ShutdownRequest { terminate }, None).await.map(|reply| reply.body) {
             Ok(Body::ShutdownResponse { result }) => Ok(result?),
             Ok(other) => Err(Error::UnexpectedReply(format!("{other:?}"))),
-            Err(Error::MailboxClosed(id)) if id == *self.agent.entity() => Ok(()),
+            Err(Error::MailboxClosed(id)) if id == *caller.agent.entity() => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -433,14 +524,67 @@ impl<B: Behavior> RemoteHandle<B> {
     /// Fails pending calls with [`Error::HandleClosed`] and refuses new ones.
     /// A handle bound with `bind_as_client` also terminates its client.
     pub async fn close(&self) -> Result<(), Error> {
-        let state = &self.shared.state;
-        if state.closed.swap(true, Ordering::AcqRel) {
+        let shared = &self.caller().shared;
+        if shared.state.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        state.fail_all(|| Error::HandleClosed);
-        match &self.shared.owner {
+        shared.state.fail_all(|| Error::HandleClosed);
+        match &shared.owner {
             Some(client) => client.close().await,
             None => Ok(()),
+        }
+    }
+}
+
+impl<B> Caller<B> {
+    /// Calls `action` with `args` and decodes its result (for generated
+    /// call methods).
+    pub async fn __call<A, R>(&self, action: &str, args: &A) -> Result<R, Error>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        self.call_within(action, args, self.timeout).await
+    }
+
+    /// [`__call`](Self::__call) for an action whose result is `Result<T, E>`.
+    pub async fn __call_fallible<A, T, E>(&self, action: &str, args: &A) -> Result<T, ActionError<E>>
+    where
+        A: Serialize + ?Sized,
+        T: DeserializeOwned,
+        E: DeserializeOwned,
+    {
+        match self.__call::<A, Result<T, E>>(action, args).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(ActionError::Action(e)),
+            Err(e) => Err(ActionError::Call(e)),
+        }
+    }
+
+    /// Sends a one-way action: returns once the exchange has it (sent, or
+    /// queued), without waiting for the agent.
+    pub async fn __tell<A>(&self, action: &str, args: &A) -> Result<(), Error>
+    where
+        A: Serialize + ?Sized,
+    {
+        if self.shared.state.closed.load(Ordering::Acquire) {
+            return Err(Error::HandleClosed);
+        }
+        let body = Body::ActionRequest { action: action.to_owned(), args: crate::message::encode_payload(args)? };
+        let envelope = self.shared.envelope(self.agent.entity(), body);
+        self.shared.endpoint.exchange.send_with(envelope, self.when_inactive).await
+    }
+
+    async fn call_within<A, R>(&self, action: &str, args: &A, timeout: Option<Duration>) -> Result<R, Error>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let body = Body::ActionRequest { action: action.to_owned(), args: crate::message::encode_payload(args)? };
+        match self.request(body, timeout).await?.body {
+            Body::ActionResponse { result: Ok(bytes), .. } => Ok(rmp_serde::from_slice(&bytes)?),
+            Body::ActionResponse { result: Err(e), .. } => Err(Error::Remote(e)),
+            other => Err(Error::UnexpectedReply(format!("{other:?}"))),
         }
     }
 

@@ -105,7 +105,7 @@ impl Launcher {
     pub async fn launch<B, F>(&mut self, name: Option<&str>, make: F) -> Result<RemoteHandle<B>, Error>
     where
         B: Behavior,
-        F: Fn(&AgentContext) -> B + Send + Sync + 'static,
+        F: Fn(&AgentContext<B>) -> B + Send + Sync + 'static,
     {
         let id: AgentId<B> = self.exchange.register_agent(name).await?;
         let (started_tx, started_rx) = oneshot::channel();
@@ -170,7 +170,7 @@ async fn supervise<B, F>(
 ) -> Outcome
 where
     B: Behavior,
-    F: Fn(&AgentContext) -> B,
+    F: Fn(&AgentContext<B>) -> B,
 {
     let mut started = Some(started);
     let mut restarts = 0;

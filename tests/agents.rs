@@ -4,10 +4,8 @@ mod support;
 
 use std::time::Duration;
 
-use actix_academy::{
-    Agent, AgentExit, AgentId, Body, Envelope, Error, Exchange, MailboxStatus, RemoteErrorKind, RemoteHandle,
-    DEFAULT_MAX_CONCURRENCY,
-};
+use actix_academy::{Agent, AgentExit, AgentId, Error, Exchange, MailboxStatus, RemoteErrorKind, RemoteHandle, DEFAULT_MAX_CONCURRENCY};
+use actix_academy::wire::{Body, Envelope};
 use support::agents::{Counter, CounterError, Crash, Divide, Forward, Increment, Relay, Sleep};
 use support::RedisServer;
 

@@ -5,9 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use actix_academy::{
-    Agent, AgentId, Body, ClientId, EntityId, Envelope, Error, Exchange, MailboxStatus, RemoteErrorKind,
-};
+use actix_academy::{Agent, AgentId, ClientId, EntityId, Error, Exchange, MailboxStatus, RemoteErrorKind};
+use actix_academy::wire::{Body, Envelope};
 use support::agents::{Counter, Increment, Sleep};
 use support::{RedisServer, A, B, C};
 
@@ -99,9 +98,9 @@ async fn discover(x: Exchange) {
     let c: AgentId<C> = x.register_agent(None).await.unwrap();
     let dead: AgentId<C> = x.register_agent(None).await.unwrap();
     x.terminate(&dead).await.unwrap();
-    assert!(x.discover::<A>(true).await.unwrap().is_empty());
-    assert_eq!(x.discover::<B>(false).await.unwrap(), vec![b.clone()]);
-    let mut all: Vec<EntityId> = x.discover::<B>(true).await.unwrap().into_iter().map(Into::into).collect();
+    assert!(x.discover::<A>().await.unwrap().is_empty());
+    assert_eq!(x.discover_with::<B>(actix_academy::Discovery::new().exact()).await.unwrap(), vec![b.clone()]);
+    let mut all: Vec<EntityId> = x.discover::<B>().await.unwrap().into_iter().map(Into::into).collect();
     all.sort_by_key(EntityId::uid);
     let mut want = vec![EntityId::from(b), EntityId::from(c)];
     want.sort_by_key(EntityId::uid);

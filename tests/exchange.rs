@@ -4,10 +4,8 @@ mod support;
 
 use std::time::Duration;
 
-use actix_academy::{
-    base32_to_uuid, uuid_to_base32, AgentId, Behavior, Body, ClientId, EntityId, Envelope, Error, HybridExchange,
-    MailboxStatus,
-};
+use actix_academy::{AgentId, Behavior, ClientId, EntityId, Error, HybridExchange, MailboxStatus};
+use actix_academy::wire::{base32_to_uuid, uuid_to_base32, Body, Envelope};
 use redis::Commands;
 use support::{RedisServer, A, B, C};
 
@@ -311,16 +309,16 @@ async fn discover_by_behavior_and_lineage() {
     let c_dead: AgentId<C> = exchange.register_agent(Some("c2")).await.unwrap();
     exchange.terminate(&c_dead).await.unwrap();
 
-    assert!(exchange.discover::<A>(true).await.unwrap().is_empty());
-    assert!(exchange.discover::<A>(false).await.unwrap().is_empty());
-    let exact: Vec<EntityId> = exchange.discover::<B>(false).await.unwrap().into_iter().map(Into::into).collect();
+    assert!(exchange.discover::<A>().await.unwrap().is_empty());
+    assert!(exchange.discover_with::<A>(actix_academy::Discovery::new().exact()).await.unwrap().is_empty());
+    let exact: Vec<EntityId> = exchange.discover_with::<B>(actix_academy::Discovery::new().exact()).await.unwrap().into_iter().map(Into::into).collect();
     assert_eq!(exact, vec![EntityId::from(b.clone())]);
-    let mut all: Vec<EntityId> = exchange.discover::<B>(true).await.unwrap().into_iter().map(Into::into).collect();
+    let mut all: Vec<EntityId> = exchange.discover::<B>().await.unwrap().into_iter().map(Into::into).collect();
     all.sort_by_key(|id| id.uid());
     let mut want = vec![EntityId::from(b), EntityId::from(c_live.clone())];
     want.sort_by_key(|id| id.uid());
     assert_eq!(all, want);
-    let cs: Vec<EntityId> = exchange.discover::<C>(false).await.unwrap().into_iter().map(Into::into).collect();
+    let cs: Vec<EntityId> = exchange.discover_with::<C>(actix_academy::Discovery::new().exact()).await.unwrap().into_iter().map(Into::into).collect();
     assert_eq!(cs, vec![EntityId::from(c_live)]);
 }
 

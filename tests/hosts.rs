@@ -12,7 +12,8 @@ use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actix_academy::{Agent, AgentId, Body, ClientId, Envelope, Error, HybridExchange, Rejection};
+use actix_academy::{Agent, AgentId, ClientId, Error, HybridExchange, Rejection};
+use actix_academy::wire::{Body, Envelope};
 use support::agents::{Counter, Increment};
 use support::{Captured, RedisServer};
 
@@ -100,7 +101,7 @@ async fn an_agent_on_one_loopback_address_is_called_from_a_process_on_another_an
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let id: AgentId<Counter> = loop {
-        if let Some(id) = exchange.discover::<Counter>(false).await.unwrap().pop() {
+        if let Some(id) = exchange.discover_with::<Counter>(actix_academy::Discovery::new().exact()).await.unwrap().pop() {
             break id;
         }
         assert!(Instant::now() < deadline, "the agent process never showed up");
@@ -274,7 +275,7 @@ async fn through_a_proxy(
 ) -> Vec<u8> {
     let me = sender.register_client(None).await.unwrap();
     let peer = receiver.register_client(None).await.unwrap();
-    let mut inbox: actix_academy::Mailbox = receiver.get_mailbox(&peer).await.unwrap();
+    let mut inbox: actix_academy::wire::Mailbox = receiver.get_mailbox(&peer).await.unwrap();
     let (proxy, seen) = recording_proxy(inbox.address().unwrap()).await;
     // Peers dial what Redis says: the proxy.
     let key = format!("{}:address:{}", receiver.namespace(), peer.base32());

@@ -77,7 +77,7 @@ async fn an_agent_in_another_process_is_discovered_and_called() {
     let mut child = AgentProcess::spawn(&redis, exchange.namespace(), None);
     let deadline = Instant::now() + Duration::from_secs(20);
     let id = loop {
-        if let Some(id) = exchange.discover::<Counter>(false).await.unwrap().pop() {
+        if let Some(id) = exchange.discover_with::<Counter>(actix_academy::Discovery::new().exact()).await.unwrap().pop() {
             break id;
         }
         assert!(Instant::now() < deadline, "the child agent never showed up");
@@ -91,7 +91,7 @@ async fn an_agent_in_another_process_is_discovered_and_called() {
     let shutdown = tokio::time::timeout(Duration::from_secs(30), counter.shutdown());
     shutdown.await.expect("the shutdown answer never came").unwrap();
     assert!(child.wait_exit(Duration::from_secs(10)), "the child did not exit cleanly");
-    assert!(exchange.discover::<Counter>(false).await.unwrap().is_empty());
+    assert!(exchange.discover_with::<Counter>(actix_academy::Discovery::new().exact()).await.unwrap().is_empty());
 }
 
 #[actix::test]

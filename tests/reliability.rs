@@ -7,9 +7,8 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actix_academy::{
-    AgentId, Body, ClientId, EntityId, Envelope, Error, Exchange, HybridExchange, MailboxStatus, Role, WhenInactive,
-};
+use actix_academy::{AgentId, ClientId, EntityId, Error, Exchange, HybridExchange, MailboxStatus, Role, WhenInactive};
+use actix_academy::wire::{Body, Envelope};
 use support::agents::{Counter, Increment};
 use support::RedisServer;
 
@@ -309,6 +308,6 @@ async fn an_exchange_with_no_open_mailbox_registers_again_after_redis_restarts_e
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("registered again {:?} after the restart", restarted.elapsed());
-    assert_eq!(exchange.discover::<Counter>(false).await.unwrap().len(), 1);
+    assert_eq!(exchange.discover_with::<Counter>(actix_academy::Discovery::new().exact()).await.unwrap().len(), 1);
     exchange.close().await;
 }

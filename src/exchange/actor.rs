@@ -20,7 +20,7 @@ local function key(kind, id) return ns .. ':' .. kind .. ':' .. id end
 -- The taken list of one opening of `id`'s mailbox.
 local function taken(id, opening) return key('taken', id) .. ':' .. opening end
 local function alive(owner) return redis.call('EXISTS', ns .. ':alive:' .. owner) == 1 end
-local kept = {'status', 'behavior', 'queue', 'owner', 'taker'}
+local kept = {'status', 'behavior', 'name', 'queue', 'owner', 'taker'}
 -- The state of `id`: missing, terminated, inactive (its process is gone),
 -- listening or offline; with its owner and address. The first look at an
 -- inactive entity sets its keys to expire and deletes its stale address.
@@ -81,14 +81,16 @@ fn entity_script(body: &str) -> Script {
 }
 
 /// Registers (or re-registers) an entity: ACTIVE, lineage indexed, owned by
-/// this process unless a live one serves it. After a termination, a fresh
-/// start: the old queue is dropped. ARGV: id, token, lineage.
+/// this process unless a live one serves it, its name (if any) kept for
+/// discovery. After a termination, a fresh start: the old queue is
+/// dropped. ARGV: id, token, lineage, name.
 pub(crate) static REGISTER: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
         r"
-local id, token, lineage = ARGV[3], ARGV[4], ARGV[5]
+local id, token, lineage, name = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if redis.call('GET', key('status', id)) == 'INACTIVE' then redis.call('DEL', key('queue', id)) end
 redis.call('SET', key('status', id), 'ACTIVE')
+if name ~= '' then redis.call('SET', key('name', id), name) end
 if lineage ~= '' then
   redis.call('SET', key('behavior', id), lineage)
   index(id, lineage, 'SADD')
@@ -123,7 +125,7 @@ redis.call('PEXPIRE', key('queue', id), expiry)
 local opening = redis.call('HGET', key('taker', id), 'opening')
 if opening then redis.call('PEXPIRE', taken(id, opening), expiry) end
 local owner = redis.call('GET', key('owner', id))
-redis.call('DEL', key('behavior', id), key('address', id), key('owner', id), key('taker', id))
+redis.call('DEL', key('behavior', id), key('name', id), key('address', id), key('owner', id), key('taker', id))
 ring(owner, id)
 return 1
 ",
@@ -156,9 +158,10 @@ return state(ARGV[3])
     )
 });
 
-/// Agents in a behavior's index, with ARGV[4] = '1' only those whose
-/// lineage starts with it, with ARGV[5] = '1' inactive ones too. Members
-/// that are gone (expired, terminated) leave the index. Costs O(members).
+/// Agents in a behavior's index (id, then name or ''), with ARGV[4] = '1'
+/// only those whose lineage starts with it, with ARGV[5] = '1' inactive
+/// ones too. Members that are gone (expired, terminated) leave the index.
+/// Costs O(members).
 /// KEYS: index. ARGV: behavior, exact, include inactive.
 pub(crate) static DISCOVER: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
@@ -175,7 +178,10 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       local lineage = redis.call('GET', key('behavior', id))
       keep = lineage == ARGV[3] or (lineage and string.sub(lineage, 1, #prefix) == prefix)
     end
-    if keep then table.insert(found, id) end
+    if keep then
+      table.insert(found, id)
+      table.insert(found, redis.call('GET', key('name', id)) or '')
+    end
   end
 end
 return found

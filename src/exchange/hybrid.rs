@@ -458,7 +458,7 @@ impl HybridExchange {
     }
 
     async fn call<T: redis::FromRedisValue + Send + 'static>(&self, request: Request) -> Result<T, Error> {
-        self.inner.actor.send(Call::new(request)).await?
+        self.inner.actor.send(Call::new(request)).await.map_err(|_| Error::ExchangeClosed)?
     }
 
     async fn cmd<T: redis::FromRedisValue + Send + 'static>(&self, cmd: &mut redis::Cmd) -> Result<T, Error> {
@@ -480,7 +480,7 @@ impl HybridExchange {
             Role::Client => Vec::new(),
         };
         let mut script = self.entity(&REGISTER, &id.base32());
-        script.arg(&self.inner.token).arg(lineage.join(","));
+        script.arg(&self.inner.token).arg(lineage.join(",")).arg(id.name().unwrap_or(""));
         self.call::<i64>(Request::Script(script)).await?;
         lock(&self.inner.owned).insert(id.uid(), (id.clone(), lineage));
         Ok(())
@@ -590,7 +590,13 @@ impl HybridExchange {
         let mut script = self.entity(&DISCOVER, behavior);
         script.key(self.keys().index(behavior)).arg(flag(!allow_subclasses)).arg(flag(include_inactive));
         let found: Vec<String> = self.call(Request::Script(script)).await?;
-        found.iter().map(|b32| Ok(EntityId::from_parts(base32_to_uuid(b32)?, Role::Agent, None))).collect()
+        found
+            .chunks_exact(2)
+            .map(|pair| {
+                let name = Some(pair[1].as_str()).filter(|name| !name.is_empty());
+                Ok(EntityId::from_parts(base32_to_uuid(&pair[0])?, Role::Agent, name))
+            })
+            .collect()
     }
 
     /// Opens `id`'s mailbox in Redis: this process owns it and (with an

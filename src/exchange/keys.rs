@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `ns:status:<b32>` | `ACTIVE` or `INACTIVE` |
 //! | `ns:behavior:<b32>` | comma-joined lineage, most specific first |
+//! | `ns:name:<b32>` | the name an agent was registered with, if any |
 //! | `ns:address:<b32>` | `host:port` of the mailbox's listener |
 //! | `ns:queue:<b32>` | list of sealed entries (see `seal.rs`), FIFO |
 //! | `ns:taken:<b32>:<opening>` | entries an opening of the mailbox popped and its consumer has not yet taken |

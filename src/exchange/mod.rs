@@ -28,6 +28,40 @@ use crate::error::Error;
 use crate::identifier::{AgentId, ClientId, EntityId};
 use crate::message::Envelope;
 
+/// Which agents a discovery lists: by default those whose lineage names the
+/// behavior (it, or one that implements it) and whose process is alive.
+///
+/// ```
+/// use actix_academy::Discovery;
+/// let everyone = Discovery::new().include_inactive();
+/// let only_this_type = Discovery::new().exact();
+/// # let _ = (everyone, only_this_type);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Discovery {
+    exact: bool,
+    include_inactive: bool,
+}
+
+impl Discovery {
+    /// Agents of the behavior or of one that implements it, alive.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only agents whose behavior is exactly this one.
+    pub fn exact(mut self) -> Self {
+        self.exact = true;
+        self
+    }
+
+    /// Also agents whose process is gone (inactive): they may come back.
+    pub fn include_inactive(mut self) -> Self {
+        self.include_inactive = true;
+        self
+    }
+}
+
 /// The state of a mailbox as the exchange records it: Academy 1.0's
 /// MISSING, ACTIVE (listening or offline), INACTIVE and TERMINATED.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,11 +152,6 @@ impl Exchange {
         LocalExchange::default().into()
     }
 
-    /// Starts configuring a hybrid exchange on the Redis server at `url`.
-    pub fn hybrid(url: impl Into<String>) -> HybridExchangeBuilder {
-        HybridExchange::builder(url)
-    }
-
     /// The local backend, if this is one.
     pub(crate) fn as_local(&self) -> Option<&LocalExchange> {
         match &self.0 {
@@ -179,24 +208,26 @@ impl Exchange {
         on_backend!(self, backend => backend.status(id).await)
     }
 
-    /// Active agents whose behavior is `B` or, with `allow_subclasses`, whose
-    /// lineage names `B`; inactive ones (their process is gone) are left out.
-    /// On the hybrid exchange this costs O(agents indexed under `B`), not a
+    /// Active agents whose lineage names `B` (`B` itself, or a behavior
+    /// that implements it), with the names they were registered with. On
+    /// the hybrid exchange this costs O(agents indexed under `B`), not a
     /// scan of every key, and prunes the index of agents that are gone.
-    pub async fn discover<B: Behavior>(&self, allow_subclasses: bool) -> Result<Vec<AgentId<B>>, Error> {
-        let found = self.discover_by_name(B::name(), allow_subclasses, false).await?;
+    pub async fn discover<B: Behavior>(&self) -> Result<Vec<AgentId<B>>, Error> {
+        self.discover_with(Discovery::new()).await
+    }
+
+    /// [`discover`](Self::discover), choosing which agents:
+    /// `Discovery::new().exact().include_inactive()`.
+    pub async fn discover_with<B: Behavior>(&self, which: Discovery) -> Result<Vec<AgentId<B>>, Error> {
+        let found = self.discover_by_name(B::name(), which).await?;
         Ok(found.into_iter().map(AgentId::from_entity).collect::<Result<_, _>>()?)
     }
 
-    /// [`discover`](Self::discover) by behavior name, for callers without the
-    /// type; `include_inactive` also lists agents whose process is gone.
-    pub async fn discover_by_name(
-        &self,
-        behavior: &str,
-        allow_subclasses: bool,
-        include_inactive: bool,
-    ) -> Result<Vec<EntityId>, Error> {
-        on_backend!(self, backend => backend.discover_by_name(behavior, allow_subclasses, include_inactive).await)
+    /// [`discover_with`](Self::discover_with) by behavior name, for callers
+    /// without the type.
+    pub async fn discover_by_name(&self, behavior: &str, which: Discovery) -> Result<Vec<EntityId>, Error> {
+        let (subclasses, inactive) = (!which.exact, which.include_inactive);
+        on_backend!(self, backend => backend.discover_by_name(behavior, subclasses, inactive).await)
     }
 
     /// Sends a message to `envelope.dest`. On the hybrid exchange: directly

@@ -252,7 +252,7 @@ pub mod agents {
 
     /// Forwards increments to a counter it is handed.
     pub struct Relay {
-        pub agent: AgentContext,
+        pub agent: AgentContext<Relay>,
     }
     impl Actor for Relay {
         type Context = Context<Self>;
