@@ -1,8 +1,8 @@
 //! Criterion micro-benchmarks of the wire format: envelope encode/decode with
 //! 100 B and 1 MB payloads (the payload is carried, not re-encoded).
 
-use actix_academy::{ClientId};
 use actix_academy::wire::{Body, Envelope};
+use actix_academy::ClientId;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 

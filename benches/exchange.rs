@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix_academy::prelude::*;
-use actix_academy::{Client};
 use actix_academy::wire::{Body, Envelope};
+use actix_academy::Client;
 use clap::{Parser, ValueEnum};
 use futures::{stream, StreamExt};
 

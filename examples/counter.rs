@@ -17,30 +17,20 @@ impl Actor for Counter {
     type Context = Context<Self>;
 }
 
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "i64")]
-struct Increment(i64);
+#[agent(name = "counter")]
+impl Counter {
+    /// Adds `by`; the new count.
+    #[action]
+    fn increment(&mut self, by: i64) -> i64 {
+        self.count += by;
+        self.count
+    }
 
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "i64")]
-struct Get;
-
-impl Handler<Increment> for Counter {
-    type Result = i64;
-    fn handle(&mut self, m: Increment, _: &mut Context<Self>) -> i64 {
-        self.count += m.0;
+    #[action]
+    fn get(&self) -> i64 {
         self.count
     }
 }
-
-impl Handler<Get> for Counter {
-    type Result = i64;
-    fn handle(&mut self, _: Get, _: &mut Context<Self>) -> i64 {
-        self.count
-    }
-}
-
-behavior!(Counter { actions: [Increment, Get] });
 
 #[derive(Parser)]
 struct Args {
@@ -54,15 +44,14 @@ async fn main() {
     let exchange = args.exchange.connect().await;
     println!("counter on the {}", args.exchange.describe(&exchange));
 
-    let id: AgentId<Counter> = exchange.register_agent(Some("counter")).await.or_exit("register");
-    let agent = Agent::launch(Counter::default(), id.clone(), &exchange).await.or_exit("launch");
-    let counter = exchange.get_handle(id).bind_as_client(&exchange).await.or_exit("bind");
+    let agent = Agent::start(Counter::default(), &exchange, Some("counter")).await.or_exit("start");
+    let counter = exchange.get_handle(agent.id().clone()).bind_as_client(&exchange).await.or_exit("bind");
 
     for n in [1, 2, 3] {
-        let total = counter.action(Increment(n)).await.or_exit("increment");
+        let total = counter.increment(n).await.or_exit("increment");
         println!("  increment({n}) -> {total}");
     }
-    let total = counter.action(Get).await.or_exit("get");
+    let total = counter.get().await.or_exit("get");
     println!("  get() -> {total}");
     let rtt = counter.ping().await.or_exit("ping");
     println!("  ping: {rtt:?}");

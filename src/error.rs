@@ -161,10 +161,12 @@ impl<E: std::fmt::Display> std::fmt::Display for ActionError<E> {
     }
 }
 
-impl<E: std::error::Error + 'static> std::error::Error for ActionError<E> {
+/// Any displayable action error will do (a `String`, say), so `?` turns an
+/// `ActionError` into a `Box<dyn Error>`.
+impl<E: std::fmt::Debug + std::fmt::Display> std::error::Error for ActionError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ActionError::Action(e) => Some(e),
+            ActionError::Action(_) => None,
             ActionError::Call(e) => Some(e),
         }
     }

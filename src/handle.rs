@@ -110,7 +110,11 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) fn bind<B: Behavior>(&self, handle: UnboundRemoteHandle<B>, owner: Option<Arc<Client>>) -> RemoteHandle<B> {
+    pub(crate) fn bind<B: Behavior>(
+        &self,
+        handle: UnboundRemoteHandle<B>,
+        owner: Option<Arc<Client>>,
+    ) -> RemoteHandle<B> {
         let state = HandleState::new();
         self.router.register(&state);
         let caller = Caller {

@@ -279,7 +279,7 @@ const BASE32: base32::Alphabet = base32::Alphabet::Rfc4648 { padding: false };
 /// Encodes a UUID as RFC 4648 base32, upper case, padding stripped (26 characters).
 ///
 /// ```
-/// use actix_academy::{base32_to_uuid, uuid_to_base32};
+/// use actix_academy::wire::{base32_to_uuid, uuid_to_base32};
 /// let uid = uuid::Uuid::new_v4();
 /// let text = uuid_to_base32(uid);
 /// assert_eq!(text.len(), 26);

@@ -17,8 +17,8 @@ pub use agent::{Agent, AgentContext, AgentExit, DEFAULT_MAX_CONCURRENCY, MAX_WAI
 pub use behavior::{ActionInfo, Behavior, Description, Handles, Parameter, StopAgent};
 pub use error::{ActionError, Error, Rejection};
 pub use exchange::{
-    Discovery, Exchange, HybridExchange, HybridExchangeBuilder, LocalExchange, MailboxStatus, Rejections,
-    WhenInactive, SECRET_ENV,
+    Discovery, Exchange, HybridExchange, HybridExchangeBuilder, LocalExchange, MailboxStatus, Rejections, WhenInactive,
+    SECRET_ENV,
 };
 pub use handle::{Client, RemoteHandle, UnboundRemoteHandle, DEFAULT_LIVENESS_TIMEOUT};
 pub use identifier::{AgentId, ClientId, EntityId, IdError, Role};
@@ -131,8 +131,8 @@ pub mod __private {
 /// (the derives need `serde` among your dependencies).
 pub mod prelude {
     pub use crate::{
-        action, agent, behavior, ActionError, Agent, AgentContext, AgentExit, AgentId, Behavior, Client, ClientId, Discovery,
-        EntityId, Error, Exchange, HybridExchange, Launcher, RemoteHandle, UnboundRemoteHandle,
+        action, agent, behavior, ActionError, Agent, AgentContext, AgentExit, AgentId, Behavior, Client, ClientId,
+        Discovery, EntityId, Error, Exchange, HybridExchange, Launcher, RemoteHandle, UnboundRemoteHandle,
     };
     pub use actix::{
         Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, MessageResult,

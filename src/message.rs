@@ -46,7 +46,8 @@ pub const PROTOCOL_VERSION: u8 = 5;
 /// A message with its routing header.
 ///
 /// ```
-/// use actix_academy::{Body, ClientId, Envelope};
+/// use actix_academy::wire::{Body, Envelope};
+/// use actix_academy::ClientId;
 /// let (a, b) = (ClientId::new(None), ClientId::new(None));
 /// let ping = Envelope::new(a.into(), b.into(), Body::PingRequest);
 /// let bytes = ping.encode().unwrap();

@@ -4,8 +4,10 @@ mod support;
 
 use std::time::Duration;
 
-use actix_academy::{Agent, AgentExit, AgentId, Error, Exchange, MailboxStatus, RemoteErrorKind, RemoteHandle, DEFAULT_MAX_CONCURRENCY};
 use actix_academy::wire::{Body, Envelope};
+use actix_academy::{
+    Agent, AgentExit, AgentId, Error, Exchange, MailboxStatus, RemoteErrorKind, RemoteHandle, DEFAULT_MAX_CONCURRENCY,
+};
 use support::agents::{Counter, CounterError, Crash, Divide, Forward, Increment, Relay, Sleep};
 use support::RedisServer;
 
@@ -194,9 +196,4 @@ fn handles_are_send_and_sync() {
     check::<actix_academy::UnboundRemoteHandle<Counter>>();
     check::<Exchange>();
     check::<AgentId<Counter>>();
-}
-
-#[test]
-fn calling_an_action_the_behavior_does_not_handle_does_not_compile() {
-    trybuild::TestCases::new().compile_fail("tests/ui/*.rs");
 }

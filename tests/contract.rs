@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use actix_academy::{Agent, AgentId, ClientId, EntityId, Error, Exchange, MailboxStatus, RemoteErrorKind};
 use actix_academy::wire::{Body, Envelope};
+use actix_academy::{Agent, AgentId, ClientId, EntityId, Error, Exchange, MailboxStatus, RemoteErrorKind};
 use support::agents::{Counter, Increment, Sleep};
 use support::{RedisServer, A, B, C};
 

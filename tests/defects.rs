@@ -7,8 +7,8 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use actix_academy::{ClientId, Exchange};
 use actix_academy::wire::{Body, Envelope};
+use actix_academy::{ClientId, Exchange};
 use redis::Commands;
 use support::RedisServer;
 

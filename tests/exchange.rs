@@ -4,8 +4,8 @@ mod support;
 
 use std::time::Duration;
 
-use actix_academy::{AgentId, Behavior, ClientId, EntityId, Error, HybridExchange, MailboxStatus};
 use actix_academy::wire::{base32_to_uuid, uuid_to_base32, Body, Envelope};
+use actix_academy::{AgentId, Behavior, ClientId, EntityId, Error, HybridExchange, MailboxStatus};
 use redis::Commands;
 use support::{RedisServer, A, B, C};
 
@@ -56,7 +56,10 @@ async fn keys_carry_the_namespace_and_base32_ids() {
     assert_eq!(status, "ACTIVE");
     let lineage: String = con.get(format!("myns:behavior:{a}")).unwrap();
     assert_eq!(lineage, format!("{},{}", C::name(), B::name()));
-    assert_eq!(C::name(), "exchange::support::C");
+    // The type's name: moving the code does not change it.
+    assert_eq!(C::name(), "C");
+    let name: String = con.get(format!("myns:name:{a}")).unwrap();
+    assert_eq!(name, "c");
     let keys: Vec<String> = con.keys("*").unwrap();
     assert!(keys.iter().all(|k| k.starts_with("myns:")), "{keys:?}");
 
@@ -68,6 +71,8 @@ async fn keys_carry_the_namespace_and_base32_ids() {
     let status: String = con.get(format!("myns:status:{a}")).unwrap();
     assert_eq!(status, "INACTIVE");
     let gone: Option<String> = con.get(format!("myns:behavior:{a}")).unwrap();
+    assert_eq!(gone, None);
+    let gone: Option<String> = con.get(format!("myns:name:{a}")).unwrap();
     assert_eq!(gone, None);
     // The terminated mailbox deletes its address once it stops.
     for _ in 0..100 {
@@ -311,14 +316,26 @@ async fn discover_by_behavior_and_lineage() {
 
     assert!(exchange.discover::<A>().await.unwrap().is_empty());
     assert!(exchange.discover_with::<A>(actix_academy::Discovery::new().exact()).await.unwrap().is_empty());
-    let exact: Vec<EntityId> = exchange.discover_with::<B>(actix_academy::Discovery::new().exact()).await.unwrap().into_iter().map(Into::into).collect();
+    let exact: Vec<EntityId> = exchange
+        .discover_with::<B>(actix_academy::Discovery::new().exact())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Into::into)
+        .collect();
     assert_eq!(exact, vec![EntityId::from(b.clone())]);
     let mut all: Vec<EntityId> = exchange.discover::<B>().await.unwrap().into_iter().map(Into::into).collect();
     all.sort_by_key(|id| id.uid());
     let mut want = vec![EntityId::from(b), EntityId::from(c_live.clone())];
     want.sort_by_key(|id| id.uid());
     assert_eq!(all, want);
-    let cs: Vec<EntityId> = exchange.discover_with::<C>(actix_academy::Discovery::new().exact()).await.unwrap().into_iter().map(Into::into).collect();
+    let cs: Vec<EntityId> = exchange
+        .discover_with::<C>(actix_academy::Discovery::new().exact())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Into::into)
+        .collect();
     assert_eq!(cs, vec![EntityId::from(c_live)]);
 }
 

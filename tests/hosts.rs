@@ -12,8 +12,8 @@ use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actix_academy::{Agent, AgentId, ClientId, Error, HybridExchange, Rejection};
 use actix_academy::wire::{Body, Envelope};
+use actix_academy::{Agent, AgentId, ClientId, Error, HybridExchange, Rejection};
 use support::agents::{Counter, Increment};
 use support::{Captured, RedisServer};
 
@@ -101,7 +101,9 @@ async fn an_agent_on_one_loopback_address_is_called_from_a_process_on_another_an
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let id: AgentId<Counter> = loop {
-        if let Some(id) = exchange.discover_with::<Counter>(actix_academy::Discovery::new().exact()).await.unwrap().pop() {
+        if let Some(id) =
+            exchange.discover_with::<Counter>(actix_academy::Discovery::new().exact()).await.unwrap().pop()
+        {
             break id;
         }
         assert!(Instant::now() < deadline, "the agent process never showed up");

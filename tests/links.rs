@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_academy::{Agent, AgentId, ClientId, EntityId, Error, Exchange, HybridExchange};
 use actix_academy::wire::{Body, Envelope, Mailbox};
+use actix_academy::{Agent, AgentId, ClientId, EntityId, Error, Exchange, HybridExchange};
 use serde::{Deserialize, Serialize};
 use support::RedisServer;
 

@@ -9,8 +9,10 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actix_academy::{Agent, AgentId, ClientId, EntityId, Error, Exchange, MailboxStatus, RemoteErrorKind, Role, WhenInactive};
 use actix_academy::wire::{Body, Envelope};
+use actix_academy::{
+    Agent, AgentId, ClientId, EntityId, Error, Exchange, MailboxStatus, RemoteErrorKind, Role, WhenInactive,
+};
 use support::agents::{Counter, Hang, Increment};
 use support::RedisServer;
 
@@ -145,7 +147,10 @@ async fn a_killed_agent_process_turns_inactive_leaves_discovery_and_expires() {
     let exchange = exchange(&redis.url(), "ghosts", true).await;
     let id: AgentId<Counter> = exchange.register_agent(Some("market")).await.unwrap();
     let (mut child, market) = serve(&redis, &exchange, &id).await;
-    assert_eq!(exchange.discover_with::<Counter>(actix_academy::Discovery::new().exact()).await.unwrap(), std::slice::from_ref(&id));
+    assert_eq!(
+        exchange.discover_with::<Counter>(actix_academy::Discovery::new().exact()).await.unwrap(),
+        std::slice::from_ref(&id)
+    );
 
     child.kill(); // SIGKILL
     let took = wait_until(Duration::from_secs(30), "the agent turns inactive", || {
@@ -155,8 +160,17 @@ async fn a_killed_agent_process_turns_inactive_leaves_discovery_and_expires() {
     })
     .await;
     eprintln!("inactive {took:?} after the kill (lease period {HEARTBEAT:?}, so at most about {:?})", HEARTBEAT * 3);
-    assert!(exchange.discover_with::<Counter>(actix_academy::Discovery::new().exact()).await.unwrap().is_empty(), "an inactive agent is discovered");
-    let all = exchange.discover_by_name(<Counter as actix_academy::Behavior>::name(), actix_academy::Discovery::new().exact().include_inactive()).await.unwrap();
+    assert!(
+        exchange.discover_with::<Counter>(actix_academy::Discovery::new().exact()).await.unwrap().is_empty(),
+        "an inactive agent is discovered"
+    );
+    let all = exchange
+        .discover_by_name(
+            <Counter as actix_academy::Behavior>::name(),
+            actix_academy::Discovery::new().exact().include_inactive(),
+        )
+        .await
+        .unwrap();
     assert_eq!(all, [id.entity().clone()], "asked for, inactive agents are listed");
 
     // A call now fails fast, with a clear error.
@@ -175,14 +189,26 @@ async fn a_killed_agent_process_turns_inactive_leaves_discovery_and_expires() {
     let gone = wait_until(EXPIRY * 10, "the dead agent's keys expire", || {
         let (exchange, redis, b32) = (exchange.clone(), &redis, b32.clone());
         async move {
-            exchange.discover_by_name(<Counter as actix_academy::Behavior>::name(), actix_academy::Discovery::new().include_inactive()).await.unwrap();
+            exchange
+                .discover_by_name(
+                    <Counter as actix_academy::Behavior>::name(),
+                    actix_academy::Discovery::new().include_inactive(),
+                )
+                .await
+                .unwrap();
             keys_of(redis, "ghosts", &b32).is_empty()
         }
     })
     .await;
     eprintln!("its keys were gone {gone:?} after it was seen inactive (expiry {EXPIRY:?})");
     // The keys may have expired after the last discover looked: the next one prunes the index.
-    exchange.discover_by_name(<Counter as actix_academy::Behavior>::name(), actix_academy::Discovery::new().include_inactive()).await.unwrap();
+    exchange
+        .discover_by_name(
+            <Counter as actix_academy::Behavior>::name(),
+            actix_academy::Discovery::new().include_inactive(),
+        )
+        .await
+        .unwrap();
     let index: Vec<String> = redis::Commands::keys(&mut redis.client(), "ghosts:index:*").unwrap();
     assert!(index.is_empty(), "index entries left: {index:?}");
     assert_eq!(exchange.status(&id).await.unwrap(), MailboxStatus::Missing);
@@ -506,7 +532,10 @@ async fn redis_restarted_empty_while_agents_are_called_is_recovered_within_secon
         let (exchange, id) = (exchange.clone(), id.clone());
         async move {
             matches!(exchange.status(&id).await, Ok(status) if status.is_active())
-                && exchange.discover_with::<Counter>(actix_academy::Discovery::new().exact()).await.is_ok_and(|found| found == [id.clone()])
+                && exchange
+                    .discover_with::<Counter>(actix_academy::Discovery::new().exact())
+                    .await
+                    .is_ok_and(|found| found == [id.clone()])
         }
     })
     .await;

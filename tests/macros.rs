@@ -103,7 +103,11 @@ mod market {
 
         /// Records `amount` with a (hand-written) tally agent.
         #[action]
-        pub async fn settle(ctx: AgentContext<Self>, tally: UnboundRemoteHandle<Tally>, amount: u32) -> Result<u32, String> {
+        pub async fn settle(
+            ctx: AgentContext<Self>,
+            tally: UnboundRemoteHandle<Tally>,
+            amount: u32,
+        ) -> Result<u32, String> {
             let tally = ctx.bind(tally);
             tally.action(super::tally::Record(amount)).await.map_err(|e| e.to_string())
         }
@@ -230,13 +234,7 @@ async fn every_kind_of_action(exchange: &Exchange) {
     const ORDER: &[Parameter] = &[Parameter::new("order", "Order")];
     assert_eq!(
         *place,
-        ActionInfo::new(
-            "place",
-            ORDER,
-            "Result<u32, MarketError>",
-            false,
-            "Sells `order.qty` items; what is left."
-        )
+        ActionInfo::new("place", ORDER, "Result<u32, MarketError>", false, "Sells `order.qty` items; what is left.")
     );
     assert!(description.actions.iter().any(|a| a.name == "note" && a.one_way));
     assert!(description.actions.iter().any(|a| a.name == "ask_self"));
@@ -299,12 +297,8 @@ async fn child() {
         return;
     };
     let (url, namespace) = config.split_once(' ').unwrap();
-    let exchange = actix_academy::HybridExchange::builder(url)
-        .namespace(namespace)
-        .secret("test secret")
-        .start()
-        .await
-        .unwrap();
+    let exchange =
+        actix_academy::HybridExchange::builder(url).namespace(namespace).secret("test secret").start().await.unwrap();
     let agent = Agent::start(Market { stock: 100, notes: Vec::new() }, &exchange, Some("far-market")).await.unwrap();
     agent.wait().await;
     exchange.close().await;
@@ -332,13 +326,11 @@ async fn a_macro_agent_and_a_hand_written_agent_call_each_other_across_processes
     };
     assert_eq!(id.to_string(), "AgentId<far-market>");
 
-    let tally =
-        Agent::launch_with(exchange.register_agent(Some("tally")).await.unwrap(), &exchange, 16, |agent| Tally {
-            total: 0,
-            agent: agent.clone(),
-        })
-        .await
-        .unwrap();
+    let tally = Agent::launch_with(exchange.register_agent(Some("tally")).await.unwrap(), &exchange, 16, |agent| {
+        Tally { total: 0, agent: agent.clone() }
+    })
+    .await
+    .unwrap();
     let market = exchange.get_handle(id.clone()).bind_as_client(&exchange).await.unwrap();
     let tally_handle = exchange.get_handle(tally.id().clone()).bind_as_client(&exchange).await.unwrap();
 

@@ -77,7 +77,9 @@ async fn an_agent_in_another_process_is_discovered_and_called() {
     let mut child = AgentProcess::spawn(&redis, exchange.namespace(), None);
     let deadline = Instant::now() + Duration::from_secs(20);
     let id = loop {
-        if let Some(id) = exchange.discover_with::<Counter>(actix_academy::Discovery::new().exact()).await.unwrap().pop() {
+        if let Some(id) =
+            exchange.discover_with::<Counter>(actix_academy::Discovery::new().exact()).await.unwrap().pop()
+        {
             break id;
         }
         assert!(Instant::now() < deadline, "the child agent never showed up");

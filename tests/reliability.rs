@@ -7,8 +7,8 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actix_academy::{AgentId, ClientId, EntityId, Error, Exchange, HybridExchange, MailboxStatus, Role, WhenInactive};
 use actix_academy::wire::{Body, Envelope};
+use actix_academy::{AgentId, ClientId, EntityId, Error, Exchange, HybridExchange, MailboxStatus, Role, WhenInactive};
 use support::agents::{Counter, Increment};
 use support::RedisServer;
 

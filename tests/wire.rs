@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use actix_academy::{ClientId, Error};
 use actix_academy::wire::{Body, Envelope, Mailbox};
+use actix_academy::{ClientId, Error};
 use support::raw::{closed_by_server, connect, frame};
 use support::RedisServer;
 use tokio::io::AsyncWriteExt;

@@ -504,7 +504,10 @@ fn param(typed: &syn::PatType, asynchronous: bool, index: usize) -> syn::Result<
             return Err(Error::new(typed.ty.span(), "a `#[caller]` parameter is an `EntityId` or an `&EntityId`"));
         }
         if by_ref && asynchronous {
-            return Err(Error::new(typed.ty.span(), "an async action takes the caller by value: `#[caller] who: EntityId`"));
+            return Err(Error::new(
+                typed.ty.span(),
+                "an async action takes the caller by value: `#[caller] who: EntityId`",
+            ));
         }
         return Ok(Param::Caller { by_ref });
     }

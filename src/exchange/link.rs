@@ -164,7 +164,8 @@ pub(crate) async fn enqueue(
             script.arg(frame);
         }
     }
-    let reply: redis::Value = env.actor.send(Call::new(Request::Script(script))).await.map_err(|_| Error::ExchangeClosed)??;
+    let reply: redis::Value =
+        env.actor.send(Call::new(Request::Script(script))).await.map_err(|_| Error::ExchangeClosed)??;
     let reply = match reply {
         redis::Value::Int(state) if large && state >= 0 => {
             let mut pipe = redis::pipe();
@@ -177,7 +178,8 @@ pub(crate) async fn enqueue(
                 .arg(dest.base32())
                 .arg(policy)
                 .arg(frames.len());
-            let (reply,): (redis::Value,) = env.actor.send(Call::new(Request::Pipeline(pipe))).await.map_err(|_| Error::ExchangeClosed)??;
+            let (reply,): (redis::Value,) =
+                env.actor.send(Call::new(Request::Pipeline(pipe))).await.map_err(|_| Error::ExchangeClosed)??;
             reply
         }
         reply => reply,

@@ -106,7 +106,8 @@ pub enum WhenInactive {
 ///
 /// ```
 /// # #[actix::main] async fn main() -> Result<(), actix_academy::Error> {
-/// use actix_academy::{Body, Envelope, Exchange};
+/// use actix_academy::wire::{Body, Envelope};
+/// use actix_academy::Exchange;
 /// let exchange = Exchange::local(); // or HybridExchange::builder(url).start().await?
 /// let alice = exchange.register_client(Some("alice")).await?;
 /// let bob = exchange.register_client(Some("bob")).await?;

@@ -1,7 +1,7 @@
-use actix::prelude::*;
-use actix_academy::{behavior, UnboundRemoteHandle};
-use serde::{Deserialize, Serialize};
+// Calling through a handle that is not bound to a mailbox says how to bind it.
+use actix_academy::prelude::*;
 
+#[derive(Default)]
 struct Counter;
 impl Actor for Counter {
     type Context = Context<Self>;
@@ -21,6 +21,7 @@ behavior!(Counter { actions: [Increment] });
 
 async fn call(counter: UnboundRemoteHandle<Counter>) {
     let _ = counter.action(Increment(1)).await;
+    let _ = counter.ping().await;
 }
 
 fn main() {

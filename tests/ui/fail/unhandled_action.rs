@@ -1,6 +1,5 @@
-use actix::prelude::*;
-use actix_academy::{behavior, RemoteHandle};
-use serde::{Deserialize, Serialize};
+// A message the behavior does not declare is named as such.
+use actix_academy::prelude::*;
 
 struct Counter;
 impl Actor for Counter {
