@@ -22,19 +22,14 @@ impl Actor for Worker {
     type Context = Context<Self>;
 }
 
-/// Squares a number and says which process did it.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "(i64, u32)")]
-struct Square(i64);
-
-impl Handler<Square> for Worker {
-    type Result = MessageResult<Square>;
-    fn handle(&mut self, m: Square, _: &mut Context<Self>) -> Self::Result {
-        MessageResult((m.0 * m.0, std::process::id()))
+#[agent(name = "worker")]
+impl Worker {
+    /// Squares a number and says which process did it.
+    #[action]
+    fn square(&mut self, n: i64) -> (i64, u32) {
+        (n * n, std::process::id())
     }
 }
-
-behavior!(Worker { actions: [Square] });
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Role {
@@ -97,7 +92,7 @@ async fn driver(args: &Args, url: &str, exchange: &Exchange) {
     let calls: Vec<_> = (0..args.tasks)
         .map(|n| {
             let handle = handles[n as usize % handles.len()].clone().with_liveness_timeout(None);
-            actix::spawn(async move { (n, handle.action(Square(n)).await) })
+            actix::spawn(async move { (n, handle.square(n).await) })
         })
         .collect();
     println!("sent {} tasks to {} workers that are not running yet", args.tasks, args.workers);

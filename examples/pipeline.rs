@@ -22,57 +22,41 @@ impl Actor for Worker {
     type Context = Context<Self>;
 }
 
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "i64")]
-struct Apply(i64);
-
-impl Handler<Apply> for Worker {
-    type Result = i64;
-    fn handle(&mut self, m: Apply, _: &mut Context<Self>) -> i64 {
+#[agent(name = "worker")]
+impl Worker {
+    #[action]
+    fn apply(&mut self, x: i64) -> i64 {
         self.done += 1;
-        m.0 * self.scale + self.offset
+        x * self.scale + self.offset
     }
 }
 
-behavior!(Worker { actions: [Apply] });
-
 /// Chains the workers it is given.
-struct Coordinator {
-    agent: AgentContext<Coordinator>,
-}
+struct Coordinator;
 
 impl Actor for Coordinator {
     type Context = Context<Self>;
 }
 
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<Vec<i64>, String>")]
-struct Run {
-    inputs: Vec<i64>,
-    first: UnboundRemoteHandle<Worker>,
-    second: UnboundRemoteHandle<Worker>,
-}
-
-impl Handler<Run> for Coordinator {
-    type Result = ResponseFuture<Result<Vec<i64>, String>>;
-    fn handle(&mut self, run: Run, _: &mut Context<Self>) -> Self::Result {
+#[agent(name = "coordinator")]
+impl Coordinator {
+    /// Pushes every input through `first`, then `second`.
+    #[action]
+    async fn run(
+        ctx: AgentContext<Self>,
+        inputs: Vec<i64>,
+        first: UnboundRemoteHandle<Worker>,
+        second: UnboundRemoteHandle<Worker>,
+    ) -> Result<Vec<i64>, String> {
         // Bound to the coordinator's own mailbox: replies come back to it.
-        let first = self.agent.bind(run.first);
-        let second = self.agent.bind(run.second);
-        Box::pin(async move {
-            let stages = run.inputs.into_iter().map(|x| {
-                let (first, second) = (first.clone(), second.clone());
-                async move {
-                    let y = first.action(Apply(x)).await?;
-                    second.action(Apply(y)).await
-                }
-            });
-            join_all(stages).await.into_iter().collect::<Result<_, _>>().map_err(|e| e.to_string())
-        })
+        let (first, second) = (ctx.bind(first), ctx.bind(second));
+        let stages = inputs.into_iter().map(|x| {
+            let (first, second) = (first.clone(), second.clone());
+            async move { second.apply(first.apply(x).await?).await }
+        });
+        join_all(stages).await.into_iter().collect::<Result<_, _>>().map_err(|e| e.to_string())
     }
 }
-
-behavior!(Coordinator { actions: [Run] });
 
 #[derive(Parser)]
 struct Args {
@@ -92,12 +76,10 @@ async fn main() {
     let mut launcher = Launcher::new(&exchange).await.or_exit("launcher");
     let doubler = launcher.launch(Some("doubler"), |_| Worker { scale: 2, offset: 0, done: 0 }).await.or_exit("launch");
     let adder = launcher.launch(Some("adder"), |_| Worker { scale: 1, offset: 1, done: 0 }).await.or_exit("launch");
-    let coordinator =
-        launcher.launch(Some("coordinator"), |agent| Coordinator { agent: agent.clone() }).await.or_exit("launch");
+    let coordinator = launcher.launch(Some("coordinator"), |_| Coordinator).await.or_exit("launch");
 
     let inputs: Vec<i64> = (1..=args.values).collect();
-    let run = Run { inputs: inputs.clone(), first: doubler.unbound(), second: adder.unbound() };
-    let outputs = coordinator.action(run).await.or_exit("run").unwrap_or_else(|e| common::fail(&e));
+    let outputs = coordinator.run(inputs.clone(), doubler.unbound(), adder.unbound()).await.or_exit("run");
     for (x, y) in inputs.iter().zip(&outputs) {
         println!("  {x:>3} -> doubler -> adder -> {y:>3}");
         if *y != 2 * x + 1 {

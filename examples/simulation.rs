@@ -65,21 +65,17 @@ impl Actor for Person {
     type Context = Context<Self>;
 }
 
-/// Find the office by discovery and register with it.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<(), String>")]
-struct Join;
-
-impl Handler<Join> for Person {
-    type Result = ResponseActFuture<Self, Result<(), String>>;
-    fn handle(&mut self, _: Join, _: &mut Context<Self>) -> Self::Result {
+#[agent(name = "person")]
+impl Person {
+    /// Finds the office by discovery and registers with it.
+    #[action]
+    fn join(&mut self) -> ResponseActFuture<Self, Result<(), String>> {
         let (agent, index) = (self.agent.clone(), self.index);
-        let me = UnboundRemoteHandle::new(agent.id().clone());
         let join = async move {
-            let found = agent.exchange().discover_with::<HealthOffice>(actix_academy::Discovery::new().exact()).await?;
-            let office = found.into_iter().next().ok_or_else(|| Error::UnexpectedReply("no HealthOffice".into()))?;
+            let found = agent.exchange().discover::<HealthOffice>().await?;
+            let office = found.into_iter().next().ok_or_else(|| Error::UnexpectedReply("no health office".into()))?;
             let office = agent.bind(agent.exchange().get_handle(office));
-            office.action(Register { index, me }).await?;
+            office.register(index, UnboundRemoteHandle::new(agent.id().clone())).await?;
             Ok::<_, Error>(office)
         };
         Box::pin(join.into_actor(self).map(|office, person, _| {
@@ -87,61 +83,33 @@ impl Handler<Join> for Person {
             Ok(())
         }))
     }
-}
 
-/// Ask the office who this person's neighbors are, and bind their handles.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<usize, String>")]
-struct Wire;
-
-impl Handler<Wire> for Person {
-    type Result = ResponseActFuture<Self, Result<usize, String>>;
-    fn handle(&mut self, _: Wire, _: &mut Context<Self>) -> Self::Result {
+    /// Asks the office who this person's neighbors are, and binds their handles.
+    #[action]
+    fn wire(&mut self) -> ResponseActFuture<Self, Result<usize, String>> {
         let (office, index) = (self.office.clone(), self.index);
-        let ask = async move {
-            office
-                .ok_or_else(|| "not joined".to_owned())?
-                .action(Neighbors { index })
-                .await
-                .map_err(|e| e.to_string())?
-        };
+        let ask = async move { office.ok_or("not joined")?.neighbors(index).await.map_err(|e| e.to_string()) };
         Box::pin(ask.into_actor(self).map(|neighbors, person, _| {
             person.neighbors = neighbors?.into_iter().map(|n| person.agent.bind(n)).collect();
             Ok(person.neighbors.len())
         }))
     }
-}
 
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "()")]
-struct Infect {
-    round: u32,
-}
-
-impl Handler<Infect> for Person {
-    type Result = ();
-    fn handle(&mut self, m: Infect, _: &mut Context<Self>) {
-        self.health = Health::Infected { since: m.round };
+    #[action]
+    fn infect(&mut self, round: u32) {
+        self.health = Health::Infected { since: round };
     }
-}
 
-/// If infected, meet every neighbor this round: (contacts, new infections).
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<(u32, u32), String>")]
-struct Spread {
-    round: u32,
-}
-
-impl Handler<Spread> for Person {
-    type Result = ResponseFuture<Result<(u32, u32), String>>;
-    fn handle(&mut self, m: Spread, _: &mut Context<Self>) -> Self::Result {
+    /// If infected, meets every neighbor this round: (contacts, new infections).
+    #[action]
+    fn spread(&mut self, round: u32) -> ResponseFuture<Result<(u32, u32), String>> {
         let targets = match self.health {
             Health::Infected { .. } => self.neighbors.clone(),
             _ => Vec::new(),
         };
-        let contact = Contact { round: m.round, from: self.index };
+        let from = self.index;
         Box::pin(async move {
-            let results = join_all(targets.iter().map(|t| t.action(contact.clone()))).await;
+            let results = join_all(targets.iter().map(|t| t.contact(round, from))).await;
             let mut infected = 0;
             for result in results {
                 infected += u32::from(result.map_err(|e| e.to_string())?);
@@ -149,54 +117,33 @@ impl Handler<Spread> for Person {
             Ok((targets.len() as u32, infected))
         })
     }
-}
 
-/// An infected neighbor met this person.
-#[derive(Clone, Message, Serialize, Deserialize)]
-#[rtype(result = "bool")]
-struct Contact {
-    round: u32,
-    from: u32,
-}
-
-impl Handler<Contact> for Person {
-    type Result = bool;
-    fn handle(&mut self, m: Contact, _: &mut Context<Self>) -> bool {
+    /// An infected neighbor met this person: whether it caught the disease.
+    #[action]
+    fn contact(&mut self, round: u32, from: u32) -> bool {
         let d = self.disease;
         let caught = self.health == Health::Susceptible
-            && roll(&[d.seed, u64::from(m.round), u64::from(m.from), u64::from(self.index)]) < d.transmission;
+            && roll(&[d.seed, u64::from(round), u64::from(from), u64::from(self.index)]) < d.transmission;
         let newly = caught && !self.exposed;
         self.exposed |= caught;
         newly
     }
-}
 
-/// End of the round: update health and report it to the office.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<(), String>")]
-struct Advance {
-    round: u32,
-}
-
-impl Handler<Advance> for Person {
-    type Result = ResponseFuture<Result<(), String>>;
-    fn handle(&mut self, m: Advance, _: &mut Context<Self>) -> Self::Result {
+    /// End of the round: updates health and reports it to the office.
+    #[action]
+    fn advance(&mut self, round: u32) -> ResponseFuture<Result<(), String>> {
         self.health = match self.health {
-            Health::Susceptible if self.exposed => Health::Infected { since: m.round },
-            Health::Infected { since } if m.round + 1 - since >= self.disease.recovery_rounds => Health::Recovered,
+            Health::Susceptible if self.exposed => Health::Infected { since: round },
+            Health::Infected { since } if round + 1 - since >= self.disease.recovery_rounds => Health::Recovered,
             other => other,
         };
         self.exposed = false;
-        let report = Report { round: m.round, index: self.index, health: self.health };
-        let office = self.office.clone();
-        Box::pin(async move {
-            let office = office.ok_or("not joined")?;
-            office.action(report).await.map_err(|e| e.to_string())
-        })
+        let (office, index, health) = (self.office.clone(), self.index, self.health);
+        Box::pin(
+            async move { office.ok_or("not joined")?.report(round, index, health).await.map_err(|e| e.to_string()) },
+        )
     }
 }
-
-behavior!(Person { actions: [Join, Wire, Infect, Spread, Contact, Advance] });
 
 // ----------------------------------------------------------- HealthOffice
 
@@ -214,7 +161,42 @@ impl Actor for HealthOffice {
     type Context = Context<Self>;
 }
 
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct Tally {
+    susceptible: u32,
+    infected: u32,
+    recovered: u32,
+}
+
+#[agent(name = "health-office")]
 impl HealthOffice {
+    #[action]
+    fn register(&mut self, index: u32, person: UnboundRemoteHandle<Person>) {
+        self.members.insert(index, person);
+    }
+
+    /// The handles of a person's neighbors.
+    #[action]
+    fn neighbors(&self, index: u32) -> Result<Vec<UnboundRemoteHandle<Person>>, String> {
+        let member = |i: u32| self.members.get(&i).cloned().ok_or(format!("person {i} has not joined"));
+        self.neighbors_of(index).into_iter().map(member).collect()
+    }
+
+    #[action]
+    fn report(&mut self, round: u32, _index: u32, health: Health) {
+        let tally = self.tallies.entry(round).or_default();
+        match health {
+            Health::Susceptible => tally.susceptible += 1,
+            Health::Infected { .. } => tally.infected += 1,
+            Health::Recovered => tally.recovered += 1,
+        }
+    }
+
+    #[action]
+    fn summary(&self, round: u32) -> Tally {
+        self.tallies.get(&round).copied().unwrap_or_default()
+    }
+
     /// A ring where each person knows `degree` others, some rewired at random
     /// (a small world). Built from the seed, so every run gets the same one.
     fn neighbors_of(&self, index: u32) -> Vec<u32> {
@@ -234,77 +216,6 @@ impl HealthOffice {
         out
     }
 }
-
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "()")]
-struct Register {
-    index: u32,
-    me: UnboundRemoteHandle<Person>,
-}
-
-impl Handler<Register> for HealthOffice {
-    type Result = ();
-    fn handle(&mut self, m: Register, _: &mut Context<Self>) {
-        self.members.insert(m.index, m.me);
-    }
-}
-
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Result<Vec<UnboundRemoteHandle<Person>>, String>")]
-struct Neighbors {
-    index: u32,
-}
-
-impl Handler<Neighbors> for HealthOffice {
-    type Result = Result<Vec<UnboundRemoteHandle<Person>>, String>;
-    fn handle(&mut self, m: Neighbors, _: &mut Context<Self>) -> Self::Result {
-        let member = |i: u32| self.members.get(&i).cloned().ok_or(format!("person {i} has not joined"));
-        self.neighbors_of(m.index).into_iter().map(member).collect()
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-struct Tally {
-    susceptible: u32,
-    infected: u32,
-    recovered: u32,
-}
-
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "()")]
-struct Report {
-    round: u32,
-    index: u32,
-    health: Health,
-}
-
-impl Handler<Report> for HealthOffice {
-    type Result = ();
-    fn handle(&mut self, m: Report, _: &mut Context<Self>) {
-        let tally = self.tallies.entry(m.round).or_default();
-        match m.health {
-            Health::Susceptible => tally.susceptible += 1,
-            Health::Infected { .. } => tally.infected += 1,
-            Health::Recovered => tally.recovered += 1,
-        }
-        let _ = m.index;
-    }
-}
-
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Tally")]
-struct Summary {
-    round: u32,
-}
-
-impl Handler<Summary> for HealthOffice {
-    type Result = MessageResult<Summary>;
-    fn handle(&mut self, m: Summary, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.tallies.get(&m.round).copied().unwrap_or_default())
-    }
-}
-
-behavior!(HealthOffice { actions: [Register, Neighbors, Report, Summary] });
 
 // ----------------------------------------------------------------- driver
 
@@ -339,18 +250,15 @@ struct Args {
 }
 
 /// Runs one step on every person at once and returns the results.
-async fn everyone<M, R>(persons: &[RemoteHandle<Person>], step: impl Fn() -> M, what: &str) -> Vec<R>
+async fn everyone<'a, F, R>(
+    persons: &'a [RemoteHandle<Person>],
+    step: impl Fn(&'a RemoteHandle<Person>) -> F,
+    what: &str,
+) -> Vec<R>
 where
-    Person: actix_academy::Handles<M>,
-    M: Message<Result = Result<R, String>> + Send + Serialize + serde::de::DeserializeOwned + 'static,
-    R: Send + Serialize + serde::de::DeserializeOwned + 'static,
+    F: std::future::Future<Output = Result<R, ActionError<String>>>,
 {
-    let calls = persons.iter().map(|p| p.action(step()));
-    join_all(calls)
-        .await
-        .into_iter()
-        .map(|r| r.or_exit(what).unwrap_or_else(|e| fail(&format!("{what}: {e}"))))
-        .collect()
+    join_all(persons.iter().map(step)).await.into_iter().map(|r| r.or_exit(what)).collect()
 }
 
 #[actix::main]
@@ -399,8 +307,8 @@ async fn main() {
             .or_exit("launch a person");
         persons.push(person);
     }
-    everyone(&persons, || Join, "join").await;
-    let degrees: Vec<usize> = everyone(&persons, || Wire, "wire").await;
+    everyone(&persons, |p| p.join(), "join").await;
+    let degrees: Vec<usize> = everyone(&persons, |p| p.wire(), "wire").await;
     let links: usize = degrees.iter().sum::<usize>() / 2;
     let setup = started.elapsed();
     println!("setup: {} agents launched, found the office, wired {links} contacts in {setup:.2?}", persons.len() + 1);
@@ -409,18 +317,18 @@ async fn main() {
     let mut zero: Vec<u32> = (0..args.agents).collect();
     zero.sort_by_key(|i| mix(args.seed ^ u64::from(*i)));
     for &i in &zero[..args.initial as usize] {
-        persons[i as usize].action(Infect { round: 0 }).await.or_exit("infect");
+        persons[i as usize].infect(0).await.or_exit("infect");
     }
 
     let mut actions = 1 + 4 * u64::from(args.agents) + u64::from(args.initial);
     let mut history = Vec::new();
     let rounds_started = Instant::now();
     for round in 0..args.rounds {
-        let spread: Vec<(u32, u32)> = everyone(&persons, || Spread { round }, "spread").await;
+        let spread: Vec<(u32, u32)> = everyone(&persons, |p| p.spread(round), "spread").await;
         let contacts: u32 = spread.iter().map(|s| s.0).sum();
         let infections: u32 = spread.iter().map(|s| s.1).sum();
-        everyone(&persons, || Advance { round }, "advance").await;
-        let tally = office.action(Summary { round }).await.or_exit("summary");
+        everyone(&persons, |p| p.advance(round), "advance").await;
+        let tally = office.summary(round).await.or_exit("summary");
         actions += 3 * u64::from(args.agents) + u64::from(contacts) + 1;
         let bar = "#".repeat((tally.infected * 40 / args.agents) as usize);
         println!(
