@@ -75,6 +75,7 @@ where
 }
 
 /// Asks a behavior's actor to stop; sent by the agent runtime on shutdown.
+#[doc(hidden)]
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct StopAgent;
@@ -179,8 +180,11 @@ pub const fn action_name(written: &'static str) -> &'static str {
     while start > 0 && bytes[start - 1] != b':' && bytes[start - 1] != b' ' {
         start -= 1;
     }
-    let (_, name) = written.split_at(start);
-    name
+    let (_, name) = bytes.split_at(start);
+    match std::str::from_utf8(name) {
+        Ok(name) => name,
+        Err(_) => panic!("a suffix after an ASCII separator is UTF-8"),
+    }
 }
 
 /// Fails to compile (as a const) if two names are equal.
@@ -371,9 +375,9 @@ macro_rules! behavior {
             }
         )*
 
-        impl $crate::__private::actix::Handler<$crate::StopAgent> for $behavior {
+        impl $crate::__private::actix::Handler<$crate::__private::StopAgent> for $behavior {
             type Result = ();
-            fn handle(&mut self, _: $crate::StopAgent, ctx: &mut $crate::__private::actix::Context<Self>) {
+            fn handle(&mut self, _: $crate::__private::StopAgent, ctx: &mut $crate::__private::actix::Context<Self>) {
                 $crate::__private::actix::ActorContext::stop(ctx);
             }
         }

@@ -437,7 +437,7 @@ impl<B: Behavior> RemoteHandle<B> {
     ///
     /// It is also the deadline of a call without a timeout: a request the
     /// agent has not *started* within it is never started (the caller gets
-    /// [`RemoteErrorKind::DeadlinePassed`](crate::wire::RemoteErrorKind) if it
+    /// [`RemoteErrorKind::DeadlinePassed`](crate::RemoteErrorKind) if it
     /// still waits), so a call that failed with `Unresponsive` never runs
     /// later. A backlog longer than this needs a longer timeout, or `None`.
     pub fn with_liveness_timeout(mut self, timeout: Option<Duration>) -> Self {

@@ -14,7 +14,7 @@ mod message;
 mod peer;
 
 pub use agent::{Agent, AgentContext, AgentExit, DEFAULT_MAX_CONCURRENCY, MAX_WAITING};
-pub use behavior::{ActionInfo, Behavior, Description, Handles, Parameter, StopAgent};
+pub use behavior::{ActionInfo, Behavior, Description, Handles, Parameter};
 pub use error::{ActionError, Error, Rejection};
 pub use exchange::{
     Discovery, Exchange, HybridExchange, HybridExchangeBuilder, LocalExchange, MailboxStatus, Rejections, WhenInactive,
@@ -111,7 +111,6 @@ pub use actix_academy_macros::action;
 /// form of ids. An agent program does not need them; tools and tests that
 /// speak to mailboxes directly do.
 pub mod wire {
-    pub use crate::behavior::ActionFuture;
     pub use crate::identifier::{base32_to_uuid, uuid_to_base32};
     pub use crate::mailbox::Mailbox;
     pub use crate::message::{Body, Envelope, WireError, PROTOCOL_VERSION};
@@ -121,7 +120,7 @@ pub mod wire {
 /// What the code `#[agent]` and `behavior!` write refers to; not an API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::behavior::{action_name, assert_distinct, dispatch, ActionFuture, Invocation, NoAction};
+    pub use crate::behavior::{action_name, assert_distinct, dispatch, ActionFuture, Invocation, NoAction, StopAgent};
     pub use crate::handle::{Bound, Caller, Calls};
     pub use actix;
 }

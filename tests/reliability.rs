@@ -295,7 +295,7 @@ async fn an_exchange_with_no_open_mailbox_registers_again_after_redis_restarts_e
     let mut redis = RedisServer::start();
     let exchange = redis.builder().heartbeat(Duration::from_millis(200)).start().await.unwrap();
     // Registered, not launched: no mailbox is open, so the watcher is idle.
-    let id: AgentId<Counter> = exchange.register_agent(None).await.unwrap();
+    let id: AgentId<Counter> = exchange.register_agent(Some("kept")).await.unwrap();
     let id: EntityId = id.into();
     redis.restart(); // empty: no persistence
     let restarted = Instant::now();
@@ -308,6 +308,8 @@ async fn an_exchange_with_no_open_mailbox_registers_again_after_redis_restarts_e
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("registered again {:?} after the restart", restarted.elapsed());
-    assert_eq!(exchange.discover_with::<Counter>(actix_academy::Discovery::new().exact()).await.unwrap().len(), 1);
+    let found = exchange.discover_with::<Counter>(actix_academy::Discovery::new().exact()).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].name(), Some("kept"), "the name is written again too");
     exchange.close().await;
 }

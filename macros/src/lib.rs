@@ -91,7 +91,7 @@ const RESERVED_ACTIONS: &[&str] = &["agent_describe"];
 /// What a parameter of an action method receives.
 enum Param {
     /// An argument from the caller: travels over the wire.
-    Argument { name: syn::Ident, ty: Type },
+    Argument { name: syn::Ident, ty: Box<Type> },
     /// The agent's context (`&AgentContext<Self>`, or by value).
     Context { by_ref: bool },
     /// The caller's id (`#[caller] who: &EntityId`, or by value).
@@ -344,9 +344,9 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
             }
         }
 
-        impl #actix::Handler<#krate::StopAgent> for #self_ty {
+        impl #actix::Handler<#private::StopAgent> for #self_ty {
             type Result = ();
-            fn handle(&mut self, _: #krate::StopAgent, ctx: &mut #actix::Context<Self>) {
+            fn handle(&mut self, _: #private::StopAgent, ctx: &mut #actix::Context<Self>) {
                 #actix::ActorContext::stop(ctx);
             }
         }
@@ -376,7 +376,7 @@ fn lineage(krate: &Tokens, parents: &[Path]) -> Tokens {
 impl Action {
     fn arguments(&self) -> impl Iterator<Item = (&syn::Ident, &Type)> {
         self.params.iter().filter_map(|param| match param {
-            Param::Argument { name, ty } => Some((name, ty)),
+            Param::Argument { name, ty } => Some((name, &**ty)),
             _ => None,
         })
     }
@@ -546,7 +546,7 @@ fn param(typed: &syn::PatType, asynchronous: bool, index: usize) -> syn::Result<
         Pat::Ident(ident) => ident.ident.clone(),
         _ => format_ident!("arg{}", index),
     };
-    Ok(Param::Argument { name, ty: (*typed.ty).clone() })
+    Ok(Param::Argument { name, ty: typed.ty.clone() })
 }
 
 /// `T` of `ResponseFuture<T>`, `ResponseActFuture<A, T>` or `AtomicResponse<A, T>`.

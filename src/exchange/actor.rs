@@ -312,7 +312,7 @@ return 1
 /// -> 2; else re-written, owned by this process -> 1. For an open mailbox,
 /// its opening is recorded again, with the entries it took before the loss
 /// counted as acknowledged. ARGV: id, token, lineage, address ('' for
-/// none), opening ('' for none), entries taken so far.
+/// none), opening ('' for none), entries taken so far, name ('' for none).
 pub(crate) static REASSERT: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
         r"
@@ -334,6 +334,7 @@ if ARGV[7] ~= '' then
   end
   redis.call('PERSIST', taken(id, ARGV[7]))
 end
+if ARGV[9] ~= '' and not redis.call('GET', key('name', id)) then redis.call('SET', key('name', id), ARGV[9]) end
 persist(id)
 return 1
 ",

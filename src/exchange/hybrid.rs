@@ -491,17 +491,17 @@ impl HybridExchange {
     /// process stalled). Terminated ids stay so, and an entity another live
     /// process serves is left to it (and forgotten here).
     pub(crate) async fn reassert(&self) -> Result<(), Error> {
-        let mut entities: HashMap<Uuid, (String, String)> = lock(&self.inner.owned)
+        let mut entities: HashMap<Uuid, (String, String, String)> = lock(&self.inner.owned)
             .iter()
-            .map(|(uid, (id, lineage))| (*uid, (id.base32(), lineage.join(","))))
+            .map(|(uid, (id, lineage))| (*uid, (id.base32(), lineage.join(","), id.name().unwrap_or("").to_owned())))
             .collect();
         let serving = lock(&self.inner.serving).clone();
         for uid in serving.keys() {
-            entities.entry(*uid).or_insert_with(|| (uuid_to_base32(*uid), String::new()));
+            entities.entry(*uid).or_insert_with(|| (uuid_to_base32(*uid), String::new(), String::new()));
         }
         self.call::<()>(Request::Cmd(self.inner.lease.renewal())).await?;
         // One script per entity, all in flight at once on the one connection.
-        let scripts = entities.into_iter().map(|(uid, (base32, lineage))| {
+        let scripts = entities.into_iter().map(|(uid, (base32, lineage, name))| {
             let mut script = self.entity(&REASSERT, &base32);
             // What the watcher moved before Redis lost the taken list counts
             // as acknowledged.
@@ -511,7 +511,7 @@ impl HybridExchange {
                 }
                 _ => ("", String::new(), 0),
             };
-            script.arg(&self.inner.token).arg(lineage).arg(address).arg(opening).arg(moved);
+            script.arg(&self.inner.token).arg(lineage).arg(address).arg(opening).arg(moved).arg(name);
             async move { self.call::<i64>(Request::Script(script)).await.map(|kept| (uid, kept)) }
         });
         let results = futures::future::try_join_all(scripts).await?;
