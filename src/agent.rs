@@ -112,6 +112,7 @@ pub enum AgentExit {
 /// A running agent.
 pub struct Agent<B: Behavior> {
     id: AgentId<B>,
+    exchange: Exchange,
     addr: Addr<B>,
     runtime: Addr<Runtime<B>>,
     exit: Shared<oneshot::Receiver<AgentExit>>,
@@ -174,7 +175,7 @@ impl<B: Behavior> Agent<B> {
         }
         .start();
         debug!(agent = %id, behavior = B::name(), "agent launched");
-        Ok(Self { id, addr, runtime, exit: exit_rx.shared() })
+        Ok(Self { id, exchange: exchange.clone(), addr, runtime, exit: exit_rx.shared() })
     }
 
     /// The agent's id.
@@ -204,7 +205,14 @@ impl<B: Behavior> Agent<B> {
     pub async fn shutdown_with(&self, terminate: bool) -> AgentExit {
         // A runtime that has ended already ignores it.
         let _ = self.runtime.send(Shutdown { terminate }).await;
-        self.wait().await
+        let exit = self.wait().await;
+        if exit == AgentExit::Failed && terminate {
+            // It had failed on its own, leaving its mailbox for a restart.
+            if let Err(e) = self.exchange.terminate(self.id.entity()).await {
+                warn!(agent = %self.id, "could not terminate the mailbox of a failed agent: {e}");
+            }
+        }
+        exit
     }
 }
 
@@ -308,8 +316,9 @@ impl<B: Behavior> Actor for Runtime<B> {
         self.read_next(ctx);
         ctx.run_interval(Duration::from_millis(100), |act, ctx| {
             if !act.behavior.connected() {
-                act.fail(ctx);
+                return act.fail(ctx);
             }
+            act.expire_waiting(ctx);
         });
     }
 
@@ -425,10 +434,39 @@ impl<B: Behavior> Runtime<B> {
             };
             return self.answer(&envelope, Err(error));
         }
+        if matches!(&envelope.body, Body::ActionRequest { action, .. } if action == DESCRIBE) {
+            // Answered at once, like a ping, however busy the agent is.
+            let description = crate::message::encode_payload(&Description::of::<B>()).map_err(|e| RemoteError {
+                kind: RemoteErrorKind::Internal,
+                message: format!("the description does not encode: {e}"),
+            });
+            return self.answer(&envelope, description);
+        }
         if self.in_flight.len() >= self.max_concurrency {
             return self.waiting.push_back(envelope);
         }
         self.dispatch(envelope, ctx);
+    }
+
+    /// Answers the waiting requests whose deadline has passed: their callers
+    /// have given up (or will), and they must not start later. Without it,
+    /// actions that all wait for calls to their own agent would hold every
+    /// slot, with those calls waiting behind them, for ever.
+    fn expire_waiting(&mut self, ctx: &mut Context<Self>) {
+        let late = |request: &Envelope| request.deadline.is_some_and(deadline_passed);
+        if !self.waiting.iter().any(late) {
+            return;
+        }
+        let (expired, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.waiting).into_iter().partition(late);
+        self.waiting = kept;
+        for request in expired {
+            let error = RemoteError {
+                kind: RemoteErrorKind::DeadlinePassed,
+                message: format!("the request waited in {} past its deadline; not started", self.context.id()),
+            };
+            self.answer(&request, Err(error));
+        }
+        self.read_next(ctx);
     }
 
     /// A slot freed: the next waiting request (if any) starts, and reading
@@ -446,13 +484,6 @@ impl<B: Behavior> Runtime<B> {
         let Body::ActionRequest { action, args } = &envelope.body else {
             return;
         };
-        if action == DESCRIBE {
-            let description = crate::message::encode_payload(&Description::of::<B>()).map_err(|e| RemoteError {
-                kind: RemoteErrorKind::Internal,
-                message: format!("the description does not encode: {e}"),
-            });
-            return self.answer(&envelope, description);
-        }
         let call = Invocation { caller: envelope.src.clone(), context: self.context.clone() };
         let Some(running) = B::dispatch(&self.behavior, action, args, call) else {
             let error = RemoteError {
@@ -498,8 +529,8 @@ impl<B: Behavior> Runtime<B> {
         let Body::ActionRequest { action, .. } = &request.body else {
             return;
         };
-        if B::actions().iter().any(|info| info.one_way && info.name == *action) {
-            // Nobody waits for the answer of a one-way action.
+        if request.label.is_none() && B::actions().iter().any(|info| info.one_way && info.name == *action) {
+            // Sent one-way (no label) to a one-way action: nobody waits.
             if let Err(e) = &result {
                 warn!(agent = %self.context.id(), action = %action, "a one-way action failed: {e}");
             }

@@ -172,18 +172,43 @@ impl Description {
     }
 }
 
-/// The last path segment of a type as written (`a::b::Add` -> `Add`).
+/// The last path segment of a type as written, with its generic arguments
+/// (`a::b::Add` -> `Add`, `m::Msg<x::A, B>` -> `Msg<x::A, B>`).
 #[doc(hidden)]
 pub const fn action_name(written: &'static str) -> &'static str {
     let bytes = written.as_bytes();
-    let mut start = bytes.len();
-    while start > 0 && bytes[start - 1] != b':' && bytes[start - 1] != b' ' {
-        start -= 1;
+    let (mut i, mut depth, mut start) = (0, 0usize, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'<' => depth += 1,
+            b'>' => depth = depth.saturating_sub(1),
+            b':' if depth == 0 && i + 1 < bytes.len() && bytes[i + 1] == b':' => {
+                start = i + 2;
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    while start < bytes.len() && bytes[start] == b' ' {
+        start += 1;
     }
     let (_, name) = bytes.split_at(start);
     match std::str::from_utf8(name) {
         Ok(name) => name,
         Err(_) => panic!("a suffix after an ASCII separator is UTF-8"),
+    }
+}
+
+/// Fails to compile (as a const) unless `name` can name a behavior.
+#[doc(hidden)]
+pub const fn assert_behavior_name(name: &str) {
+    let bytes = name.as_bytes();
+    assert!(!bytes.is_empty(), "a behavior name is not empty");
+    let mut i = 0;
+    while i < bytes.len() {
+        assert!(bytes[i] != b',', "a behavior name has no comma");
+        i += 1;
     }
 }
 
@@ -198,6 +223,9 @@ pub const fn assert_distinct(names: &[&str]) {
                 panic!("two actions of one behavior have the same name: rename one of the message types");
             }
             j += 1;
+        }
+        if const_eq(names[i], "agent_describe") {
+            panic!("the action name `agent_describe` is reserved by the runtime");
         }
         i += 1;
     }
@@ -294,11 +322,12 @@ where
 #[macro_export]
 macro_rules! behavior {
     ($behavior:ident {
-        $(name: $name:expr,)?
+        $(name: $name:literal,)?
         actions: [$($action:ty),* $(,)?]
         $(, implements: [$($parent:ty),* $(,)?])? $(,)?
     }) => {
         const _: () = $crate::__private::assert_distinct(&[$($crate::__private::action_name(stringify!($action))),*]);
+        $(const _: () = $crate::__private::assert_behavior_name($name);)?
 
         impl $crate::Behavior for $behavior {
             type Calls = $crate::__private::Caller<Self>;

@@ -575,7 +575,9 @@ impl<B> Caller<B> {
             return Err(Error::HandleClosed);
         }
         let body = Body::ActionRequest { action: action.to_owned(), args: crate::message::encode_payload(args)? };
-        let envelope = self.shared.envelope(self.agent.entity(), body);
+        // No label: nobody waits for an answer (an agent that does not
+        // know the action as one-way answers, and the answer is dropped).
+        let envelope = Envelope::new(self.shared.endpoint.me.clone(), self.agent.entity().clone(), body);
         self.shared.endpoint.exchange.send_with(envelope, self.when_inactive).await
     }
 

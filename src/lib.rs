@@ -38,9 +38,11 @@ pub use message::{RemoteError, RemoteErrorKind};
 ///   the type's name, so moving the code does not change it);
 ///   `implements(Parent, ...)` adds behaviors it can stand in for.
 /// - An action's arguments and result travel as MessagePack: owned serde
-///   types. A result written `Result<T, E>` reaches the caller as
-///   `Result<T, ActionError<E>>` (the action's own error, or why the call
-///   failed); any other `T` as `Result<T, Error>`.
+///   types. A result written `Result<T, E>` (two arguments, not an alias)
+///   reaches the caller as `Result<T, ActionError<E>>` (the action's own
+///   error, or why the call failed); any other `T` as `Result<T, Error>`.
+/// - The handle's methods are public whatever the action method's
+///   visibility: anyone on the exchange can call an action anyway.
 /// - `#[action(name = "...")]` names it on the wire (default: the method's
 ///   name); two actions with one name do not compile.
 /// - `#[action(one_way)]` on a method that returns nothing: the caller
@@ -52,6 +54,8 @@ pub use message::{RemoteError, RemoteErrorKind};
 ///   (Actix lends `self` only until a handler returns): it takes no `self`,
 ///   and `AgentContext<Self>` / `EntityId` by value. A sync method may also
 ///   return `ResponseFuture<T>` or `ResponseActFuture<Self, T>`.
+/// - The generated code names this crate `actix_academy` (do not rename it
+///   in `Cargo.toml`); an action cannot be generic or under `#[cfg]`.
 ///
 /// ```
 /// use actix_academy::prelude::*;
@@ -120,7 +124,9 @@ pub mod wire {
 /// What the code `#[agent]` and `behavior!` write refers to; not an API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::behavior::{action_name, assert_distinct, dispatch, ActionFuture, Invocation, NoAction, StopAgent};
+    pub use crate::behavior::{
+        action_name, assert_behavior_name, assert_distinct, dispatch, ActionFuture, Invocation, NoAction, StopAgent,
+    };
     pub use crate::handle::{Bound, Caller, Calls};
     pub use actix;
 }

@@ -245,9 +245,13 @@ async fn every_kind_of_action(exchange: &Exchange) {
     assert_eq!(Tally::actions().iter().map(|a| a.name.as_ref()).collect::<Vec<_>>(), ["Record", "Audit"]);
     assert_eq!(Tally::actions()[0].result, "u32");
 
-    // An actor that stops itself ends the agent as a failure.
+    // An actor that stops itself ends the agent as a failure, its mailbox
+    // kept for a restart; shutting it down then terminates the mailbox.
     market.stop().await.unwrap();
     assert_eq!(agent.wait().await, AgentExit::Failed);
+    assert!(exchange.status(agent.id()).await.unwrap().is_active());
+    assert_eq!(agent.shutdown().await, AgentExit::Failed);
+    assert_eq!(exchange.status(agent.id()).await.unwrap(), actix_academy::MailboxStatus::Terminated);
     market.close().await.unwrap();
 }
 
@@ -378,6 +382,10 @@ async fn a_call_to_an_agent_that_lacks_the_action_is_a_typed_remote_error() {
             pub fn refund(&mut self, amount: u32) -> u32 {
                 amount
             }
+
+            /// Not one-way here.
+            #[action]
+            pub fn poke(&mut self) {}
         }
     }
     mod older {
@@ -392,6 +400,9 @@ async fn a_call_to_an_agent_that_lacks_the_action_is_a_typed_remote_error() {
             pub fn sell(&mut self) -> u32 {
                 1
             }
+
+            #[action(one_way)]
+            pub fn poke(&mut self) {}
         }
     }
     let exchange = Exchange::local();
@@ -402,5 +413,57 @@ async fn a_call_to_an_agent_that_lacks_the_action_is_a_typed_remote_error() {
         Err(Error::Remote(e)) if e.kind == RemoteErrorKind::UnknownAction => {}
         other => panic!("expected UnknownAction, got {other:?}"),
     }
+    // One-way for the agent, not for this caller: it is answered all the same.
+    let poked = tokio::time::timeout(Duration::from_secs(60), stall.poke()).await;
+    assert!(matches!(poked, Ok(Ok(()))), "{poked:?}");
     agent.shutdown().await;
+}
+
+/// An agent whose every slot is taken by actions that wait for a call to
+/// the agent itself: the waiting calls expire at their deadline instead of
+/// holding the agent for ever.
+#[actix::test]
+async fn actions_that_call_their_own_busy_agent_fail_at_the_deadline_instead_of_hanging() {
+    mod selfish {
+        use actix_academy::prelude::*;
+        use std::time::Duration;
+        pub struct Loop;
+        impl Actor for Loop {
+            type Context = Context<Self>;
+        }
+        #[agent]
+        impl Loop {
+            #[action]
+            pub async fn ask_myself(ctx: AgentContext<Self>) -> Result<u32, String> {
+                let me = ctx.handle().with_liveness_timeout(Some(Duration::from_millis(300)));
+                me.answer().await.map_err(|e| e.to_string())
+            }
+
+            #[action]
+            pub fn answer(&self) -> u32 {
+                42
+            }
+        }
+    }
+    let exchange = Exchange::local();
+    let id = exchange.register_agent(None).await.unwrap();
+    let agent = Agent::launch_with(id, &exchange, 1, |_| selfish::Loop).await.unwrap();
+    let handle = exchange.get_handle(agent.id().clone()).bind_as_client(&exchange).await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), handle.ask_myself()).await.expect("no deadlock");
+    match outcome {
+        Err(ActionError::Action(e)) => assert!(e.contains("DeadlinePassed"), "{e}"),
+        other => panic!("expected the inner call to pass its deadline, got {other:?}"),
+    }
+    // The slot is free again.
+    assert_eq!(handle.answer().await.unwrap(), 42);
+    agent.shutdown().await;
+}
+
+#[test]
+fn hand_written_action_names_are_the_last_segment_with_its_generics() {
+    use actix_academy::__private::action_name;
+    assert_eq!(action_name("Add"), "Add");
+    assert_eq!(action_name("a::b::Add"), "Add");
+    assert_eq!(action_name("m::Msg<x::A, B>"), "Msg<x::A, B>");
+    assert_eq!(action_name("Msg < x :: A >"), "Msg < x :: A >");
 }

@@ -11,7 +11,7 @@ use syn::parse::Parser;
 use syn::spanned::Spanned;
 use syn::{
     Attribute, Error, FnArg, GenericArgument, ImplItem, ImplItemFn, ItemImpl, LitStr, Pat, Path, PathArguments,
-    ReturnType, Type, Visibility,
+    ReturnType, Type,
 };
 
 /// Makes an Actix actor an agent: see `actix_academy::agent`.
@@ -83,6 +83,12 @@ const HANDLE_METHODS: &[&str] = &[
     "unbound",
     "with_liveness_timeout",
     "with_timeout",
+    // Trait methods that reach a handle before `Deref` does.
+    "clone_from",
+    "clone_into",
+    "into",
+    "to_owned",
+    "try_into",
 ];
 
 /// Action names the runtime answers itself.
@@ -104,7 +110,6 @@ enum Param {
 struct Action {
     method: syn::Ident,
     wire: LitStr,
-    vis: Visibility,
     docs: Vec<Attribute>,
     params: Vec<Param>,
     /// What the caller gets: the value the action produces.
@@ -139,9 +144,10 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
     };
     for item in &mut block.items {
         let ImplItem::Fn(method) = item else { continue };
-        let Some(at) = method.attrs.iter().position(|a| a.path().is_ident("action")) else { continue };
+        let is_action = |a: &Attribute| a.path().segments.last().is_some_and(|s| s.ident == "action");
+        let Some(at) = method.attrs.iter().position(is_action) else { continue };
         let attr = method.attrs.remove(at);
-        match analyse(&attr, method) {
+        match analyse(&attr, method, &self_ty) {
             Ok(action) => actions.push(action),
             Err(e) => push_error(e),
         }
@@ -166,7 +172,9 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
         }
     }
     if let Some(errors) = errors {
-        return Err(errors);
+        // The impl block stays, so its methods do not become errors too.
+        let errors = errors.to_compile_error();
+        return Ok(quote!(#block #errors));
     }
 
     let krate = quote!(::actix_academy);
@@ -253,23 +261,22 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
                 #doc,
             ),
         });
-        let vis = &action.vis;
         let docs = &action.docs;
         let call = if action.one_way {
             quote! {
-                #vis async fn #method(&self #(, #arg_names: #arg_types)*) -> ::std::result::Result<(), #krate::Error> {
+                pub async fn #method(&self #(, #arg_names: #arg_types)*) -> ::std::result::Result<(), #krate::Error> {
                     self.0.__tell(#wire, &(#(#arg_names,)*)).await
                 }
             }
         } else if let Some((value, error)) = split_result(output) {
             quote! {
-                #vis async fn #method(&self #(, #arg_names: #arg_types)*) -> ::std::result::Result<#value, #krate::ActionError<#error>> {
+                pub async fn #method(&self #(, #arg_names: #arg_types)*) -> ::std::result::Result<#value, #krate::ActionError<#error>> {
                     self.0.__call_fallible(#wire, &(#(#arg_names,)*)).await
                 }
             }
         } else {
             quote! {
-                #vis async fn #method(&self #(, #arg_names: #arg_types)*) -> ::std::result::Result<#output, #krate::Error> {
+                pub async fn #method(&self #(, #arg_names: #arg_types)*) -> ::std::result::Result<#output, #krate::Error> {
                     self.0.__call(#wire, &(#(#arg_names,)*)).await
                 }
             }
@@ -309,7 +316,10 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
             }
         }
 
-        #[allow(clippy::too_many_arguments)]
+        // The methods take the action's argument types, which may be
+        // private to the user's module.
+        // Methods a program that only serves agents never calls.
+        #[allow(clippy::too_many_arguments, private_interfaces, dead_code)]
         impl #calls {
             #methods
         }
@@ -399,7 +409,7 @@ impl Action {
 }
 
 /// Reads one `#[action]` method.
-fn analyse(attr: &Attribute, method: &ImplItemFn) -> syn::Result<Action> {
+fn analyse(attr: &Attribute, method: &ImplItemFn, self_ty: &Type) -> syn::Result<Action> {
     let sig = &method.sig;
     let mut wire = None;
     let mut one_way = false;
@@ -419,6 +429,12 @@ fn analyse(attr: &Attribute, method: &ImplItemFn) -> syn::Result<Action> {
                 Err(meta.error("expected `name = \"...\"` or `one_way`"))
             }
         })?;
+    }
+    if let Some(cfg) = method.attrs.iter().find(|a| a.path().is_ident("cfg")) {
+        return Err(Error::new(
+            cfg.span(),
+            "an action cannot be conditional: every build of a behavior must offer the same actions",
+        ));
     }
     let method_name = sig.ident.to_string();
     if HANDLE_METHODS.contains(&method_name.as_str()) {
@@ -456,7 +472,7 @@ fn analyse(attr: &Attribute, method: &ImplItemFn) -> syn::Result<Action> {
                 }
                 has_receiver = true;
             }
-            FnArg::Typed(typed) => params.push(param(typed, asynchronous, params.len())?),
+            FnArg::Typed(typed) => params.push(param(typed, asynchronous, params.len(), self_ty)?),
         }
     }
     let (output_declared, output, response) = match &sig.output {
@@ -466,6 +482,8 @@ fn analyse(attr: &Attribute, method: &ImplItemFn) -> syn::Result<Action> {
             _ => (ty.to_token_stream(), (**ty).clone(), false),
         },
     };
+    // Generated items are not the actor: `Self` in a type becomes its name.
+    let output = outside(&output, self_ty)?;
     if one_way && !is_unit(&output) {
         return Err(Error::new(
             sig.output.span(),
@@ -476,7 +494,6 @@ fn analyse(attr: &Attribute, method: &ImplItemFn) -> syn::Result<Action> {
     Ok(Action {
         method: sig.ident.clone(),
         wire,
-        vis: method.vis.clone(),
         docs,
         params,
         output,
@@ -489,7 +506,7 @@ fn analyse(attr: &Attribute, method: &ImplItemFn) -> syn::Result<Action> {
 }
 
 /// Reads one typed parameter: an argument, or something the runtime passes.
-fn param(typed: &syn::PatType, asynchronous: bool, index: usize) -> syn::Result<Param> {
+fn param(typed: &syn::PatType, asynchronous: bool, index: usize, self_ty: &Type) -> syn::Result<Param> {
     let is_caller = typed.attrs.iter().any(|a| a.path().is_ident("caller"));
     let (by_ref, mutable, inner) = match &*typed.ty {
         Type::Reference(r) => (true, r.mutability.is_some(), &*r.elem),
@@ -546,14 +563,18 @@ fn param(typed: &syn::PatType, asynchronous: bool, index: usize) -> syn::Result<
         Pat::Ident(ident) => ident.ident.clone(),
         _ => format_ident!("arg{}", index),
     };
-    Ok(Param::Argument { name, ty: typed.ty.clone() })
+    Ok(Param::Argument { name, ty: Box::new(outside(&typed.ty, self_ty)?) })
 }
 
-/// `T` of `ResponseFuture<T>`, `ResponseActFuture<A, T>` or `AtomicResponse<A, T>`.
+/// `T` of `ResponseFuture<T>`, `ResponseActFuture<A, T>`, `AtomicResponse<A, T>`
+/// or `ActorResponse<A, T>`.
 fn response_output(ty: &Type) -> Option<Type> {
     let Type::Path(p) = ty else { return None };
     let last = p.path.segments.last()?;
-    if !matches!(last.ident.to_string().as_str(), "ResponseFuture" | "ResponseActFuture" | "AtomicResponse") {
+    if !matches!(
+        last.ident.to_string().as_str(),
+        "ResponseFuture" | "ResponseActFuture" | "AtomicResponse" | "ActorResponse"
+    ) {
         return None;
     }
     let PathArguments::AngleBracketed(args) = &last.arguments else { return None };
@@ -583,6 +604,25 @@ fn split_result(ty: &Type) -> Option<(Type, Type)> {
         Ok([value, error]) => Some((value, error)),
         Err(_) => None,
     }
+}
+
+/// `ty` with `Self` spelled as the actor's type, for use outside its impl.
+fn outside(ty: &Type, self_ty: &Type) -> syn::Result<Type> {
+    fn replace(tokens: Tokens, self_ty: &Tokens) -> Tokens {
+        tokens
+            .into_iter()
+            .flat_map(|tree| match tree {
+                proc_macro2::TokenTree::Ident(ident) if ident == "Self" => self_ty.clone(),
+                proc_macro2::TokenTree::Group(group) => {
+                    let mut new = proc_macro2::Group::new(group.delimiter(), replace(group.stream(), self_ty));
+                    new.set_span(group.span());
+                    proc_macro2::TokenTree::Group(new).into()
+                }
+                other => other.into(),
+            })
+            .collect()
+    }
+    syn::parse2(replace(ty.to_token_stream(), &self_ty.to_token_stream()))
 }
 
 fn is_unit(ty: &Type) -> bool {

@@ -27,7 +27,11 @@ local kept = {'status', 'behavior', 'name', 'queue', 'owner', 'taker'}
 local function state(id)
   local status = redis.call('GET', key('status', id))
   if not status then return 'missing' end
-  if status == 'INACTIVE' then return 'terminated' end
+  if status == 'INACTIVE' then
+    -- A name left by a process that predates names expires with the status.
+    if redis.call('PTTL', key('name', id)) == -1 then redis.call('PEXPIRE', key('name', id), expiry) end
+    return 'terminated'
+  end
   local owner = redis.call('GET', key('owner', id))
   if owner and not alive(owner) then
     if redis.call('PTTL', key('status', id)) == -1 then

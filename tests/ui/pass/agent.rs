@@ -58,7 +58,37 @@ async fn calls(market: RemoteHandle<Market>) -> Result<(), Box<dyn std::error::E
     Ok(())
 }
 
+/// An actor whose actions take and return its own type.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Cell {
+    value: u32,
+}
+impl Actor for Cell {
+    type Context = Context<Self>;
+}
+
+#[agent]
+impl Cell {
+    #[action]
+    fn get(&self) -> Self {
+        self.clone()
+    }
+
+    #[action]
+    fn merge(&mut self, other: Self, more: Vec<Self>) -> Option<Self> {
+        self.value += other.value + more.iter().map(|c| c.value).sum::<u32>();
+        Some(self.clone())
+    }
+}
+
+async fn cells(cell: RemoteHandle<Cell>) -> Result<u32, actix_academy::Error> {
+    let copy: Cell = cell.get().await?;
+    let merged: Option<Cell> = cell.merge(copy.clone(), vec![copy]).await?;
+    Ok(merged.map_or(0, |c| c.value))
+}
+
 fn main() {
+    let _ = cells;
     let _ = calls;
     assert_eq!(<Market as Behavior>::name(), "market");
     assert_eq!(Market { stock: 2 }.local(), 2);
