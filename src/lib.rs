@@ -17,8 +17,8 @@ pub use agent::{Agent, AgentContext, AgentExit, DEFAULT_MAX_CONCURRENCY, MAX_WAI
 pub use behavior::{ActionInfo, Behavior, Description, Handles, Parameter};
 pub use error::{ActionError, Error, Rejection};
 pub use exchange::{
-    Discovery, Exchange, HybridExchange, HybridExchangeBuilder, LocalExchange, MailboxStatus, Rejections, WhenInactive,
-    SECRET_ENV,
+    Discovery, Exchange, HybridExchange, HybridExchangeBuilder, LocalExchange, MailboxInfo, MailboxStatus, Peeked,
+    Rejections, WhenInactive, SECRET_ENV,
 };
 pub use handle::{Client, RemoteHandle, UnboundRemoteHandle, DEFAULT_LIVENESS_TIMEOUT};
 pub use identifier::{AgentId, ClientId, EntityId, IdError, Role};

@@ -153,6 +153,22 @@ return len
     )
 });
 
+/// What an operator sees of an entity: its state, owner, whether that
+/// owner is alive ('1', '0' or '' for none), address, lineage, name and
+/// queue length. ARGV: id.
+pub(crate) static INSPECT: LazyLock<Script> = LazyLock::new(|| {
+    entity_script(
+        r"
+local id = ARGV[3]
+local s, owner, address = state(id)
+local living = ''
+if owner then living = alive(owner) and '1' or '0' end
+return {s, owner or '', living, address or '', redis.call('GET', key('behavior', id)) or '',
+  redis.call('GET', key('name', id)) or '', redis.call('LLEN', key('queue', id))}
+",
+    )
+});
+
 /// The state of an entity (see the prelude). ARGV: id.
 pub(crate) static STATUS: LazyLock<Script> = LazyLock::new(|| {
     entity_script(

@@ -457,7 +457,7 @@ impl HybridExchange {
         &self.inner.config
     }
 
-    async fn call<T: redis::FromRedisValue + Send + 'static>(&self, request: Request) -> Result<T, Error> {
+    pub(crate) async fn call<T: redis::FromRedisValue + Send + 'static>(&self, request: Request) -> Result<T, Error> {
         self.inner.actor.send(Call::new(request)).await.map_err(|_| Error::ExchangeClosed)?
     }
 
@@ -466,7 +466,7 @@ impl HybridExchange {
     }
 
     /// An entity script with its common arguments: namespace, expiry, id.
-    fn entity(&self, script: &'static redis::Script, id: &str) -> redis::ScriptInvocation<'static> {
+    pub(crate) fn entity(&self, script: &'static redis::Script, id: &str) -> redis::ScriptInvocation<'static> {
         let mut invocation = script.prepare_invoke();
         invocation.arg(self.namespace()).arg(self.inner.config.link.expiry.as_millis() as u64).arg(id);
         invocation
@@ -570,13 +570,7 @@ impl HybridExchange {
 
     pub(crate) async fn status(&self, id: &EntityId) -> Result<MailboxStatus, Error> {
         let status: String = self.call(Request::Script(self.entity(&STATUS, &id.base32()))).await?;
-        Ok(match status.as_str() {
-            "missing" => MailboxStatus::Missing,
-            "terminated" => MailboxStatus::Terminated,
-            "inactive" => MailboxStatus::Inactive,
-            "listening" => MailboxStatus::Listening,
-            _ => MailboxStatus::Offline,
-        })
+        Ok(MailboxStatus::from_state(&status))
     }
 
     /// Discovery through the behavior's index set: O(members), not a scan.

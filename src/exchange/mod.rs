@@ -8,6 +8,7 @@
 mod actor;
 mod delivery;
 mod hybrid;
+mod inspect;
 pub(crate) mod keys;
 mod link;
 mod local;
@@ -17,6 +18,7 @@ mod watcher;
 
 pub(crate) use delivery::{Delivery, Origin, Taken, TakenAcks};
 pub use hybrid::{HybridExchange, HybridExchangeBuilder, SECRET_ENV};
+pub use inspect::{MailboxInfo, Peeked};
 pub use local::LocalExchange;
 pub use report::Rejections;
 pub(crate) use report::{Bad, Reports};
@@ -84,6 +86,17 @@ pub enum MailboxStatus {
 }
 
 impl MailboxStatus {
+    /// From the word the Redis scripts' `state()` returns.
+    pub(crate) fn from_state(state: &str) -> Self {
+        match state {
+            "missing" => MailboxStatus::Missing,
+            "terminated" => MailboxStatus::Terminated,
+            "inactive" => MailboxStatus::Inactive,
+            "listening" => MailboxStatus::Listening,
+            _ => MailboxStatus::Offline,
+        }
+    }
+
     /// Registered, not terminated, and its process alive (listening or not).
     pub fn is_active(self) -> bool {
         matches!(self, Self::Listening | Self::Offline)
