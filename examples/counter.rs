@@ -1,4 +1,5 @@
-//! A client calls a counter agent's actions and pings it.
+//! A client calls a counter agent's actions and pings it, then prints the
+//! metrics the crate recorded (through the `metrics` facade).
 //!
 //! `cargo run --example counter [-- --redis redis://127.0.0.1:6379]`
 
@@ -40,6 +41,11 @@ struct Args {
 
 #[actix::main]
 async fn main() {
+    // The crate reports through the `metrics` facade; any exporter works
+    // (Prometheus, StatsD...). This one keeps them, to print at the end.
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let metrics = recorder.snapshotter();
+    recorder.install().or_exit("install the metrics recorder");
     let args = Args::parse();
     let exchange = args.exchange.connect().await;
     println!("counter on the {}", args.exchange.describe(&exchange));
@@ -63,4 +69,23 @@ async fn main() {
     println!("agent ended: {:?}", agent.wait().await);
     counter.close().await.or_exit("close");
     exchange.close().await;
+
+    println!("metrics:");
+    let mut lines: Vec<String> = metrics
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let key = key.key();
+            let labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+            let value = match value {
+                metrics_util::debugging::DebugValue::Counter(n) => n.to_string(),
+                metrics_util::debugging::DebugValue::Gauge(g) => g.to_string(),
+                metrics_util::debugging::DebugValue::Histogram(h) => format!("{} samples", h.len()),
+            };
+            format!("  {}{{{}}} {value}", key.name(), labels.join(","))
+        })
+        .collect();
+    lines.sort();
+    println!("{}", lines.join("\n"));
 }

@@ -493,11 +493,15 @@ impl<B: Behavior> Runtime<B> {
             return self.answer(&envelope, Err(error));
         };
         let key = request_key(&envelope);
+        let (started, name) = (std::time::Instant::now(), action.clone());
         let handle = ctx.spawn(running.into_actor(self).map(move |result, act, ctx| {
             // Gone if cancelled, or abandoned by a shutdown.
             let Some((_, envelope)) = act.in_flight.remove(&key) else {
                 return;
             };
+            let outcome = if result.is_ok() { "ok" } else { "error" };
+            metrics::histogram!("academy_action_seconds", "action" => name.clone()).record(started.elapsed());
+            metrics::counter!("academy_actions_total", "action" => name, "outcome" => outcome).increment(1);
             act.answer(&envelope, result);
             act.slot_freed(ctx);
         }));

@@ -733,9 +733,13 @@ impl HybridExchange {
 
     /// Hands an encoded message to the link to `dest`, or to its queue.
     async fn route(&self, dest: EntityId, mut frame: Parts, when_inactive: WhenInactive) -> Result<(), Error> {
+        let direct = || metrics::counter!("academy_messages_sent_total", "path" => "direct").increment(1);
         if let Some(link) = self.link(&dest, None) {
             match link.send(frame).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    direct();
+                    return Ok(());
+                }
                 Err(back) => frame = back,
             }
         }
@@ -747,7 +751,10 @@ impl HybridExchange {
             if !refused_recently(env, &address, &dest) {
                 if let Some(link) = self.link(&dest, Some((address, opening))) {
                     match link.send(frame).await {
-                        Ok(()) => return Ok(()),
+                        Ok(()) => {
+                            direct();
+                            return Ok(());
+                        }
                         Err(back) => frame = back,
                     }
                 }
@@ -755,6 +762,7 @@ impl HybridExchange {
             enqueue(env, &dest, &[frame], false, when_inactive).await?;
         }
         debug!("queued in Redis");
+        metrics::counter!("academy_messages_sent_total", "path" => "queued").increment(1);
         Ok(())
     }
 

@@ -220,6 +220,7 @@ impl LinkTask {
                 refused.insert(refusal_key(address, &self.dest), Instant::now());
                 let host = address.rsplit_once(':').map_or(address.as_str(), |(host, _)| host);
                 self.env.reports.rejected(host, false, e);
+                metrics::counter!("academy_link_failures_total", "cause" => "refused").increment(1);
             }
             // It closed on purpose (its agent stopped): not a failure.
             Err(e) if said_closing => {
@@ -227,11 +228,18 @@ impl LinkTask {
             }
             // Nobody listens there any more: the mailbox closed or its process is gone.
             Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                debug!(held = held.len(), "connection refused: the mailbox is gone; messages go through Redis")
+                debug!(held = held.len(), "connection refused: the mailbox is gone; messages go through Redis");
+                metrics::counter!("academy_link_failures_total", "cause" => "gone").increment(1);
             }
             Err(e) => {
                 let what = format_args!("{address} ({}): {e}; {} messages re-routed", self.dest, held.len());
                 self.env.reports.bad(Bad::Link, what);
+                let cause = match e {
+                    Error::Timeout(_) => "timeout",
+                    Error::Io(_) => "io",
+                    _ => "protocol",
+                };
+                metrics::counter!("academy_link_failures_total", "cause" => cause).increment(1);
             }
         }
         // Written but unacknowledged: unless the mailbox said it was closing
@@ -405,6 +413,7 @@ impl LinkTask {
             let batch: Vec<Parts> = held.iter().take(count).cloned().collect();
             match enqueue(&self.env, &self.dest, &batch, false, WhenInactive::Queue).await {
                 Ok(_) => {
+                    metrics::counter!("academy_messages_rerouted_total").increment(count as u64);
                     held.drain(..count);
                     failing_since = None;
                 }

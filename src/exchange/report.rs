@@ -88,6 +88,8 @@ impl Reports {
     pub(crate) fn rejected(&self, host: &str, inbound: bool, what: impl Display) {
         let counter = if inbound { &self.peers_refused } else { &self.refused_by_peers };
         counter.fetch_add(1, Ordering::Relaxed);
+        let direction = if inbound { "inbound" } else { "outbound" };
+        metrics::counter!("academy_handshake_rejections_total", "direction" => direction).increment(1);
         let key = format!("{}{host} {what}", if inbound { "<" } else { ">" });
         let first = {
             let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
@@ -116,6 +118,12 @@ impl Reports {
             Bad::Link => &self.failed_links,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        match kind {
+            Bad::Connection => metrics::counter!("academy_bad_connections_total").increment(1),
+            Bad::Entry => metrics::counter!("academy_dropped_entries_total").increment(1),
+            // Counted by cause where the link fails.
+            Bad::Link => {}
+        }
         self.flood(kind, what);
     }
 

@@ -214,6 +214,7 @@ impl Mailbox {
         let (envelope, taken) = delivery.take()?;
         if !stamp.is_none_or(|stamp| self.seen.first_time(stamp)) {
             debug!(mailbox = %self.id, tag = %envelope.tag, "dropped a second copy of a message");
+            metrics::counter!("academy_duplicates_dropped_total").increment(1);
             return None;
         }
         match taken {
