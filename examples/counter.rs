@@ -48,7 +48,10 @@ async fn main() {
     recorder.install().or_exit("install the metrics recorder");
     let args = Args::parse();
     let exchange = args.exchange.connect().await;
-    println!("counter on the {}", args.exchange.describe(&exchange));
+    println!(
+        "counter: a client calls an agent's actions, pings it, and prints the crate's metrics; on the {}",
+        args.exchange.describe(&exchange)
+    );
 
     let agent = Agent::start(Counter::default(), &exchange, Some("counter")).await.or_exit("start");
     let counter = exchange.get_handle(agent.id().clone()).bind_as_client(&exchange).await.or_exit("bind");

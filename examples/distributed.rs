@@ -2,6 +2,8 @@
 //! agents, sends them work before they exist (it waits in Redis), starts
 //! each worker as a child process (this same binary, `--role worker`),
 //! discovers them by behavior, collects the results, and shuts them down.
+//! With `RUST_LOG=actix_academy=debug`, each call is traced across the
+//! processes (the same `trace_id` in the driver's and the worker's spans).
 //!
 //! `cargo run --example distributed -- --redis redis://127.0.0.1:6379`
 
@@ -14,7 +16,6 @@ use actix_academy::prelude::*;
 use actix_academy::{Client, Role as EntityRole};
 use clap::{Parser, ValueEnum};
 use common::{fail, ExchangeArgs, OrExit};
-use futures::future::join_all;
 
 struct Worker;
 
@@ -56,6 +57,14 @@ struct Args {
 
 #[actix::main]
 async fn main() {
+    // `RUST_LOG=actix_academy=debug` follows each call from the driver into
+    // the worker process that runs it: the driver's `academy.call` span and
+    // the worker's `academy.dispatch` span print the same `trace_id`.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::NEW)
+        .with_writer(std::io::stderr)
+        .init();
     let mut args = Args::parse();
     let Some(url) = args.exchange.redis.clone() else {
         fail("the distributed example needs Redis: run it with --redis redis://127.0.0.1:6379");
@@ -80,7 +89,11 @@ async fn worker(args: &Args, exchange: &Exchange) {
 
 async fn driver(args: &Args, url: &str, exchange: &Exchange) {
     let namespace = exchange.namespace().to_owned();
-    println!("distributed on the {}", args.exchange.describe(exchange));
+    println!(
+        "distributed: worker agents in separate OS processes, sent work before they exist, found by discovery; \
+         on the {}",
+        args.exchange.describe(exchange)
+    );
     let client = Client::connect(exchange, Some("driver")).await.or_exit("client");
     let mut ids = Vec::new();
     for i in 0..args.workers {
@@ -123,9 +136,18 @@ async fn driver(args: &Args, url: &str, exchange: &Exchange) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    // Results as they come, in whatever order the workers finish.
+    let mut progress = common::Progress::new("tasks done", args.tasks as u64);
+    let mut pending: futures::stream::FuturesUnordered<_> = calls.into_iter().collect();
+    let mut results = Vec::new();
+    while let Some(done) = futures::StreamExt::next(&mut pending).await {
+        let (n, result) = done.or_exit("a task");
+        results.push((n, result.or_exit("task")));
+        progress.tick();
+    }
+    results.sort();
     println!("{:>6} {:>8} {:>8}", "task", "result", "pid");
-    for (n, result) in join_all(calls).await.into_iter().map(Result::unwrap) {
-        let (square, pid) = result.or_exit("task");
+    for (n, (square, pid)) in results {
         println!("{n:>6} {square:>8} {pid:>8}");
         if square != n * n {
             fail(&format!("task {n} returned {square}"));

@@ -61,7 +61,10 @@ struct Args {
 async fn main() {
     let args = Args::parse();
     let exchange = args.exchange.connect().await;
-    println!("loop on the {}", args.exchange.describe(&exchange));
+    println!(
+        "loop: an agent samples a sensor in a loop of its own, which stops with it; on the {}",
+        args.exchange.describe(&exchange)
+    );
 
     let id: AgentId<Sensor> = exchange.register_agent(Some("sensor")).await.or_exit("register");
     let sensor = Sensor { period: Duration::from_millis(args.period_ms), samples: 0, sum: 0.0 };

@@ -71,7 +71,10 @@ struct Args {
 async fn main() {
     let args = Args::parse();
     let exchange = args.exchange.connect().await;
-    println!("pipeline on the {}", args.exchange.describe(&exchange));
+    println!(
+        "pipeline: a coordinator chains two workers whose handles it receives as arguments; on the {}",
+        args.exchange.describe(&exchange)
+    );
 
     let mut launcher = Launcher::new(&exchange).await.or_exit("launcher");
     let doubler = launcher.launch(Some("doubler"), |_| Worker { scale: 2, offset: 0, done: 0 }).await.or_exit("launch");

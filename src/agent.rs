@@ -479,7 +479,11 @@ impl<B: Behavior> Runtime<B> {
         self.finish_if_idle(ctx);
     }
 
-    #[tracing::instrument(name = "dispatch", level = "trace", skip_all, fields(tag = %envelope.tag, agent = %self.context.id()))]
+    #[tracing::instrument(name = "academy.dispatch", level = "debug", skip_all, fields(
+        trace_id = %envelope.trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
+        agent = %self.context.id(),
+        tag = %envelope.tag,
+    ))]
     fn dispatch(&mut self, envelope: Envelope, ctx: &mut Context<Self>) {
         let Body::ActionRequest { action, args } = &envelope.body else {
             return;
@@ -500,6 +504,8 @@ impl<B: Behavior> Runtime<B> {
                 return;
             };
             let outcome = if result.is_ok() { "ok" } else { "error" };
+            let trace_id = envelope.trace.map(|t| t.trace_id_hex()).unwrap_or_default();
+            debug!(%trace_id, action = %name, outcome, took = ?started.elapsed(), "action answered");
             metrics::histogram!("academy_action_seconds", "action" => name.clone()).record(started.elapsed());
             metrics::counter!("academy_actions_total", "action" => name, "outcome" => outcome).increment(1);
             act.answer(&envelope, result);

@@ -18,14 +18,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, Instrument};
 use uuid::Uuid;
 
 use crate::behavior::{Behavior, Description, Handles};
 use crate::error::{ActionError, Error};
 use crate::exchange::{Exchange, WhenInactive};
 use crate::identifier::{AgentId, ClientId, EntityId};
-use crate::message::{deadline_in, Body, Envelope};
+use crate::message::{deadline_in, Body, Envelope, TraceContext};
 
 /// Default time an agent may stay silent (no reply, no pong) while a call to
 /// it is pending, before the call fails with [`Error::Unresponsive`].
@@ -577,8 +577,11 @@ impl<B> Caller<B> {
         let body = Body::ActionRequest { action: action.to_owned(), args: crate::message::encode_payload(args)? };
         // No label: nobody waits for an answer (an agent that does not
         // know the action as one-way answers, and the answer is dropped).
-        let envelope = Envelope::new(self.shared.endpoint.me.clone(), self.agent.entity().clone(), body);
-        self.shared.endpoint.exchange.send_with(envelope, self.when_inactive).await
+        let mut envelope = Envelope::new(self.shared.endpoint.me.clone(), self.agent.entity().clone(), body);
+        let trace = TraceContext::new();
+        envelope.trace = Some(trace);
+        let span = tracing::debug_span!("academy.call", trace_id = %trace.trace_id_hex(), agent = %self.agent, action = %action);
+        self.shared.endpoint.exchange.send_with(envelope, self.when_inactive).instrument(span).await
     }
 
     async fn call_within<A, R>(&self, action: &str, args: &A, timeout: Option<Duration>) -> Result<R, Error>
@@ -594,7 +597,23 @@ impl<B> Caller<B> {
         }
     }
 
+    /// Sends a request and waits for its answer; an action request starts
+    /// a trace, and runs in an `academy.call` span that records its id.
     async fn request(&self, body: Body, timeout: Option<Duration>) -> Result<Envelope, Error> {
+        let Body::ActionRequest { action, .. } = &body else {
+            return self.request_traced(body, timeout, None).await;
+        };
+        let trace = TraceContext::new();
+        let span = tracing::debug_span!("academy.call", trace_id = %trace.trace_id_hex(), agent = %self.agent, action = %action);
+        self.request_traced(body, timeout, Some(trace)).instrument(span).await
+    }
+
+    async fn request_traced(
+        &self,
+        body: Body,
+        timeout: Option<Duration>,
+        trace: Option<TraceContext>,
+    ) -> Result<Envelope, Error> {
         let state = &self.shared.state;
         if state.closed.load(Ordering::Acquire) {
             return Err(Error::HandleClosed);
@@ -602,6 +621,7 @@ impl<B> Caller<B> {
         let endpoint = &self.shared.endpoint;
         let is_action = matches!(body, Body::ActionRequest { .. });
         let mut envelope = self.shared.envelope(self.agent.entity(), body);
+        envelope.trace = trace;
         if is_action {
             envelope.deadline = timeout.or(self.liveness).map(deadline_in);
         }

@@ -117,7 +117,7 @@ pub use actix_academy_macros::action;
 pub mod wire {
     pub use crate::identifier::{base32_to_uuid, uuid_to_base32};
     pub use crate::mailbox::Mailbox;
-    pub use crate::message::{Body, Envelope, WireError, PROTOCOL_VERSION};
+    pub use crate::message::{Body, Envelope, TraceContext, WireError, PROTOCOL_VERSION};
     pub use crate::peer::DEFAULT_MAX_FRAME_LEN;
 }
 

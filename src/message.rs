@@ -41,7 +41,7 @@ pub enum WireError {
 type Error = WireError;
 
 /// The protocol version written in every envelope and in the peer handshake.
-pub const PROTOCOL_VERSION: u8 = 5;
+pub const PROTOCOL_VERSION: u8 = 6;
 
 /// A message with its routing header.
 ///
@@ -68,8 +68,53 @@ pub struct Envelope {
     /// For a request: the time after which it must not be started (its
     /// caller has given up), in milliseconds since the Unix epoch.
     pub deadline: Option<u64>,
+    /// The trace a request belongs to (its response carries it back), so
+    /// the spans of both processes can be joined.
+    pub trace: Option<TraceContext>,
     /// What the message says.
     pub body: Body,
+}
+
+/// A request's trace: W3C trace-context ids (a 16-byte trace id, the
+/// caller's 8-byte span id), so a log collector or an OpenTelemetry bridge
+/// can join the caller's span (`academy.call`) and the agent's
+/// (`academy.dispatch`), which both record `trace_id`.
+///
+/// ```
+/// use actix_academy::wire::TraceContext;
+/// let trace = TraceContext { trace_id: 0x4bf92f3577b34da6a3ce929d0e0e4736, span_id: 0x00f067aa0ba902b7 };
+/// assert_eq!(trace.traceparent(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceContext {
+    /// The trace, shared by every span of the request.
+    pub trace_id: u128,
+    /// The caller's span.
+    pub span_id: u64,
+}
+
+impl TraceContext {
+    /// A new trace with random ids.
+    pub fn new() -> Self {
+        let ids = Uuid::new_v4().as_u128();
+        Self { trace_id: ids, span_id: (ids as u64) ^ (ids >> 64) as u64 | 1 }
+    }
+
+    /// The trace id as 32 hex digits, as OpenTelemetry writes it.
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
+    /// The W3C `traceparent` header for this context (sampled).
+    pub fn traceparent(&self) -> String {
+        format!("00-{:032x}-{:016x}-01", self.trace_id, self.span_id)
+    }
+}
+
+impl Default for TraceContext {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The content of a message.
@@ -123,6 +168,8 @@ struct Head<'a> {
     label: Option<Uuid>,
     deadline: Option<u64>,
     kind: Kind<'a>,
+    /// Trace id (high, low 64 bits) and span id.
+    trace: Option<(u64, u64, u64)>,
 }
 
 /// A body without its payload.
@@ -168,7 +215,7 @@ pub enum RemoteErrorKind {
 impl Envelope {
     /// A new message with a fresh tag and no label.
     pub fn new(src: EntityId, dest: EntityId, body: Body) -> Self {
-        Self { version: PROTOCOL_VERSION, tag: fresh_tag(), src, dest, label: None, deadline: None, body }
+        Self { version: PROTOCOL_VERSION, tag: fresh_tag(), src, dest, label: None, deadline: None, trace: None, body }
     }
 
     /// The response to this message: same tag and label, ends swapped.
@@ -180,6 +227,7 @@ impl Envelope {
             dest: self.src.clone(),
             label: self.label,
             deadline: None,
+            trace: self.trace,
             body,
         }
     }
@@ -224,6 +272,7 @@ impl Envelope {
             label: self.label,
             deadline: self.deadline,
             kind,
+            trace: self.trace.map(|t| ((t.trace_id >> 64) as u64, t.trace_id as u64, t.span_id)),
         };
         let mut out = Vec::with_capacity(STAMP_LEN + 128);
         if let Some((stream, seq)) = stamp {
@@ -306,6 +355,10 @@ impl Envelope {
             dest: head.dest.into_owned(),
             label: head.label,
             deadline: head.deadline,
+            trace: head.trace.map(|(high, low, span_id)| TraceContext {
+                trace_id: (u128::from(high) << 64) | u128::from(low),
+                span_id,
+            }),
             body,
         })
     }

@@ -58,3 +58,34 @@ impl<T, E: std::fmt::Display> OrExit<T> for Result<T, E> {
         self.unwrap_or_else(|e| fail(&format!("{what}: {e}")))
     }
 }
+
+/// Progress of a long step: a bar redrawn in place where a person watches
+/// (a terminal), a plain line every tenth of the way otherwise (a log).
+pub struct Progress {
+    what: String,
+    total: u64,
+    done: u64,
+    terminal: bool,
+}
+
+impl Progress {
+    pub fn new(what: &str, total: u64) -> Self {
+        use std::io::IsTerminal;
+        Self { what: what.to_owned(), total: total.max(1), done: 0, terminal: std::io::stdout().is_terminal() }
+    }
+
+    pub fn tick(&mut self) {
+        use std::io::Write;
+        self.done += 1;
+        if self.terminal {
+            let filled = (self.done * 30 / self.total) as usize;
+            print!("\r  {} [{:<30}] {}/{}", self.what, "#".repeat(filled), self.done, self.total);
+            if self.done >= self.total {
+                println!();
+            }
+            let _ = std::io::stdout().flush();
+        } else if self.done * 10 / self.total > (self.done - 1) * 10 / self.total {
+            println!("  {}: {}/{}", self.what, self.done, self.total);
+        }
+    }
+}
