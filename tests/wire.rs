@@ -86,7 +86,7 @@ async fn a_client_that_leaves_early() {
     // Connects and leaves before the handshake, halfway through it, and right after it.
     drop(tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap());
     let mut half = tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap();
-    half.write_all(b"ACAD\x05").await.unwrap();
+    half.write_all(b"ACAD\x06").await.unwrap();
     drop(half);
     drop(connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap());
     f.still_serves().await;
@@ -138,7 +138,7 @@ async fn a_wrong_secret_or_destination_is_refused() {
     // A client that ignores the server's proof and bluffs its own: the frame
     // it sends after the bluff is never delivered.
     let mut stream = tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap();
-    let mut hello = b"ACAD\x05\x00".to_vec();
+    let mut hello = b"ACAD\x06\x00".to_vec();
     hello.extend_from_slice(f.peer.uid().as_bytes());
     hello.extend_from_slice(&[1u8; 16]);
     stream.write_all(&hello).await.unwrap();

@@ -232,6 +232,6 @@ mod tests {
         assert!(matches!(refused, Err(Error::Rejected(Rejection::Version(4)))), "{refused:?}");
         let mut reply = [0u8; 6];
         a.read_exact(&mut reply).await.unwrap();
-        assert_eq!(&reply, b"ACAD\x05\x03", "the reply names this version and the refusal");
+        assert_eq!(&reply, b"ACAD\x06\x03", "the reply names this version and the refusal");
     }
 }

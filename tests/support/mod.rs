@@ -296,8 +296,8 @@ pub mod raw {
     pub async fn connect(address: std::net::SocketAddr, secret: &[u8], dest: Uuid) -> std::io::Result<TcpStream> {
         let mut stream = TcpStream::connect(address).await?;
         let nonce = [7u8; 16];
-        // Magic, version 5, protection 0 (plain), destination, nonce.
-        let mut hello = b"ACAD\x05\x00".to_vec();
+        // Magic, version 6, protection 0 (plain), destination, nonce.
+        let mut hello = b"ACAD\x06\x00".to_vec();
         hello.extend_from_slice(dest.as_bytes());
         hello.extend_from_slice(&nonce);
         stream.write_all(&hello).await?;
@@ -305,7 +305,7 @@ pub mod raw {
         let mut reply = [0u8; 54];
         stream.read_exact(&mut reply).await?;
         let server_nonce = &reply[6..22];
-        if &reply[..6] != b"ACAD\x05\x00" || reply[22..] != proof(secret, b"server", dest, &nonce, server_nonce)[..] {
+        if &reply[..6] != b"ACAD\x06\x00" || reply[22..] != proof(secret, b"server", dest, &nonce, server_nonce)[..] {
             return Err(std::io::Error::other("the server's proof is wrong"));
         }
         stream.write_all(&proof(secret, b"client", dest, &nonce, server_nonce)).await?;
