@@ -218,6 +218,13 @@ impl Envelope {
         Self { version: PROTOCOL_VERSION, tag: fresh_tag(), src, dest, label: None, deadline: None, trace: None, body }
     }
 
+    /// When the message (or, for a response, its request) was made, read
+    /// from its tag; `None` for a tag that is not time-ordered.
+    pub fn made_at(&self) -> Option<std::time::SystemTime> {
+        let (seconds, nanos) = self.tag.get_timestamp()?.to_unix();
+        Some(std::time::UNIX_EPOCH + std::time::Duration::new(seconds, nanos))
+    }
+
     /// The response to this message: same tag and label, ends swapped.
     pub fn reply(&self, body: Body) -> Self {
         Self {
@@ -470,8 +477,10 @@ pub(crate) fn deadline_passed(deadline: u64) -> bool {
 
 /// A random (v4) UUID from the thread's generator: no system call per
 /// message, as `Uuid::new_v4` would make.
+/// A time-ordered (version 7) UUID: unique, and it says when the message
+/// was made (see [`Envelope::made_at`]).
 fn fresh_tag() -> Uuid {
-    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
+    Uuid::now_v7()
 }
 
 #[cfg(test)]

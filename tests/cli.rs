@@ -159,14 +159,21 @@ async fn the_cli_shows_a_dead_agent_its_queue_and_a_live_one() {
     assert_eq!(peeked[0]["from"]["name"], "sender");
 
     // stats.
+    println!("{}", stdout(&academy(&redis, &ns, &["stats"]).await));
+    println!("{}", stdout(&academy(&redis, &ns, &["peek", "victim", "2"]).await));
     let stats = json(&academy(&redis, &ns, &["stats", "--json"]).await);
     assert_eq!(stats["queued"], 3);
     assert_eq!(stats["inactive"], 1);
     assert_eq!(stats["deepest"]["id"]["name"], "victim");
+    assert_eq!(stats["oldest"]["id"]["name"], "victim");
+    assert!(stats["oldest"]["age_s"].as_f64().unwrap() >= 0.0, "{stats}");
 
-    // terminate, then ls shows it so.
+    // terminate: ls leaves it out, unless asked.
     stdout(&academy(&redis, &ns, &["terminate", "victim"]).await);
     assert_eq!(exchange.status(&victim).await.unwrap(), MailboxStatus::Terminated);
+    assert!(!stdout(&academy(&redis, &ns, &["ls"]).await).contains("victim"));
+    let terminated = json(&academy(&redis, &ns, &["ls", "--json", "--status", "terminated"]).await);
+    assert!(terminated.as_array().unwrap().iter().any(|m| m["id"]["name"] == "victim"), "{terminated}");
 
     // Clear errors: an unknown id, a Redis that is not there.
     let unknown = academy(&redis, &ns, &["ping", "nobody"]).await;

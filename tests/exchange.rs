@@ -70,10 +70,13 @@ async fn keys_carry_the_namespace_and_base32_ids() {
     assert!(matches!(inbox.recv(Some(Duration::from_secs(5))).await, Err(Error::MailboxClosed(_))));
     let status: String = con.get(format!("myns:status:{a}")).unwrap();
     assert_eq!(status, "INACTIVE");
-    let gone: Option<String> = con.get(format!("myns:behavior:{a}")).unwrap();
-    assert_eq!(gone, None);
-    let gone: Option<String> = con.get(format!("myns:name:{a}")).unwrap();
-    assert_eq!(gone, None);
+    // Out of discovery; its lineage and name expire with it.
+    let index: Vec<String> = con.smembers(format!("myns:index:{}", C::name())).unwrap();
+    assert!(index.is_empty(), "{index:?}");
+    for kind in ["behavior", "name"] {
+        let ttl: i64 = con.pttl(format!("myns:{kind}:{a}")).unwrap();
+        assert!(ttl > 0, "{kind} expires: {ttl}");
+    }
     // The terminated mailbox deletes its address once it stops.
     for _ in 0..100 {
         let address: Option<String> = con.get(format!("myns:address:{a}")).unwrap();

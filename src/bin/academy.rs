@@ -34,7 +34,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Every mailbox: kind, name, behavior, status, address, owner alive, queue depth.
+    /// Every mailbox not terminated: kind, name, behavior, status, address, owner alive, queue depth.
     Ls {
         /// Only agents whose lineage names this behavior.
         #[arg(long)]
@@ -42,6 +42,9 @@ enum Command {
         /// Only this status: active, listening, offline, inactive, terminated.
         #[arg(long)]
         status: Option<String>,
+        /// Terminated mailboxes too (kept until they expire).
+        #[arg(long)]
+        all: bool,
     },
     /// Agents of a behavior (and of behaviors that implement it).
     Discover {
@@ -70,7 +73,7 @@ enum Command {
     },
     /// Terminate a mailbox: it accepts nothing more, and leaves discovery.
     Terminate { id: String },
-    /// Counts by status, queue totals, the deepest queue.
+    /// Counts by status, queue totals, the deepest queue, the oldest message.
     Stats,
 }
 
@@ -121,8 +124,11 @@ async fn main() -> ExitCode {
 async fn run(cli: &Cli, exchange: &Exchange) -> Result<(), Failure> {
     let hybrid = exchange.as_hybrid().expect("started as a hybrid exchange");
     match &cli.command {
-        Command::Ls { behavior, status } => {
+        Command::Ls { behavior, status, all: everything } => {
             let mut all = hybrid.mailboxes().await?;
+            if !everything && status.is_none() {
+                all.retain(|m| m.status != MailboxStatus::Terminated);
+            }
             if let Some(behavior) = behavior {
                 all.retain(|m| m.lineage.iter().any(|name| name == behavior));
             }
@@ -236,6 +242,20 @@ async fn run(cli: &Cli, exchange: &Exchange) -> Result<(), Failure> {
             let queued: u64 = all.iter().map(|m| m.queued).sum();
             let waiting = all.iter().filter(|m| m.queued > 0).count();
             let deepest = all.iter().max_by_key(|m| m.queued).filter(|m| m.queued > 0);
+            // The oldest message: the head of each queue, by when it was made.
+            let mut oldest: Option<(std::time::SystemTime, EntityId)> = None;
+            for m in all.iter().filter(|m| m.queued > 0) {
+                for entry in hybrid.peek(m.id.uid(), 1).await? {
+                    if let Peeked::Message(envelope) = entry {
+                        if let Some(at) = envelope.made_at() {
+                            if oldest.as_ref().is_none_or(|(t, _)| at < *t) {
+                                oldest = Some((at, m.id.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+            let oldest_age = oldest.as_ref().map(|(at, id)| (age(*at), id.clone()));
             if cli.json {
                 println!(
                     "{}",
@@ -245,6 +265,7 @@ async fn run(cli: &Cli, exchange: &Exchange) -> Result<(), Failure> {
                         "inactive": count(MailboxStatus::Inactive), "terminated": count(MailboxStatus::Terminated),
                         "queued": queued, "queues_not_empty": waiting,
                         "deepest": deepest.map(|m| json!({ "id": id_json(&m.id), "queued": m.queued })),
+                        "oldest": oldest_age.as_ref().map(|(age, id)| json!({ "id": id_json(id), "age_s": age.as_secs_f64() })),
                     })
                 );
             } else {
@@ -259,6 +280,9 @@ async fn run(cli: &Cli, exchange: &Exchange) -> Result<(), Failure> {
                 println!("queued      {queued} messages in {waiting} queues");
                 if let Some(m) = deepest {
                     println!("deepest     {} ({} queued, {})", m.id, m.queued, status_word(m.status));
+                }
+                if let Some((age, id)) = &oldest_age {
+                    println!("oldest      {:.1} s old, for {id}", age.as_secs_f64());
                 }
             }
         }
@@ -394,10 +418,16 @@ fn body_text(body: &Body) -> String {
     }
 }
 
+/// How long ago `at` was (zero if in the future: clocks differ).
+fn age(at: std::time::SystemTime) -> Duration {
+    std::time::SystemTime::now().duration_since(at).unwrap_or_default()
+}
+
 fn peeked_text(entry: &Peeked) -> String {
     match entry {
         Peeked::Message(envelope) => {
-            format!("from {}  {}  tag {}", envelope.src, body_text(&envelope.body), envelope.tag)
+            let age = envelope.made_at().map_or("?".into(), |at| format!("{:.1} s", age(at).as_secs_f64()));
+            format!("{age:>8} old  from {}  {}  tag {}", envelope.src, body_text(&envelope.body), envelope.tag)
         }
         Peeked::Unreadable(why) => format!("unreadable: {why}"),
     }
@@ -407,6 +437,7 @@ fn peeked_json(entry: &Peeked) -> Value {
     match entry {
         Peeked::Message(envelope) => json!({
             "from": id_json(&envelope.src), "to": id_json(&envelope.dest), "tag": envelope.tag.to_string(),
+            "age_s": envelope.made_at().map(|at| age(at).as_secs_f64()),
             "deadline_ms": envelope.deadline, "body": body_text(&envelope.body),
         }),
         Peeked::Unreadable(why) => json!({ "unreadable": why }),

@@ -92,7 +92,7 @@ pub(crate) static REGISTER: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
         r"
 local id, token, lineage, name = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-if redis.call('GET', key('status', id)) == 'INACTIVE' then redis.call('DEL', key('queue', id)) end
+if redis.call('GET', key('status', id)) == 'INACTIVE' then redis.call('DEL', key('queue', id), key('name', id)) end
 redis.call('SET', key('status', id), 'ACTIVE')
 if name ~= '' then redis.call('SET', key('name', id), name) end
 if lineage ~= '' then
@@ -112,7 +112,8 @@ return 1
 
 /// Terminates an entity: status INACTIVE (the stored word for terminated),
 /// out of discovery, address gone, its owner's watcher rung so an open
-/// mailbox ends; status and queue expire. Unknown ids are left alone.
+/// mailbox ends; status, queue, lineage and name expire. Unknown ids are
+/// left alone.
 /// ARGV: id.
 pub(crate) static TERMINATE: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
@@ -129,7 +130,10 @@ redis.call('PEXPIRE', key('queue', id), expiry)
 local opening = redis.call('HGET', key('taker', id), 'opening')
 if opening then redis.call('PEXPIRE', taken(id, opening), expiry) end
 local owner = redis.call('GET', key('owner', id))
-redis.call('DEL', key('behavior', id), key('name', id), key('address', id), key('owner', id), key('taker', id))
+-- Its lineage and name stay, expiring with the status, for operators.
+redis.call('PEXPIRE', key('behavior', id), expiry)
+redis.call('PEXPIRE', key('name', id), expiry)
+redis.call('DEL', key('address', id), key('owner', id), key('taker', id))
 ring(owner, id)
 return 1
 ",

@@ -13,8 +13,7 @@ use crate::message::Envelope;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct MailboxInfo {
-    /// Its id (an agent's carries its name). A terminated agent has lost its
-    /// lineage, so it is listed as a client.
+    /// Its id, with the name it was registered with.
     pub id: EntityId,
     /// Its lineage, most specific first: the behavior is the first (empty
     /// for a client).
