@@ -168,7 +168,9 @@ struct Head<'a> {
     label: Option<Uuid>,
     deadline: Option<u64>,
     kind: Kind<'a>,
-    /// Trace id (high, low 64 bits) and span id.
+    /// Trace id (high, low 64 bits) and span id. Defaulted, so that a head
+    /// without it (an older version) decodes and is refused by its version.
+    #[serde(default)]
     trace: Option<(u64, u64, u64)>,
 }
 
@@ -475,8 +477,6 @@ pub(crate) fn deadline_passed(deadline: u64) -> bool {
     deadline_in(std::time::Duration::ZERO) >= deadline
 }
 
-/// A random (v4) UUID from the thread's generator: no system call per
-/// message, as `Uuid::new_v4` would make.
 /// A time-ordered (version 7) UUID: unique, and it says when the message
 /// was made (see [`Envelope::made_at`]).
 fn fresh_tag() -> Uuid {
@@ -551,6 +551,17 @@ mod tests {
         env.version = 99;
         let bytes = env.encode().unwrap();
         assert!(matches!(Envelope::decode(&bytes), Err(Error::UnsupportedVersion(99))));
+        // Version 5's head had no trace: it decodes, and its version is named.
+        let old = sample(Body::PingRequest);
+        let head = (5u8, old.tag, &old.src, &old.dest, None::<Uuid>, None::<u64>, Kind::PingRequest);
+        let head = rmp_serde::to_vec(&head).unwrap();
+        let mut bytes = (head.len() as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&head);
+        assert!(
+            matches!(Envelope::decode(&bytes), Err(Error::UnsupportedVersion(5))),
+            "{:?}",
+            Envelope::decode(&bytes)
+        );
         // A payload after a body that has none.
         let mut bytes = sample(Body::PingRequest).encode().unwrap().to_vec();
         bytes.push(0);

@@ -174,6 +174,11 @@ async fn the_cli_shows_a_dead_agent_its_queue_and_a_live_one() {
     assert!(!stdout(&academy(&redis, &ns, &["ls"]).await).contains("victim"));
     let terminated = json(&academy(&redis, &ns, &["ls", "--json", "--status", "terminated"]).await);
     assert!(terminated.as_array().unwrap().iter().any(|m| m["id"]["name"] == "victim"), "{terminated}");
+    // The name used again, by a live agent: that is the one meant.
+    let successor = Agent::start(Greeter, &exchange, Some("victim")).await.unwrap();
+    let pinged = json(&academy(&redis, &ns, &["ping", "--json", "victim"]).await);
+    assert_eq!(pinged["id"]["uuid"], successor.id().uid().to_string());
+    successor.shutdown().await;
 
     // Clear errors: an unknown id, a Redis that is not there.
     let unknown = academy(&redis, &ns, &["ping", "nobody"]).await;

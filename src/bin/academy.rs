@@ -25,6 +25,10 @@ struct Cli {
     /// Key namespace of the exchange.
     #[arg(long, env = "ACADEMY_NAMESPACE", default_value = "default", global = true)]
     namespace: String,
+    /// The deployment's `expiry` in seconds: reading a mailbox whose process
+    /// is gone sets its keys to expire after this, as the exchange would.
+    #[arg(long, env = "ACADEMY_EXPIRY", default_value_t = 86_400, global = true)]
+    expiry: u64,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -98,8 +102,13 @@ impl From<Error> for Failure {
 #[actix::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Without the secret nothing can be sent to agents (they drop what is
+    // not sealed with it), so the tool then only reads, and does not listen.
+    let has_secret = std::env::var(actix_academy::SECRET_ENV).is_ok_and(|s| !s.is_empty());
     let exchange = match HybridExchange::builder(&cli.redis)
         .namespace(&cli.namespace)
+        .expiry(Duration::from_secs(cli.expiry))
+        .peer_to_peer(has_secret)
         .peer_timeout(Duration::from_secs(5))
         .start()
         .await
@@ -164,8 +173,7 @@ async fn run(cli: &Cli, exchange: &Exchange) -> Result<(), Failure> {
         }
         Command::Ping { id, timeout } => {
             let id = resolve(hybrid, id).await?;
-            let agent = AgentId::<AnyAgent>::from_entity(id.clone()).map_err(|e| Failure(e.to_string()))?;
-            let handle = exchange.get_handle(agent).bind_as_client(exchange).await?;
+            let handle = exchange.get_handle(as_agent(&id)).bind_as_client(exchange).await?;
             let handle = handle.with_timeout(Some(Duration::from_secs(*timeout)));
             let rtt = tokio::time::timeout(Duration::from_secs(*timeout), handle.ping())
                 .await
@@ -181,8 +189,7 @@ async fn run(cli: &Cli, exchange: &Exchange) -> Result<(), Failure> {
         }
         Command::Describe { id } => {
             let id = resolve(hybrid, id).await?;
-            let agent = AgentId::<AnyAgent>::from_entity(id.clone()).map_err(|e| Failure(e.to_string()))?;
-            let handle = exchange.get_handle(agent).bind_as_client(exchange).await?;
+            let handle = exchange.get_handle(as_agent(&id)).bind_as_client(exchange).await?;
             let described = handle.describe().await.map_err(|e| Failure(format!("cannot describe {id}: {e}")));
             let _ = handle.close().await;
             let described = described?;
@@ -307,13 +314,21 @@ async fn resolve(exchange: &HybridExchange, text: &str) -> Result<EntityId, Fail
             .ok_or_else(|| Failure(format!("no mailbox {inner} in this namespace")));
     }
     let prefix = inner.to_ascii_lowercase();
-    let matches: Vec<EntityId> = all
+    let mut matches: Vec<MailboxInfo> = all
         .into_iter()
         .filter(|m| {
             m.id.name() == Some(inner) || (prefix.len() >= 4 && m.id.uid().simple().to_string().starts_with(&prefix))
         })
-        .map(|m| m.id)
         .collect();
+    // A name reused after a restart: the live mailbox, not those gone.
+    let preferences: [fn(&MailboxInfo) -> bool; 2] =
+        [|m| m.status != MailboxStatus::Terminated, |m| m.status.is_active()];
+    for keep in preferences {
+        if matches.len() > 1 && matches.iter().any(keep) {
+            matches.retain(keep);
+        }
+    }
+    let matches: Vec<EntityId> = matches.into_iter().map(|m| m.id).collect();
     match matches.as_slice() {
         [one] => Ok(one.clone()),
         [] => Err(Failure(format!("no mailbox named or starting with {inner:?} in this namespace"))),
@@ -322,6 +337,12 @@ async fn resolve(exchange: &HybridExchange, text: &str) -> Result<EntityId, Fail
             many.iter().map(|id| format!("{id} ({})", id.uid())).collect::<Vec<_>>().join(", ")
         ))),
     }
+}
+
+/// The id as an agent's: its kind is read from Redis, where an agent
+/// terminated by an older version lost its lineage.
+fn as_agent(id: &EntityId) -> AgentId<AnyAgent> {
+    AgentId::from_entity(EntityId::from_parts(id.uid(), Role::Agent, id.name())).expect("an agent id")
 }
 
 fn kind(id: &EntityId) -> &'static str {

@@ -92,7 +92,9 @@ pub(crate) static REGISTER: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
         r"
 local id, token, lineage, name = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-if redis.call('GET', key('status', id)) == 'INACTIVE' then redis.call('DEL', key('queue', id), key('name', id)) end
+if redis.call('GET', key('status', id)) == 'INACTIVE' then
+  redis.call('DEL', key('queue', id), key('name', id), key('behavior', id))
+end
 redis.call('SET', key('status', id), 'ACTIVE')
 if name ~= '' then redis.call('SET', key('name', id), name) end
 if lineage ~= '' then
