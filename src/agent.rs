@@ -504,8 +504,8 @@ impl<B: Behavior> Runtime<B> {
                 return;
             };
             let outcome = if result.is_ok() { "ok" } else { "error" };
-            let trace_id = envelope.trace.map(|t| t.trace_id_hex()).unwrap_or_default();
-            debug!(%trace_id, action = %name, outcome, took = ?started.elapsed(), "action answered");
+            let trace_id = envelope.trace.map(|t| t.trace_id);
+            debug!(trace_id = %format_args!("{:032x}", trace_id.unwrap_or_default()), action = %name, outcome, took = ?started.elapsed(), "action answered");
             metrics::histogram!("academy_action_seconds", "action" => name.clone()).record(started.elapsed());
             metrics::counter!("academy_actions_total", "action" => name, "outcome" => outcome).increment(1);
             act.answer(&envelope, result);
