@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use crate::behavior::{Behavior, Description, Invocation};
 use crate::error::Error;
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, Protocol};
 use crate::handle::{Endpoint, RemoteHandle, Router, UnboundRemoteHandle};
 use crate::identifier::{AgentId, EntityId};
 use crate::mailbox::Mailbox;
@@ -489,6 +489,17 @@ impl<B: Behavior> Runtime<B> {
             return;
         };
         let call = Invocation { caller: envelope.src.clone(), context: self.context.clone() };
+        // Keyword arguments (Academy 1.0's `kargs`) go in parameter order.
+        let info = B::actions().iter().find(|info| info.name == *action);
+        let arranged = match info.map(|info| crate::json::arrange(args, &info.parameters)) {
+            Some(Err(why)) => {
+                let message = format!("arguments of {action} do not fit: {why}");
+                return self.answer(&envelope, Err(RemoteError { kind: RemoteErrorKind::BadPayload, message }));
+            }
+            Some(Ok(arranged)) => arranged,
+            None => None,
+        };
+        let args = arranged.as_deref().unwrap_or(args);
         let Some(running) = B::dispatch(&self.behavior, action, args, call) else {
             let error = RemoteError {
                 kind: RemoteErrorKind::UnknownAction,
@@ -546,6 +557,10 @@ impl<B: Behavior> Runtime<B> {
             }
             return self.recent.insert(request_key(request), None);
         }
+        let result = match (self.context.exchange().protocol(), result) {
+            (Protocol::Academy1, Ok(bytes)) => academy_result::<B>(action, bytes),
+            (_, result) => result,
+        };
         let reply = request.reply(Body::ActionResponse { action: action.clone(), result });
         self.recent.insert(request_key(request), Some(reply.clone()));
         self.reply(reply);
@@ -667,5 +682,20 @@ impl<B: Behavior> Runtime<B> {
             }
         }
         ctx.stop();
+    }
+}
+
+/// An action's result as Academy 1.0 carries it: a `Result` splits into the
+/// value alone, or an error raised with a text that names its type and
+/// holds its JSON (`MarketError: {"OutOfStock":{"left":7}}`).
+fn academy_result<B: Behavior>(action: &str, bytes: bytes::Bytes) -> Result<bytes::Bytes, RemoteError> {
+    let error_type = B::actions().iter().find(|info| info.name == action).and_then(|info| info.error.as_deref());
+    match error_type.map(|error_type| (error_type, crate::json::split_result(&bytes))) {
+        Some((_, Some(Ok(value)))) => Ok(value),
+        Some((error_type, Some(Err(error)))) => {
+            let message = crate::json::raised_text(error_type, &error);
+            Err(RemoteError { kind: RemoteErrorKind::Raised, message })
+        }
+        _ => Ok(bytes),
     }
 }

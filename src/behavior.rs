@@ -113,6 +113,9 @@ pub struct ActionInfo {
     pub one_way: bool,
     /// Its doc comment.
     pub doc: Cow<'static, str>,
+    /// For an action whose result is `Result<T, E>`: `E` as written.
+    #[serde(default)]
+    pub error: Option<Cow<'static, str>>,
 }
 
 impl ActionInfo {
@@ -130,6 +133,25 @@ impl ActionInfo {
             result: Cow::Borrowed(result),
             one_way,
             doc: Cow::Borrowed(doc),
+            error: None,
+        }
+    }
+
+    /// An action whose result is a `Result` with errors of type `error`.
+    pub const fn fallible(
+        name: &'static str,
+        parameters: &'static [Parameter],
+        result: &'static str,
+        doc: &'static str,
+        error: &'static str,
+    ) -> Self {
+        Self {
+            name: Cow::Borrowed(name),
+            parameters: Cow::Borrowed(parameters),
+            result: Cow::Borrowed(result),
+            one_way: false,
+            doc: Cow::Borrowed(doc),
+            error: Some(Cow::Borrowed(error)),
         }
     }
 }
@@ -264,7 +286,15 @@ where
     M: Message + Send + 'static,
     M::Result: Send + Serialize,
 {
-    let args: A = match rmp_serde::from_slice(args) {
+    let decoded = rmp_serde::from_slice(args).or_else(|e| match args {
+        // One argument in an array (as Academy 1.0's `pargs` has it) for a
+        // message that is that argument (a newtype).
+        [0x91, inner @ ..] => rmp_serde::from_slice(inner).map_err(|_| e),
+        // No arguments (`pargs` empty) for an action that takes none.
+        [0x90] => rmp_serde::from_slice(&[0xc0]).map_err(|_| e),
+        _ => Err(e),
+    });
+    let args: A = match decoded {
         Ok(args) => args,
         Err(e) => {
             return future::ready(Err(RemoteError {
@@ -274,13 +304,14 @@ where
             .boxed_local()
         }
     };
+    let protocol = call.context.exchange().protocol();
     let reply = addr.send(make(args, call));
     async move {
         let result = reply.await.map_err(|_| RemoteError {
             kind: RemoteErrorKind::AgentStopped,
             message: "the agent stopped before answering".into(),
         })?;
-        crate::message::encode_payload(&result).map_err(|e| RemoteError {
+        crate::message::encode_for(&result, protocol).map_err(|e| RemoteError {
             kind: RemoteErrorKind::Internal,
             message: format!("the result does not encode: {e}"),
         })
@@ -376,7 +407,7 @@ macro_rules! behavior {
                         return Some($crate::__private::dispatch::<Self, $action, $action>(addr, action, args, call, |m, _| m));
                     }
                 )*
-                let _ = (addr, args, call);
+                let _ = (addr, action, args, call);
                 None
             }
         }

@@ -23,9 +23,9 @@ use uuid::Uuid;
 
 use crate::behavior::{Behavior, Description, Handles};
 use crate::error::{ActionError, Error};
-use crate::exchange::{Exchange, WhenInactive};
+use crate::exchange::{Exchange, Protocol, WhenInactive};
 use crate::identifier::{AgentId, ClientId, EntityId};
-use crate::message::{deadline_in, Body, Envelope, TraceContext};
+use crate::message::{deadline_in, Body, Envelope, RemoteErrorKind, TraceContext};
 
 /// Default time an agent may stay silent (no reply, no pong) while a call to
 /// it is pending, before the call fails with [`Error::Unresponsive`].
@@ -412,7 +412,7 @@ impl<B: Behavior> std::ops::Deref for RemoteHandle<B> {
 }
 
 impl<B: Behavior> RemoteHandle<B> {
-    fn caller(&self) -> &Caller<B> {
+    pub(crate) fn caller(&self) -> &Caller<B> {
         self.calls.caller()
     }
 
@@ -501,6 +501,8 @@ impl<B: Behavior> RemoteHandle<B> {
         let started = Instant::now();
         match self.caller().request(Body::PingRequest, None).await?.body {
             Body::PingResponse => Ok(started.elapsed()),
+            // Academy 1.0: a refusal (terminated mailbox, cancelled ping).
+            Body::ActionResponse { result: Err(e), .. } => Err(Error::Remote(e)),
             other => Err(Error::UnexpectedReply(format!("{other:?}"))),
         }
     }
@@ -519,6 +521,11 @@ impl<B: Behavior> RemoteHandle<B> {
         let caller = self.caller();
         match caller.request(Body::ShutdownRequest { terminate }, None).await.map(|reply| reply.body) {
             Ok(Body::ShutdownResponse { result }) => Ok(result?),
+            // Academy 1.0 answers a shutdown with the success it answers a
+            // ping with, or with an error.
+            Ok(Body::PingResponse) => Ok(()),
+            Ok(Body::ActionResponse { result: Err(e), .. }) if e.kind == RemoteErrorKind::Terminated => Ok(()),
+            Ok(Body::ActionResponse { result: Err(e), .. }) => Err(Error::Remote(e)),
             Ok(other) => Err(Error::UnexpectedReply(format!("{other:?}"))),
             Err(Error::MailboxClosed(id)) if id == *caller.agent.entity() => Ok(()),
             Err(e) => Err(e),
@@ -558,6 +565,21 @@ impl<B> Caller<B> {
         T: DeserializeOwned,
         E: DeserializeOwned,
     {
+        if self.shared.endpoint.exchange.protocol() == Protocol::Academy1 {
+            // Academy 1.0 has no typed errors: the value comes alone, and
+            // the error as the text of a raised exception, which names its
+            // type and holds its JSON if a Rust agent raised it.
+            return match self.__call::<A, T>(action, args).await {
+                Ok(value) => Ok(value),
+                Err(Error::Remote(e)) if e.kind == RemoteErrorKind::Raised => {
+                    match crate::json::raised_value(&e.message) {
+                        Some(error) => Err(ActionError::Action(error)),
+                        None => Err(ActionError::Call(Error::Remote(e))),
+                    }
+                }
+                Err(e) => Err(ActionError::Call(e)),
+            };
+        }
         match self.__call::<A, Result<T, E>>(action, args).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(ActionError::Action(e)),
@@ -574,7 +596,7 @@ impl<B> Caller<B> {
         if self.shared.state.closed.load(Ordering::Acquire) {
             return Err(Error::HandleClosed);
         }
-        let body = Body::ActionRequest { action: action.to_owned(), args: crate::message::encode_payload(args)? };
+        let body = Body::ActionRequest { action: action.to_owned(), args: self.encode(args)? };
         // No label: nobody waits for an answer (an agent that does not
         // know the action as one-way answers, and the answer is dropped).
         let mut envelope = Envelope::new(self.shared.endpoint.me.clone(), self.agent.entity().clone(), body);
@@ -584,12 +606,18 @@ impl<B> Caller<B> {
         self.shared.endpoint.exchange.send_with(envelope, self.when_inactive).instrument(span).await
     }
 
+    /// Arguments as MessagePack for this handle's exchange.
+    fn encode<A: Serialize + ?Sized>(&self, args: &A) -> Result<bytes::Bytes, Error> {
+        let protocol = self.shared.endpoint.exchange.protocol();
+        Ok(crate::message::encode_for(args, protocol).map_err(crate::message::WireError::from)?)
+    }
+
     async fn call_within<A, R>(&self, action: &str, args: &A, timeout: Option<Duration>) -> Result<R, Error>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let body = Body::ActionRequest { action: action.to_owned(), args: crate::message::encode_payload(args)? };
+        let body = Body::ActionRequest { action: action.to_owned(), args: self.encode(args)? };
         match self.request(body, timeout).await?.body {
             Body::ActionResponse { result: Ok(bytes), .. } => Ok(rmp_serde::from_slice(&bytes)?),
             Body::ActionResponse { result: Err(e), .. } => Err(Error::Remote(e)),

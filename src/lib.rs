@@ -6,8 +6,10 @@ mod agent;
 mod behavior;
 mod error;
 mod exchange;
+mod foreign;
 mod handle;
 mod identifier;
+mod json;
 mod launcher;
 mod mailbox;
 mod message;
@@ -18,8 +20,9 @@ pub use behavior::{ActionInfo, Behavior, Description, Handles, Parameter};
 pub use error::{ActionError, Error, Rejection};
 pub use exchange::{
     Discovery, Exchange, HybridExchange, HybridExchangeBuilder, LocalExchange, MailboxInfo, MailboxStatus, Peeked,
-    Rejections, WhenInactive, SECRET_ENV,
+    Protocol, Rejections, WhenInactive, SECRET_ENV,
 };
+pub use foreign::ForeignAgent;
 pub use handle::{Client, RemoteHandle, UnboundRemoteHandle, DEFAULT_LIVENESS_TIMEOUT};
 pub use identifier::{AgentId, ClientId, EntityId, IdError, Role};
 pub use launcher::{Launcher, Outcome};

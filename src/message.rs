@@ -36,6 +36,10 @@ pub enum WireError {
     /// Well-formed parts that do not fit together.
     #[error("malformed message: {0}")]
     Malformed(&'static str),
+    /// Bytes that are not an Academy 1.0 JSON message, or a value that
+    /// cannot be written as one.
+    #[error("not an Academy 1.0 message: {0}")]
+    Json(String),
 }
 
 type Error = WireError;
@@ -212,6 +216,28 @@ pub enum RemoteErrorKind {
     DeadlinePassed,
     /// Anything else.
     Internal,
+    /// The action failed with its own error (in Python: raised an
+    /// exception); the message is its text.
+    Raised,
+    /// The mailbox was terminated before the request was answered.
+    Terminated,
+    /// A cancel for an action that is not running (Academy 1.0's
+    /// ACTION_INVALID_STATE).
+    InvalidState,
+    /// A request sent to a client, which serves none.
+    InvalidClient,
+    /// The two ends speak incompatible protocol versions.
+    Incompatible,
+}
+
+impl Body {
+    /// A request (action, ping, cancel, shutdown), which its receiver answers.
+    pub fn is_request(&self) -> bool {
+        matches!(
+            self,
+            Body::ActionRequest { .. } | Body::PingRequest | Body::CancelRequest { .. } | Body::ShutdownRequest { .. }
+        )
+    }
 }
 
 impl Envelope {
@@ -464,6 +490,25 @@ pub(crate) fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, 
     let mut out = Vec::with_capacity(count.0);
     rmp_serde::encode::write(&mut out, value)?;
     Ok(out.into())
+}
+
+/// `value` as MessagePack with structs as maps by field name, which become
+/// JSON objects in Academy 1.0's messages (and still decode as structs).
+pub(crate) fn encode_named<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, rmp_serde::encode::Error> {
+    let mut out = Vec::new();
+    value.serialize(&mut rmp_serde::Serializer::new(&mut out).with_struct_map())?;
+    Ok(out.into())
+}
+
+/// `value` as MessagePack for an exchange speaking `protocol`.
+pub(crate) fn encode_for<T: Serialize + ?Sized>(
+    value: &T,
+    protocol: crate::exchange::Protocol,
+) -> Result<Bytes, rmp_serde::encode::Error> {
+    match protocol {
+        crate::exchange::Protocol::Academy1 => encode_named(value),
+        _ => encode_payload(value),
+    }
 }
 
 /// Milliseconds since the Unix epoch, `at` from now (the unit of deadlines).

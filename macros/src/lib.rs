@@ -252,14 +252,13 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
             let (name, ty) = (name.to_string(), type_text(ty));
             quote!(#krate::Parameter::new(#name, #ty))
         });
-        infos.extend(quote! {
-            #krate::ActionInfo::new(
-                #wire,
-                { const PARAMETERS: &[#krate::Parameter] = &[#(#parameters),*]; PARAMETERS },
-                #result_text,
-                #one_way,
-                #doc,
-            ),
+        let parameters = quote!({ const PARAMETERS: &[#krate::Parameter] = &[#(#parameters),*]; PARAMETERS });
+        infos.extend(match split_result(output) {
+            Some((_, error)) if !action.one_way => {
+                let error = type_text(&error);
+                quote!(#krate::ActionInfo::fallible(#wire, #parameters, #result_text, #doc, #error),)
+            }
+            _ => quote!(#krate::ActionInfo::new(#wire, #parameters, #result_text, #one_way, #doc),),
         });
         let docs = &action.docs;
         let call = if action.one_way {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 use tracing::warn;
 
-use super::HybridExchange;
+use super::{HybridExchange, Listed};
 use crate::error::Error;
 use crate::identifier::EntityId;
 use crate::message::{Envelope, Stamp};
@@ -50,6 +50,9 @@ pub(crate) enum Origin {
     Redis(Arc<TakenAcks>, u64, Bytes),
     /// Read from a peer connection: acknowledge it when taken.
     Peer(Arc<AckState>),
+    /// Moved from an Academy 1.0 queue into the mailbox's taken list:
+    /// removed from there when taken.
+    Listed(Listed),
 }
 
 /// Once taken, how long until the message is the consumer's for good.
@@ -59,6 +62,8 @@ pub(crate) enum Taken {
     /// Once the taken list's first `n` entries are acknowledged in Redis
     /// (the entry's bytes, to hand back if it is not handed out).
     After(Arc<TakenAcks>, u64, Bytes),
+    /// Once removed from an Academy 1.0 mailbox's taken list.
+    Listed(Listed),
 }
 
 impl Delivery {
@@ -70,6 +75,7 @@ impl Delivery {
             Origin::Peer(ack) if !ack.take() => return None,
             Origin::Peer(_) => Taken::Now,
             Origin::Redis(acks, _, raw) => Taken::After(acks.clone(), acks.take(), raw.clone()),
+            Origin::Listed(listed) => Taken::Listed(listed.clone()),
             Origin::Local => Taken::Now,
         };
         Some((self.envelope, taken))

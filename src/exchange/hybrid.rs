@@ -24,7 +24,7 @@ use super::actor::{
 use super::keys::Keys;
 use super::link::{enqueue, refused_recently, Enqueued, Link, LinkEnv, Links};
 use super::watcher::Watcher;
-use super::{Exchange, MailboxStatus, Rejections, Reports, Seal, TakenAcks, WhenInactive};
+use super::{Exchange, MailboxStatus, Protocol, Rejections, Reports, Seal, TakenAcks, WhenInactive};
 use crate::error::Error;
 use crate::identifier::{base32_to_uuid, uuid_to_base32, EntityId, Role};
 use crate::message::{Body, Envelope, Parts, RemoteError, RemoteErrorKind, Stamp};
@@ -69,8 +69,10 @@ pub struct HybridExchangeBuilder {
     mailbox_capacity: usize,
     max_connections: usize,
     peer_to_peer: bool,
-    heartbeat: Duration,
+    /// `None`: the protocol's default (10 s; Academy 1.0's 30 s).
+    heartbeat: Option<Duration>,
     expiry: Duration,
+    protocol: Protocol,
 }
 
 impl HybridExchangeBuilder {
@@ -173,12 +175,22 @@ impl HybridExchangeBuilder {
         self
     }
 
-    /// How often this exchange renews its lease in Redis (default 10 s). If
-    /// the process dies, its mailboxes' addresses are ignored (and deleted by
-    /// the first reader) once three periods pass without renewal, so senders
-    /// queue in Redis instead of trying a dead peer.
+    /// How often this exchange renews its lease in Redis (default 10 s;
+    /// with [`Protocol::Academy1`], how often it writes its entities'
+    /// heartbeats, default 30 s as in Python). If the process dies, its
+    /// entities are inactive once three periods pass without renewal, so
+    /// senders queue in Redis instead of trying a dead peer.
     pub fn heartbeat(mut self, period: Duration) -> Self {
-        self.heartbeat = period.max(Duration::from_millis(10));
+        self.heartbeat = Some(period.max(Duration::from_millis(10)));
+        self
+    }
+
+    /// Which protocol to speak (default: this crate's own,
+    /// [`Protocol::Native`]). [`Protocol::Academy1`] joins a Python Academy
+    /// 1.0 deployment: its Redis keys, its JSON messages, Redis queues only
+    /// (no peer links, no secret: see [`Protocol::Academy1`]).
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
         self
     }
 
@@ -229,6 +241,16 @@ impl HybridExchangeBuilder {
     /// Connects to Redis and starts the exchange actor on the current arbiter.
     pub async fn start(self) -> Result<Exchange, Error> {
         let client = self.redis_client()?;
+        if self.protocol == Protocol::Academy1 {
+            let settings = super::academy::Settings {
+                namespace: self.namespace.unwrap_or_else(|| "default".to_owned()),
+                heartbeat: self.heartbeat.unwrap_or(super::academy::DEFAULT_HEARTBEAT),
+                expiry: self.expiry,
+                connect_timeout: self.connect_timeout,
+                mailbox_capacity: self.mailbox_capacity,
+            };
+            return Ok(super::AcademyExchange::start(client, settings).await?.into());
+        }
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(Duration::from_secs(5)))
@@ -261,7 +283,7 @@ impl HybridExchangeBuilder {
         let namespace = self.namespace.unwrap_or_else(|| "default".to_owned());
         let keys = Keys::new(&namespace);
         let token = uuid_to_base32(Uuid::new_v4());
-        let lease = Lease { key: keys.alive(&token), period: self.heartbeat };
+        let lease = Lease { key: keys.alive(&token), period: self.heartbeat.unwrap_or(Duration::from_secs(10)) };
         let mut first = redis.clone();
         lease.renewal().query_async::<()>(&mut first).await?;
         // Notified when Redis may have lost this exchange's state: the
@@ -433,8 +455,9 @@ impl HybridExchange {
             mailbox_capacity: 10_000,
             max_connections: 1024,
             peer_to_peer: true,
-            heartbeat: Duration::from_secs(10),
+            heartbeat: None,
             expiry: Duration::from_secs(24 * 3600),
+            protocol: Protocol::Native,
         }
     }
 

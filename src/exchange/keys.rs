@@ -40,7 +40,8 @@ impl Keys {
         &self.namespace
     }
 
-    fn key(&self, kind: &str, uid: Uuid) -> String {
+    /// `ns:<kind>:<b32>`.
+    pub(crate) fn key(&self, kind: &str, uid: Uuid) -> String {
         format!("{}:{kind}:{}", self.namespace, uuid_to_base32(uid))
     }
 

@@ -5,6 +5,7 @@
 //! [`LocalExchange`] (everything in one process, for tests and simulations).
 //! Agents, handles and the launcher work unchanged on either.
 
+mod academy;
 mod actor;
 mod delivery;
 mod hybrid;
@@ -16,6 +17,7 @@ mod report;
 mod seal;
 mod watcher;
 
+pub(crate) use academy::{AcademyExchange, Listed};
 pub(crate) use delivery::{Delivery, Origin, Taken, TakenAcks};
 pub use hybrid::{HybridExchange, HybridExchangeBuilder, SECRET_ENV};
 pub use inspect::{MailboxInfo, Peeked};
@@ -115,6 +117,33 @@ pub enum WhenInactive {
     Queue,
 }
 
+/// The protocol a hybrid exchange speaks, chosen when it is built
+/// ([`HybridExchangeBuilder::protocol`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// This crate's own: MessagePack envelopes sealed with the shared
+    /// secret, peer-to-peer TCP links with an authenticated handshake and
+    /// acknowledgements, Redis queues for mailboxes that are not listening.
+    #[default]
+    Native,
+    /// Academy 1.0's, as academy-py 1.0.0 speaks it, to share a deployment
+    /// with Python agents: its Redis keys (`ns:agent:`, `ns:heartbeat:`,
+    /// `ACTIVE`/`INACTIVE`), its JSON messages (arguments in `pargs` and
+    /// `kargs`, results and raised errors as JSON), and behavior names
+    /// Python discovers (`#[agent(name = "rust.Calculator")]`).
+    ///
+    /// Messages go through the Redis queues only, both ways. Academy 1.0's
+    /// direct path has no handshake and no acknowledgement (a frame written
+    /// into a connection that then fails is lost without a trace), so this
+    /// mode publishes no address, and Python senders queue too. There is no
+    /// secret either: anyone who can write to the Redis can send; keep it
+    /// private. Python callers must choose JSON (a pickled request is
+    /// answered with an error saying how): `Handle(agent_id,
+    /// exchange=client, request_serializer=SerializationStrategy.JSON)`.
+    Academy1,
+}
+
 /// An exchange: hybrid (Redis + TCP) or local (one process).
 ///
 /// ```
@@ -135,12 +164,19 @@ pub struct Exchange(Kind);
 #[derive(Clone, Debug)]
 enum Kind {
     Hybrid(HybridExchange),
+    Academy(AcademyExchange),
     Local(LocalExchange),
 }
 
 impl From<HybridExchange> for Exchange {
     fn from(exchange: HybridExchange) -> Self {
         Self(Kind::Hybrid(exchange))
+    }
+}
+
+impl From<AcademyExchange> for Exchange {
+    fn from(exchange: AcademyExchange) -> Self {
+        Self(Kind::Academy(exchange))
     }
 }
 
@@ -155,6 +191,7 @@ macro_rules! on_backend {
     ($exchange:expr, $backend:ident => $call:expr) => {
         match &$exchange.0 {
             Kind::Hybrid($backend) => $call,
+            Kind::Academy($backend) => $call,
             Kind::Local($backend) => $call,
         }
     };
@@ -170,15 +207,31 @@ impl Exchange {
     pub(crate) fn as_local(&self) -> Option<&LocalExchange> {
         match &self.0 {
             Kind::Local(exchange) => Some(exchange),
-            Kind::Hybrid(_) => None,
+            _ => None,
         }
     }
 
-    /// The hybrid backend, if this is one.
+    /// The hybrid backend in this crate's protocol, if this is one.
     pub fn as_hybrid(&self) -> Option<&HybridExchange> {
         match &self.0 {
             Kind::Hybrid(exchange) => Some(exchange),
-            Kind::Local(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The hybrid backend in Academy 1.0's protocol, if this is one.
+    pub(crate) fn as_academy(&self) -> Option<&AcademyExchange> {
+        match &self.0 {
+            Kind::Academy(exchange) => Some(exchange),
+            _ => None,
+        }
+    }
+
+    /// The protocol this exchange speaks (a local exchange: [`Protocol::Native`]).
+    pub fn protocol(&self) -> Protocol {
+        match &self.0 {
+            Kind::Academy(_) => Protocol::Academy1,
+            _ => Protocol::Native,
         }
     }
 
@@ -264,6 +317,7 @@ impl Exchange {
     pub(crate) fn post(&self, envelope: Envelope, when_inactive: WhenInactive) {
         match &self.0 {
             Kind::Hybrid(backend) => backend.post(envelope, when_inactive),
+            Kind::Academy(backend) => backend.post(envelope, when_inactive),
             Kind::Local(backend) => {
                 let backend = backend.clone();
                 tokio::spawn(async move {
@@ -298,6 +352,7 @@ impl Exchange {
     pub(crate) async fn push_front(&self, id: &EntityId, envelopes: Vec<Envelope>) -> Result<(), Error> {
         match &self.0 {
             Kind::Hybrid(backend) => backend.push_front(id, &envelopes).await,
+            Kind::Academy(backend) => backend.push_front(id, &envelopes).await,
             Kind::Local(backend) => {
                 backend.detach(id, envelopes);
                 Ok(())

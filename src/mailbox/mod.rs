@@ -31,11 +31,13 @@ use futures::{stream, SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::error::Error;
 use crate::exchange::{
-    Bad, Delivery, Exchange, HybridExchange, LocalExchange, Origin, Taken, TakenAcks, Unsealed, Watched, SEAL_LEN,
+    AcademyExchange, Bad, Delivery, Exchange, HybridExchange, LocalExchange, Origin, Taken, TakenAcks, Unsealed,
+    Watched, SEAL_LEN,
 };
 use crate::identifier::EntityId;
 use crate::message::{Body, Entry, Envelope, ENTRY_MARKS_LEN};
@@ -53,7 +55,12 @@ impl Exchange {
         if let Some(local) = self.as_local() {
             return Ok(Mailbox::local(local.clone(), id.clone(), local.open_inbox(id)?));
         }
-        let hybrid = self.as_hybrid().expect("an exchange is local or hybrid");
+        if let Some(academy) = self.as_academy() {
+            let (rx, stop) = academy.open_inbox(id).await?;
+            let backend = Backend::Academy(academy.clone(), stop);
+            return Ok(Mailbox::fed(backend, id.clone(), rx));
+        }
+        let hybrid = self.as_hybrid().expect("an exchange is local, hybrid or Academy 1.0");
         Mailbox::open(hybrid.clone(), id.clone()).await
     }
 }
@@ -99,6 +106,8 @@ impl std::fmt::Debug for Claim {
 #[derive(Clone, Debug)]
 enum Backend {
     Hybrid(Addr<MailboxActor>, HybridExchange, uuid::Uuid, Arc<TakenAcks>),
+    /// An Academy 1.0 queue, fed by a task that stops with this token.
+    Academy(AcademyExchange, CancellationToken),
     Local(LocalExchange),
 }
 
@@ -141,7 +150,11 @@ impl Mailbox {
 
     /// A mailbox fed directly by a [`LocalExchange`].
     pub(crate) fn local(exchange: LocalExchange, id: EntityId, rx: mpsc::Receiver<Delivery>) -> Self {
-        let backend = Backend::Local(exchange);
+        Self::fed(Backend::Local(exchange), id, rx)
+    }
+
+    /// A mailbox without a listener, fed through `rx`.
+    fn fed(backend: Backend, id: EntityId, rx: mpsc::Receiver<Delivery>) -> Self {
         Self { id, address: None, published: None, rx: Some(rx), backend, seen: Seen::default(), claim: None }
     }
 
@@ -223,6 +236,12 @@ impl Mailbox {
                 self.claim = Some(Claim { envelope, doubtful, position: n, raw, acknowledged });
                 None
             }
+            Taken::Listed(listed) => {
+                let raw = listed.raw.clone();
+                let acknowledged = Box::pin(listed.acknowledge());
+                self.claim = Some(Claim { envelope, doubtful, position: 0, raw, acknowledged });
+                None
+            }
             _ => Some((envelope, doubtful)),
         }
     }
@@ -269,6 +288,7 @@ impl Drop for Mailbox {
                 // The exchange's close waits for a hybrid mailbox's hand-back.
                 match &self.backend {
                     Backend::Hybrid(_, exchange, ..) => exchange.track(task),
+                    Backend::Academy(exchange, _) => exchange.track(task),
                     Backend::Local(_) => drop(runtime.spawn(task)),
                 }
             }
@@ -312,6 +332,15 @@ async fn shutdown(
             let closed = exchange.close_mailbox(&id, opening, published.as_deref()).await;
             exchange.push_front_raw(&id, &claimed).await?;
             closed
+        }
+        Backend::Academy(exchange, stop) => {
+            // What the channel holds is still in the taken list: all of it
+            // goes back, with a request whose acknowledgement was under way.
+            stop.cancel();
+            exchange.stop_beating(&id);
+            rx.close();
+            while rx.try_recv().is_ok() {}
+            exchange.restore(&id, claim.map(|(_, raw)| raw)).await.map(drop)
         }
         Backend::Local(exchange) => {
             rx.close();

@@ -1,0 +1,551 @@
+//! The hybrid exchange in Academy 1.0's protocol ([`Protocol::Academy1`]):
+//! academy-py 1.0.0's Redis keys and JSON messages, so that Rust and Python
+//! agents discover and call each other on one Redis.
+//!
+//! | key | value |
+//! |---|---|
+//! | `ns:status:<b32>` | `ACTIVE`, or `INACTIVE` meaning terminated |
+//! | `ns:agent:<b32>` | comma-joined lineage, most specific first, ending `academy.agent.Agent` |
+//! | `ns:heartbeat:<b32>` | Redis `TIME` in seconds (`1764065400.123456`), rewritten every heartbeat period |
+//! | `ns:queue:<b32>` | JSON messages, FIFO; `<CLOSED>` once terminated |
+//! | `ns:name:<b32>` | this crate's: the name an agent was registered with |
+//! | `ns:taken:<b32>` | this crate's: entries a mailbox popped and its consumer has not yet taken |
+//!
+//! An entity is inactive when its heartbeat is older than three periods.
+//! Messages always go through the queues: this mode publishes no address,
+//! so Python senders queue too (academy-py sends over TCP to any peer with
+//! an address, unauthenticated and unacknowledged: a frame written into a
+//! connection that then fails is lost without a trace).
+//!
+//! [`Protocol::Academy1`]: super::Protocol::Academy1
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Script};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use super::keys::Keys;
+use super::{Delivery, MailboxStatus, Origin, WhenInactive};
+use crate::error::Error;
+use crate::identifier::{base32_to_uuid, EntityId, Role};
+use crate::json::{self, Incoming};
+use crate::message::{Body, Envelope, RemoteError, RemoteErrorKind};
+
+/// Python's heartbeat period (`ExchangeClientConfig.heartbeat_interval`).
+pub(crate) const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// Every Python agent's lineage ends with this name; Rust agents' too, so
+/// `discover('academy.agent.Agent')` lists both.
+pub(crate) const BASE_BEHAVIOR: &str = "academy.agent.Agent";
+
+/// What [`AcademyExchange::start`] needs from the builder.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) namespace: String,
+    pub(crate) heartbeat: Duration,
+    pub(crate) expiry: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) mailbox_capacity: usize,
+}
+
+/// `state(status key, heartbeat key, stale seconds)`: missing, terminated,
+/// inactive (heartbeat missing or stale) or offline (active; this mode
+/// never listens).
+const STATE: &str = r"
+local function state(status_key, heartbeat_key, stale)
+  local status = redis.call('GET', status_key)
+  if not status then return 'missing' end
+  if status == 'INACTIVE' then return 'terminated' end
+  local beat = tonumber(redis.call('GET', heartbeat_key))
+  if not beat then return 'inactive' end
+  local t = redis.call('TIME')
+  if tonumber(t[1]) + tonumber(t[2]) / 1000000 - beat < tonumber(stale) then return 'offline' end
+  return 'inactive'
+end
+local function now()
+  local t = redis.call('TIME')
+  return string.format('%d.%06d', tonumber(t[1]), tonumber(t[2]))
+end
+";
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{STATE}{body}"))
+}
+
+/// KEYS: status, agent, heartbeat, queue, name, taken. ARGV: lineage ('' for
+/// a client), name (''). A terminated entity registered again starts empty.
+static REGISTER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('GET', KEYS[1]) == 'INACTIVE' then redis.call('DEL', KEYS[4], KEYS[6]) end
+redis.call('SET', KEYS[1], 'ACTIVE')
+if ARGV[1] ~= '' then redis.call('SET', KEYS[2], ARGV[1]) end
+if ARGV[2] ~= '' then redis.call('SET', KEYS[5], ARGV[2]) end
+redis.call('SET', KEYS[3], now())
+",
+    )
+});
+
+/// KEYS: status, heartbeat. ARGV: stale seconds.
+static STATUS: LazyLock<Script> = LazyLock::new(|| script("return state(KEYS[1], KEYS[2], ARGV[1])"));
+
+/// KEYS: status, heartbeat, queue. ARGV: stale seconds, entry, '1' to queue
+/// for an inactive entity. Returns the destination's state.
+static SEND: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local st = state(KEYS[1], KEYS[2], ARGV[1])
+if st == 'offline' or (st == 'inactive' and ARGV[3] == '1') then redis.call('RPUSH', KEYS[3], ARGV[2]) end
+return st
+",
+    )
+});
+
+/// KEYS: pairs of (status, heartbeat). Writes the heartbeat of each entity
+/// still ACTIVE.
+static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local t = now()
+for i = 1, #KEYS, 2 do
+  if redis.call('GET', KEYS[i]) == 'ACTIVE' then redis.call('SET', KEYS[i + 1], t) end
+end
+",
+    )
+});
+
+/// KEYS: status, queue, agent, name. ARGV: expiry (ms). As academy-py:
+/// INACTIVE, the queue replaced by the close sentinel, the lineage deleted;
+/// returns what was queued (its requests are answered MAILBOX_TERMINATED).
+static TERMINATE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if not redis.call('GET', KEYS[1]) then return {} end
+redis.call('SET', KEYS[1], 'INACTIVE')
+local pending = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('RPUSH', KEYS[2], '<CLOSED>')
+redis.call('PEXPIRE', KEYS[4], ARGV[1])
+return pending
+",
+    )
+});
+
+/// KEYS: status, queue, taken. ARGV: [an entry being acknowledged as the
+/// mailbox closed]. Puts what a mailbox popped and did not hand out back in
+/// front of its queue, in order (or drops it, once terminated).
+static RESTORE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local status = redis.call('GET', KEYS[1])
+if status ~= 'ACTIVE' then redis.call('DEL', KEYS[3]) return status or 'missing' end
+while true do
+  local entry = redis.call('RPOP', KEYS[3])
+  if not entry then break end
+  redis.call('LPUSH', KEYS[2], entry)
+end
+if ARGV[1] and not redis.call('LPOS', KEYS[2], ARGV[1]) then redis.call('LPUSH', KEYS[2], ARGV[1]) end
+return 'ok'
+",
+    )
+});
+
+/// ARGV: stale seconds, then base32 ids. For each: lineage, state, name.
+static DISCOVER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local ns, out = ARGV[1], {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local prefix = ns .. ':'
+  table.insert(out, redis.call('GET', prefix .. 'agent:' .. id) or '')
+  table.insert(out, state(prefix .. 'status:' .. id, prefix .. 'heartbeat:' .. id, ARGV[2]))
+  table.insert(out, redis.call('GET', prefix .. 'name:' .. id) or '')
+end
+return out
+",
+    )
+});
+
+/// The Academy 1.0 backend of [`Exchange`](super::Exchange).
+#[derive(Clone)]
+pub(crate) struct AcademyExchange {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AcademyExchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcademyExchange").field("namespace", &self.namespace()).finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    client: redis::Client,
+    redis: ConnectionManager,
+    keys: Keys,
+    settings: Settings,
+    /// Entities whose heartbeat this process writes.
+    beating: Mutex<HashSet<Uuid>>,
+    /// Sends in the background and mailboxes handing back what they held.
+    background: TaskTracker,
+    stop: CancellationToken,
+    closed: AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl AcademyExchange {
+    pub(crate) async fn start(client: redis::Client, settings: Settings) -> Result<Self, Error> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_max_delay(Duration::from_secs(2))
+            .set_number_of_retries(2);
+        let redis = client.get_connection_manager_with_config(config).await?;
+        let exchange = Self {
+            inner: Arc::new(Inner {
+                client,
+                redis,
+                keys: Keys::new(&settings.namespace),
+                settings,
+                beating: Mutex::default(),
+                background: TaskTracker::new(),
+                stop: CancellationToken::new(),
+                closed: AtomicBool::new(false),
+            }),
+        };
+        tokio::spawn(beat(Arc::downgrade(&exchange.inner)));
+        Ok(exchange)
+    }
+
+    pub(crate) fn namespace(&self) -> &str {
+        self.inner.keys.namespace()
+    }
+
+    fn key(&self, kind: &str, uid: Uuid) -> String {
+        self.inner.keys.key(kind, uid)
+    }
+
+    /// Three heartbeat periods, in seconds, as Python judges staleness.
+    fn stale(&self) -> f64 {
+        (self.inner.settings.heartbeat * 3).as_secs_f64()
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<T, Error> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::ExchangeClosed);
+        }
+        Ok(invocation.invoke_async(&mut self.inner.redis.clone()).await?)
+    }
+
+    pub(crate) async fn register(&self, id: &EntityId, lineage: &[&str]) -> Result<(), Error> {
+        let uid = id.uid();
+        let lineage = match id.role() {
+            Role::Agent => {
+                let mut names: Vec<&str> = lineage.to_vec();
+                if !names.contains(&BASE_BEHAVIOR) {
+                    names.push(BASE_BEHAVIOR);
+                }
+                names.join(",")
+            }
+            Role::Client => String::new(),
+        };
+        let mut invocation = REGISTER.prepare_invoke();
+        for kind in ["status", "agent", "heartbeat", "queue", "name", "taken"] {
+            invocation.key(self.key(kind, uid));
+        }
+        invocation.arg(lineage).arg(id.name().unwrap_or_default());
+        self.run::<()>(&invocation).await?;
+        lock(&self.inner.beating).insert(uid);
+        Ok(())
+    }
+
+    /// Terminates `id` as academy-py does, answering what waited in its
+    /// queue with MAILBOX_TERMINATED.
+    pub(crate) async fn terminate(&self, id: &EntityId) -> Result<(), Error> {
+        let uid = id.uid();
+        let mut invocation = TERMINATE.prepare_invoke();
+        for kind in ["status", "queue", "agent", "name"] {
+            invocation.key(self.key(kind, uid));
+        }
+        invocation.arg(self.inner.settings.expiry.as_millis() as u64);
+        let pending: Vec<Vec<u8>> = self.run(&invocation).await?;
+        lock(&self.inner.beating).remove(&uid);
+        for entry in pending {
+            let Ok(Incoming::Message(request)) = json::decode(&entry) else { continue };
+            if request.body.is_request() {
+                let error = RemoteError { kind: RemoteErrorKind::Terminated, message: format!("{id} was terminated") };
+                self.post(
+                    request.reply(Body::ActionResponse { action: String::new(), result: Err(error) }),
+                    WhenInactive::Queue,
+                );
+            }
+        }
+        debug!(entity = %id, "terminated");
+        Ok(())
+    }
+
+    pub(crate) async fn status(&self, id: &EntityId) -> Result<MailboxStatus, Error> {
+        let mut invocation = STATUS.prepare_invoke();
+        invocation.key(self.key("status", id.uid())).key(self.key("heartbeat", id.uid())).arg(self.stale());
+        let state: String = self.run(&invocation).await?;
+        Ok(MailboxStatus::from_state(&state))
+    }
+
+    /// Discovery as academy-py's: a scan of the `agent` keys, matching the
+    /// first name (or, with subclasses, any).
+    pub(crate) async fn discover_by_name(
+        &self,
+        behavior: &str,
+        allow_subclasses: bool,
+        include_inactive: bool,
+    ) -> Result<Vec<EntityId>, Error> {
+        let prefix = format!("{}:agent:", self.namespace());
+        let keys: Vec<String> = {
+            use futures::StreamExt;
+            let mut redis = self.inner.redis.clone();
+            let iter = redis::AsyncCommands::scan_match::<_, String>(&mut redis, format!("{prefix}*")).await?;
+            iter.collect::<Vec<_>>().await.into_iter().collect::<Result<_, _>>()?
+        };
+        let mut found = Vec::new();
+        for chunk in keys.chunks(500) {
+            let mut invocation = DISCOVER.prepare_invoke();
+            invocation.arg(self.namespace()).arg(self.stale());
+            for key in chunk {
+                invocation.arg(&key[prefix.len()..]);
+            }
+            let rows: Vec<String> = self.run(&invocation).await?;
+            for (key, row) in chunk.iter().zip(rows.chunks_exact(3)) {
+                let (lineage, state, name) = (&row[0], row[1].as_str(), &row[2]);
+                let mut names = lineage.split(',');
+                let matches = names.next() == Some(behavior) || (allow_subclasses && names.any(|n| n == behavior));
+                let alive = state == "offline" || (include_inactive && state == "inactive");
+                if matches && alive {
+                    let name = Some(name.as_str()).filter(|n| !n.is_empty());
+                    found.push(EntityId::from_parts(base32_to_uuid(&key[prefix.len()..])?, Role::Agent, name));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Queues `envelope` as JSON for its destination.
+    pub(crate) async fn send(&self, envelope: Envelope, when_inactive: WhenInactive) -> Result<(), Error> {
+        let entry = json::encode(&envelope)?;
+        let uid = envelope.dest.uid();
+        let mut invocation = SEND.prepare_invoke();
+        invocation.key(self.key("status", uid)).key(self.key("heartbeat", uid)).key(self.key("queue", uid));
+        invocation.arg(self.stale()).arg(entry).arg(if when_inactive == WhenInactive::Queue { "1" } else { "0" });
+        let state: String = self.run(&invocation).await?;
+        match state.as_str() {
+            "missing" => Err(Error::BadEntityId(envelope.dest)),
+            "terminated" => Err(Error::MailboxClosed(envelope.dest)),
+            "inactive" if when_inactive == WhenInactive::Fail => Err(Error::Inactive(envelope.dest)),
+            _ => {
+                metrics::counter!("academy_messages_sent_total", "path" => "queued").increment(1);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends in the background; [`close`](Self::close) waits for it.
+    pub(crate) fn post(&self, envelope: Envelope, when_inactive: WhenInactive) {
+        let exchange = self.clone();
+        self.inner.background.spawn(async move {
+            let dest = envelope.dest.clone();
+            if let Err(e) = exchange.send(envelope, when_inactive).await {
+                warn!(%dest, "could not deliver a message sent in the background: {e}");
+            }
+        });
+    }
+
+    /// Runs `task` in the background; [`close`](Self::close) waits for it.
+    pub(crate) fn track(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.background.spawn(task);
+    }
+
+    /// Returns messages taken but never started to the front of `id`'s queue.
+    pub(crate) async fn push_front(&self, id: &EntityId, envelopes: &[Envelope]) -> Result<(), Error> {
+        if envelopes.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("LPUSH");
+        cmd.arg(self.key("queue", id.uid()));
+        for envelope in envelopes.iter().rev() {
+            cmd.arg(json::encode(envelope)?);
+        }
+        cmd.query_async::<()>(&mut self.inner.redis.clone()).await?;
+        Ok(())
+    }
+
+    /// Opens `id`'s mailbox: what an earlier opening popped and did not hand
+    /// out goes back in front of the queue, and a task moves entries from
+    /// the queue to the taken list and into the returned channel.
+    pub(crate) async fn open_inbox(
+        &self,
+        id: &EntityId,
+    ) -> Result<(mpsc::Receiver<Delivery>, CancellationToken), Error> {
+        match self.restore(id, None).await?.as_str() {
+            "missing" => return Err(Error::BadEntityId(id.clone())),
+            "INACTIVE" => return Err(Error::MailboxClosed(id.clone())),
+            _ => {}
+        }
+        lock(&self.inner.beating).insert(id.uid());
+        let (tx, rx) = mpsc::channel(self.inner.settings.mailbox_capacity);
+        let stop = self.inner.stop.child_token();
+        tokio::spawn(feed(self.clone(), id.clone(), tx, stop.clone()));
+        debug!(mailbox = %id, "mailbox open (Academy 1.0 queue)");
+        Ok((rx, stop))
+    }
+
+    /// Stops writing `id`'s heartbeat: its mailbox closed, so Python sees it
+    /// inactive after three periods, as one of its own agents shut down
+    /// without terminating.
+    pub(crate) fn stop_beating(&self, id: &EntityId) {
+        lock(&self.inner.beating).remove(&id.uid());
+    }
+
+    /// Puts what `id`'s mailbox popped back in front of its queue (with
+    /// `claimed`, an entry whose acknowledgement may or may not have been
+    /// written); returns the stored status.
+    pub(crate) async fn restore(&self, id: &EntityId, claimed: Option<Bytes>) -> Result<String, Error> {
+        let uid = id.uid();
+        let mut invocation = RESTORE.prepare_invoke();
+        invocation.key(self.key("status", uid)).key(self.key("queue", uid)).key(self.key("taken", uid));
+        if let Some(entry) = claimed {
+            invocation.arg(entry.as_ref());
+        }
+        self.run(&invocation).await
+    }
+
+    /// Stops the heartbeats and waits (at most 5 s) for sends in the background.
+    pub(crate) async fn close(&self) {
+        let inner = &self.inner;
+        inner.background.close();
+        if tokio::time::timeout(Duration::from_secs(5), inner.background.wait()).await.is_err() {
+            warn!("background sends did not finish within 5 s");
+        }
+        inner.stop.cancel();
+        inner.closed.store(true, Ordering::Release);
+        debug!(namespace = self.namespace(), "exchange closed");
+    }
+}
+
+/// Rewrites the heartbeat of every entity this process serves, every period.
+async fn beat(inner: Weak<Inner>) {
+    loop {
+        let Some(exchange) = inner.upgrade().map(|inner| AcademyExchange { inner }) else { return };
+        let (period, stop) = (exchange.inner.settings.heartbeat, exchange.inner.stop.clone());
+        let uids: Vec<Uuid> = lock(&exchange.inner.beating).iter().copied().collect();
+        if !uids.is_empty() {
+            let mut invocation = HEARTBEAT.prepare_invoke();
+            for uid in uids {
+                invocation.key(exchange.key("status", uid)).key(exchange.key("heartbeat", uid));
+            }
+            if let Err(e) = exchange.run::<()>(&invocation).await {
+                debug!("could not write heartbeats: {e}");
+            }
+        }
+        drop(exchange);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// An entry moved to a mailbox's taken list, acknowledged (removed from it)
+/// when its consumer takes it.
+#[derive(Clone, Debug)]
+pub(crate) struct Listed {
+    exchange: AcademyExchange,
+    taken: String,
+    pub(crate) raw: Bytes,
+}
+
+impl Listed {
+    /// Removes the entry from the taken list; `false` if that failed (it is
+    /// then not handed out, and stays for the next opening).
+    pub(crate) async fn acknowledge(self) -> bool {
+        let removed = redis::cmd("LREM")
+            .arg(&self.taken)
+            .arg(1)
+            .arg(self.raw.as_ref())
+            .query_async::<i64>(&mut self.exchange.inner.redis.clone())
+            .await;
+        matches!(removed, Ok(1))
+    }
+}
+
+/// Moves entries from `id`'s queue to its taken list, one at a time, and
+/// hands them to the mailbox; ends at the close sentinel (the mailbox was
+/// terminated), when the mailbox closes, or when the exchange does.
+async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Delivery>, stop: CancellationToken) {
+    let (queue, taken) = (exchange.key("queue", id.uid()), exchange.key("taken", id.uid()));
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut backoff = Duration::ZERO;
+    loop {
+        let moved = async {
+            if conn.is_none() {
+                tokio::time::sleep(backoff).await;
+                let config = AsyncConnectionConfig::new()
+                    .set_response_timeout(None)
+                    .set_connection_timeout(Some(Duration::from_secs(1)));
+                conn = Some(exchange.inner.client.get_multiplexed_async_connection_with_config(&config).await?);
+            }
+            let conn = conn.as_mut().expect("connected above");
+            let cmd = redis::cmd("BLMOVE").arg(&queue).arg(&taken).arg("LEFT").arg("RIGHT").arg(0).clone();
+            cmd.query_async::<Vec<u8>>(conn).await
+        };
+        let raw = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tx.closed() => return,
+            moved = moved => moved,
+        };
+        let raw = match raw {
+            Ok(raw) => Bytes::from(raw),
+            Err(e) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(2));
+                warn!(mailbox = %id, "reading the queue failed (retrying in {backoff:?}): {e}");
+                conn = None;
+                continue;
+            }
+        };
+        backoff = Duration::ZERO;
+        let listed = Listed { exchange: exchange.clone(), taken: taken.clone(), raw: raw.clone() };
+        match json::decode(&raw) {
+            Ok(Incoming::Message(envelope)) => {
+                let delivery = Delivery { envelope, stamp: None, origin: Origin::Listed(listed), doubtful: false };
+                if tx.send(delivery).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Incoming::Closed) => {
+                listed.acknowledge().await;
+                debug!(mailbox = %id, "the queue is closed: the mailbox was terminated");
+                return;
+            }
+            Ok(Incoming::Refused(answer, why)) => {
+                debug!(mailbox = %id, "refused a message: {why}");
+                exchange.post(*answer, WhenInactive::Queue);
+                listed.acknowledge().await;
+            }
+            Err(e) => {
+                warn!(mailbox = %id, "dropped a queue entry that is not an Academy 1.0 message: {e}");
+                metrics::counter!("academy_dropped_entries_total").increment(1);
+                listed.acknowledge().await;
+            }
+        }
+    }
+}

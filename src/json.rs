@@ -1,0 +1,615 @@
+//! Academy 1.0's wire format: one JSON object per message,
+//! `{"header": {...}, "body": {...}}`, as academy-py 1.0.0 writes it (see
+//! `ACADEMY-1.0.md`), translated to and from this crate's [`Envelope`].
+//!
+//! Action arguments and results stay MessagePack inside the crate; only
+//! here do they become JSON text: a request's arguments are `pargs` (a JSON
+//! array: the action's parameters in order) and `kargs` (an object by
+//! parameter name), a result is `["__serialized__", "<json>"]`, and an
+//! error is an exception whose text the caller raises. Pickle, Python's
+//! default, is refused with an answer that says how to choose JSON.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::identifier::{EntityId, Role};
+use crate::message::{Body, Envelope, RemoteError, RemoteErrorKind, TraceContext, WireError, PROTOCOL_VERSION};
+
+/// What a Python reader of a queue takes as "this mailbox is closed".
+pub(crate) const CLOSED: &[u8] = b"<CLOSED>";
+
+/// The protocol version academy-py 1.0.0 writes; only the major must match.
+const ACADEMY_PROTOCOL: &str = "1.1";
+/// The Academy version this crate speaks as.
+const ACADEMY_VERSION: &str = "1.0.0";
+
+/// What Python's handles need to hear to call a Rust agent.
+const CHOOSE_JSON: &str = "Rust agents read JSON arguments only, and this request's are pickled: create the \
+     handle with `Handle(agent_id, exchange=client, request_serializer=SerializationStrategy.JSON)` (from \
+     academy.serialize), or call `default_serializer.set(SerializationStrategy.JSON)` once";
+
+/// Academy 1.0's error codes (`academy-error-response`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum ErrorCode {
+    MailboxTerminated = 0,
+    ActionInvalidState = 2,
+    ActionCancelled = 3,
+    InvalidClient = 4,
+    IncompatibleProtocol = 5,
+}
+
+/// A queue entry or frame, read.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // a message is the common case: not boxed
+pub(crate) enum Incoming {
+    /// A message for the mailbox.
+    Message(Envelope),
+    /// A message the mailbox must not take, with the answer its sender gets
+    /// instead (pickled arguments, another major protocol version, a request
+    /// to a client).
+    Refused(Box<Envelope>, String),
+    /// The close sentinel: the mailbox was terminated.
+    Closed,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Message<B> {
+    header: Header,
+    body: B,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    src: Id,
+    dest: Id,
+    tag: Uuid,
+    #[serde(default)]
+    label: Option<Uuid>,
+    kind: HeaderKind,
+    #[serde(default = "default_protocol")]
+    protocol_version: Option<String>,
+    #[serde(default = "default_academy")]
+    academy_version: String,
+    /// This crate's own fields; Python ignores them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deadline: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
+}
+
+fn default_protocol() -> Option<String> {
+    Some(ACADEMY_PROTOCOL.to_owned())
+}
+
+fn default_academy() -> String {
+    "0.5.0".to_owned()
+}
+
+#[derive(Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum HeaderKind {
+    Request,
+    Response,
+}
+
+/// An entity id as Python writes it.
+#[derive(Serialize, Deserialize)]
+struct Id {
+    uid: Uuid,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default = "agent_role")]
+    role: PyRole,
+}
+
+fn agent_role() -> PyRole {
+    PyRole::Agent
+}
+
+#[derive(Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum PyRole {
+    Agent,
+    User,
+}
+
+impl From<&EntityId> for Id {
+    fn from(id: &EntityId) -> Self {
+        let role = match id.role() {
+            Role::Agent => PyRole::Agent,
+            Role::Client => PyRole::User,
+        };
+        Self { uid: id.uid(), name: id.name().map(str::to_owned), role }
+    }
+}
+
+impl From<Id> for EntityId {
+    fn from(id: Id) -> Self {
+        let role = match id.role {
+            PyRole::Agent => Role::Agent,
+            PyRole::User => Role::Client,
+        };
+        EntityId::from_parts(id.uid, role, id.name.as_deref())
+    }
+}
+
+/// Every body kind of Academy 1.0.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum JsonBody {
+    ActionRequest {
+        action: String,
+        serialization: String,
+        #[serde(default)]
+        result_serialization: Option<String>,
+        #[serde(default)]
+        exception_serialization: Option<String>,
+        #[serde(default = "empty_array")]
+        pargs: Value,
+        #[serde(default = "empty_object")]
+        kargs: Value,
+    },
+    PingRequest {},
+    CancelRequest {
+        target_tag: Uuid,
+    },
+    ShutdownRequest {
+        #[serde(default)]
+        terminate: Option<bool>,
+    },
+    ActionResponse {
+        result: Value,
+        serialization: String,
+    },
+    SuccessResponse {},
+    UserErrorResponse {
+        serialization: String,
+        exception: Value,
+    },
+    AcademyErrorResponse {
+        error_code: u8,
+        #[serde(default)]
+        mailbox_id: Option<Id>,
+    },
+}
+
+fn empty_array() -> Value {
+    Value::Array(Vec::new())
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+/// The JSON bytes of `envelope`, as academy-py 1.0.0 reads them.
+pub(crate) fn encode(envelope: &Envelope) -> Result<Vec<u8>, WireError> {
+    let (kind, body) = match &envelope.body {
+        Body::ActionRequest { action, args } => {
+            let (pargs, kargs) = match to_json(args)? {
+                Value::Array(pargs) => (Value::Array(pargs), empty_object()),
+                // `()`: no arguments.
+                Value::Null => (empty_array(), empty_object()),
+                other => (Value::Array(vec![other]), empty_object()),
+            };
+            let body = JsonBody::ActionRequest {
+                action: action.clone(),
+                serialization: "json".into(),
+                result_serialization: None,
+                exception_serialization: None,
+                pargs: Value::String(pargs.to_string()),
+                kargs: Value::String(kargs.to_string()),
+            };
+            (HeaderKind::Request, body)
+        }
+        Body::ActionResponse { result: Ok(bytes), .. } => {
+            let text = to_json(bytes)?.to_string();
+            let result = Value::Array(vec!["__serialized__".into(), text.into()]);
+            (HeaderKind::Response, JsonBody::ActionResponse { result, serialization: "json".into() })
+        }
+        Body::ActionResponse { result: Err(error), .. } | Body::ShutdownResponse { result: Err(error) } => {
+            (HeaderKind::Response, error_body(error, &envelope.src))
+        }
+        Body::PingRequest => (HeaderKind::Request, JsonBody::PingRequest {}),
+        Body::PingResponse | Body::ShutdownResponse { result: Ok(()) } => {
+            (HeaderKind::Response, JsonBody::SuccessResponse {})
+        }
+        Body::CancelRequest { target } => (HeaderKind::Request, JsonBody::CancelRequest { target_tag: *target }),
+        Body::ShutdownRequest { terminate } => {
+            (HeaderKind::Request, JsonBody::ShutdownRequest { terminate: Some(*terminate) })
+        }
+    };
+    let header = Header {
+        src: (&envelope.src).into(),
+        dest: (&envelope.dest).into(),
+        tag: envelope.tag,
+        label: envelope.label,
+        kind,
+        protocol_version: default_protocol(),
+        academy_version: ACADEMY_VERSION.into(),
+        deadline: envelope.deadline,
+        traceparent: envelope.trace.map(|t| t.traceparent()),
+    };
+    serde_json::to_vec(&Message { header, body }).map_err(|e| WireError::Json(e.to_string()))
+}
+
+/// An error answer: Academy's own codes where one means the same, else a
+/// raised exception whose text names the failure.
+fn error_body(error: &RemoteError, me: &EntityId) -> JsonBody {
+    let code = match error.kind {
+        RemoteErrorKind::Cancelled => Some(ErrorCode::ActionCancelled),
+        RemoteErrorKind::Terminated => Some(ErrorCode::MailboxTerminated),
+        RemoteErrorKind::InvalidState => Some(ErrorCode::ActionInvalidState),
+        RemoteErrorKind::InvalidClient => Some(ErrorCode::InvalidClient),
+        RemoteErrorKind::Incompatible => Some(ErrorCode::IncompatibleProtocol),
+        _ => None,
+    };
+    if let Some(code) = code {
+        let mailbox_id = (code != ErrorCode::ActionCancelled).then(|| me.into());
+        return JsonBody::AcademyErrorResponse { error_code: code as u8, mailbox_id };
+    }
+    let text = match error.kind {
+        RemoteErrorKind::Raised => error.message.clone(),
+        kind => format!("{kind:?}: {}", error.message),
+    };
+    let exception = serde_json::json!({ "__exception__": true, "exception_str": text });
+    JsonBody::UserErrorResponse { serialization: "json".into(), exception: Value::String(exception.to_string()) }
+}
+
+/// Reads a queue entry or frame written by academy-py 1.0.0 (or by
+/// [`encode`]). Bytes that are not such a message are an error; a message
+/// this side must refuse comes back with its answer.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Incoming, WireError> {
+    if bytes == CLOSED {
+        return Ok(Incoming::Closed);
+    }
+    let message: Message<Value> = serde_json::from_slice(bytes).map_err(|e| WireError::Json(e.to_string()))?;
+    let Message { header, body } = message;
+    let request = header.kind == HeaderKind::Request;
+    let mut envelope = Envelope {
+        version: PROTOCOL_VERSION,
+        tag: header.tag,
+        src: header.src.into(),
+        dest: header.dest.into(),
+        label: header.label,
+        deadline: header.deadline,
+        trace: header.traceparent.as_deref().and_then(parse_traceparent),
+        body: Body::PingRequest,
+    };
+    let refuse = |envelope: &Envelope, error: RemoteError| {
+        let why = error.message.clone();
+        Ok(Incoming::Refused(
+            Box::new(envelope.reply(Body::ActionResponse { action: String::new(), result: Err(error) })),
+            why,
+        ))
+    };
+    if !compatible(header.protocol_version.as_deref()) {
+        let why = format!("protocol version {:?} is not 1.x", header.protocol_version);
+        return match request {
+            true => refuse(&envelope, RemoteError { kind: RemoteErrorKind::Incompatible, message: why }),
+            false => Err(WireError::Json(why)),
+        };
+    }
+    if request && envelope.dest.role() == Role::Client {
+        let message = format!("{} is a client: it serves no requests", envelope.dest);
+        return refuse(&envelope, RemoteError { kind: RemoteErrorKind::InvalidClient, message });
+    }
+    let body: JsonBody = serde_json::from_value(body).map_err(|e| WireError::Json(e.to_string()))?;
+    envelope.body = match body {
+        JsonBody::ActionRequest { action, serialization, pargs, kargs, .. } => {
+            if serialization != "json" {
+                let message = format!("{CHOOSE_JSON} (got {serialization:?})");
+                return refuse(&envelope, RemoteError { kind: RemoteErrorKind::BadPayload, message });
+            }
+            match arguments(pargs, kargs) {
+                Ok(args) => Body::ActionRequest { action, args },
+                Err(message) => return refuse(&envelope, RemoteError { kind: RemoteErrorKind::BadPayload, message }),
+            }
+        }
+        JsonBody::PingRequest {} => Body::PingRequest,
+        JsonBody::CancelRequest { target_tag } => Body::CancelRequest { target: target_tag },
+        // Python's default for a requested shutdown: terminate.
+        JsonBody::ShutdownRequest { terminate } => Body::ShutdownRequest { terminate: terminate.unwrap_or(true) },
+        JsonBody::ActionResponse { result, serialization } => {
+            Body::ActionResponse { action: String::new(), result: result_payload(result, &serialization) }
+        }
+        // Academy 1.0 answers pings, cancels and shutdowns alike.
+        JsonBody::SuccessResponse {} => Body::PingResponse,
+        JsonBody::UserErrorResponse { serialization, exception } => {
+            let message = exception_text(exception, &serialization);
+            Body::ActionResponse {
+                action: String::new(),
+                result: Err(RemoteError { kind: RemoteErrorKind::Raised, message }),
+            }
+        }
+        JsonBody::AcademyErrorResponse { error_code, .. } => {
+            let (kind, message) = match error_code {
+                0 => (RemoteErrorKind::Terminated, "the mailbox is terminated"),
+                1 => (RemoteErrorKind::Cancelled, "the ping was cancelled"),
+                2 => (RemoteErrorKind::InvalidState, "no such running action (ACTION_INVALID_STATE)"),
+                3 => (RemoteErrorKind::Cancelled, "the action was cancelled"),
+                4 => (RemoteErrorKind::InvalidClient, "a client serves no requests"),
+                5 => (RemoteErrorKind::Incompatible, "incompatible protocol versions"),
+                _ => (RemoteErrorKind::Internal, "an unknown Academy error code"),
+            };
+            let message = format!("{message} (Academy error code {error_code})");
+            Body::ActionResponse { action: String::new(), result: Err(RemoteError { kind, message }) }
+        }
+    };
+    Ok(Incoming::Message(envelope))
+}
+
+/// Major version 1, no local part (what Python accepts).
+fn compatible(version: Option<&str>) -> bool {
+    version.is_some_and(|v| !v.contains('+') && v.split('.').next() == Some("1"))
+}
+
+fn parse_traceparent(text: &str) -> Option<TraceContext> {
+    let mut parts = text.split('-');
+    let (_, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(TraceContext { trace_id: u128::from_str_radix(trace, 16).ok()?, span_id: u64::from_str_radix(span, 16).ok()? })
+}
+
+/// A field that Python writes as JSON text (or, leniently, as JSON).
+fn embedded(value: Value, what: &str) -> Result<Value, String> {
+    match value {
+        Value::String(text) => serde_json::from_str(&text).map_err(|e| format!("{what} is not JSON text: {e}")),
+        other => Ok(other),
+    }
+}
+
+/// The MessagePack arguments of a JSON request: the positional ones as an
+/// array; with keyword ones, a map from position (an integer) or name to
+/// value, which the agent puts in order by its parameters' names.
+fn arguments(pargs: Value, kargs: Value) -> Result<Bytes, String> {
+    let Value::Array(pargs) = embedded(pargs, "pargs")? else {
+        return Err("pargs is not a JSON array".into());
+    };
+    let Value::Object(kargs) = embedded(kargs, "kargs")? else {
+        return Err("kargs is not a JSON object".into());
+    };
+    let encoded = if kargs.is_empty() {
+        crate::message::encode_payload(&pargs)
+    } else {
+        crate::message::encode_payload(&Keywords { pargs: &pargs, kargs: &kargs })
+    };
+    encoded.map_err(|e| format!("the arguments do not encode: {e}"))
+}
+
+/// Positional and keyword arguments as one MessagePack map.
+struct Keywords<'a> {
+    pargs: &'a [Value],
+    kargs: &'a Map<String, Value>,
+}
+
+impl Serialize for Keywords<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.pargs.len() + self.kargs.len()))?;
+        for (i, value) in self.pargs.iter().enumerate() {
+            map.serialize_entry(&(i as u64), value)?;
+        }
+        for (name, value) in self.kargs {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+/// Puts keyword arguments in order: `args`, a MessagePack map from position
+/// or name to value (as [`arguments`] writes them), becomes the array of
+/// the action's `parameters`. `Ok(None)`: nothing to do (not a map, or a
+/// hand-written message, which reads its fields by name itself).
+pub(crate) fn arrange(args: &[u8], parameters: &[crate::behavior::Parameter]) -> Result<Option<Bytes>, String> {
+    if !matches!(args.first(), Some(0x80..=0x8f | 0xde | 0xdf)) {
+        return Ok(None);
+    }
+    #[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+    #[serde(untagged)]
+    enum Key {
+        Position(u64),
+        Name(String),
+    }
+    let Ok(mut given) = rmp_serde::from_slice::<std::collections::BTreeMap<Key, Value>>(args) else {
+        return Ok(None);
+    };
+    let named = |key: &Key| matches!(key, Key::Name(name) if parameters.iter().any(|p| p.name == *name));
+    if parameters.len() == 1 && parameters[0].name == "message" && !given.keys().all(named) {
+        return Ok(None);
+    }
+    let mut ordered = Vec::with_capacity(parameters.len());
+    for (i, parameter) in parameters.iter().enumerate() {
+        let value =
+            given.remove(&Key::Position(i as u64)).or_else(|| given.remove(&Key::Name(parameter.name.to_string())));
+        ordered.push(value.ok_or_else(|| format!("missing argument `{}`", parameter.name))?);
+    }
+    if let Some(extra) = given.keys().next() {
+        return Err(match extra {
+            Key::Position(_) => format!("more than {} positional arguments", parameters.len()),
+            Key::Name(name) => format!("no parameter named `{name}`"),
+        });
+    }
+    crate::message::encode_payload(&ordered).map(Some).map_err(|e| e.to_string())
+}
+
+/// A response's result as MessagePack, or why it cannot be read.
+fn result_payload(result: Value, serialization: &str) -> Result<Bytes, RemoteError> {
+    let bad = |message: String| RemoteError { kind: RemoteErrorKind::BadPayload, message };
+    let value = match result {
+        Value::Array(mut pair) if pair.len() == 2 && pair[0] == "__serialized__" => {
+            if serialization != "json" {
+                return Err(bad(format!("the result is {serialization}-encoded, not JSON")));
+            }
+            embedded(pair.pop().expect("two elements"), "the result").map_err(bad)?
+        }
+        other => other,
+    };
+    crate::message::encode_payload(&value).map_err(|e| bad(format!("the result does not encode: {e}")))
+}
+
+/// The text of a raised exception, as Python's `str(e)`.
+fn exception_text(exception: Value, serialization: &str) -> String {
+    if serialization != "json" {
+        return format!("the agent raised an exception, sent {serialization}-encoded (unreadable here)");
+    }
+    match embedded(exception, "the exception") {
+        Ok(Value::Object(fields)) => match fields.get("exception_str") {
+            Some(Value::String(text)) => text.trim_end().to_owned(),
+            _ => Value::Object(fields).to_string(),
+        },
+        Ok(other) => other.to_string(),
+        Err(why) => why,
+    }
+}
+
+/// MessagePack bytes as a JSON value.
+fn to_json(bytes: &[u8]) -> Result<Value, WireError> {
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
+    Ok(rmp_serde::from_slice(bytes)?)
+}
+
+/// The error value of a `Result` in MessagePack, as the text Python raises:
+/// `"MarketError: {\"OutOfStock\": {\"left\": 7}}"`.
+pub(crate) fn raised_text(error_type: &str, bytes: &[u8]) -> String {
+    let value = to_json(bytes).map(|v| v.to_string()).unwrap_or_else(|e| e.to_string());
+    format!("{error_type}: {value}")
+}
+
+/// Reads back the error value of a [`raised_text`].
+pub(crate) fn raised_value<E: serde::de::DeserializeOwned>(text: &str) -> Option<E> {
+    let (_, json) = text.split_once(": ")?;
+    serde_json::from_str(json).ok()
+}
+
+/// Splits a MessagePack `Result` (`{"Ok": v}` or `{"Err": e}`) into the
+/// value's and the error's bytes.
+pub(crate) fn split_result(bytes: &[u8]) -> Option<Result<Bytes, Bytes>> {
+    #[derive(Deserialize)]
+    enum Outcome {
+        Ok(Value),
+        Err(Value),
+    }
+    let outcome: Outcome = rmp_serde::from_slice(bytes).ok()?;
+    let encode = |v: &Value| crate::message::encode_payload(v).ok();
+    Some(match outcome {
+        Outcome::Ok(v) => Ok(encode(&v)?),
+        Outcome::Err(e) => Err(encode(&e)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identifier::ClientId;
+
+    fn pair() -> (EntityId, EntityId) {
+        (ClientId::new(Some("me")).into(), EntityId::new(Role::Agent, Some("calc")))
+    }
+
+    #[test]
+    fn a_python_request_decodes() {
+        let raw = br#"{"header":{"src":{"uid":"a88a31b0-cc80-4002-9fdc-67b7275fc157","name":"me","role":"user"},
+            "dest":{"uid":"fadc55af-e11d-4b97-84cf-e5fd18099db3","name":null,"role":"agent"},
+            "tag":"d1505c9a-0000-4000-8000-000000000001","label":"abd19c71-0000-4000-8000-000000000002",
+            "kind":"request","protocol_version":"1.1","academy_version":"1.0.0"},
+            "body":{"action":"add","serialization":"json","result_serialization":null,
+            "exception_serialization":null,"pargs":"[1, 2]","kargs":"{}","kind":"action-request"}}"#;
+        let Incoming::Message(envelope) = decode(raw).unwrap() else { panic!("refused") };
+        let Body::ActionRequest { action, args } = &envelope.body else { panic!("{:?}", envelope.body) };
+        assert_eq!(action, "add");
+        assert_eq!(rmp_serde::from_slice::<(i64, i64)>(args).unwrap(), (1, 2));
+        assert_eq!(envelope.src.role(), Role::Client);
+        assert_eq!(envelope.src.name(), Some("me"));
+    }
+
+    #[test]
+    fn requests_and_answers_round_trip() {
+        let (me, agent) = pair();
+        let args = crate::message::encode_payload(&(3i64, "x")).unwrap();
+        let mut request = Envelope::new(me.clone(), agent.clone(), Body::ActionRequest { action: "add".into(), args });
+        request.label = Some(Uuid::new_v4());
+        request.deadline = Some(42);
+        request.trace = Some(TraceContext::new());
+        let Incoming::Message(back) = decode(&encode(&request).unwrap()).unwrap() else { panic!() };
+        assert_eq!(back, request);
+        let result = crate::message::encode_payload(&vec![1u8, 2]).unwrap();
+        let answer = request.reply(Body::ActionResponse { action: String::new(), result: Ok(result.clone()) });
+        let text = String::from_utf8(encode(&answer).unwrap()).unwrap();
+        assert!(text.contains(r#""result":["__serialized__","[1,2]"]"#), "{text}");
+        let Incoming::Message(back) = decode(text.as_bytes()).unwrap() else { panic!() };
+        assert_eq!(back.body, Body::ActionResponse { action: String::new(), result: Ok(result) });
+        for body in [
+            Body::PingRequest,
+            Body::CancelRequest { target: Uuid::new_v4() },
+            Body::ShutdownRequest { terminate: false },
+        ] {
+            let message = Envelope::new(me.clone(), agent.clone(), body);
+            let Incoming::Message(back) = decode(&encode(&message).unwrap()).unwrap() else { panic!() };
+            assert_eq!(back, message);
+        }
+    }
+
+    #[test]
+    fn errors_become_exceptions_or_codes() {
+        let (me, agent) = pair();
+        let request = Envelope::new(me, agent, Body::PingRequest);
+        let raised = RemoteError { kind: RemoteErrorKind::Raised, message: "MarketError: 7".into() };
+        let answer = request.reply(Body::ActionResponse { action: String::new(), result: Err(raised.clone()) });
+        let text = String::from_utf8(encode(&answer).unwrap()).unwrap();
+        assert!(text.contains("user-error-response") && text.contains("exception_str"), "{text}");
+        let Incoming::Message(back) = decode(text.as_bytes()).unwrap() else { panic!() };
+        assert_eq!(back.body, Body::ActionResponse { action: String::new(), result: Err(raised) });
+        let cancelled = RemoteError { kind: RemoteErrorKind::Cancelled, message: String::new() };
+        let answer = request.reply(Body::ActionResponse { action: String::new(), result: Err(cancelled) });
+        let text = String::from_utf8(encode(&answer).unwrap()).unwrap();
+        assert!(text.contains(r#""error_code":3"#), "{text}");
+    }
+
+    #[test]
+    fn pickle_other_versions_and_garbage_are_refused() {
+        let (me, agent) = pair();
+        let request = Envelope::new(me, agent, Body::ActionRequest { action: "add".into(), args: Bytes::new() });
+        let mut json: Value = serde_json::from_slice(&encode(&request).unwrap()).unwrap();
+        json["body"]["serialization"] = "pickle".into();
+        match decode(json.to_string().as_bytes()).unwrap() {
+            Incoming::Refused(answer, why) => {
+                assert!(why.contains("SerializationStrategy.JSON"), "{why}");
+                assert_eq!(answer.tag, request.tag);
+            }
+            other => panic!("{other:?}"),
+        }
+        json["body"]["serialization"] = "json".into();
+        json["header"]["protocol_version"] = "2.0".into();
+        assert!(matches!(decode(json.to_string().as_bytes()).unwrap(), Incoming::Refused(..)));
+        assert!(decode(b"\x00garbage").is_err());
+        assert!(matches!(decode(CLOSED).unwrap(), Incoming::Closed));
+    }
+
+    #[test]
+    fn keyword_arguments_become_a_map() {
+        let args = arguments(Value::String("[1]".into()), Value::String(r#"{"b": 2}"#.into())).unwrap();
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct Add {
+            a: i64,
+            b: i64,
+        }
+        assert_eq!(rmp_serde::from_slice::<Add>(&args).unwrap(), Add { a: 1, b: 2 });
+    }
+
+    #[test]
+    fn results_split_and_errors_read_back() {
+        let ok: Result<u32, String> = Ok(5);
+        let bytes = crate::message::encode_payload(&ok).unwrap();
+        assert_eq!(split_result(&bytes).unwrap().unwrap(), crate::message::encode_payload(&5u32).unwrap());
+        let err: Result<u32, String> = Err("out".into());
+        let bytes = crate::message::encode_payload(&err).unwrap();
+        let error = split_result(&bytes).unwrap().unwrap_err();
+        let text = raised_text("String", &error);
+        assert_eq!(text, r#"String: "out""#);
+        assert_eq!(raised_value::<String>(&text).unwrap(), "out");
+    }
+}

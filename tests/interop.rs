@@ -1,0 +1,414 @@
+//! Rust and Python Academy 1.0 agents on one exchange: the real academy-py
+//! 1.0.0 (tests/interop/academy_peer.py) against this crate's
+//! `Protocol::Academy1`, both ways, through a private redis-server.
+//!
+//! Python comes from `ACADEMY_PYTHON`, else `.venv-academy/bin/python`, else
+//! `python3`, whichever imports academy 1.0.0 (`.ci/run` makes the venv).
+//! Without one the tests say so and pass, except under CI, where they fail.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_academy::prelude::*;
+use actix_academy::{AgentId, Discovery, Error, Exchange, ForeignAgent, HybridExchange, MailboxStatus, Protocol};
+use actix_academy::{RemoteErrorKind, RemoteHandle};
+use support::RedisServer;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Heartbeats every 300 ms here, so "inactive" comes within a second.
+const HEARTBEAT: Duration = Duration::from_millis(300);
+
+fn python() -> Option<PathBuf> {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-academy/bin/python");
+    let candidates = std::env::var_os("ACADEMY_PYTHON").map(PathBuf::from).into_iter().chain([venv, "python3".into()]);
+    let check = "import academy, sys; sys.exit(0 if academy.__version__ == '1.0.0' else 1)";
+    for candidate in candidates {
+        let found = std::process::Command::new(&candidate).args(["-c", check]).stderr(Stdio::null()).status();
+        if found.is_ok_and(|status| status.success()) {
+            return Some(candidate);
+        }
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("academy-py 1.0.0 is not installed (.ci/run installs it in .venv-academy)");
+    }
+    eprintln!(
+        "SKIPPED: no Python with academy-py 1.0.0 (python3 -m venv .venv-academy && \
+         .venv-academy/bin/pip install academy-py==1.0.0)"
+    );
+    None
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/academy_peer.py")
+}
+
+/// Runs the Python peer to the end; its output is shown, and it must succeed.
+async fn python_peer(python: &PathBuf, redis: &RedisServer, namespace: &str, args: &[&str]) -> String {
+    let port = redis.port.to_string();
+    let mut command = Command::new(python);
+    command.arg(script()).args(&args[..1]).args(["--port", &port, "--namespace", namespace]);
+    command.args(["--heartbeat", &HEARTBEAT.as_secs_f64().to_string()]).args(&args[1..]);
+    let output = tokio::time::timeout(Duration::from_secs(120), command.kill_on_drop(true).output())
+        .await
+        .expect("the Python peer finished within 120 s")
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    println!("python {}:\n{stdout}", args[0]);
+    assert!(output.status.success(), "python {args:?} failed:\n{stdout}\n{stderr}");
+    stdout.into_owned()
+}
+
+/// A Python agent process; its id once it is registered.
+async fn python_agent(python: &PathBuf, redis: &RedisServer, namespace: &str) -> (Child, uuid::Uuid) {
+    let mut child = Command::new(python)
+        .arg(script())
+        .args(["agent", "--port", &redis.port.to_string(), "--namespace", namespace])
+        .args(["--heartbeat", &HEARTBEAT.as_secs_f64().to_string()])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let uid = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(uid) = line.strip_prefix("AGENT_ID ") {
+                return uid.parse().unwrap();
+            }
+        }
+        panic!("the Python agent exited before registering");
+    })
+    .await
+    .expect("the Python agent registered within 60 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, uid)
+}
+
+async fn academy_exchange(redis: &RedisServer, namespace: &str) -> Exchange {
+    HybridExchange::builder(redis.url())
+        .namespace(namespace)
+        .protocol(Protocol::Academy1)
+        .heartbeat(HEARTBEAT)
+        .start()
+        .await
+        .expect("exchange starts")
+}
+
+fn namespace() -> String {
+    format!("interop-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+async fn wait_for_status(exchange: &Exchange, id: &actix_academy::EntityId, wanted: fn(MailboxStatus) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = exchange.status(id).await.unwrap();
+        if wanted(status) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} stayed {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A point, an object in Python.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    x: f64,
+    y: f64,
+    label: String,
+}
+
+/// What `divide` fails with.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub enum CalcError {
+    DivisionByZero,
+}
+
+impl std::fmt::Display for CalcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "division by zero")
+    }
+}
+
+/// The Rust agent Python calls, discovered as `rust.Calculator`.
+#[derive(Default)]
+pub struct Calculator {
+    sleeping: Arc<AtomicUsize>,
+}
+
+impl Actor for Calculator {
+    type Context = Context<Self>;
+}
+
+/// Counts a running `sleep` until it ends, however it ends.
+struct Sleeping(Arc<AtomicUsize>);
+
+impl Drop for Sleeping {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[agent(name = "rust.Calculator")]
+impl Calculator {
+    #[action]
+    fn add(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+
+    #[action]
+    fn greet(&self, name: String, punctuation: String) -> String {
+        format!("Hello, {name}{punctuation}")
+    }
+
+    #[action]
+    fn scale(&self, point: Point, by: f64) -> Point {
+        Point { x: point.x * by, y: point.y * by, label: point.label }
+    }
+
+    #[action]
+    fn divide(&self, a: f64, b: f64) -> Result<f64, CalcError> {
+        if b == 0.0 {
+            return Err(CalcError::DivisionByZero);
+        }
+        Ok(a / b)
+    }
+
+    #[action]
+    fn running(&self) -> usize {
+        self.sleeping.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps `ms` milliseconds, counted in `running` meanwhile.
+    #[action]
+    fn sleep(&self, ms: u64) -> ResponseFuture<u64> {
+        self.sleeping.fetch_add(1, Ordering::SeqCst);
+        let guard = Sleeping(self.sleeping.clone());
+        Box::pin(async move {
+            let _guard = guard;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            ms
+        })
+    }
+}
+
+#[actix::test]
+async fn python_calls_a_rust_agent_by_its_dotted_name() {
+    let Some(python) = python() else { return };
+    let redis = RedisServer::start();
+    let namespace = namespace();
+    let exchange = academy_exchange(&redis, &namespace).await;
+    let agent = Agent::start(Calculator::default(), &exchange, Some("rust-calculator")).await.unwrap();
+
+    let out = python_peer(&python, &redis, &namespace, &["calls"]).await;
+    for check in [
+        "ok discovered rust.Calculator",
+        "ok status ACTIVE",
+        "ok add(2, 3) == 5",
+        "ok greet with a keyword argument",
+        "ok scale a struct",
+        "ok divide by zero raised: CalcError: \"DivisionByZero\"",
+        "ok a pickled request was refused",
+        "ok ping",
+        "ok cancelled: the Rust action stopped",
+        "ok the agent answers after a cancel",
+    ] {
+        assert!(out.contains(check), "missing {check:?} in:\n{out}");
+    }
+
+    // The same agent, called from Rust through the same JSON.
+    let calc = exchange.get_handle(agent.id().clone()).bind_as_client(&exchange).await.unwrap();
+    assert_eq!(calc.add(2, 3).await.unwrap(), 5);
+    assert_eq!(calc.divide(1.0, 4.0).await.unwrap(), 0.25);
+    match calc.divide(1.0, 0.0).await {
+        Err(ActionError::Action(CalcError::DivisionByZero)) => {}
+        other => panic!("{other:?}"),
+    }
+    agent.shutdown().await;
+    exchange.close().await;
+}
+
+#[actix::test]
+async fn python_shuts_down_rust_agents_with_and_without_terminating_them() {
+    let Some(python) = python() else { return };
+    let redis = RedisServer::start();
+    let namespace = namespace();
+    let exchange = academy_exchange(&redis, &namespace).await;
+    let kept = Agent::start(Calculator::default(), &exchange, Some("kept")).await.unwrap();
+    let ended = Agent::start(Calculator::default(), &exchange, Some("ended")).await.unwrap();
+
+    let id = kept.id().entity().uid().to_string();
+    python_peer(&python, &redis, &namespace, &["shutdown", "--id", &id, "--keep"]).await;
+    assert_eq!(tokio::time::timeout(Duration::from_secs(30), kept.wait()).await.unwrap(), AgentExit::Shutdown);
+    // Kept: registered, not terminated; inactive once its heartbeat is stale.
+    python_peer(&python, &redis, &namespace, &["status", "--id", &id, "--expect", "INACTIVE"]).await;
+    assert_eq!(exchange.status(kept.id()).await.unwrap(), MailboxStatus::Inactive);
+
+    let id = ended.id().entity().uid().to_string();
+    python_peer(&python, &redis, &namespace, &["shutdown", "--id", &id]).await;
+    assert_eq!(tokio::time::timeout(Duration::from_secs(30), ended.wait()).await.unwrap(), AgentExit::Shutdown);
+    python_peer(&python, &redis, &namespace, &["status", "--id", &id, "--expect", "TERMINATED"]).await;
+    assert_eq!(exchange.status(ended.id()).await.unwrap(), MailboxStatus::Terminated);
+    exchange.close().await;
+}
+
+/// A handle on the Python agent with id `uid`, found by its dotted name.
+async fn discover_python_agent(exchange: &Exchange, uid: uuid::Uuid) -> RemoteHandle<ForeignAgent> {
+    // Active (heartbeat written) once its runtime runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let found = exchange.discover_by_name("__main__.Calculator", Discovery::new()).await.unwrap();
+        if let Some(id) = found.into_iter().find(|id| id.uid() == uid) {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "the Python agent is discovered by its dotted name");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(id.name(), None, "Python does not store names");
+    let id = AgentId::<ForeignAgent>::from_entity(id).unwrap();
+    assert!(exchange.discover::<ForeignAgent>().await.unwrap().contains(&id), "every agent is an academy.agent.Agent");
+    exchange.get_handle(id).bind_as_client(exchange).await.unwrap()
+}
+
+#[actix::test]
+async fn rust_calls_a_python_agent() {
+    let Some(python) = python() else { return };
+    let redis = RedisServer::start();
+    let namespace = namespace();
+    let exchange = academy_exchange(&redis, &namespace).await;
+    let (mut child, uid) = python_agent(&python, &redis, &namespace).await;
+    let calc = discover_python_agent(&exchange, uid).await;
+    assert_eq!(exchange.status(calc.agent_id()).await.unwrap(), MailboxStatus::Offline);
+
+    calc.ping().await.expect("a Python agent answers a ping");
+    assert_eq!(calc.call::<i64>("add", (2, 3)).await.unwrap(), 5);
+    let point = Point { x: 1.5, y: -2.0, label: "p".into() };
+    let doubled = Point { x: 3.0, y: -4.0, label: "P".into() };
+    assert_eq!(calc.call::<Point>("describe_point", (point,)).await.unwrap(), doubled);
+    match calc.call::<i64>("fail", ("boom",)).await {
+        Err(Error::Remote(e)) if e.kind == RemoteErrorKind::Raised => {
+            assert!(e.message.ends_with("ValueError: boom"), "{}", e.message);
+        }
+        other => panic!("a Python exception arrives as Raised: {other:?}"),
+    }
+    match calc.call::<i64>("no_such_action", ()).await {
+        Err(Error::Remote(e)) if e.kind == RemoteErrorKind::Raised => assert!(e.message.contains("AttributeError")),
+        other => panic!("{other:?}"),
+    }
+
+    // Python never answers a result it cannot encode: the call ends at its deadline.
+    let patient = calc.clone().with_timeout(Some(Duration::from_secs(2)));
+    let started = Instant::now();
+    match patient.call::<i64>("unencodable", ()).await {
+        Err(Error::Timeout(_)) => assert!(started.elapsed() >= Duration::from_secs(2)),
+        other => panic!("{other:?}"),
+    }
+
+    // A call that times out cancels the Python action.
+    let hasty = calc.clone().with_timeout(Some(Duration::from_millis(1500)));
+    assert!(matches!(hasty.call::<f64>("sleep", (60.0,)).await, Err(Error::Timeout(_))));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while calc.call::<i64>("running", ()).await.unwrap() != 0 {
+        assert!(Instant::now() < deadline, "the Python action was not cancelled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Shut down without terminating: the mailbox stays, inactive once the heartbeat is stale.
+    calc.shutdown_with(false).await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap().success());
+    wait_for_status(&exchange, calc.agent_id(), |s| s == MailboxStatus::Inactive).await;
+
+    // Another, terminated.
+    let (mut child, uid) = python_agent(&python, &redis, &namespace).await;
+    let calc = discover_python_agent(&exchange, uid).await;
+    calc.shutdown().await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap().success());
+    wait_for_status(&exchange, calc.agent_id(), |s| s == MailboxStatus::Terminated).await;
+    assert!(matches!(calc.call::<i64>("add", (1, 2)).await, Err(Error::MailboxClosed(_))));
+    exchange.close().await;
+}
+
+const CHILD: &str = "ACADEMY_INTEROP_CHILD";
+
+/// The child process: a Rust agent until it is killed.
+#[actix::test]
+#[ignore = "run by the other tests in a child process"]
+async fn child() {
+    let Ok(config) = std::env::var(CHILD) else { return };
+    let (url, namespace) = config.split_once(' ').unwrap();
+    let exchange = HybridExchange::builder(url)
+        .namespace(namespace)
+        .protocol(Protocol::Academy1)
+        .heartbeat(HEARTBEAT)
+        .start()
+        .await
+        .unwrap();
+    let agent = Agent::start(Calculator::default(), &exchange, Some("doomed")).await.unwrap();
+    println!("AGENT_ID {}", agent.id().entity().uid());
+    agent.wait().await;
+}
+
+#[actix::test]
+async fn python_sees_a_rust_agent_active_then_inactive_then_terminated() {
+    let Some(python) = python() else { return };
+    let redis = RedisServer::start();
+    let namespace = namespace();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(CHILD, format!("{} {namespace}", redis.url()))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let id = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some((_, id)) = line.split_once("AGENT_ID ") {
+                return id.trim().to_owned();
+            }
+        }
+        panic!("the child exited before starting its agent");
+    })
+    .await
+    .expect("the child started its agent within 60 s");
+
+    python_peer(&python, &redis, &namespace, &["status", "--id", &id, "--expect", "ACTIVE"]).await;
+    child.kill().await.unwrap();
+    python_peer(&python, &redis, &namespace, &["status", "--id", &id, "--expect", "INACTIVE"]).await;
+    let exchange = academy_exchange(&redis, &namespace).await;
+    let agent = actix_academy::EntityId::from_parts(id.parse().unwrap(), actix_academy::Role::Agent, None);
+    assert_eq!(exchange.status(&agent).await.unwrap(), MailboxStatus::Inactive);
+    exchange.terminate(&agent).await.unwrap();
+    python_peer(&python, &redis, &namespace, &["status", "--id", &id, "--expect", "TERMINATED"]).await;
+    exchange.close().await;
+}
+
+#[actix::test]
+async fn what_is_not_an_academy_message_is_dropped_and_the_agent_answers_on() {
+    let redis = RedisServer::start();
+    let namespace = namespace();
+    let exchange = academy_exchange(&redis, &namespace).await;
+    let agent = Agent::start(Calculator::default(), &exchange, Some("sturdy")).await.unwrap();
+    let queue = format!("{namespace}:queue:{}", agent.id().entity().base32());
+    let mut redis_client = redis.client();
+    for garbage in [&b"\x93\x01\x02\x03"[..], b"{\"header\": 1}", b"not json"] {
+        redis::cmd("RPUSH").arg(&queue).arg(garbage).query::<()>(&mut redis_client).unwrap();
+    }
+    let calc = exchange.get_handle(agent.id().clone()).bind_as_client(&exchange).await.unwrap();
+    assert_eq!(calc.add(20, 22).await.unwrap(), 42);
+    assert_eq!(calc.greet("Ada".into(), "?".into()).await.unwrap(), "Hello, Ada?");
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{namespace}:*")).query(&mut redis_client).unwrap();
+    let lineage: String = redis::cmd("GET")
+        .arg(format!("{namespace}:agent:{}", agent.id().entity().base32()))
+        .query(&mut redis_client)
+        .unwrap();
+    assert_eq!(lineage, "rust.Calculator,academy.agent.Agent");
+    assert!(keys.iter().all(|key| !key.contains(":address:")), "no address is published: {keys:?}");
+    agent.shutdown().await;
+    exchange.close().await;
+}
