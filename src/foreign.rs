@@ -17,11 +17,12 @@ use crate::handle::RemoteHandle;
 ///
 /// ```no_run
 /// # async fn demo(exchange: actix_academy::Exchange) -> Result<(), Box<dyn std::error::Error>> {
-/// use actix_academy::{AgentId, Client, Discovery, ForeignAgent};
+/// use actix_academy::{AgentId, Discovery, ForeignAgent};
 /// let found = exchange.discover_by_name("model.Forecaster", Discovery::new()).await?;
 /// let id = AgentId::<ForeignAgent>::from_entity(found[0].clone())?;
-/// let client = Client::connect(&exchange, Some("driver")).await?;
-/// let forecaster = client.get_handle(id).bind(&client);
+/// let forecaster = exchange.get_handle(id).bind_as_client(&exchange).await?
+///     // A Python agent that cannot encode its result never answers.
+///     .with_timeout(Some(std::time::Duration::from_secs(30)));
 /// let rain: f64 = forecaster.call("predict", ("Lyon", 3)).await?;
 /// # let _ = rain; Ok(()) }
 /// ```
