@@ -586,6 +586,15 @@ mod tests {
         json["header"]["protocol_version"] = "2.0".into();
         assert!(matches!(decode(json.to_string().as_bytes()).unwrap(), Incoming::Refused(..)));
         assert!(decode(b"\x00garbage").is_err());
+        // A request to a client is answered INVALID_CLIENT.
+        let (me, agent) = pair();
+        let to_client = Envelope::new(agent, me, Body::PingRequest);
+        match decode(&encode(&to_client).unwrap()).unwrap() {
+            Incoming::Refused(answer, _) => {
+                assert!(String::from_utf8(encode(&answer).unwrap()).unwrap().contains(r#""error_code":4"#))
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(decode(CLOSED).unwrap(), Incoming::Closed));
     }
 

@@ -88,6 +88,7 @@ static REGISTER: LazyLock<Script> = LazyLock::new(|| {
         r"
 if redis.call('GET', KEYS[1]) == 'INACTIVE' then redis.call('DEL', KEYS[4], KEYS[6]) end
 redis.call('SET', KEYS[1], 'ACTIVE')
+redis.call('PERSIST', KEYS[5])
 if ARGV[1] ~= '' then redis.call('SET', KEYS[2], ARGV[1]) end
 if ARGV[2] ~= '' then redis.call('SET', KEYS[5], ARGV[2]) end
 redis.call('SET', KEYS[3], now())
@@ -123,9 +124,10 @@ end
     )
 });
 
-/// KEYS: status, queue, agent, name. ARGV: expiry (ms). As academy-py:
-/// INACTIVE, the queue replaced by the close sentinel, the lineage deleted;
-/// returns what was queued (its requests are answered MAILBOX_TERMINATED).
+/// KEYS: status, queue, agent, name, heartbeat. ARGV: expiry (ms). As
+/// academy-py: INACTIVE, the queue replaced by the close sentinel, the
+/// lineage deleted; returns what was queued (its requests are answered
+/// MAILBOX_TERMINATED). Unlike academy-py, what is left expires.
 static TERMINATE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
@@ -134,7 +136,7 @@ redis.call('SET', KEYS[1], 'INACTIVE')
 local pending = redis.call('LRANGE', KEYS[2], 0, -1)
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('RPUSH', KEYS[2], '<CLOSED>')
-redis.call('PEXPIRE', KEYS[4], ARGV[1])
+for _, key in ipairs({KEYS[1], KEYS[2], KEYS[4], KEYS[5]}) do redis.call('PEXPIRE', key, ARGV[1]) end
 return pending
 ",
     )
@@ -276,7 +278,7 @@ impl AcademyExchange {
     pub(crate) async fn terminate(&self, id: &EntityId) -> Result<(), Error> {
         let uid = id.uid();
         let mut invocation = TERMINATE.prepare_invoke();
-        for kind in ["status", "queue", "agent", "name"] {
+        for kind in ["status", "queue", "agent", "name", "heartbeat"] {
             invocation.key(self.key(kind, uid));
         }
         invocation.arg(self.inner.settings.expiry.as_millis() as u64);
