@@ -286,25 +286,11 @@ where
     M: Message + Send + 'static,
     M::Result: Send + Serialize,
 {
-    let decoded = rmp_serde::from_slice(args).or_else(|e| match args {
-        // One argument in an array (as Academy 1.0's `pargs` has it) for a
-        // message that is that argument (a newtype).
-        [0x91, inner @ ..] => rmp_serde::from_slice(inner).map_err(|_| e),
-        // No arguments (`pargs` empty) for an action that takes none.
-        [0x90] => rmp_serde::from_slice(&[0xc0]).map_err(|_| e),
-        _ => Err(e),
-    });
-    let args: A = match decoded {
-        Ok(args) => args,
-        Err(e) => {
-            return future::ready(Err(RemoteError {
-                kind: RemoteErrorKind::BadPayload,
-                message: format!("arguments of {action} do not decode: {e}"),
-            }))
-            .boxed_local()
-        }
-    };
     let protocol = call.context.exchange().protocol();
+    let args: A = match decode_args(action, args, protocol) {
+        Ok(args) => args,
+        Err(e) => return future::ready(Err(e)).boxed_local(),
+    };
     let reply = addr.send(make(args, call));
     async move {
         let result = reply.await.map_err(|_| RemoteError {
@@ -317,6 +303,58 @@ where
         })
     }
     .boxed_local()
+}
+
+/// [`dispatch`] for an `async fn` action (no `self`): its future runs in
+/// the runtime's own, so cancelling the request drops it.
+#[doc(hidden)]
+pub fn dispatch_async<B, A, F>(
+    action: &str,
+    args: &[u8],
+    call: Invocation<B>,
+    run: impl FnOnce(A, Invocation<B>) -> F,
+) -> ActionFuture
+where
+    B: Behavior,
+    A: DeserializeOwned,
+    F: std::future::Future + 'static,
+    F::Output: Serialize,
+{
+    let protocol = call.context.exchange().protocol();
+    let running = match decode_args(action, args, protocol) {
+        Ok(args) => run(args, call),
+        Err(e) => return future::ready(Err(e)).boxed_local(),
+    };
+    async move {
+        let result = running.await;
+        crate::message::encode_for(&result, protocol).map_err(|e| RemoteError {
+            kind: RemoteErrorKind::Internal,
+            message: format!("the result does not encode: {e}"),
+        })
+    }
+    .boxed_local()
+}
+
+/// An action's arguments, decoded.
+fn decode_args<A: DeserializeOwned>(
+    action: &str,
+    args: &[u8],
+    protocol: crate::exchange::Protocol,
+) -> Result<A, RemoteError> {
+    let decode = |bytes: &[u8]| crate::message::decode_for(bytes, protocol);
+    decode(args)
+        .or_else(|e| match args {
+            // One argument in an array (as Academy 1.0's `pargs` has it) for
+            // a message that is that argument (a newtype).
+            [0x91, inner @ ..] => decode(inner).map_err(|_| e),
+            // No arguments (`pargs` empty) for an action that takes none.
+            [0x90] => decode(&[0xc0]).map_err(|_| e),
+            _ => Err(e),
+        })
+        .map_err(|e| RemoteError {
+            kind: RemoteErrorKind::BadPayload,
+            message: format!("arguments of {action} do not decode: {e}"),
+        })
 }
 
 /// Makes an actor with hand-written action messages a behavior: names it
@@ -360,6 +398,9 @@ macro_rules! behavior {
         const _: () = $crate::__private::assert_distinct(&[$($crate::__private::action_name(stringify!($action))),*]);
         $(const _: () = $crate::__private::assert_behavior_name($name);)?
 
+        // Not offered in "the trait is implemented for ..." hints, so the
+        // crate's own `ForeignAgent` is not suggested to users.
+        #[diagnostic::do_not_recommend]
         impl $crate::Behavior for $behavior {
             type Calls = $crate::__private::Caller<Self>;
 

@@ -45,4 +45,17 @@ impl RemoteHandle<ForeignAgent> {
     pub async fn call<R: DeserializeOwned>(&self, action: &str, args: impl Serialize) -> Result<R, Error> {
         self.caller().__call(action, &args).await
     }
+
+    /// [`call`](Self::call) with keyword arguments too: `kwargs` is a map
+    /// or a struct whose fields are the parameters' names
+    /// (`serde_json::json!({"horizon": 3})`, say).
+    pub async fn call_with_keywords<R: DeserializeOwned>(
+        &self,
+        action: &str,
+        args: impl Serialize,
+        kwargs: impl Serialize,
+    ) -> Result<R, Error> {
+        let keywords = crate::json::with_keywords(&args, &kwargs)?;
+        self.caller().__call(action, &keywords).await
+    }
 }

@@ -619,7 +619,9 @@ impl<B> Caller<B> {
     {
         let body = Body::ActionRequest { action: action.to_owned(), args: self.encode(args)? };
         match self.request(body, timeout).await?.body {
-            Body::ActionResponse { result: Ok(bytes), .. } => Ok(rmp_serde::from_slice(&bytes)?),
+            Body::ActionResponse { result: Ok(bytes), .. } => {
+                Ok(crate::message::decode_for(&bytes, self.shared.endpoint.exchange.protocol())?)
+            }
             Body::ActionResponse { result: Err(e), .. } => Err(Error::Remote(e)),
             other => Err(Error::UnexpectedReply(format!("{other:?}"))),
         }

@@ -9,6 +9,8 @@
 //! error is an exception whose text the caller raises. Pickle, Python's
 //! default, is refused with an answer that says how to choose JSON.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -188,11 +190,14 @@ fn empty_object() -> Value {
 pub(crate) fn encode(envelope: &Envelope) -> Result<Vec<u8>, WireError> {
     let (kind, body) = match &envelope.body {
         Body::ActionRequest { action, args } => {
-            let (pargs, kargs) = match to_json(args)? {
-                Value::Array(pargs) => (Value::Array(pargs), empty_object()),
-                // `()`: no arguments.
-                Value::Null => (empty_array(), empty_object()),
-                other => (Value::Array(vec![other]), empty_object()),
+            let (pargs, kargs) = match keywords(args) {
+                Some(split) => split,
+                None => match to_json(args)? {
+                    Value::Array(pargs) => (Value::Array(pargs), empty_object()),
+                    // `()`: no arguments.
+                    Value::Null => (empty_array(), empty_object()),
+                    other => (Value::Array(vec![other]), empty_object()),
+                },
             };
             let body = JsonBody::ActionRequest {
                 action: action.clone(),
@@ -239,7 +244,8 @@ pub(crate) fn encode(envelope: &Envelope) -> Result<Vec<u8>, WireError> {
 /// raised exception whose text names the failure.
 fn error_body(error: &RemoteError, me: &EntityId) -> JsonBody {
     let code = match error.kind {
-        RemoteErrorKind::Cancelled => Some(ErrorCode::ActionCancelled),
+        // Python answers an action its agent's shutdown stopped the same way.
+        RemoteErrorKind::Cancelled | RemoteErrorKind::AgentStopped => Some(ErrorCode::ActionCancelled),
         RemoteErrorKind::Terminated => Some(ErrorCode::MailboxTerminated),
         RemoteErrorKind::InvalidState => Some(ErrorCode::ActionInvalidState),
         RemoteErrorKind::InvalidClient => Some(ErrorCode::InvalidClient),
@@ -296,7 +302,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Incoming, WireError> {
         let message = format!("{} is a client: it serves no requests", envelope.dest);
         return refuse(&envelope, RemoteError { kind: RemoteErrorKind::InvalidClient, message });
     }
-    let body: JsonBody = serde_json::from_value(body).map_err(|e| WireError::Json(e.to_string()))?;
+    let body: JsonBody = match serde_json::from_value(body) {
+        Ok(body) => body,
+        // A request is answered, whatever its body: its caller waits.
+        Err(e) if request => {
+            let message = format!("unreadable request body: {e}");
+            return refuse(&envelope, RemoteError { kind: RemoteErrorKind::BadPayload, message });
+        }
+        Err(e) => return Err(WireError::Json(e.to_string())),
+    };
     envelope.body = match body {
         JsonBody::ActionRequest { action, serialization, pargs, kargs, .. } => {
             if serialization != "json" {
@@ -378,6 +392,36 @@ fn arguments(pargs: Value, kargs: Value) -> Result<Bytes, String> {
     encoded.map_err(|e| format!("the arguments do not encode: {e}"))
 }
 
+/// Positional arguments (a tuple) and keyword ones (a map or struct) as one
+/// value, which is written as Academy 1.0's `pargs` and `kargs`.
+pub(crate) fn with_keywords(args: &impl Serialize, kwargs: &impl Serialize) -> Result<impl Serialize, WireError> {
+    let pargs = match value_of(args)? {
+        Value::Array(pargs) => pargs,
+        Value::Null => Vec::new(),
+        other => vec![other],
+    };
+    let Value::Object(kargs) = value_of(kwargs)? else {
+        return Err(WireError::Json("keyword arguments must be a map or a struct".into()));
+    };
+    Ok(OwnedKeywords { pargs, kargs })
+}
+
+fn value_of(value: &impl Serialize) -> Result<Value, WireError> {
+    serde_json::to_value(value).map_err(|e| WireError::Json(e.to_string()))
+}
+
+/// [`Keywords`], owned.
+struct OwnedKeywords {
+    pargs: Vec<Value>,
+    kargs: Map<String, Value>,
+}
+
+impl Serialize for OwnedKeywords {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Keywords { pargs: &self.pargs, kargs: &self.kargs }.serialize(s)
+    }
+}
+
 /// Positional and keyword arguments as one MessagePack map.
 struct Keywords<'a> {
     pargs: &'a [Value],
@@ -398,6 +442,31 @@ impl Serialize for Keywords<'_> {
     }
 }
 
+/// An argument's place in a map of arguments: its position or its name.
+#[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(untagged)]
+enum Key {
+    Position(u64),
+    Name(String),
+}
+
+/// Arguments written by [`arguments`] with keywords (a request read from
+/// JSON, and being queued again), split back into `pargs` and `kargs`.
+fn keywords(args: &[u8]) -> Option<(Value, Value)> {
+    if !matches!(args.first(), Some(0x80..=0x8f | 0xde | 0xdf)) {
+        return None;
+    }
+    let given = rmp_serde::from_slice::<BTreeMap<Key, Value>>(args).ok()?;
+    let (mut pargs, mut kargs) = (Vec::new(), Map::new());
+    for (key, value) in given {
+        match key {
+            Key::Position(_) => pargs.push(value),
+            Key::Name(name) => drop(kargs.insert(name, value)),
+        }
+    }
+    Some((Value::Array(pargs), Value::Object(kargs)))
+}
+
 /// Puts keyword arguments in order: `args`, a MessagePack map from position
 /// or name to value (as [`arguments`] writes them), becomes the array of
 /// the action's `parameters`. `Ok(None)`: nothing to do (not a map, or a
@@ -406,13 +475,7 @@ pub(crate) fn arrange(args: &[u8], parameters: &[crate::behavior::Parameter]) ->
     if !matches!(args.first(), Some(0x80..=0x8f | 0xde | 0xdf)) {
         return Ok(None);
     }
-    #[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
-    #[serde(untagged)]
-    enum Key {
-        Position(u64),
-        Name(String),
-    }
-    let Ok(mut given) = rmp_serde::from_slice::<std::collections::BTreeMap<Key, Value>>(args) else {
+    let Ok(mut given) = rmp_serde::from_slice::<BTreeMap<Key, Value>>(args) else {
         return Ok(None);
     };
     let named = |key: &Key| matches!(key, Key::Name(name) if parameters.iter().any(|p| p.name == *name));
@@ -607,6 +670,11 @@ mod tests {
             b: i64,
         }
         assert_eq!(rmp_serde::from_slice::<Add>(&args).unwrap(), Add { a: 1, b: 2 });
+        // Queued again (a restart), they are the same pargs and kargs.
+        let (me, agent) = pair();
+        let request = Envelope::new(me, agent, Body::ActionRequest { action: "add".into(), args: args.clone() });
+        let Incoming::Message(back) = decode(&encode(&request).unwrap()).unwrap() else { panic!() };
+        assert_eq!(back.body, request.body);
     }
 
     #[test]

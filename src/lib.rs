@@ -128,7 +128,8 @@ pub mod wire {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::behavior::{
-        action_name, assert_behavior_name, assert_distinct, dispatch, ActionFuture, Invocation, NoAction, StopAgent,
+        action_name, assert_behavior_name, assert_distinct, dispatch, dispatch_async, ActionFuture, Invocation,
+        NoAction, StopAgent,
     };
     pub use crate::handle::{Bound, Caller, Calls};
     pub use actix;

@@ -496,7 +496,8 @@ pub(crate) fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, 
 /// JSON objects in Academy 1.0's messages (and still decode as structs).
 pub(crate) fn encode_named<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, rmp_serde::encode::Error> {
     let mut out = Vec::new();
-    value.serialize(&mut rmp_serde::Serializer::new(&mut out).with_struct_map())?;
+    // Human-readable: a UUID is its text, as JSON would have it.
+    value.serialize(&mut rmp_serde::Serializer::new(&mut out).with_struct_map().with_human_readable())?;
     Ok(out.into())
 }
 
@@ -508,6 +509,20 @@ pub(crate) fn encode_for<T: Serialize + ?Sized>(
     match protocol {
         crate::exchange::Protocol::Academy1 => encode_named(value),
         _ => encode_payload(value),
+    }
+}
+
+/// Decodes a payload written for an exchange speaking `protocol` (from
+/// Academy 1.0's JSON, a UUID is text: read human-readable).
+pub(crate) fn decode_for<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    protocol: crate::exchange::Protocol,
+) -> Result<T, rmp_serde::decode::Error> {
+    match protocol {
+        crate::exchange::Protocol::Academy1 => {
+            T::deserialize(&mut rmp_serde::Deserializer::from_read_ref(bytes).with_human_readable())
+        }
+        _ => rmp_serde::from_slice(bytes),
     }
 }
 

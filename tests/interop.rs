@@ -11,7 +11,6 @@ mod support;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_academy::prelude::*;
@@ -137,20 +136,21 @@ impl std::fmt::Display for CalcError {
 
 /// The Rust agent Python calls, discovered as `rust.Calculator`.
 #[derive(Default)]
-pub struct Calculator {
-    sleeping: Arc<AtomicUsize>,
-}
+pub struct Calculator;
 
 impl Actor for Calculator {
     type Context = Context<Self>;
 }
 
+/// `sleep` actions running (one test calls them).
+static SLEEPING: AtomicUsize = AtomicUsize::new(0);
+
 /// Counts a running `sleep` until it ends, however it ends.
-struct Sleeping(Arc<AtomicUsize>);
+struct Sleeping;
 
 impl Drop for Sleeping {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        SLEEPING.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -179,21 +179,31 @@ impl Calculator {
         Ok(a / b)
     }
 
+    /// Its own id: a UUID inside, which JSON carries as text.
     #[action]
-    fn running(&self) -> usize {
-        self.sleeping.load(Ordering::SeqCst)
+    fn whoami(&self, ctx: &AgentContext<Self>) -> AgentId<Calculator> {
+        ctx.id().clone()
     }
 
-    /// Sleeps `ms` milliseconds, counted in `running` meanwhile.
+    /// Integer keys, which JSON objects cannot have.
     #[action]
-    fn sleep(&self, ms: u64) -> ResponseFuture<u64> {
-        self.sleeping.fetch_add(1, Ordering::SeqCst);
-        let guard = Sleeping(self.sleeping.clone());
-        Box::pin(async move {
-            let _guard = guard;
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            ms
-        })
+    fn histogram(&self) -> std::collections::HashMap<u32, u32> {
+        [(1, 2)].into()
+    }
+
+    #[action]
+    fn running(&self) -> usize {
+        SLEEPING.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps `ms` milliseconds, counted in `running` meanwhile (an async
+    /// action: a cancel stops it at its next await).
+    #[action]
+    async fn sleep(ms: u64) -> u64 {
+        SLEEPING.fetch_add(1, Ordering::SeqCst);
+        let _guard = Sleeping;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
     }
 }
 
@@ -203,7 +213,7 @@ async fn python_calls_a_rust_agent_by_its_dotted_name() {
     let redis = RedisServer::start();
     let namespace = namespace();
     let exchange = academy_exchange(&redis, &namespace).await;
-    let agent = Agent::start(Calculator::default(), &exchange, Some("rust-calculator")).await.unwrap();
+    let agent = Agent::start(Calculator, &exchange, Some("rust-calculator")).await.unwrap();
 
     let out = python_peer(&python, &redis, &namespace, &["calls"]).await;
     for check in [
@@ -239,8 +249,8 @@ async fn python_shuts_down_rust_agents_with_and_without_terminating_them() {
     let redis = RedisServer::start();
     let namespace = namespace();
     let exchange = academy_exchange(&redis, &namespace).await;
-    let kept = Agent::start(Calculator::default(), &exchange, Some("kept")).await.unwrap();
-    let ended = Agent::start(Calculator::default(), &exchange, Some("ended")).await.unwrap();
+    let kept = Agent::start(Calculator, &exchange, Some("kept")).await.unwrap();
+    let ended = Agent::start(Calculator, &exchange, Some("ended")).await.unwrap();
 
     let id = kept.id().entity().uid().to_string();
     python_peer(&python, &redis, &namespace, &["shutdown", "--id", &id, "--keep"]).await;
@@ -287,6 +297,8 @@ async fn rust_calls_a_python_agent() {
 
     calc.ping().await.expect("a Python agent answers a ping");
     assert_eq!(calc.call::<i64>("add", (2, 3)).await.unwrap(), 5);
+    let keywords = serde_json::json!({ "b": 40 });
+    assert_eq!(calc.call_with_keywords::<i64>("add", (2,), keywords).await.unwrap(), 42);
     let point = Point { x: 1.5, y: -2.0, label: "p".into() };
     let doubled = Point { x: 3.0, y: -4.0, label: "P".into() };
     assert_eq!(calc.call::<Point>("describe_point", (point,)).await.unwrap(), doubled);
@@ -348,7 +360,7 @@ async fn child() {
         .start()
         .await
         .unwrap();
-    let agent = Agent::start(Calculator::default(), &exchange, Some("doomed")).await.unwrap();
+    let agent = Agent::start(Calculator, &exchange, Some("doomed")).await.unwrap();
     println!("AGENT_ID {}", agent.id().entity().uid());
     agent.wait().await;
 }
@@ -393,7 +405,7 @@ async fn what_is_not_an_academy_message_is_dropped_and_the_agent_answers_on() {
     let redis = RedisServer::start();
     let namespace = namespace();
     let exchange = academy_exchange(&redis, &namespace).await;
-    let agent = Agent::start(Calculator::default(), &exchange, Some("sturdy")).await.unwrap();
+    let agent = Agent::start(Calculator, &exchange, Some("sturdy")).await.unwrap();
     let queue = format!("{namespace}:queue:{}", agent.id().entity().base32());
     let mut redis_client = redis.client();
     for garbage in [&b"\x93\x01\x02\x03"[..], b"{\"header\": 1}", b"not json"] {
@@ -402,6 +414,12 @@ async fn what_is_not_an_academy_message_is_dropped_and_the_agent_answers_on() {
     let calc = exchange.get_handle(agent.id().clone()).bind_as_client(&exchange).await.unwrap();
     assert_eq!(calc.add(20, 22).await.unwrap(), 42);
     assert_eq!(calc.greet("Ada".into(), "?".into()).await.unwrap(), "Hello, Ada?");
+    assert_eq!(&calc.whoami().await.unwrap(), agent.id());
+    // A result JSON cannot carry is answered with an error, not left unanswered.
+    match calc.histogram().await {
+        Err(Error::Remote(e)) => assert!(e.message.contains("histogram"), "{e}"),
+        other => panic!("{other:?}"),
+    }
     let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{namespace}:*")).query(&mut redis_client).unwrap();
     let lineage: String = redis::cmd("GET")
         .arg(format!("{namespace}:agent:{}", agent.id().entity().base32()))

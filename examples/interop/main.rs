@@ -95,11 +95,16 @@ async fn main() {
         .await
         .unwrap_or_else(|e| fail(&format!("cannot reach Redis at {}: {e}", args.redis)));
     let namespace = exchange.namespace().to_owned();
-    let port = args.redis.rsplit(':').next().unwrap_or("6379").trim_end_matches('/').to_owned();
+    // Python connects to the same Redis (host and port; no password or TLS here).
+    let (host, port) = match redis::Client::open(args.redis.as_str()).map(|c| c.get_connection_info().addr().clone()) {
+        Ok(redis::ConnectionAddr::Tcp(host, port)) => (host, port.to_string()),
+        _ => fail("--redis must be a redis://host:port URL"),
+    };
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/interop");
     let python_args = |script: &str| {
         let mut command = Command::new(&python);
-        command.arg(here.join(script)).args(["--port", &port, "--namespace", &namespace]).kill_on_drop(true);
+        command.arg(here.join(script)).args(["--host", &host, "--port", &port, "--namespace", &namespace]);
+        command.kill_on_drop(true);
         command
     };
     println!("interop: Python calls a Rust agent, Rust calls a Python agent (Academy 1.0, namespace {namespace})");

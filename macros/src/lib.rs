@@ -240,10 +240,20 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
                 }
             }
         });
-        arms.extend(quote! {
-            #wire => ::std::option::Option::Some(#private::dispatch::<Self, (#(#arg_types,)*), #message>(
-                addr, action, args, call, |args, call| #message { args, call },
-            )),
+        arms.extend(if action.asynchronous {
+            // Run in the runtime's own future, not handed to the actor: a
+            // cancel drops it, and the action stops at its next await.
+            quote! {
+                #wire => ::std::option::Option::Some(#private::dispatch_async::<Self, (#(#arg_types,)*), _>(
+                    action, args, call, |(#(#slots,)*), __call| <#self_ty>::#method(#(#passed),*),
+                )),
+            }
+        } else {
+            quote! {
+                #wire => ::std::option::Option::Some(#private::dispatch::<Self, (#(#arg_types,)*), #message>(
+                    addr, action, args, call, |args, call| #message { args, call },
+                )),
+            }
         });
         let doc = action.doc_text();
         let one_way = action.one_way;

@@ -20,7 +20,7 @@
 //! [`Protocol::Academy1`]: super::Protocol::Academy1
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
@@ -46,6 +46,24 @@ pub(crate) const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 /// Every Python agent's lineage ends with this name; Rust agents' too, so
 /// `discover('academy.agent.Agent')` lists both.
 pub(crate) const BASE_BEHAVIOR: &str = "academy.agent.Agent";
+
+/// How long one pop of a queue waits before it is made again.
+const POP_WAIT: Duration = Duration::from_secs(10);
+
+/// The task that reads one mailbox's queue: how to stop it, and the Redis
+/// connection its blocking pop runs on (to release the pop when it stops).
+#[derive(Clone, Debug)]
+pub(crate) struct Feeder {
+    stop: CancellationToken,
+    connection: Arc<AtomicI64>,
+}
+
+/// What opening a mailbox found.
+enum Opened {
+    Active,
+    Missing,
+    Terminated,
+}
 
 /// What [`AcademyExchange::start`] needs from the builder.
 #[derive(Debug)]
@@ -99,14 +117,16 @@ redis.call('SET', KEYS[3], now())
 /// KEYS: status, heartbeat. ARGV: stale seconds.
 static STATUS: LazyLock<Script> = LazyLock::new(|| script("return state(KEYS[1], KEYS[2], ARGV[1])"));
 
-/// KEYS: status, heartbeat, queue. ARGV: stale seconds, entry, '1' to queue
-/// for an inactive entity. Returns the destination's state.
+/// KEYS: status, queue. ARGV: entry. Queued unless the destination is
+/// missing or terminated (as academy-py, whatever its heartbeat says).
 static SEND: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-local st = state(KEYS[1], KEYS[2], ARGV[1])
-if st == 'offline' or (st == 'inactive' and ARGV[3] == '1') then redis.call('RPUSH', KEYS[3], ARGV[2]) end
-return st
+local status = redis.call('GET', KEYS[1])
+if not status then return 'missing' end
+if status == 'INACTIVE' then return 'terminated' end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 'queued'
 ",
     )
 });
@@ -144,19 +164,25 @@ return pending
 
 /// KEYS: status, queue, taken. ARGV: [an entry being acknowledged as the
 /// mailbox closed]. Puts what a mailbox popped and did not hand out back in
-/// front of its queue, in order (or drops it, once terminated).
+/// front of its queue, in order; once terminated, returns it (to be
+/// answered MAILBOX_TERMINATED) after the status.
 static RESTORE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 local status = redis.call('GET', KEYS[1])
-if status ~= 'ACTIVE' then redis.call('DEL', KEYS[3]) return status or 'missing' end
+if status ~= 'ACTIVE' then
+  local left = redis.call('LRANGE', KEYS[3], 0, -1)
+  redis.call('DEL', KEYS[3])
+  table.insert(left, 1, status or 'missing')
+  return left
+end
 while true do
   local entry = redis.call('RPOP', KEYS[3])
   if not entry then break end
   redis.call('LPUSH', KEYS[2], entry)
 end
 if ARGV[1] and not redis.call('LPOS', KEYS[2], ARGV[1]) then redis.call('LPUSH', KEYS[2], ARGV[1]) end
-return 'ok'
+return {'ok'}
 ",
     )
 });
@@ -269,7 +295,6 @@ impl AcademyExchange {
         }
         invocation.arg(lineage).arg(id.name().unwrap_or_default());
         self.run::<()>(&invocation).await?;
-        lock(&self.inner.beating).insert(uid);
         Ok(())
     }
 
@@ -284,7 +309,15 @@ impl AcademyExchange {
         invocation.arg(self.inner.settings.expiry.as_millis() as u64);
         let pending: Vec<Vec<u8>> = self.run(&invocation).await?;
         lock(&self.inner.beating).remove(&uid);
-        for entry in pending {
+        self.answer_terminated(id, pending);
+        debug!(entity = %id, "terminated");
+        Ok(())
+    }
+
+    /// Answers the requests among `entries` (left in a terminated mailbox)
+    /// with MAILBOX_TERMINATED, as academy-py does.
+    fn answer_terminated(&self, id: &EntityId, entries: Vec<Vec<u8>>) {
+        for entry in entries {
             let Ok(Incoming::Message(request)) = json::decode(&entry) else { continue };
             if request.body.is_request() {
                 let error = RemoteError { kind: RemoteErrorKind::Terminated, message: format!("{id} was terminated") };
@@ -294,8 +327,6 @@ impl AcademyExchange {
                 );
             }
         }
-        debug!(entity = %id, "terminated");
-        Ok(())
     }
 
     pub(crate) async fn status(&self, id: &EntityId) -> Result<MailboxStatus, Error> {
@@ -342,18 +373,18 @@ impl AcademyExchange {
         Ok(found)
     }
 
-    /// Queues `envelope` as JSON for its destination.
-    pub(crate) async fn send(&self, envelope: Envelope, when_inactive: WhenInactive) -> Result<(), Error> {
+    /// Queues `envelope` as JSON for its destination. An inactive one gets it
+    /// too (`when_inactive` is not consulted), as from academy-py: its
+    /// heartbeat may only be late, and a reply refused would be lost.
+    pub(crate) async fn send(&self, envelope: Envelope, _when_inactive: WhenInactive) -> Result<(), Error> {
         let entry = json::encode(&envelope)?;
         let uid = envelope.dest.uid();
         let mut invocation = SEND.prepare_invoke();
-        invocation.key(self.key("status", uid)).key(self.key("heartbeat", uid)).key(self.key("queue", uid));
-        invocation.arg(self.stale()).arg(entry).arg(if when_inactive == WhenInactive::Queue { "1" } else { "0" });
+        invocation.key(self.key("status", uid)).key(self.key("queue", uid)).arg(entry);
         let state: String = self.run(&invocation).await?;
         match state.as_str() {
             "missing" => Err(Error::BadEntityId(envelope.dest)),
             "terminated" => Err(Error::MailboxClosed(envelope.dest)),
-            "inactive" if when_inactive == WhenInactive::Fail => Err(Error::Inactive(envelope.dest)),
             _ => {
                 metrics::counter!("academy_messages_sent_total", "path" => "queued").increment(1);
                 Ok(())
@@ -361,8 +392,14 @@ impl AcademyExchange {
         }
     }
 
-    /// Sends in the background; [`close`](Self::close) waits for it.
-    pub(crate) fn post(&self, envelope: Envelope, when_inactive: WhenInactive) {
+    /// Sends in the background; [`close`](Self::close) waits for it. A
+    /// result that JSON cannot carry still answers its caller, with an error.
+    pub(crate) fn post(&self, mut envelope: Envelope, when_inactive: WhenInactive) {
+        if let (Err(e), Body::ActionResponse { action, .. }) = (json::encode(&envelope), &envelope.body) {
+            let error =
+                RemoteError { kind: RemoteErrorKind::Internal, message: format!("the result of {action}: {e}") };
+            envelope.body = Body::ActionResponse { action: action.clone(), result: Err(error) };
+        }
         let exchange = self.clone();
         self.inner.background.spawn(async move {
             let dest = envelope.dest.clone();
@@ -385,7 +422,10 @@ impl AcademyExchange {
         let mut cmd = redis::cmd("LPUSH");
         cmd.arg(self.key("queue", id.uid()));
         for envelope in envelopes.iter().rev() {
-            cmd.arg(json::encode(envelope)?);
+            match json::encode(envelope) {
+                Ok(entry) => drop(cmd.arg(entry)),
+                Err(e) => warn!(mailbox = %id, tag = %envelope.tag, "a message could not be queued again: {e}"),
+            }
         }
         cmd.query_async::<()>(&mut self.inner.redis.clone()).await?;
         Ok(())
@@ -394,41 +434,84 @@ impl AcademyExchange {
     /// Opens `id`'s mailbox: what an earlier opening popped and did not hand
     /// out goes back in front of the queue, and a task moves entries from
     /// the queue to the taken list and into the returned channel.
-    pub(crate) async fn open_inbox(
+    pub(crate) async fn open_inbox(&self, id: &EntityId) -> Result<(mpsc::Receiver<Delivery>, Feeder), Error> {
+        match self.restore(id, None).await? {
+            Opened::Missing => return Err(Error::BadEntityId(id.clone())),
+            Opened::Terminated => return Err(Error::MailboxClosed(id.clone())),
+            Opened::Active => {}
+        }
+        // Active to Python from now on, while this mailbox is open.
+        lock(&self.inner.beating).insert(id.uid());
+        self.beat(&[id.uid()]).await?;
+        let (tx, rx) = mpsc::channel(self.inner.settings.mailbox_capacity);
+        let feeder = Feeder { stop: self.inner.stop.child_token(), connection: Arc::default() };
+        tokio::spawn(feed(self.clone(), id.clone(), tx, feeder.clone()));
+        debug!(mailbox = %id, "mailbox open (Academy 1.0 queue)");
+        Ok((rx, feeder))
+    }
+
+    /// Writes the heartbeats of `uids` (those still ACTIVE).
+    async fn beat(&self, uids: &[Uuid]) -> Result<(), Error> {
+        let mut invocation = HEARTBEAT.prepare_invoke();
+        for &uid in uids {
+            invocation.key(self.key("status", uid)).key(self.key("heartbeat", uid));
+        }
+        self.run(&invocation).await
+    }
+
+    /// Stops `feeder` reading `id`'s queue: a pop it has under way is
+    /// released in Redis (so it takes nothing more), and what it popped and
+    /// did not hand out goes back in front of the queue (with `claimed`, an
+    /// entry being acknowledged as the mailbox closed).
+    pub(crate) async fn close_inbox(
         &self,
         id: &EntityId,
-    ) -> Result<(mpsc::Receiver<Delivery>, CancellationToken), Error> {
-        match self.restore(id, None).await?.as_str() {
-            "missing" => return Err(Error::BadEntityId(id.clone())),
-            "INACTIVE" => return Err(Error::MailboxClosed(id.clone())),
-            _ => {}
+        feeder: &Feeder,
+        claimed: Option<Bytes>,
+    ) -> Result<(), Error> {
+        feeder.stop.cancel();
+        self.stop_beating(id);
+        let connection = feeder.connection.load(Ordering::Acquire);
+        if connection != 0 {
+            let unblocked = redis::cmd("CLIENT")
+                .arg("UNBLOCK")
+                .arg(connection)
+                .query_async::<i64>(&mut self.inner.redis.clone())
+                .await;
+            if let Err(e) = unblocked {
+                debug!(mailbox = %id, "could not release the queue's reader: {e}");
+            }
         }
-        lock(&self.inner.beating).insert(id.uid());
-        let (tx, rx) = mpsc::channel(self.inner.settings.mailbox_capacity);
-        let stop = self.inner.stop.child_token();
-        tokio::spawn(feed(self.clone(), id.clone(), tx, stop.clone()));
-        debug!(mailbox = %id, "mailbox open (Academy 1.0 queue)");
-        Ok((rx, stop))
+        self.restore(id, claimed).await.map(drop)
     }
 
     /// Stops writing `id`'s heartbeat: its mailbox closed, so Python sees it
     /// inactive after three periods, as one of its own agents shut down
     /// without terminating.
-    pub(crate) fn stop_beating(&self, id: &EntityId) {
+    fn stop_beating(&self, id: &EntityId) {
         lock(&self.inner.beating).remove(&id.uid());
     }
 
     /// Puts what `id`'s mailbox popped back in front of its queue (with
     /// `claimed`, an entry whose acknowledgement may or may not have been
     /// written); returns the stored status.
-    pub(crate) async fn restore(&self, id: &EntityId, claimed: Option<Bytes>) -> Result<String, Error> {
+    async fn restore(&self, id: &EntityId, claimed: Option<Bytes>) -> Result<Opened, Error> {
         let uid = id.uid();
         let mut invocation = RESTORE.prepare_invoke();
         invocation.key(self.key("status", uid)).key(self.key("queue", uid)).key(self.key("taken", uid));
         if let Some(entry) = claimed {
             invocation.arg(entry.as_ref());
         }
-        self.run(&invocation).await
+        let mut reply: Vec<Vec<u8>> = self.run(&invocation).await?;
+        let status = if reply.is_empty() { Vec::new() } else { reply.remove(0) };
+        Ok(match status.as_slice() {
+            b"ok" => Opened::Active,
+            b"missing" => Opened::Missing,
+            _ => {
+                self.answer_terminated(id, reply);
+                Opened::Terminated
+            }
+        })
     }
 
     /// Stops the heartbeats and waits (at most 5 s) for sends in the background.
@@ -451,11 +534,7 @@ async fn beat(inner: Weak<Inner>) {
         let (period, stop) = (exchange.inner.settings.heartbeat, exchange.inner.stop.clone());
         let uids: Vec<Uuid> = lock(&exchange.inner.beating).iter().copied().collect();
         if !uids.is_empty() {
-            let mut invocation = HEARTBEAT.prepare_invoke();
-            for uid in uids {
-                invocation.key(exchange.key("status", uid)).key(exchange.key("heartbeat", uid));
-            }
-            if let Err(e) = exchange.run::<()>(&invocation).await {
+            if let Err(e) = exchange.beat(&uids).await {
                 debug!("could not write heartbeats: {e}");
             }
         }
@@ -480,20 +559,38 @@ impl Listed {
     /// Removes the entry from the taken list; `false` if that failed (it is
     /// then not handed out, and stays for the next opening).
     pub(crate) async fn acknowledge(self) -> bool {
-        let removed = redis::cmd("LREM")
-            .arg(&self.taken)
-            .arg(1)
-            .arg(self.raw.as_ref())
-            .query_async::<i64>(&mut self.exchange.inner.redis.clone())
-            .await;
-        matches!(removed, Ok(1))
+        // Closing: nothing more is taken (its reply could not be sent).
+        if self.exchange.inner.stop.is_cancelled() {
+            return false;
+        }
+        let mut failed = false;
+        for attempt in 0..3 {
+            let removed = redis::cmd("LREM")
+                .arg(&self.taken)
+                .arg(1)
+                .arg(self.raw.as_ref())
+                .query_async::<i64>(&mut self.exchange.inner.redis.clone())
+                .await;
+            match removed {
+                Ok(1) => return true,
+                // Gone after an attempt whose answer was lost: it removed it.
+                Ok(_) => return failed,
+                Err(e) => {
+                    debug!(attempt, "acknowledging a queue entry failed: {e}");
+                    failed = true;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        false
     }
 }
 
 /// Moves entries from `id`'s queue to its taken list, one at a time, and
 /// hands them to the mailbox; ends at the close sentinel (the mailbox was
 /// terminated), when the mailbox closes, or when the exchange does.
-async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Delivery>, stop: CancellationToken) {
+async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Delivery>, feeder: Feeder) {
+    let stop = feeder.stop;
     let (queue, taken) = (exchange.key("queue", id.uid()), exchange.key("taken", id.uid()));
     let mut conn: Option<MultiplexedConnection> = None;
     let mut backoff = Duration::ZERO;
@@ -502,13 +599,18 @@ async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Delivery
             if conn.is_none() {
                 tokio::time::sleep(backoff).await;
                 let config = AsyncConnectionConfig::new()
-                    .set_response_timeout(None)
+                    .set_response_timeout(Some(POP_WAIT * 2))
                     .set_connection_timeout(Some(Duration::from_secs(1)));
-                conn = Some(exchange.inner.client.get_multiplexed_async_connection_with_config(&config).await?);
+                let mut fresh = exchange.inner.client.get_multiplexed_async_connection_with_config(&config).await?;
+                let connection: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut fresh).await?;
+                feeder.connection.store(connection, Ordering::Release);
+                conn = Some(fresh);
             }
             let conn = conn.as_mut().expect("connected above");
-            let cmd = redis::cmd("BLMOVE").arg(&queue).arg(&taken).arg("LEFT").arg("RIGHT").arg(0).clone();
-            cmd.query_async::<Vec<u8>>(conn).await
+            // Bounded, so that a connection gone dead without a word is noticed.
+            let cmd =
+                redis::cmd("BLMOVE").arg(&queue).arg(&taken).arg("LEFT").arg("RIGHT").arg(POP_WAIT.as_secs()).clone();
+            cmd.query_async::<Option<Vec<u8>>>(conn).await
         };
         let raw = tokio::select! {
             _ = stop.cancelled() => return,
@@ -516,7 +618,8 @@ async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Delivery
             moved = moved => moved,
         };
         let raw = match raw {
-            Ok(raw) => Bytes::from(raw),
+            Ok(Some(raw)) => Bytes::from(raw),
+            Ok(None) => continue,
             Err(e) => {
                 backoff = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(2));
                 warn!(mailbox = %id, "reading the queue failed (retrying in {backoff:?}): {e}");
@@ -540,8 +643,10 @@ async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Delivery
             }
             Ok(Incoming::Refused(answer, why)) => {
                 debug!(mailbox = %id, "refused a message: {why}");
-                exchange.post(*answer, WhenInactive::Queue);
-                listed.acknowledge().await;
+                // Answered once: only if this reader took it.
+                if listed.acknowledge().await {
+                    exchange.post(*answer, WhenInactive::Queue);
+                }
             }
             Err(e) => {
                 warn!(mailbox = %id, "dropped a queue entry that is not an Academy 1.0 message: {e}");

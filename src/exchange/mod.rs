@@ -17,7 +17,7 @@ mod report;
 mod seal;
 mod watcher;
 
-pub(crate) use academy::{AcademyExchange, Listed};
+pub(crate) use academy::{AcademyExchange, Feeder, Listed};
 pub(crate) use delivery::{Delivery, Origin, Taken, TakenAcks};
 pub use hybrid::{HybridExchange, HybridExchangeBuilder, SECRET_ENV};
 pub use inspect::{MailboxInfo, Peeked};

@@ -31,13 +31,12 @@ use futures::{stream, SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::error::Error;
 use crate::exchange::{
-    AcademyExchange, Bad, Delivery, Exchange, HybridExchange, LocalExchange, Origin, Taken, TakenAcks, Unsealed,
-    Watched, SEAL_LEN,
+    AcademyExchange, Bad, Delivery, Exchange, Feeder, HybridExchange, LocalExchange, Origin, Taken, TakenAcks,
+    Unsealed, Watched, SEAL_LEN,
 };
 use crate::identifier::EntityId;
 use crate::message::{Body, Entry, Envelope, ENTRY_MARKS_LEN};
@@ -56,8 +55,8 @@ impl Exchange {
             return Ok(Mailbox::local(local.clone(), id.clone(), local.open_inbox(id)?));
         }
         if let Some(academy) = self.as_academy() {
-            let (rx, stop) = academy.open_inbox(id).await?;
-            let backend = Backend::Academy(academy.clone(), stop);
+            let (rx, feeder) = academy.open_inbox(id).await?;
+            let backend = Backend::Academy(academy.clone(), feeder);
             return Ok(Mailbox::fed(backend, id.clone(), rx));
         }
         let hybrid = self.as_hybrid().expect("an exchange is local, hybrid or Academy 1.0");
@@ -106,8 +105,8 @@ impl std::fmt::Debug for Claim {
 #[derive(Clone, Debug)]
 enum Backend {
     Hybrid(Addr<MailboxActor>, HybridExchange, uuid::Uuid, Arc<TakenAcks>),
-    /// An Academy 1.0 queue, fed by a task that stops with this token.
-    Academy(AcademyExchange, CancellationToken),
+    /// An Academy 1.0 queue, fed by a task.
+    Academy(AcademyExchange, Feeder),
     Local(LocalExchange),
 }
 
@@ -333,14 +332,12 @@ async fn shutdown(
             exchange.push_front_raw(&id, &claimed).await?;
             closed
         }
-        Backend::Academy(exchange, stop) => {
+        Backend::Academy(exchange, feeder) => {
             // What the channel holds is still in the taken list: all of it
             // goes back, with a request whose acknowledgement was under way.
-            stop.cancel();
-            exchange.stop_beating(&id);
             rx.close();
             while rx.try_recv().is_ok() {}
-            exchange.restore(&id, claim.map(|(_, raw)| raw)).await.map(drop)
+            exchange.close_inbox(&id, &feeder, claim.map(|(_, raw)| raw)).await
         }
         Backend::Local(exchange) => {
             rx.close();
