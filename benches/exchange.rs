@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use actix_academy::prelude::*;
 use actix_academy::wire::{Body, Envelope};
-use actix_academy::Client;
+use actix_academy::{Client, HybridExchange};
 use clap::{Parser, ValueEnum};
 use futures::{stream, StreamExt};
 
@@ -35,6 +35,20 @@ impl Handler<Bounce> for Echo {
 }
 
 behavior!(Echo { actions: [Bounce] });
+
+/// Echoes text: what Academy 1.0's JSON carries as is.
+struct TextEcho;
+impl Actor for TextEcho {
+    type Context = Context<Self>;
+}
+
+#[agent]
+impl TextEcho {
+    #[action]
+    fn echo(&self, text: String) -> String {
+        text
+    }
+}
 
 struct Filler;
 impl Actor for Filler {
@@ -65,7 +79,7 @@ struct Args {
     #[arg(long, value_enum, default_value = "both")]
     mode: Mode,
     /// Run only the sections whose name contains this (floors, round trips,
-    /// pipelined, one-way, discover, startup).
+    /// academy 1.0, pipelined, one-way, discover, startup).
     #[arg(long)]
     only: Option<String>,
     /// Passed by `cargo bench`; ignored.
@@ -425,6 +439,34 @@ async fn round_trips(args: &Args, redis: &Redis, report: &mut Report) {
     }
 }
 
+/// Round trips in Academy 1.0's protocol (JSON through the Redis queues,
+/// as a Python peer would send them), against the rpush+blpop floor.
+async fn academy_1_0(args: &Args, redis: &Redis, report: &mut Report) {
+    let builder = HybridExchange::builder(redis.url()).random_namespace();
+    let x = builder.protocol(actix_academy::Protocol::Academy1).start().await.unwrap();
+    let agent = Agent::start(TextEcho, &x, None).await.unwrap();
+    let echo = x.get_handle(agent.id().clone()).bind_as_client(&x).await.unwrap();
+    for (label, size) in SIZES.into_iter().filter(|(_, size)| *size <= 1 << 20) {
+        let n = samples_for(args, size);
+        let text = "a".repeat(size);
+        let warm = (n / 10).max(2);
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n + warm {
+            let t = Instant::now();
+            let back = echo.echo(text.clone()).await.unwrap();
+            let elapsed = t.elapsed();
+            assert_eq!(back.len(), size);
+            if i >= warm {
+                times.push(elapsed);
+            }
+        }
+        report.latency("actix-academy", "action round trip", &format!("echo {label} academy-1.0"), times);
+    }
+    echo.close().await.unwrap();
+    agent.shutdown().await;
+    x.close().await;
+}
+
 async fn pipelined(args: &Args, redis: &Redis, report: &mut Report) {
     let x = exchange(redis, true).await;
     let id: AgentId<Echo> = x.register_agent(None).await.unwrap();
@@ -586,6 +628,9 @@ fn run_mode(args: &Args, mode: &'static str) {
         }
         if run("round trips") {
             round_trips(args, &redis, &mut report).await;
+        }
+        if run("academy 1.0") {
+            academy_1_0(args, &redis, &mut report).await;
         }
         if run("pipelined") {
             pipelined(args, &redis, &mut report).await;

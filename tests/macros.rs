@@ -234,7 +234,13 @@ async fn every_kind_of_action(exchange: &Exchange) {
     const ORDER: &[Parameter] = &[Parameter::new("order", "Order")];
     assert_eq!(
         *place,
-        ActionInfo::new("place", ORDER, "Result<u32, MarketError>", false, "Sells `order.qty` items; what is left.")
+        ActionInfo::fallible(
+            "place",
+            ORDER,
+            "Result<u32, MarketError>",
+            "Sells `order.qty` items; what is left.",
+            "MarketError"
+        )
     );
     assert!(description.actions.iter().any(|a| a.name == "note" && a.one_way));
     assert!(description.actions.iter().any(|a| a.name == "ask_self"));
