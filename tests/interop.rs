@@ -73,19 +73,26 @@ async fn python_agent(python: &PathBuf, redis: &RedisServer, namespace: &str) ->
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    let uid = agent_id_line(&mut child).await.parse().unwrap();
+    (child, uid)
+}
+
+/// The id a child process prints (`AGENT_ID <uuid>`) once its agent runs;
+/// the rest of its output is read and dropped.
+async fn agent_id_line(child: &mut Child) -> String {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let uid = tokio::time::timeout(Duration::from_secs(60), async {
+    let id = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(uid) = line.strip_prefix("AGENT_ID ") {
-                return uid.parse().unwrap();
+            if let Some((_, id)) = line.split_once("AGENT_ID ") {
+                return id.trim().to_owned();
             }
         }
-        panic!("the Python agent exited before registering");
+        panic!("the child exited before its agent ran");
     })
     .await
-    .expect("the Python agent registered within 60 s");
+    .expect("the child's agent ran within 60 s");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, uid)
+    id
 }
 
 async fn academy_exchange(redis: &RedisServer, namespace: &str) -> Exchange {
@@ -313,7 +320,9 @@ async fn rust_calls_a_python_agent() {
         other => panic!("{other:?}"),
     }
 
-    // Python never answers a result it cannot encode: the call ends at its deadline.
+    // Python never answers a result it cannot encode: the call ends at its
+    // deadline (the Python agent logs a PydanticSerializationError: expected).
+    println!("calling `unencodable`: the Python agent's PydanticSerializationError that follows is expected");
     let patient = calc.clone().with_timeout(Some(Duration::from_secs(2)));
     let started = Instant::now();
     match patient.call::<i64>("unencodable", ()).await {
@@ -377,17 +386,7 @@ async fn python_sees_a_rust_agent_active_then_inactive_then_terminated() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let id = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some((_, id)) = line.split_once("AGENT_ID ") {
-                return id.trim().to_owned();
-            }
-        }
-        panic!("the child exited before starting its agent");
-    })
-    .await
-    .expect("the child started its agent within 60 s");
+    let id = agent_id_line(&mut child).await;
 
     python_peer(&python, &redis, &namespace, &["status", "--id", &id, "--expect", "ACTIVE"]).await;
     child.kill().await.unwrap();

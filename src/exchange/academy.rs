@@ -25,7 +25,7 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Script};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -71,7 +71,6 @@ pub(crate) struct Settings {
     pub(crate) namespace: String,
     pub(crate) heartbeat: Duration,
     pub(crate) expiry: Duration,
-    pub(crate) connect_timeout: Duration,
     pub(crate) mailbox_capacity: usize,
 }
 
@@ -234,13 +233,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl AcademyExchange {
-    pub(crate) async fn start(client: redis::Client, settings: Settings) -> Result<Self, Error> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_max_delay(Duration::from_secs(2))
-            .set_number_of_retries(2);
-        let redis = client.get_connection_manager_with_config(config).await?;
+    /// Starts the heartbeats; `redis` is the shared connection, `client`
+    /// makes the blocking ones mailboxes pop their queues on.
+    pub(crate) fn start(client: redis::Client, redis: ConnectionManager, settings: Settings) -> Self {
         let exchange = Self {
             inner: Arc::new(Inner {
                 client,
@@ -254,7 +249,7 @@ impl AcademyExchange {
             }),
         };
         tokio::spawn(beat(Arc::downgrade(&exchange.inner)));
-        Ok(exchange)
+        exchange
     }
 
     pub(crate) fn namespace(&self) -> &str {

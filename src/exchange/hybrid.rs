@@ -241,16 +241,6 @@ impl HybridExchangeBuilder {
     /// Connects to Redis and starts the exchange actor on the current arbiter.
     pub async fn start(self) -> Result<Exchange, Error> {
         let client = self.redis_client()?;
-        if self.protocol == Protocol::Academy1 {
-            let settings = super::academy::Settings {
-                namespace: self.namespace.unwrap_or_else(|| "default".to_owned()),
-                heartbeat: self.heartbeat.unwrap_or(super::academy::DEFAULT_HEARTBEAT),
-                expiry: self.expiry,
-                connect_timeout: self.connect_timeout,
-                mailbox_capacity: self.mailbox_capacity,
-            };
-            return Ok(super::AcademyExchange::start(client, settings).await?.into());
-        }
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(Duration::from_secs(5)))
@@ -258,6 +248,15 @@ impl HybridExchangeBuilder {
             // Fail fast when Redis is unreachable; later commands reconnect again.
             .set_number_of_retries(2);
         let redis = client.get_connection_manager_with_config(manager).await?;
+        if self.protocol == Protocol::Academy1 {
+            let settings = super::academy::Settings {
+                namespace: self.namespace.unwrap_or_else(|| "default".to_owned()),
+                heartbeat: self.heartbeat.unwrap_or(super::academy::DEFAULT_HEARTBEAT),
+                expiry: self.expiry,
+                mailbox_capacity: self.mailbox_capacity,
+            };
+            return Ok(super::AcademyExchange::start(client, redis, settings).into());
+        }
         let secret = self
             .secret
             .or_else(|| std::env::var(SECRET_ENV).ok().map(|s| Secret::new(s.as_bytes())))
