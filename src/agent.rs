@@ -436,7 +436,8 @@ impl<B: Behavior> Runtime<B> {
         }
         if matches!(&envelope.body, Body::ActionRequest { action, .. } if action == DESCRIBE) {
             // Answered at once, like a ping, however busy the agent is.
-            let description = crate::message::encode_payload(&Description::of::<B>()).map_err(|e| RemoteError {
+            let protocol = self.context.exchange().protocol();
+            let description = crate::message::encode_for(&Description::of::<B>(), protocol).map_err(|e| RemoteError {
                 kind: RemoteErrorKind::Internal,
                 message: format!("the description does not encode: {e}"),
             });
@@ -490,14 +491,18 @@ impl<B: Behavior> Runtime<B> {
         };
         let call = Invocation { caller: envelope.src.clone(), context: self.context.clone() };
         // Keyword arguments (Academy 1.0's `kargs`) go in parameter order.
-        let info = B::actions().iter().find(|info| info.name == *action);
-        let arranged = match info.map(|info| crate::json::arrange(args, &info.parameters)) {
-            Some(Err(why)) => {
-                let message = format!("arguments of {action} do not fit: {why}");
-                return self.answer(&envelope, Err(RemoteError { kind: RemoteErrorKind::BadPayload, message }));
-            }
-            Some(Ok(arranged)) => arranged,
-            None => None,
+        let arranged = match self.context.exchange().protocol() {
+            Protocol::Academy1 => match B::actions().iter().find(|info| info.name == *action) {
+                Some(info) => match crate::json::arrange(args, &info.parameters) {
+                    Ok(arranged) => arranged,
+                    Err(why) => {
+                        let message = format!("arguments of {action} do not fit: {why}");
+                        return self.answer(&envelope, Err(RemoteError { kind: RemoteErrorKind::BadPayload, message }));
+                    }
+                },
+                None => None,
+            },
+            _ => None,
         };
         let args = arranged.as_deref().unwrap_or(args);
         let Some(running) = B::dispatch(&self.behavior, action, args, call) else {

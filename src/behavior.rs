@@ -297,10 +297,7 @@ where
             kind: RemoteErrorKind::AgentStopped,
             message: "the agent stopped before answering".into(),
         })?;
-        crate::message::encode_for(&result, protocol).map_err(|e| RemoteError {
-            kind: RemoteErrorKind::Internal,
-            message: format!("the result does not encode: {e}"),
-        })
+        encode_result(&result, protocol)
     }
     .boxed_local()
 }
@@ -325,14 +322,15 @@ where
         Ok(args) => run(args, call),
         Err(e) => return future::ready(Err(e)).boxed_local(),
     };
-    async move {
-        let result = running.await;
-        crate::message::encode_for(&result, protocol).map_err(|e| RemoteError {
-            kind: RemoteErrorKind::Internal,
-            message: format!("the result does not encode: {e}"),
-        })
-    }
-    .boxed_local()
+    async move { encode_result(&running.await, protocol) }.boxed_local()
+}
+
+/// An action's result, encoded for the exchange.
+fn encode_result(result: &impl Serialize, protocol: crate::exchange::Protocol) -> Result<bytes::Bytes, RemoteError> {
+    crate::message::encode_for(result, protocol).map_err(|e| RemoteError {
+        kind: RemoteErrorKind::Internal,
+        message: format!("the result does not encode: {e}"),
+    })
 }
 
 /// An action's arguments, decoded.
@@ -343,12 +341,12 @@ fn decode_args<A: DeserializeOwned>(
 ) -> Result<A, RemoteError> {
     let decode = |bytes: &[u8]| crate::message::decode_for(bytes, protocol);
     decode(args)
-        .or_else(|e| match args {
+        .or_else(|e| match (protocol, args) {
             // One argument in an array (as Academy 1.0's `pargs` has it) for
             // a message that is that argument (a newtype).
-            [0x91, inner @ ..] => decode(inner).map_err(|_| e),
+            (crate::exchange::Protocol::Academy1, [0x91, inner @ ..]) => decode(inner).map_err(|_| e),
             // No arguments (`pargs` empty) for an action that takes none.
-            [0x90] => decode(&[0xc0]).map_err(|_| e),
+            (crate::exchange::Protocol::Academy1, [0x90]) => decode(&[0xc0]).map_err(|_| e),
             _ => Err(e),
         })
         .map_err(|e| RemoteError {

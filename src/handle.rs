@@ -608,8 +608,7 @@ impl<B> Caller<B> {
 
     /// Arguments as MessagePack for this handle's exchange.
     fn encode<A: Serialize + ?Sized>(&self, args: &A) -> Result<bytes::Bytes, Error> {
-        let protocol = self.shared.endpoint.exchange.protocol();
-        Ok(crate::message::encode_for(args, protocol).map_err(crate::message::WireError::from)?)
+        Ok(crate::message::encode_for(args, self.shared.endpoint.exchange.protocol())?)
     }
 
     async fn call_within<A, R>(&self, action: &str, args: &A, timeout: Option<Duration>) -> Result<R, Error>

@@ -289,8 +289,7 @@ impl AcademyExchange {
             invocation.key(self.key(kind, uid));
         }
         invocation.arg(lineage).arg(id.name().unwrap_or_default());
-        self.run::<()>(&invocation).await?;
-        Ok(())
+        self.run(&invocation).await
     }
 
     /// Terminates `id` as academy-py does, answering what waited in its
@@ -373,13 +372,18 @@ impl AcademyExchange {
     /// heartbeat may only be late, and a reply refused would be lost.
     pub(crate) async fn send(&self, envelope: Envelope, _when_inactive: WhenInactive) -> Result<(), Error> {
         let entry = json::encode(&envelope)?;
-        let uid = envelope.dest.uid();
+        self.send_entry(envelope.dest, entry).await
+    }
+
+    /// Queues `entry`, a message already written as JSON, for `dest`.
+    async fn send_entry(&self, dest: EntityId, entry: Vec<u8>) -> Result<(), Error> {
+        let uid = dest.uid();
         let mut invocation = SEND.prepare_invoke();
         invocation.key(self.key("status", uid)).key(self.key("queue", uid)).arg(entry);
         let state: String = self.run(&invocation).await?;
         match state.as_str() {
-            "missing" => Err(Error::BadEntityId(envelope.dest)),
-            "terminated" => Err(Error::MailboxClosed(envelope.dest)),
+            "missing" => Err(Error::BadEntityId(dest)),
+            "terminated" => Err(Error::MailboxClosed(dest)),
             _ => {
                 metrics::counter!("academy_messages_sent_total", "path" => "queued").increment(1);
                 Ok(())
@@ -389,16 +393,22 @@ impl AcademyExchange {
 
     /// Sends in the background; [`close`](Self::close) waits for it. A
     /// result that JSON cannot carry still answers its caller, with an error.
-    pub(crate) fn post(&self, mut envelope: Envelope, when_inactive: WhenInactive) {
-        if let (Err(e), Body::ActionResponse { action, .. }) = (json::encode(&envelope), &envelope.body) {
+    pub(crate) fn post(&self, mut envelope: Envelope, _when_inactive: WhenInactive) {
+        let mut entry = json::encode(&envelope);
+        if let (Err(e), Body::ActionResponse { action, .. }) = (&entry, &envelope.body) {
             let error =
                 RemoteError { kind: RemoteErrorKind::Internal, message: format!("the result of {action}: {e}") };
             envelope.body = Body::ActionResponse { action: action.clone(), result: Err(error) };
+            entry = json::encode(&envelope);
         }
         let exchange = self.clone();
         self.inner.background.spawn(async move {
-            let dest = envelope.dest.clone();
-            if let Err(e) = exchange.send(envelope, when_inactive).await {
+            let dest = envelope.dest;
+            let sent = match entry {
+                Ok(entry) => exchange.send_entry(dest.clone(), entry).await,
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = sent {
                 warn!(%dest, "could not deliver a message sent in the background: {e}");
             }
         });
