@@ -444,3 +444,38 @@ async fn what_is_not_an_academy_message_is_dropped_and_the_agent_answers_on() {
     agent.shutdown().await;
     exchange.close().await;
 }
+
+#[actix::test]
+async fn redis_gone_fails_calls_clearly_and_once_registered_again_the_agent_answers() {
+    let mut redis = RedisServer::start();
+    let namespace = namespace();
+    let exchange = academy_exchange(&redis, &namespace).await;
+    let agent = Agent::start(Calculator, &exchange, Some("survivor")).await.unwrap();
+    let calc = exchange.get_handle(agent.id().clone()).bind_as_client(&exchange).await.unwrap();
+    assert_eq!(calc.add(1, 2).await.unwrap(), 3);
+
+    // Redis down: a call fails with Redis's error, it does not hang.
+    redis.kill();
+    let call =
+        tokio::time::timeout(Duration::from_secs(60), calc.add(1, 2)).await.expect("a call with Redis down ends");
+    assert!(matches!(call, Err(Error::Redis(_))), "{call:?}");
+
+    // Back, but empty: registrations are gone with its data (as in Python).
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match calc.add(1, 2).await {
+            Err(Error::BadEntityId(id)) => break assert_eq!(&id, agent.id().entity()),
+            // The shared connection reconnects first.
+            Err(Error::Redis(_)) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // Registered again, the agent answers: its queue's reader reconnected.
+    exchange.register_agent_id(agent.id()).await.unwrap();
+    let calc = exchange.get_handle(agent.id().clone()).bind_as_client(&exchange).await.unwrap();
+    assert_eq!(calc.add(40, 2).await.unwrap(), 42);
+    agent.shutdown().await;
+    exchange.close().await;
+}
