@@ -246,12 +246,28 @@ fn request_key(envelope: &Envelope) -> RequestKey {
     (envelope.src.uid(), envelope.tag)
 }
 
-/// Requests answered lately (or cancelled before they came), with their
-/// answer if it is small enough to keep: a copy delivered again is not run.
+/// What the runtime remembers of a request it answered (or that was
+/// cancelled before it came).
+enum Remembered {
+    /// Its answer, sent again to a copy.
+    Answer(Envelope),
+    /// Nobody waits for an answer (one-way, or cancelled first).
+    Unanswered,
+    /// Answered, but the answer was too large to keep (or was evicted to
+    /// bound memory): a copy is told so, not run.
+    Forgotten,
+}
+
+/// Requests answered lately, by sender and tag: a copy delivered again is
+/// not run. Every request is remembered for the whole window, whatever the
+/// size of its answer; only the answers kept are bounded in bytes.
 #[derive(Default)]
 struct Recent {
-    answers: HashMap<RequestKey, Option<Envelope>>,
+    answers: HashMap<RequestKey, Remembered>,
+    /// Every remembered request, oldest first.
     order: VecDeque<RequestKey>,
+    /// The requests whose answer is kept, oldest first.
+    kept: VecDeque<RequestKey>,
     bytes: usize,
 }
 
@@ -263,28 +279,52 @@ impl Recent {
     /// The largest answer kept.
     const MAX_ANSWER: usize = 64 << 10;
 
-    fn size(answer: &Option<Envelope>) -> usize {
-        match answer.as_ref().map(|a| &a.body) {
-            Some(Body::ActionResponse { result: Ok(bytes), .. }) => bytes.len(),
+    fn size(answer: &Envelope) -> usize {
+        match &answer.body {
+            Body::ActionResponse { result: Ok(bytes), .. } => bytes.len(),
+            Body::ActionResponse { result: Err(e), .. } => e.message.len(),
             _ => 0,
         }
     }
 
-    fn insert(&mut self, key: RequestKey, mut answer: Option<Envelope>) {
-        if Self::size(&answer) > Self::MAX_ANSWER {
-            answer = None;
+    fn get(&self, key: &RequestKey) -> Option<&Remembered> {
+        self.answers.get(key)
+    }
+
+    fn insert(&mut self, key: RequestKey, answer: Option<Envelope>) {
+        let remembered = match answer {
+            None => Remembered::Unanswered,
+            Some(answer) if Self::size(&answer) > Self::MAX_ANSWER => Remembered::Forgotten,
+            Some(answer) => {
+                self.bytes += Self::size(&answer);
+                self.kept.push_back(key);
+                Remembered::Answer(answer)
+            }
+        };
+        match self.answers.insert(key, remembered) {
+            Some(Remembered::Answer(old)) => self.bytes -= Self::size(&old),
+            Some(_) => {}
+            None => self.order.push_back(key),
         }
-        self.bytes += Self::size(&answer);
-        if let Some(old) = self.answers.insert(key, answer) {
-            self.bytes -= Self::size(&old);
-        } else {
-            self.order.push_back(key);
-        }
-        while self.order.len() > Self::CAPACITY || self.bytes > Self::MAX_BYTES {
+        while self.order.len() > Self::CAPACITY {
             let Some(oldest) = self.order.pop_front() else { break };
-            if let Some(old) = self.answers.remove(&oldest) {
+            if let Some(Remembered::Answer(old)) = self.answers.remove(&oldest) {
                 self.bytes -= Self::size(&old);
             }
+        }
+        // Over the byte bound, the oldest answers go; their requests stay.
+        while self.bytes > Self::MAX_BYTES {
+            let Some(oldest) = self.kept.pop_front() else { break };
+            if let Some(entry @ Remembered::Answer(_)) = self.answers.get_mut(&oldest) {
+                if let Remembered::Answer(old) = std::mem::replace(entry, Remembered::Forgotten) {
+                    self.bytes -= Self::size(&old);
+                }
+            }
+        }
+        // `kept` may hold keys whose answers went another way; keep it short.
+        if self.kept.len() > 2 * Self::CAPACITY {
+            let answers = &self.answers;
+            self.kept.retain(|key| matches!(answers.get(key), Some(Remembered::Answer(_))));
         }
     }
 }
@@ -399,12 +439,27 @@ impl<B: Behavior> Runtime<B> {
         if self.in_flight.contains_key(&key) {
             return debug!(tag = %envelope.tag, "a second copy of a running request; not run again");
         }
-        if let Some(answer) = self.recent.answers.get(&key) {
-            debug!(tag = %envelope.tag, "a second copy of an answered request; not run again");
-            if let Some(answer) = answer.clone() {
-                self.reply(answer);
+        match self.recent.get(&key) {
+            Some(Remembered::Answer(answer)) => {
+                debug!(tag = %envelope.tag, "a second copy of an answered request; answered again, not run again");
+                return self.reply(answer.clone());
             }
-            return;
+            Some(Remembered::Unanswered) => {
+                return debug!(tag = %envelope.tag, "a second copy of a request nobody waits for; not run again")
+            }
+            Some(Remembered::Forgotten) => {
+                debug!(tag = %envelope.tag, "a second copy of an answered request whose answer is gone; not run again");
+                let error = RemoteError {
+                    kind: RemoteErrorKind::AlreadyAnswered,
+                    message: format!(
+                        "{} ran this request and answered it already; the answer is no longer kept (too large), and the request is not run again",
+                        self.context.id()
+                    ),
+                };
+                let reply = envelope.reply(Body::ActionResponse { action: action_of(&envelope), result: Err(error) });
+                return self.reply(reply);
+            }
+            None => {}
         }
         if doubtful {
             warn!(agent = %self.context.id(), tag = %envelope.tag, "refused a request an earlier process may have run");
@@ -545,7 +600,7 @@ impl<B: Behavior> Runtime<B> {
             self.answer(&request, Err(cancelled()));
             return self.read_next(ctx);
         }
-        if !self.recent.answers.contains_key(&key) {
+        if self.recent.get(&key).is_none() {
             self.recent.insert(key, None);
         }
     }
@@ -592,6 +647,14 @@ impl<B: Behavior> Runtime<B> {
             self.requeue(unstarted);
             self.abandon_in_flight(ctx, "the behavior stopped while running it");
             self.close_mailbox(ctx);
+            // Nobody serves it now: callers and discovery see it inactive at
+            // once, not when a heartbeat lapses.
+            let (exchange, id) = (self.context.exchange().clone(), self.context.me().clone());
+            tokio::spawn(async move {
+                if let Err(e) = exchange.mark_failed(&id).await {
+                    warn!(agent = %id, "could not mark the mailbox of a failed agent inactive: {e}");
+                }
+            });
         }
         self.finish_if_idle(ctx);
     }
@@ -690,6 +753,14 @@ impl<B: Behavior> Runtime<B> {
     }
 }
 
+/// The action a request names ("" for another kind of request).
+fn action_of(request: &Envelope) -> String {
+    match &request.body {
+        Body::ActionRequest { action, .. } => action.clone(),
+        _ => String::new(),
+    }
+}
+
 /// An action's result as Academy 1.0 carries it: a `Result` splits into the
 /// value alone, or an error raised with a text that names its type and
 /// holds its JSON (`MarketError: {"OutOfStock":{"left":7}}`).
@@ -702,5 +773,43 @@ fn academy_result<B: Behavior>(action: &str, bytes: bytes::Bytes) -> Result<byte
             Err(RemoteError { kind: RemoteErrorKind::Raised, message })
         }
         _ => Ok(bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identifier::ClientId;
+
+    fn answer(to: &Envelope, len: usize) -> Envelope {
+        let result = Ok(bytes::Bytes::from(vec![0u8; len]));
+        to.reply(Body::ActionResponse { action: "a".into(), result })
+    }
+
+    #[test]
+    fn every_request_is_remembered_for_the_window_whatever_its_answer_size() {
+        let (a, b): (EntityId, EntityId) = (ClientId::new(None).into(), ClientId::new(None).into());
+        let mut recent = Recent::default();
+        let requests: Vec<Envelope> = (0..Recent::CAPACITY)
+            .map(|_| {
+                Envelope::new(a.clone(), b.clone(), Body::ActionRequest { action: "a".into(), args: vec![].into() })
+            })
+            .collect();
+        // 64 KiB answers: 16 MiB holds 256 of them, yet every request stays known.
+        for request in &requests {
+            recent.insert(request_key(request), Some(answer(request, Recent::MAX_ANSWER)));
+        }
+        assert!(recent.bytes <= Recent::MAX_BYTES);
+        assert!(matches!(recent.get(&request_key(&requests[0])), Some(Remembered::Forgotten)));
+        let last = &requests[Recent::CAPACITY - 1];
+        assert!(matches!(recent.get(&request_key(last)), Some(Remembered::Answer(_))));
+        // An answer too large to keep: the request is still remembered.
+        let big = Envelope::new(a.clone(), b.clone(), Body::PingRequest);
+        recent.insert(request_key(&big), Some(answer(&big, Recent::MAX_ANSWER + 1)));
+        assert!(matches!(recent.get(&request_key(&big)), Some(Remembered::Forgotten)));
+        // The window is a count: one more pushes the oldest out.
+        assert!(recent.get(&request_key(&requests[0])).is_none());
+        assert!(recent.get(&request_key(&requests[1])).is_some());
+        assert_eq!(recent.order.len(), Recent::CAPACITY);
     }
 }

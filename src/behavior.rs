@@ -291,11 +291,19 @@ where
         Ok(args) => args,
         Err(e) => return future::ready(Err(e)).boxed_local(),
     };
+    crate::panic::watch();
+    let mark = crate::panic::mark();
     let reply = addr.send(make(args, call));
     async move {
-        let result = reply.await.map_err(|_| RemoteError {
-            kind: RemoteErrorKind::AgentStopped,
-            message: "the agent stopped before answering".into(),
+        let result = reply.await.map_err(|_| match crate::panic::since(mark) {
+            // The behavior's actor runs on this thread: its panic ended it.
+            Some(panic) => {
+                RemoteError { kind: RemoteErrorKind::Panicked, message: format!("the behavior panicked: {panic}") }
+            }
+            None => RemoteError {
+                kind: RemoteErrorKind::AgentStopped,
+                message: "the agent stopped before answering".into(),
+            },
         })?;
         encode_result(&result, protocol)
     }
@@ -318,11 +326,25 @@ where
     F::Output: Serialize,
 {
     let protocol = call.context.exchange().protocol();
+    crate::panic::watch();
+    let mark = crate::panic::mark();
     let running = match decode_args(action, args, protocol) {
         Ok(args) => run(args, call),
         Err(e) => return future::ready(Err(e)).boxed_local(),
     };
-    async move { encode_result(&running.await, protocol) }.boxed_local()
+    async move {
+        match std::panic::AssertUnwindSafe(running).catch_unwind().await {
+            Ok(result) => encode_result(&result, protocol),
+            Err(payload) => Err(RemoteError {
+                kind: RemoteErrorKind::Panicked,
+                message: format!(
+                    "the action panicked: {}",
+                    crate::panic::since(mark).unwrap_or_else(|| crate::panic::message(payload.as_ref()))
+                ),
+            }),
+        }
+    }
+    .boxed_local()
 }
 
 /// An action's result, encoded for the exchange.

@@ -33,6 +33,18 @@ pub enum Error {
     /// Redis could not be reached or refused a command.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// Redis holds a mailbox state this version does not know (written by
+    /// a newer version, or by hand): nothing is routed on a guess.
+    #[error("Redis holds an unknown mailbox state {0:?}")]
+    UnknownStatus(String),
+    /// The exchange could not connect to Redis when it started.
+    #[error("cannot reach Redis at {url}: {source}")]
+    RedisUnreachable {
+        /// The URL tried, its credentials hidden.
+        url: String,
+        /// What the connection attempt said.
+        source: redis::RedisError,
+    },
     /// A socket operation failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),

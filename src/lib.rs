@@ -13,6 +13,7 @@ mod json;
 mod launcher;
 mod mailbox;
 mod message;
+mod panic;
 mod peer;
 
 pub use agent::{Agent, AgentContext, AgentExit, DEFAULT_MAX_CONCURRENCY, MAX_WAITING};

@@ -228,6 +228,12 @@ pub enum RemoteErrorKind {
     InvalidClient,
     /// The two ends speak incompatible protocol versions.
     Incompatible,
+    /// A copy of a request the agent ran and answered already, whose
+    /// answer it no longer keeps: not run again.
+    AlreadyAnswered,
+    /// The action panicked; the message is the panic's. The agent's
+    /// behavior may have stopped with it.
+    Panicked,
 }
 
 impl Body {

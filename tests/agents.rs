@@ -146,23 +146,88 @@ async fn a_behavior_that_stops_on_its_own_ends_the_agent_as_failed() {
     let redis = RedisServer::start();
     let exchange = redis.exchange().await;
     let (agent, handle) = counter(&exchange).await;
-    let handle = handle.with_liveness_timeout(Some(Duration::from_millis(500)));
     let _ = handle.action(Crash).await;
     assert_eq!(agent.wait().await, AgentExit::Failed);
-    // Still registered: a call waits in Redis, and, with nobody answering
-    // pings, fails once the liveness timeout passes.
-    // (its mailbox closes in the background once the runtime stops)
-    let mut status = exchange.status(agent.id()).await.unwrap();
-    for _ in 0..100 {
-        if status != MailboxStatus::Listening {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        status = exchange.status(agent.id()).await.unwrap();
-    }
-    assert_eq!(status, MailboxStatus::Offline);
+    // Still registered, but nobody serves it: inactive at once (not after a
+    // lease lapses), out of discovery; a call fails at once.
+    wait_for_status(&exchange, agent.id().entity(), MailboxStatus::Inactive).await;
+    assert!(exchange.discover::<Counter>().await.unwrap().is_empty());
     let result = handle.action(Increment(1)).await;
-    assert!(matches!(result, Err(Error::Unresponsive { .. })), "{result:?}");
+    assert!(matches!(result, Err(Error::Inactive(_))), "{result:?}");
+    // Launched again under its id, it serves again.
+    let again = Agent::launch(Counter::default(), agent.id().clone(), &exchange).await.unwrap();
+    assert_eq!(handle.action(Increment(1)).await.unwrap(), 1);
+    again.shutdown().await;
+}
+
+/// Waits (up to 30 s) until `id`'s mailbox reads `want`.
+async fn wait_for_status(exchange: &Exchange, id: &actix_academy::EntityId, want: MailboxStatus) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = exchange.status(id).await.unwrap();
+        if status == want {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{id} stayed {status:?}, not {want:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Fragile;
+
+impl actix::Actor for Fragile {
+    type Context = actix::Context<Self>;
+}
+
+#[actix_academy::agent]
+impl Fragile {
+    #[action]
+    fn fine(&self) -> u32 {
+        7
+    }
+
+    #[action]
+    fn boom(&mut self) -> u32 {
+        panic!("sync boom")
+    }
+
+    #[action]
+    async fn later() -> u32 {
+        tokio::task::yield_now().await;
+        panic!("async boom")
+    }
+}
+
+#[actix::test]
+async fn a_panicking_action_is_answered_with_its_panic_sync_or_async() {
+    let redis = RedisServer::start();
+    let exchange = redis.exchange().await;
+    let agent = Agent::start(Fragile, &exchange, Some("fragile")).await.unwrap();
+    // No liveness timeout, a long call timeout: an unanswered call would
+    // show as a timeout here, not as the answer.
+    let handle = exchange
+        .get_handle(agent.id().clone())
+        .bind_as_client(&exchange)
+        .await
+        .unwrap()
+        .with_liveness_timeout(None)
+        .with_timeout(Some(Duration::from_secs(60)));
+    let panicked = |result: Result<u32, Error>, text: &str| match result {
+        Err(Error::Remote(e)) => assert!(e.kind == RemoteErrorKind::Panicked && e.message.contains(text), "{e:?}"),
+        other => panic!("expected the panic {text:?}, got {other:?}"),
+    };
+    // An async action's panic is caught where it runs: the agent lives on.
+    panicked(handle.later().await, "async boom");
+    assert_eq!(handle.fine().await.unwrap(), 7);
+    // A sync action's panic ends the behavior's actor: answered, and the
+    // agent is failed and inactive at once.
+    panicked(handle.boom().await, "sync boom");
+    assert_eq!(agent.wait().await, AgentExit::Failed);
+    wait_for_status(&exchange, agent.id().entity(), MailboxStatus::Inactive).await;
+    let result = handle.fine().await;
+    assert!(matches!(result, Err(Error::Inactive(_))), "{result:?}");
+    handle.close().await.unwrap();
+    exchange.close().await;
 }
 
 #[actix::test]

@@ -308,6 +308,16 @@ impl AcademyExchange {
         Ok(())
     }
 
+    /// Marks `id`, whose agent failed here, inactive at once: its heartbeat
+    /// stops and goes, so Python and Rust callers see it gone now, not
+    /// three periods later. Launched again, it beats again.
+    pub(crate) async fn mark_failed(&self, id: &EntityId) -> Result<(), Error> {
+        self.stop_beating(id);
+        let mut redis = self.inner.redis.clone();
+        redis::cmd("DEL").arg(self.key("heartbeat", id.uid())).query_async::<()>(&mut redis).await?;
+        Ok(())
+    }
+
     /// Answers the requests among `entries` (left in a terminated mailbox)
     /// with MAILBOX_TERMINATED, as academy-py does.
     fn answer_terminated(&self, id: &EntityId, entries: Vec<Vec<u8>>) {
@@ -327,7 +337,7 @@ impl AcademyExchange {
         let mut invocation = STATUS.prepare_invoke();
         invocation.key(self.key("status", id.uid())).key(self.key("heartbeat", id.uid())).arg(self.stale());
         let state: String = self.run(&invocation).await?;
-        Ok(MailboxStatus::from_state(&state))
+        MailboxStatus::from_state(&state)
     }
 
     /// Discovery as academy-py's: a scan of the `agent` keys, matching the

@@ -308,6 +308,22 @@ return upto
     )
 });
 
+/// Marks an entity whose agent failed in this process (ARGV[4]) inactive at
+/// once, as if its process had died: it leaves discovery, sends fail with
+/// `Inactive` (or queue, if asked), and its keys expire unless it is
+/// launched again (which takes ownership back). ARGV: id, token.
+pub(crate) static FAILED: LazyLock<Script> = LazyLock::new(|| {
+    entity_script(
+        r"
+local id, token = ARGV[3], ARGV[4]
+if redis.call('GET', key('owner', id)) ~= token then return 0 end
+redis.call('SET', key('owner', id), token .. ':failed')
+state(id)
+return 1
+",
+    )
+});
+
 /// Closes an opening of a mailbox: its address goes (if it is still this
 /// one's), what it popped but did not hand out goes back to the queue, and
 /// it is no longer recorded (if it still was). ARGV: id, opening, address.

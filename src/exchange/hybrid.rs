@@ -18,8 +18,8 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use super::actor::{
-    self, Call, ExchangeActor, Lease, Request, ACK, CLOSE, DISCOVER, DISOWNED, OPEN, PUSH_FRONT, REASSERT, REGISTER,
-    STATUS, TERMINATE,
+    self, Call, ExchangeActor, Lease, Request, ACK, CLOSE, DISCOVER, DISOWNED, FAILED, OPEN, PUSH_FRONT, REASSERT,
+    REGISTER, STATUS, TERMINATE,
 };
 use super::keys::Keys;
 use super::link::{enqueue, refused_recently, Enqueued, Link, LinkEnv, Links};
@@ -73,6 +73,9 @@ pub struct HybridExchangeBuilder {
     heartbeat: Option<Duration>,
     expiry: Duration,
     protocol: Protocol,
+    /// The options set that only this crate's own protocol can honour
+    /// (peer links and their security), refused in Academy 1.0 mode.
+    native_only: Vec<&'static str>,
 }
 
 impl HybridExchangeBuilder {
@@ -93,6 +96,7 @@ impl HybridExchangeBuilder {
     /// when Redis runs on the same host. Connections to peers leave from it
     /// too, unless it is unspecified.
     pub fn bind(mut self, ip: impl Into<String>) -> Self {
+        self.native_only.push("bind");
         self.addresses.bind = Some(Bind::Ip(ip.into()));
         self
     }
@@ -100,6 +104,7 @@ impl HybridExchangeBuilder {
     /// Listen on (and advertise) the address of network interface `name`,
     /// such as `eth0`, as Python Academy's `interface=` does.
     pub fn interface(mut self, name: impl Into<String>) -> Self {
+        self.native_only.push("interface");
         self.addresses.bind = Some(Bind::Interface(name.into()));
         self
     }
@@ -110,6 +115,7 @@ impl HybridExchangeBuilder {
     /// address this host uses to reach Redis. The port is the listener's
     /// own, so forward the same ports. An unspecified address is refused.
     pub fn advertise(mut self, host: impl Into<String>) -> Self {
+        self.native_only.push("advertise");
         self.addresses.advertise = Some(host.into());
         self
     }
@@ -117,6 +123,7 @@ impl HybridExchangeBuilder {
     /// Ports mailboxes listen on (one per open mailbox), for firewalls:
     /// each takes a free one of the range (default: any port).
     pub fn ports(mut self, ports: std::ops::RangeInclusive<u16>) -> Self {
+        self.native_only.push("ports");
         self.addresses.ports = Some(ports);
         self
     }
@@ -129,6 +136,7 @@ impl HybridExchangeBuilder {
     /// Needs a secret. Replaces `tls_certificates`.
     #[cfg(feature = "encryption")]
     pub fn encrypt(mut self, encrypt: bool) -> Self {
+        self.native_only.push("encrypt");
         self.protection = if encrypt { Protection::Noise } else { Protection::Plain };
         self
     }
@@ -136,6 +144,7 @@ impl HybridExchangeBuilder {
     /// Shared secret that peers prove they know before any message is read.
     /// Defaults to the `ACADEMY_SECRET` environment variable, else empty.
     pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.native_only.push("secret");
         self.secret = Some(Secret::new(secret.as_ref()));
         self
     }
@@ -149,6 +158,7 @@ impl HybridExchangeBuilder {
     /// How long a peer with unacknowledged messages may stay silent before
     /// its link is declared dead and the messages go to Redis (default 10 s).
     pub fn peer_timeout(mut self, timeout: Duration) -> Self {
+        self.native_only.push("peer_timeout");
         self.peer_timeout = timeout.max(Duration::from_millis(30));
         self
     }
@@ -157,6 +167,7 @@ impl HybridExchangeBuilder {
     /// (default 64 MiB, at most 4 GiB); a larger `send` fails with
     /// [`Error::TooLarge`].
     pub fn max_frame_len(mut self, len: usize) -> Self {
+        self.native_only.push("max_frame_len");
         self.max_frame_len = len.min(u32::MAX as usize);
         self
     }
@@ -226,6 +237,7 @@ impl HybridExchangeBuilder {
         key_pem: impl Into<Vec<u8>>,
         ca_pem: impl Into<Vec<u8>>,
     ) -> Self {
+        self.native_only.push("tls_certificates");
         self.protection = Protection::Tls;
         let files = crate::peer::TlsFiles { chain: chain_pem.into(), key: key_pem.into(), ca: ca_pem.into() };
         self.tls_files = Some(files);
@@ -234,6 +246,7 @@ impl HybridExchangeBuilder {
 
     /// Concurrent inbound connections one mailbox accepts (default 1,024).
     pub fn max_connections(mut self, max: usize) -> Self {
+        self.native_only.push("max_connections");
         self.max_connections = max;
         self
     }
@@ -247,8 +260,21 @@ impl HybridExchangeBuilder {
             .set_max_delay(Duration::from_secs(2))
             // Fail fast when Redis is unreachable; later commands reconnect again.
             .set_number_of_retries(2);
-        let redis = client.get_connection_manager_with_config(manager).await?;
+        if self.protocol == Protocol::Academy1 && !self.native_only.is_empty() {
+            return Err(Error::Config(format!(
+                "Academy 1.0 mode has no peer links, no secret and no encryption (academy-py has none), so it \
+                 cannot honour {}: remove them, or use Protocol::Native",
+                self.native_only.iter().map(|name| format!("`.{name}(..)`")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let redis = client
+            .get_connection_manager_with_config(manager)
+            .await
+            .map_err(|source| Error::RedisUnreachable { url: self.url.redacted(), source })?;
         if self.protocol == Protocol::Academy1 {
+            if std::env::var_os(SECRET_ENV).is_some() {
+                warn!("{SECRET_ENV} is set, but Academy 1.0 mode authenticates nothing (academy-py has no secret)");
+            }
             let settings = super::academy::Settings {
                 namespace: self.namespace.unwrap_or_else(|| "default".to_owned()),
                 heartbeat: self.heartbeat.unwrap_or(super::academy::DEFAULT_HEARTBEAT),
@@ -357,15 +383,20 @@ impl HybridExchangeBuilder {
 /// A Redis URL whose `Debug` form hides the password.
 struct RedisUrl(String);
 
-impl fmt::Debug for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl RedisUrl {
+    /// The URL with any password or user name in it hidden.
+    fn redacted(&self) -> String {
         let url = &self.0;
         match (url.find("://"), url.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                write!(f, "{:?}", format!("{}<redacted>{}", &url[..scheme + 3], &url[at..]))
-            }
-            _ => write!(f, "{url:?}"),
+            (Some(scheme), Some(at)) if at > scheme => format!("{}<redacted>{}", &url[..scheme + 3], &url[at..]),
+            _ => url.clone(),
         }
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
     }
 }
 
@@ -457,6 +488,7 @@ impl HybridExchange {
             heartbeat: None,
             expiry: Duration::from_secs(24 * 3600),
             protocol: Protocol::Native,
+            native_only: Vec::new(),
         }
     }
 
@@ -590,9 +622,18 @@ impl HybridExchange {
         Ok(())
     }
 
+    /// Marks `id`, whose agent failed here, inactive at once (see [`FAILED`]).
+    pub(crate) async fn mark_failed(&self, id: &EntityId) -> Result<(), Error> {
+        let mut script = self.entity(&FAILED, &id.base32());
+        script.arg(&self.inner.token);
+        self.call::<i64>(Request::Script(script)).await?;
+        lock(&self.inner.owned).remove(&id.uid());
+        Ok(())
+    }
+
     pub(crate) async fn status(&self, id: &EntityId) -> Result<MailboxStatus, Error> {
         let status: String = self.call(Request::Script(self.entity(&STATUS, &id.base32()))).await?;
-        Ok(MailboxStatus::from_state(&status))
+        MailboxStatus::from_state(&status)
     }
 
     /// Discovery through the behavior's index set: O(members), not a scan.

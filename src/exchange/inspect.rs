@@ -70,7 +70,7 @@ impl HybridExchange {
         let mut found = Vec::new();
         for result in futures::future::join_all(reads).await {
             let (base32, (state, _owner, living, address, lineage, name, queued)) = result?;
-            let status = MailboxStatus::from_state(&state);
+            let status = MailboxStatus::from_state(&state)?;
             if status == MailboxStatus::Missing {
                 continue; // expired between the scan and the read
             }

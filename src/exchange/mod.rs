@@ -88,15 +88,17 @@ pub enum MailboxStatus {
 }
 
 impl MailboxStatus {
-    /// From the word the Redis scripts' `state()` returns.
-    pub(crate) fn from_state(state: &str) -> Self {
-        match state {
+    /// From the word the Redis scripts' `state()` returns. A word this
+    /// version does not know is an error, never a guess at a route.
+    pub(crate) fn from_state(state: &str) -> Result<Self, Error> {
+        Ok(match state {
             "missing" => MailboxStatus::Missing,
             "terminated" => MailboxStatus::Terminated,
             "inactive" => MailboxStatus::Inactive,
             "listening" => MailboxStatus::Listening,
-            _ => MailboxStatus::Offline,
-        }
+            "offline" => MailboxStatus::Offline,
+            other => return Err(Error::UnknownStatus(other.to_owned())),
+        })
     }
 
     /// Registered, not terminated, and its process alive (listening or not).
@@ -348,6 +350,16 @@ impl Exchange {
 }
 
 impl Exchange {
+    /// Marks `id`, whose agent failed in this process, inactive at once
+    /// (a local exchange has no one else to tell).
+    pub(crate) async fn mark_failed(&self, id: &EntityId) -> Result<(), Error> {
+        match &self.0 {
+            Kind::Hybrid(backend) => backend.mark_failed(id).await,
+            Kind::Academy(backend) => backend.mark_failed(id).await,
+            Kind::Local(_) => Ok(()),
+        }
+    }
+
     /// Returns messages taken but never started to the front of `id`'s queue.
     pub(crate) async fn push_front(&self, id: &EntityId, envelopes: Vec<Envelope>) -> Result<(), Error> {
         match &self.0 {
