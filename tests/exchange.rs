@@ -38,8 +38,11 @@ async fn open_and_close() {
 async fn bad_redis_url_and_unreachable_redis_are_errors() {
     assert!(matches!(HybridExchange::builder("not a url").start().await, Err(Error::Redis(_))));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let unreachable = HybridExchange::builder(format!("redis://127.0.0.1:{port}")).start().await;
-    assert!(matches!(unreachable, Err(Error::Redis(_))));
+    let unreachable = HybridExchange::builder(format!("redis://user:hunter2@127.0.0.1:{port}")).start().await;
+    // The error names the URL tried, without its password.
+    let text = unreachable.as_ref().map(|_| ()).unwrap_err().to_string();
+    assert!(matches!(unreachable, Err(Error::RedisUnreachable { .. })), "{unreachable:?}");
+    assert!(text.contains(&format!("127.0.0.1:{port}")) && !text.contains("hunter2"), "{text}");
 }
 
 #[actix::test]

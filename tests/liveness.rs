@@ -70,7 +70,7 @@ async fn exchange(redis: &str, namespace: &str, peer_to_peer: bool) -> Exchange 
 #[ignore = "run by the other tests in a child process"]
 async fn child() {
     let Ok(config) = std::env::var(CHILD) else {
-        return;
+        panic!("a child process entry point, started by the other tests of this file with {CHILD} set; it fails when run alone")
     };
     let parts: Vec<&str> = config.split(' ').collect();
     let [mode, url, namespace, id] = parts[..] else { panic!("bad child config {config:?}") };

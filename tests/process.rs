@@ -54,7 +54,7 @@ impl Drop for AgentProcess {
 #[ignore = "run by the other tests in a child process"]
 async fn child_agent() {
     let Ok(config) = std::env::var(CHILD) else {
-        return;
+        panic!("a child process entry point, started by the other tests of this file with {CHILD} set; it fails when run alone")
     };
     let (url, namespace) = config.split_once(' ').unwrap();
     let exchange = HybridExchange::builder(url).namespace(namespace).secret("test secret").start().await.unwrap();

@@ -168,6 +168,26 @@ actix_academy::behavior!(B { actions: [] });
 actix_academy::behavior!(C { actions: [], implements: [B] });
 
 /// The behaviors the agent tests call.
+/// Skips the calling test, saying so: on stderr, and in
+/// `target/tmp/skipped-tests.txt`, which `.ci/run` lists. Under CI (`CI`
+/// set) nothing may skip: it panics instead.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{test} cannot run here, and CI skips nothing: {why}");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    note_skipped(test, why);
+}
+
+/// Records a skipped test in `target/tmp/skipped-tests.txt` (listed by `.ci/run`).
+pub fn note_skipped(test: &str, why: &str) {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.txt");
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        use std::io::Write;
+        let _ = writeln!(file, "{} {test}: {why}", env!("CARGO_CRATE_NAME"));
+    }
+}
+
 pub mod agents {
     use actix::prelude::*;
     use actix_academy::{AgentContext, UnboundRemoteHandle};
