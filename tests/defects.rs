@@ -106,7 +106,8 @@ async fn closing_a_mailbox_loses_nothing_it_held() {
 #[actix::test]
 async fn a_dead_host_costs_at_most_the_connect_timeout() {
     let redis = RedisServer::start();
-    let exchange = redis.builder().connect_timeout(Duration::from_millis(300)).start().await.unwrap();
+    let connect_timeout = Duration::from_secs(3);
+    let exchange = redis.builder().connect_timeout(connect_timeout).start().await.unwrap();
     let me = exchange.register_client(None).await.unwrap();
     let peer = exchange.register_client(None).await.unwrap();
 
@@ -121,8 +122,10 @@ async fn a_dead_host_costs_at_most_the_connect_timeout() {
 
     let started = std::time::Instant::now();
     exchange.send(numbered(&me, &peer, 0, 0)).await.unwrap();
-    assert!(started.elapsed() < Duration::from_millis(300), "send waited for the connection");
-    for _ in 0..300 {
+    // Well under the connect timeout, however loaded the machine: send does
+    // not wait for the connection.
+    assert!(started.elapsed() < connect_timeout / 2, "send waited for the connection");
+    for _ in 0..3000 {
         if redis.client().llen::<_, usize>(&queue).unwrap() == 1 {
             drop(listener);
             return;

@@ -108,10 +108,16 @@ async fn messages_sent_before_the_agent_process_starts_are_handled() {
             actix::spawn(async move { counter.action(Increment(1)).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let queue = format!("{}:queue:{}", exchange.namespace(), id.base32());
-    let queued: usize = redis::Commands::llen(&mut redis.client(), &queue).unwrap();
-    assert_eq!(queued, 3, "the calls should wait in Redis");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let queued: usize = redis::Commands::llen(&mut redis.client(), &queue).unwrap();
+        if queued == 3 {
+            break;
+        }
+        assert!(queued < 3 && std::time::Instant::now() < deadline, "{queued} calls wait in Redis, not 3");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let mut child = AgentProcess::spawn(&redis, exchange.namespace(), Some(&id));
     let mut results = Vec::new();

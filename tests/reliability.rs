@@ -134,7 +134,9 @@ async fn a_receiver_killed_mid_stream_and_restarted_gets_every_message() {
     for seq in 1..TOTAL {
         exchange.send(numbered(&sender, &receiver, 0, seq)).await.unwrap();
     }
+    let deadline = Instant::now() + Duration::from_secs(60);
     while recorded(&file).len() < 2_000 {
+        assert!(Instant::now() < deadline, "the receiver recorded only {} in a minute", recorded(&file).len());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     child.kill().unwrap(); // SIGKILL, with thousands of messages in flight
@@ -165,7 +167,9 @@ async fn redis_restarted_mid_run_is_recovered_from() {
         exchange.send(numbered(&me, &offline, 0, seq)).await.unwrap();
     }
     let queue = format!("{}:queue:{}", exchange.namespace(), offline.base32());
+    let deadline = Instant::now() + Duration::from_secs(30);
     while redis::Commands::llen::<_, usize>(&mut redis.client(), &queue).unwrap() < 3 {
+        assert!(Instant::now() < deadline, "the messages never reached the queue");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     support::wait_for_blocked_clients(&redis, 1).await; // one watcher for all mailboxes
@@ -222,11 +226,10 @@ async fn a_crashed_peers_address_goes_stale_on_its_own() {
     eprintln!("a SIGKILLed peer was seen inactive {:?} after the kill (lease 300 ms)", killed.elapsed());
     let address_key = format!("{}:address:{}", exchange.namespace(), peer.base32());
     assert!(!redis::Commands::exists::<_, bool>(&mut redis.client(), &address_key).unwrap());
-    // Sends now fail at once, or (asked to) queue at once, without trying the dead peer.
-    let started = Instant::now();
+    // Sends now fail, or (asked to) queue, without trying the dead peer:
+    // its address is gone, so there is nothing to dial.
     assert!(matches!(exchange.send(numbered(&me, &peer, 0, 1)).await, Err(Error::Inactive(_))));
     exchange.send_with(numbered(&me, &peer, 0, 1), WhenInactive::Queue).await.unwrap();
-    assert!(started.elapsed() < Duration::from_millis(500));
     let queue = format!("{}:queue:{}", exchange.namespace(), peer.base32());
     assert_eq!(redis::Commands::llen::<_, usize>(&mut redis.client(), &queue).unwrap(), 1);
     let _ = std::fs::remove_file(&file);
