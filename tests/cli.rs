@@ -119,6 +119,20 @@ async fn the_cli_shows_a_dead_agent_its_queue_and_a_live_one() {
     let live = line("greeter-1");
     assert!(live.contains("greeter") && live.contains("listening") && live.contains("alive"), "{live}");
 
+    // A reader that has gone (`| head`): the tool ends quietly, no panic.
+    let mut closed = tokio::process::Command::new(env!("CARGO_BIN_EXE_academy"))
+        .args(["ls", "--json", "--all"])
+        .env("ACADEMY_REDIS_URL", redis.url())
+        .env("ACADEMY_NAMESPACE", &ns)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(closed.stdout.take());
+    let out = closed.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("panicked"), "{:?}: {stderr}", out.status);
+
     let rows = json(&academy(&redis, &ns, &["ls", "--json", "--status", "inactive"]).await);
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");

@@ -16,6 +16,19 @@ use actix_academy::{
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
+/// `println!` that ends the tool quietly when its reader is gone
+/// (`academy ls | head`), as Unix tools do, instead of panicking.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 #[derive(Parser)]
 #[command(name = "academy", version, about = "Inspect and operate a hybrid exchange of actix-academy")]
 struct Cli {
