@@ -153,6 +153,39 @@ async fn a_receiver_killed_mid_stream_and_restarted_gets_every_message() {
 }
 
 #[actix::test]
+async fn a_receiver_killed_while_draining_a_backlog_loses_nothing_and_runs_nothing_twice() {
+    const TOTAL: u32 = 20_000;
+    let redis = RedisServer::start();
+    let exchange = redis.exchange().await;
+    let sender = exchange.register_client(None).await.unwrap();
+    let receiver = exchange.register_client(None).await.unwrap();
+    // The whole backlog waits in Redis before the receiver exists.
+    for seq in 0..TOTAL {
+        exchange.send(numbered(&sender, &receiver, 0, seq)).await.unwrap();
+    }
+    let file = std::env::temp_dir().join(format!("academy-backlog-{}", receiver.uid()));
+    let mut child = spawn_receiver(&redis, &exchange, &receiver, &file);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while recorded(&file).len() < 3_000 {
+        assert!(Instant::now() < deadline, "the receiver recorded only {} in a minute", recorded(&file).len());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap(); // SIGKILL, with thousands taken from Redis and in memory
+    child.wait().unwrap();
+    let before = recorded(&file).len();
+    eprintln!("killed after {before} of {TOTAL} were recorded; restarting");
+    let mut child = spawn_receiver(&redis, &exchange, &receiver, &file);
+    wait_for_all(&file, TOTAL).await;
+    // Requests are claimed as they are handed out: none twice.
+    let all = recorded(&file);
+    assert_eq!(all.len(), TOTAL as usize, "{} delivered twice", all.len() - TOTAL as usize);
+    eprintln!("a backlog of {TOTAL} drained across a SIGKILL: 0 lost, 0 twice");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_file(&file);
+}
+
+#[actix::test]
 async fn redis_restarted_mid_run_is_recovered_from() {
     let mut redis = RedisServer::start();
     let exchange = redis.exchange().await;

@@ -82,12 +82,6 @@ impl Delivery {
     }
 }
 
-/// Requests a consumer claims past the one it takes, when they are already
-/// in its mailbox and nothing but requests comes between: one Redis round
-/// trip makes them all its own, instead of one each. Claimed and not yet
-/// taken, they are handed back on close, and lost (never run) on a crash.
-const CLAIM_AHEAD: u64 = 128;
-
 /// How long closing a mailbox waits for its last acknowledgements (Redis
 /// may be down); what is not acknowledged is delivered again.
 const FINISH_WAIT: Duration = Duration::from_secs(5);
@@ -103,12 +97,11 @@ pub(crate) struct TakenAcks {
     moved: AtomicU64,
     /// Entries handed to the mailbox, in order.
     delivered: AtomicU64,
-    /// Positions of delivered entries that are not requests (not yet
-    /// taken): a claim ahead stops before the first of them.
-    others: Mutex<std::collections::VecDeque<u64>>,
     taken: AtomicU64,
-    /// Entries the consumer wants acknowledged although it has not taken
-    /// them all yet (requests, claimed ahead).
+    /// Entries the consumer wants acknowledged at once: a request it is
+    /// taking is claimed before it is handed out (at most once), and
+    /// never one further (what only the mailbox's memory holds would be
+    /// lost with the process).
     claimed: AtomicU64,
     /// Undecodable entries to delete from the taken list (by value): they
     /// never reach the consumer, so they are not counted.
@@ -128,7 +121,6 @@ impl TakenAcks {
         let acks = Arc::new(Self {
             moved: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
-            others: Mutex::default(),
             taken: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
             discards: Mutex::default(),
@@ -142,18 +134,8 @@ impl TakenAcks {
     }
 
     /// Counts one more entry handed to the mailbox; returns its position.
-    pub(crate) fn deliver(&self, request: bool) -> u64 {
-        let position = self.delivered.fetch_add(1, Ordering::AcqRel) + 1;
-        if !request {
-            // Bounded by what the mailbox holds: those taken leave first.
-            let taken = self.taken.load(Ordering::Acquire);
-            let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
-            while others.front().is_some_and(|&other| other <= taken) {
-                others.pop_front();
-            }
-            others.push_back(position);
-        }
-        position
+    pub(crate) fn deliver(&self) -> u64 {
+        self.delivered.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// Counts entries the watcher moved into the taken list.
@@ -184,19 +166,10 @@ impl TakenAcks {
         *self.written.borrow()
     }
 
-    /// Waits until the first `n` entries are acknowledged in Redis, claiming
-    /// up to [`CLAIM_AHEAD`] more of those already delivered: `false` if they
-    /// never will be (the exchange closed first).
+    /// Waits until the first `n` entries are acknowledged in Redis: `false`
+    /// if they never will be (the exchange closed first).
     pub(crate) async fn acknowledged(self: Arc<Self>, n: u64) -> bool {
-        let next_other = {
-            let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
-            while others.front().is_some_and(|&position| position <= n) {
-                others.pop_front();
-            }
-            others.front().map_or(u64::MAX, |&position| position - 1)
-        };
-        let ahead = (n + CLAIM_AHEAD).min(self.delivered.load(Ordering::Acquire)).min(next_other).max(n);
-        self.claimed.fetch_max(ahead, Ordering::AcqRel);
+        self.claimed.fetch_max(n, Ordering::AcqRel);
         self.notify.notify_one();
         self.durable(n).await
     }

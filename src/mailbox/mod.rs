@@ -322,7 +322,7 @@ async fn shutdown(
                 }
             }
             acks.clone().finish().await;
-            // Acknowledged (claimed ahead) but never taken: back in front,
+            // Acknowledged (the request being claimed) but never taken: back in front,
             // before what the taken list still holds goes back.
             let written = acks.written();
             // As they were (marks and stamps kept).
@@ -649,10 +649,7 @@ impl MailboxActor {
                 }
             };
             let origin = match taken {
-                true => {
-                    let request = matches!(entry.envelope.body, Body::ActionRequest { .. });
-                    Origin::Redis(self.acks.clone(), self.acks.deliver(request), raw)
-                }
+                true => Origin::Redis(self.acks.clone(), self.acks.deliver(), raw),
                 false => Origin::Local,
             };
             let doubtful = entry.resent_to.is_some_and(|opening| opening != self.opening);
