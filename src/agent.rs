@@ -250,7 +250,7 @@ fn request_key(envelope: &Envelope) -> RequestKey {
 /// cancelled before it came).
 enum Remembered {
     /// Its answer, sent again to a copy.
-    Answer(Envelope),
+    Answer(Box<Envelope>),
     /// Nobody waits for an answer (one-way, or cancelled first).
     Unanswered,
     /// Answered, but the answer was too large to keep (or was evicted to
@@ -298,7 +298,7 @@ impl Recent {
             Some(answer) => {
                 self.bytes += Self::size(&answer);
                 self.kept.push_back(key);
-                Remembered::Answer(answer)
+                Remembered::Answer(Box::new(answer))
             }
         };
         match self.answers.insert(key, remembered) {
@@ -442,7 +442,7 @@ impl<B: Behavior> Runtime<B> {
         match self.recent.get(&key) {
             Some(Remembered::Answer(answer)) => {
                 debug!(tag = %envelope.tag, "a second copy of an answered request; answered again, not run again");
-                return self.reply(answer.clone());
+                return self.reply((**answer).clone());
             }
             Some(Remembered::Unanswered) => {
                 return debug!(tag = %envelope.tag, "a second copy of a request nobody waits for; not run again")
