@@ -32,7 +32,7 @@ pub enum Error {
     Timeout(Duration),
     /// Redis could not be reached or refused a command.
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
     /// Redis holds a mailbox state this version does not know (written by
     /// a newer version, or by hand): nothing is routed on a guess.
     #[error("Redis holds an unknown mailbox state {0:?}")]
@@ -119,6 +119,20 @@ pub enum Rejection {
     /// (another CA, a name that does not match, none presented).
     #[error("a TLS certificate was refused (another CA, or a name that does not match)")]
     Certificate,
+}
+
+impl From<redis::RedisError> for Error {
+    /// A script's refusal to act on a state it does not know (its error
+    /// code `UNKNOWNSTATUS`) becomes [`Error::UnknownStatus`].
+    fn from(e: redis::RedisError) -> Self {
+        match e.code() {
+            Some("UNKNOWNSTATUS") => {
+                let word = e.detail().unwrap_or_default().split_whitespace().next().unwrap_or_default();
+                Error::UnknownStatus(word.to_owned())
+            }
+            _ => Error::Redis(e),
+        }
+    }
 }
 
 impl From<Rejection> for Error {

@@ -559,7 +559,7 @@ impl<B> Caller<B> {
     }
 
     /// [`__call`](Self::__call) for an action whose result is `Result<T, E>`.
-    pub async fn __call_fallible<A, T, E>(&self, action: &str, args: &A) -> Result<T, ActionError<E>>
+    pub async fn __call_fallible<A, T, E>(&self, action: &str, error_type: &str, args: &A) -> Result<T, ActionError<E>>
     where
         A: Serialize + ?Sized,
         T: DeserializeOwned,
@@ -568,11 +568,13 @@ impl<B> Caller<B> {
         if self.shared.endpoint.exchange.protocol() == Protocol::Academy1 {
             // Academy 1.0 has no typed errors: the value comes alone, and
             // the error as the text of a raised exception, which names its
-            // type and holds its JSON if a Rust agent raised it.
+            // type and holds its JSON if a Rust agent raised it. Any other
+            // exception (a Python `ValueError("3")`) is not this action's
+            // error, whatever its text parses as.
             return match self.__call::<A, T>(action, args).await {
                 Ok(value) => Ok(value),
                 Err(Error::Remote(e)) if e.kind == RemoteErrorKind::Raised => {
-                    match crate::json::raised_value(&e.message) {
+                    match crate::json::raised_value(error_type, &e.message) {
                         Some(error) => Err(ActionError::Action(error)),
                         None => Err(ActionError::Call(Error::Remote(e))),
                     }
@@ -664,10 +666,16 @@ impl<B> Caller<B> {
             cancel: false,
             when_inactive: self.when_inactive,
         };
+        // Subscribed before sending: a refusal that comes meanwhile is seen.
+        let refusals = endpoint.exchange.refusals();
         endpoint.exchange.send_with(envelope, self.when_inactive).await?;
+        if let Some(why) = endpoint.exchange.fatal_refusal(self.agent.entity()) {
+            // Its link was refused, and Redis cannot deliver it either.
+            return Err(Error::Rejected(why));
+        }
         // From here, a call that ends without its answer cancels the action.
         pending.cancel = is_action;
-        let reply = self.wait(rx);
+        let reply = self.wait(rx, refusals);
         let reply = match timeout {
             Some(t) => tokio::time::timeout(t, reply).await.unwrap_or(Err(Error::Timeout(t))),
             None => reply.await,
@@ -681,18 +689,30 @@ impl<B> Caller<B> {
                 debug!(agent = %self.agent, "could not send a cancel: {e}");
             }
         }
-        if reply.is_ok() {
+        if matches!(reply, Ok(_) | Err(Error::Rejected(_))) {
+            // Answered, or a cancel could not arrive either.
             pending.cancel = false;
         }
         reply
     }
 
     /// Waits for a reply; while it is missing, pings the agent now and then
-    /// and gives up once it has been silent for the liveness timeout.
-    async fn wait(&self, mut rx: oneshot::Receiver<Result<Envelope, Error>>) -> Result<Envelope, Error> {
+    /// and gives up once it has been silent for the liveness timeout, or at
+    /// once when its link is refused for a reason Redis cannot route around.
+    async fn wait(
+        &self,
+        mut rx: oneshot::Receiver<Result<Envelope, Error>>,
+        mut refusals: Option<tokio::sync::watch::Receiver<u64>>,
+    ) -> Result<Envelope, Error> {
         let closed = || Error::HandleClosed;
+        let exchange = &self.shared.endpoint.exchange;
+        let refused = refused_now(refusals.as_mut(), exchange, self.agent.entity());
+        tokio::pin!(refused);
         let Some(liveness) = self.liveness else {
-            return rx.await.unwrap_or_else(|_| Err(closed()));
+            return tokio::select! {
+                reply = &mut rx => reply.unwrap_or_else(|_| Err(closed())),
+                why = &mut refused => Err(Error::Rejected(why)),
+            };
         };
         let state = &self.shared.state;
         let asked = Instant::now();
@@ -700,6 +720,7 @@ impl<B> Caller<B> {
         loop {
             tokio::select! {
                 reply = &mut rx => return reply.unwrap_or_else(|_| Err(closed())),
+                why = &mut refused => return Err(Error::Rejected(why)),
                 _ = tokio::time::sleep(check) => {
                     let silent = lock(&state.last_heard).max(asked).elapsed();
                     if silent >= liveness {
@@ -717,6 +738,25 @@ impl<B> Caller<B> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Resolves once `agent` refused this process for a reason Redis cannot
+/// route around (another secret or protocol version); never without a
+/// hybrid exchange.
+async fn refused_now(
+    refusals: Option<&mut tokio::sync::watch::Receiver<u64>>,
+    exchange: &Exchange,
+    agent: &EntityId,
+) -> crate::error::Rejection {
+    let Some(refusals) = refusals else { return std::future::pending().await };
+    loop {
+        if refusals.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if let Some(why) = exchange.fatal_refusal(agent) {
+            return why;
         }
     }
 }

@@ -542,9 +542,10 @@ pub(crate) fn raised_text(error_type: &str, bytes: &[u8]) -> String {
     format!("{error_type}: {value}")
 }
 
-/// Reads back the error value of a [`raised_text`].
-pub(crate) fn raised_value<E: serde::de::DeserializeOwned>(text: &str) -> Option<E> {
-    let (_, json) = text.split_once(": ")?;
+/// Reads back the error value of a [`raised_text`] written for
+/// `error_type`: the text of any other exception is not a typed error.
+pub(crate) fn raised_value<E: serde::de::DeserializeOwned>(error_type: &str, text: &str) -> Option<E> {
+    let json = text.strip_prefix(error_type)?.strip_prefix(": ")?;
     serde_json::from_str(json).ok()
 }
 
@@ -687,6 +688,10 @@ mod tests {
         let error = split_result(&bytes).unwrap().unwrap_err();
         let text = raised_text("String", &error);
         assert_eq!(text, r#"String: "out""#);
-        assert_eq!(raised_value::<String>(&text).unwrap(), "out");
+        assert_eq!(raised_value::<String>("String", &text).unwrap(), "out");
+        // A Python exception whose text happens to parse is not typed.
+        assert_eq!(raised_value::<u32>("u32", "ValueError: 3"), None);
+        assert_eq!(raised_value::<u32>("u32", "u32: 3"), Some(3));
+        assert_eq!(raised_value::<u32>("u32", "u32x: 3"), None);
     }
 }

@@ -358,7 +358,7 @@ async fn many_open_mailboxes_share_one_watcher_connection() {
     let exchange = redis.exchange().await;
     let me = exchange.register_client(None).await.unwrap();
     let mut inboxes = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..48 {
         let id = exchange.register_client(None).await.unwrap();
         inboxes.push((id.clone(), exchange.get_mailbox(&id).await.unwrap()));
     }
@@ -371,9 +371,11 @@ async fn many_open_mailboxes_share_one_watcher_connection() {
         )
         .unwrap();
     }
-    // Pushed without ringing a doorbell: the watcher's sweep finds them.
-    for (_, inbox) in &mut inboxes {
-        inbox.recv(Some(Duration::from_secs(20))).await.unwrap();
+    // Pushed without ringing a doorbell: the watcher's sweep finds them,
+    // 16 queues every 5 s.
+    let found = inboxes.iter_mut().map(|(_, inbox)| inbox.recv(Some(Duration::from_secs(90))));
+    for found in futures::future::join_all(found).await {
+        found.unwrap();
     }
     let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut redis.client()).unwrap();
     // The command connection, the watcher's, and this query's.
@@ -406,4 +408,75 @@ fn debug_output_hides_the_secret_and_the_redis_password() {
     let printed = format!("{builder:?}");
     assert!(!printed.contains("hunter2") && !printed.contains("s3cret"), "{printed}");
     assert!(printed.contains("127.0.0.1:6379"), "{printed}");
+}
+
+#[actix::test]
+async fn a_status_word_this_version_does_not_know_is_an_error_not_a_route() {
+    let redis = RedisServer::start();
+    let exchange = redis.exchange().await;
+    let me = exchange.register_client(None).await.unwrap();
+    let other = exchange.register_client(None).await.unwrap();
+    let key = format!("{}:status:{}", exchange.namespace(), other.base32());
+    let _: () = redis.client().set(&key, "RETIRED").unwrap();
+    assert!(matches!(exchange.status(&other).await, Err(Error::UnknownStatus(w)) if w == "RETIRED"));
+    let sent = exchange.send(ping(&me, &other.clone().into())).await;
+    assert!(matches!(&sent, Err(Error::UnknownStatus(w)) if w == "RETIRED"), "{sent:?}");
+    let queued: i64 = redis.client().llen(format!("{}:queue:{}", exchange.namespace(), other.base32())).unwrap();
+    assert_eq!(queued, 0, "nothing is queued on a guess");
+}
+
+#[actix::test]
+async fn a_mailbox_terminated_without_a_ring_still_ends() {
+    // As if the doorbell's ring were lost: the status says terminated and
+    // the opening is gone, and nothing rang. The sweep must notice.
+    let redis = RedisServer::start();
+    let exchange = redis.exchange().await;
+    let id = exchange.register_client(None).await.unwrap();
+    let mut inbox = exchange.get_mailbox(&id).await.unwrap();
+    let ns = exchange.namespace();
+    let mut con = redis.client();
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(format!("{ns}:status:{}", id.base32()))
+        .arg("INACTIVE")
+        .ignore()
+        .cmd("DEL")
+        .arg(format!("{ns}:taker:{}", id.base32()))
+        .ignore()
+        .query(&mut con)
+        .unwrap();
+    let ended = inbox.recv(Some(Duration::from_secs(60))).await;
+    assert!(matches!(ended, Err(Error::MailboxClosed(_))), "{ended:?}");
+}
+
+/// Every command Redis ran so far (scripts' commands included).
+fn all_calls(redis: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut redis.client()).unwrap();
+    info.lines()
+        .filter_map(|l| {
+            l.split_once(":calls=").map(|(_, rest)| rest.split(',').next().unwrap().parse::<u64>().unwrap())
+        })
+        .sum()
+}
+
+#[actix::test]
+async fn idle_mailboxes_cost_redis_the_same_whatever_their_number() {
+    const MAILBOXES: usize = 400;
+    let redis = RedisServer::start();
+    let exchange = redis.exchange().await;
+    let mut inboxes = Vec::new();
+    for _ in 0..MAILBOXES {
+        let id = exchange.register_client(None).await.unwrap();
+        inboxes.push(exchange.get_mailbox(&id).await.unwrap());
+    }
+    // Past the first look at every queue.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (before, since) = (all_calls(&redis), std::time::Instant::now());
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let per_second = (all_calls(&redis) - before) as f64 / since.elapsed().as_secs_f64();
+    eprintln!("{MAILBOXES} idle mailboxes: {per_second:.1} Redis commands per second");
+    // A sweep of every queue each 5 s would be 2 x 400 / 5 = 160 per second.
+    assert!(per_second < 40.0, "{MAILBOXES} idle mailboxes cost {per_second:.1} Redis commands per second");
+    drop(inboxes);
+    exchange.close().await;
 }

@@ -215,6 +215,19 @@ impl Calculator {
         SLEEPING.load(Ordering::SeqCst)
     }
 
+    /// Panics (a sync action: the agent's actor dies with it).
+    #[action]
+    fn explode(&self) -> u32 {
+        panic!("kaboom")
+    }
+
+    /// Panics in an async action (caught: the agent lives on).
+    #[action]
+    async fn explode_later() -> u32 {
+        tokio::task::yield_now().await;
+        panic!("kaboom later")
+    }
+
     /// Sleeps `ms` milliseconds, counted in `running` meanwhile (an async
     /// action: a cancel stops it at its next await).
     #[action]
@@ -286,6 +299,39 @@ async fn python_shuts_down_rust_agents_with_and_without_terminating_them() {
     exchange.close().await;
 }
 
+/// The Python calculator seen from Rust with a typed error for `fail`: a
+/// Python `ValueError` must not decode as it, whatever its text.
+#[derive(Default)]
+pub struct PythonCalculator;
+
+impl Actor for PythonCalculator {
+    type Context = Context<Self>;
+}
+
+#[agent(name = "__main__.Calculator")]
+impl PythonCalculator {
+    #[action]
+    fn fail(&self, message: String) -> Result<i64, u32> {
+        Err(message.len() as u32)
+    }
+}
+
+#[actix::test]
+async fn python_sees_a_rust_panic_as_an_exception_naming_it_sync_or_async() {
+    let Some(python) = python() else { return };
+    let redis = RedisServer::start();
+    let namespace = namespace();
+    let exchange = academy_exchange(&redis, &namespace).await;
+    let agent = Agent::start(Calculator, &exchange, Some("panicky")).await.unwrap();
+    let id = agent.id().entity().uid().to_string();
+    let out = python_peer(&python, &redis, &namespace, &["panics", "--id", &id]).await;
+    for check in ["ok explode_later raised", "ok the agent answers after an async panic", "ok explode raised"] {
+        assert!(out.contains(check), "missing {check:?} in:\n{out}");
+    }
+    assert_eq!(agent.wait().await, AgentExit::Failed);
+    exchange.close().await;
+}
+
 /// A handle on the Python agent with id `uid`, found by its dotted name.
 async fn discover_python_agent(exchange: &Exchange, uid: uuid::Uuid) -> RemoteHandle<ForeignAgent> {
     // Active (heartbeat written) once its runtime runs.
@@ -326,6 +372,16 @@ async fn rust_calls_a_python_agent() {
             assert!(e.message.ends_with("ValueError: boom"), "{}", e.message);
         }
         other => panic!("a Python exception arrives as Raised: {other:?}"),
+    }
+    // Typed as `Result<i64, u32>` on the Rust side: the Python
+    // `ValueError("3")` is not a `u32`, though its text parses as one.
+    let typed = AgentId::<PythonCalculator>::from_entity(calc.agent_id().entity().clone()).unwrap();
+    let typed = exchange.get_handle(typed).bind_as_client(&exchange).await.unwrap();
+    match typed.fail("3".into()).await {
+        Err(ActionError::Call(Error::Remote(e))) if e.kind == RemoteErrorKind::Raised => {
+            assert!(e.message.ends_with("ValueError: 3"), "{}", e.message);
+        }
+        other => panic!("a Python exception is not the action's typed error: {other:?}"),
     }
     match calc.call::<i64>("no_such_action", ()).await {
         Err(Error::Remote(e)) if e.kind == RemoteErrorKind::Raised => assert!(e.message.contains("AttributeError")),
@@ -476,5 +532,32 @@ async fn redis_gone_fails_calls_clearly_and_once_registered_again_the_agent_answ
     let calc = exchange.get_handle(agent.id().clone()).bind_as_client(&exchange).await.unwrap();
     assert_eq!(calc.add(40, 2).await.unwrap(), 42);
     agent.shutdown().await;
+    exchange.close().await;
+}
+
+#[actix::test]
+async fn academy_mode_refuses_the_options_it_cannot_honour() {
+    // Academy 1.0 has no peer links, no handshake and no encryption: each
+    // such option is an error, not plaintext without authentication.
+    let redis = RedisServer::start();
+    let builder = || HybridExchange::builder(redis.url()).random_namespace().protocol(Protocol::Academy1);
+    let mut refused = vec![
+        (builder().secret("s"), "secret"),
+        (builder().bind("127.0.0.1"), "bind"),
+        (builder().ports(7000..=7010), "ports"),
+        (builder().peer_timeout(Duration::from_secs(1)), "peer_timeout"),
+        (builder().max_frame_len(1 << 20), "max_frame_len"),
+        (builder().max_connections(8), "max_connections"),
+    ];
+    #[cfg(feature = "encryption")]
+    refused.push((builder().encrypt(true), "encrypt"));
+    for (builder, option) in refused {
+        match builder.start().await {
+            Err(Error::Config(message)) => assert!(message.contains(&format!("`.{option}(..)`")), "{message}"),
+            other => panic!("Academy 1.0 mode with .{option}(..) started: {:?}", other.map(|_| ())),
+        }
+    }
+    // What it can honour still starts.
+    let exchange = builder().heartbeat(Duration::from_secs(1)).start().await.unwrap();
     exchange.close().await;
 }

@@ -350,3 +350,62 @@ async fn an_exchange_with_no_open_mailbox_registers_again_after_redis_restarts_e
     assert_eq!(found[0].name(), Some("kept"), "the name is written again too");
     exchange.close().await;
 }
+
+#[actix::test]
+async fn what_a_persistent_redis_acknowledged_survives_its_crash_mid_stream() {
+    // Redis with an append-only file fsynced on every write, SIGKILLed while
+    // a receiver drains a backlog through Redis: every request `send`
+    // accepted arrives, none twice (a take whose reply died with Redis had
+    // moved entries into the taken list: they are read back, not lost).
+    const TOTAL: u32 = 5_000;
+    let mut redis = RedisServer::start_persistent();
+    let receiver = redis.builder().peer_to_peer(false).start().await.unwrap();
+    let sender = redis.builder().namespace(receiver.namespace()).peer_to_peer(false).start().await.unwrap();
+    let me = sender.register_client(None).await.unwrap();
+    let dest: EntityId = receiver.register_client(None).await.unwrap().into();
+    let mut inbox = receiver.get_mailbox(&dest).await.unwrap();
+    let (accepted_tx, accepted) = std::sync::mpsc::channel();
+    let sending = actix::spawn(async move {
+        for seq in 0..TOTAL {
+            // Sends while Redis is down fail: those were never accepted.
+            if sender.send(numbered(&me, &dest, 0, seq)).await.is_ok() {
+                accepted_tx.send(seq).unwrap();
+            }
+            if seq % 64 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        sender.close().await;
+    });
+    let mut received: HashMap<u32, u32> = HashMap::new();
+    let mut all_accepted: HashSet<u32> = HashSet::new();
+    let mut killed = false;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        all_accepted.extend(accepted.try_iter());
+        let missing = all_accepted.iter().filter(|seq| !received.contains_key(seq)).count();
+        if sending.is_finished() && missing == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{missing} of {} accepted never arrived", all_accepted.len());
+        if let Ok(message) = inbox.recv(Some(Duration::from_secs(1))).await {
+            *received.entry(seq_of(&message).1).or_default() += 1;
+            // Slow enough that a backlog waits in Redis when it dies.
+            if received.len() % 16 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        if !killed && received.len() >= 1_500 {
+            redis.kill();
+            eprintln!("Redis SIGKILLed after {} received", received.len());
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            redis.restart();
+            killed = true;
+        }
+    }
+    let twice = received.values().filter(|&&n| n > 1).count();
+    eprintln!("{} of {TOTAL} accepted, all received, {twice} twice", all_accepted.len());
+    assert!(killed);
+    assert_eq!(twice, 0, "a request was delivered twice");
+    receiver.close().await;
+}

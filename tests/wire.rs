@@ -195,6 +195,29 @@ async fn half_a_frame_then_silence_times_out() {
 }
 
 #[actix::test]
+async fn a_half_sent_frame_holds_a_connection_for_the_peer_timeout_not_longer() {
+    // Connections whose last byte came at different moments: each is
+    // closed one peer timeout after its own last byte (a check every
+    // quarter of the timeout would leave some open up to 25% longer).
+    const TIMEOUT: Duration = Duration::from_secs(8);
+    let f = fixture_with(1 << 20, TIMEOUT).await;
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        let mut stream = connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap();
+        stream.write_all(&[0, 0, 0, 100, 0, 1, 2, 3]).await.unwrap();
+        silent.push((stream, std::time::Instant::now()));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    for (mut stream, since) in silent {
+        assert!(closed_by_server(&mut stream, TIMEOUT * 2).await, "left open");
+        let after = since.elapsed();
+        assert!(after >= TIMEOUT - Duration::from_millis(100), "closed early, after {after:?}");
+        // A bound with room for a loaded machine, under the 25% (2 s) of old.
+        assert!(after < TIMEOUT + Duration::from_millis(1500), "closed after {after:?}");
+    }
+}
+
+#[actix::test]
 async fn an_idle_link_stays_up_through_keepalives() {
     // Idle for 2.5 peer timeouts, twice: only keepalives keep the link up.
     let mut f = fixture_with(1 << 20, Duration::from_secs(1)).await;

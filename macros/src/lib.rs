@@ -278,9 +278,10 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
                 }
             }
         } else if let Some((value, error)) = split_result(output) {
+            let error_text = type_text(&error);
             quote! {
                 pub async fn #method(&self #(, #arg_names: #arg_types)*) -> ::std::result::Result<#value, #krate::ActionError<#error>> {
-                    self.0.__call_fallible(#wire, &(#(#arg_names,)*)).await
+                    self.0.__call_fallible(#wire, #error_text, &(#(#arg_names,)*)).await
                 }
             }
         } else {

@@ -9,7 +9,8 @@
 //! | `ns:heartbeat:<b32>` | Redis `TIME` in seconds (`1764065400.123456`), rewritten every heartbeat period |
 //! | `ns:queue:<b32>` | JSON messages, FIFO; `<CLOSED>` once terminated |
 //! | `ns:name:<b32>` | this crate's: the name an agent was registered with |
-//! | `ns:taken:<b32>` | this crate's: entries a mailbox popped and its consumer has not yet taken |
+//! | `ns:taker:<b32>` | this crate's: the opening that reads the queue (one at a time, across processes) |
+//! | `ns:taken:<b32>:<opening>` | this crate's: entries that opening popped and its consumer has not yet taken |
 //!
 //! An entity is inactive when its heartbeat is older than three periods.
 //! Messages always go through the queues: this mode publishes no address,
@@ -19,7 +20,7 @@
 //!
 //! [`Protocol::Academy1`]: super::Protocol::Academy1
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
@@ -33,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use super::hybrid::REOPEN_WAIT;
 use super::keys::Keys;
 use super::{Delivery, MailboxStatus, Origin, WhenInactive};
 use crate::error::Error;
@@ -54,6 +56,8 @@ const POP_WAIT: Duration = Duration::from_secs(10);
 /// connection its blocking pop runs on (to release the pop when it stops).
 #[derive(Clone, Debug)]
 pub(crate) struct Feeder {
+    /// This opening of the mailbox.
+    opening: Uuid,
     stop: CancellationToken,
     connection: Arc<AtomicI64>,
 }
@@ -82,6 +86,8 @@ local function state(status_key, heartbeat_key, stale)
   local status = redis.call('GET', status_key)
   if not status then return 'missing' end
   if status == 'INACTIVE' then return 'terminated' end
+  -- A word this version does not know: fail closed, never route on a guess.
+  if status ~= 'ACTIVE' then error({err = 'UNKNOWNSTATUS ' .. status}) end
   local beat = tonumber(redis.call('GET', heartbeat_key))
   if not beat then return 'inactive' end
   local t = redis.call('TIME')
@@ -98,12 +104,17 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{STATE}{body}"))
 }
 
-/// KEYS: status, agent, heartbeat, queue, name, taken. ARGV: lineage ('' for
-/// a client), name (''). A terminated entity registered again starts empty.
+/// KEYS: status, agent, heartbeat, queue, name, taken (the prefix of its
+/// lists), taker. ARGV: lineage ('' for a client), name (''). A terminated
+/// entity registered again starts empty.
 static REGISTER: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-if redis.call('GET', KEYS[1]) == 'INACTIVE' then redis.call('DEL', KEYS[4], KEYS[6]) end
+if redis.call('GET', KEYS[1]) == 'INACTIVE' then
+  local opening = redis.call('GET', KEYS[7])
+  if opening then redis.call('DEL', KEYS[6] .. ':' .. opening) end
+  redis.call('DEL', KEYS[4], KEYS[6], KEYS[7])
+end
 redis.call('SET', KEYS[1], 'ACTIVE')
 redis.call('PERSIST', KEYS[5])
 if ARGV[1] ~= '' then redis.call('SET', KEYS[2], ARGV[1]) end
@@ -124,6 +135,7 @@ static SEND: LazyLock<Script> = LazyLock::new(|| {
 local status = redis.call('GET', KEYS[1])
 if not status then return 'missing' end
 if status == 'INACTIVE' then return 'terminated' end
+if status ~= 'ACTIVE' then error({err = 'UNKNOWNSTATUS ' .. status}) end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 return 'queued'
 ",
@@ -161,27 +173,94 @@ return pending
     )
 });
 
-/// KEYS: status, queue, taken. ARGV: [an entry being acknowledged as the
-/// mailbox closed]. Puts what a mailbox popped and did not hand out back in
-/// front of its queue, in order; once terminated, returns it (to be
-/// answered MAILBOX_TERMINATED) after the status.
-static RESTORE: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r"
+/// What opening and closing share: `back(list)` puts what an opening popped
+/// and did not hand out back in front of the queue, in order; `left(list)`
+/// takes it out (the mailbox is terminated: it is answered).
+/// KEYS: status, queue, taker, taken (the prefix of the openings' lists).
+const OPENINGS: &str = r"
+local function list(opening) return KEYS[4] .. ':' .. opening end
+local function back(l)
+  while redis.call('LMOVE', l, KEYS[2], 'RIGHT', 'LEFT') do end
+end
+local function left(l, into)
+  for _, e in ipairs(redis.call('LRANGE', l, 0, -1)) do table.insert(into, e) end
+  redis.call('DEL', l)
+end
 local status = redis.call('GET', KEYS[1])
+if status and status ~= 'ACTIVE' and status ~= 'INACTIVE' then error({err = 'UNKNOWNSTATUS ' .. status}) end
+";
+
+/// Opens a mailbox as opening ARGV[1], the only one that reads its queue
+/// from now on: what the previous one (crashed, or still running
+/// elsewhere, which then ends) popped goes back in front of the queue. Not
+/// active: the status, then what was left (to be answered
+/// MAILBOX_TERMINATED). KEYS: see [`OPENINGS`].
+static OPEN: LazyLock<Script> = LazyLock::new(|| {
+    script(&format!(
+        r"{OPENINGS}
+local previous = redis.call('GET', KEYS[3])
 if status ~= 'ACTIVE' then
-  local left = redis.call('LRANGE', KEYS[3], 0, -1)
+  local rest = {{}}
+  if previous then left(list(previous), rest) end
+  left(KEYS[4], rest)
   redis.call('DEL', KEYS[3])
-  table.insert(left, 1, status or 'missing')
-  return left
+  table.insert(rest, 1, status or 'missing')
+  return rest
 end
-while true do
-  local entry = redis.call('RPOP', KEYS[3])
-  if not entry then break end
-  redis.call('LPUSH', KEYS[2], entry)
+if previous then back(list(previous)) end
+-- A list an earlier version kept for every opening.
+back(KEYS[4])
+redis.call('SET', KEYS[3], ARGV[1])
+return {{'ok'}}
+"
+    ))
+});
+
+/// Closes opening ARGV[1]: what it popped and did not hand out goes back
+/// (with ARGV[2], an entry being acknowledged as it closed, unless it is
+/// in the queue already), and it is no longer recorded; taken over, it
+/// gives back nothing (its list was put back by the new opening). Not
+/// active: as [`OPEN`]. KEYS: see [`OPENINGS`].
+static CLOSE: LazyLock<Script> = LazyLock::new(|| {
+    script(&format!(
+        r"{OPENINGS}
+local mine = redis.call('GET', KEYS[3]) == ARGV[1]
+if status ~= 'ACTIVE' then
+  local rest = {{}}
+  left(list(ARGV[1]), rest)
+  if mine then redis.call('DEL', KEYS[3]) end
+  table.insert(rest, 1, status or 'missing')
+  return rest
 end
-if ARGV[1] and not redis.call('LPOS', KEYS[2], ARGV[1]) then redis.call('LPUSH', KEYS[2], ARGV[1]) end
-return {'ok'}
+if not mine then
+  redis.call('DEL', list(ARGV[1]))
+  return {{'ok'}}
+end
+back(list(ARGV[1]))
+if ARGV[2] and not redis.call('LPOS', KEYS[2], ARGV[2]) then redis.call('LPUSH', KEYS[2], ARGV[2]) end
+redis.call('DEL', KEYS[3])
+return {{'ok'}}
+"
+    ))
+});
+
+/// Who reads a queue now (KEYS[1], the taker key); if Redis lost it (it
+/// restarted empty), the opening asking (ARGV[1]) again.
+const READER: &str = r"
+local reader = redis.call('GET', KEYS[1])
+if reader then return reader end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+";
+
+/// Takes an entry off opening ARGV[1]'s list: 1 removed, 0 not there, -1
+/// another opening reads the queue now. KEYS: taker, the opening's list.
+/// ARGV: opening, entry.
+static ACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+return redis.call('LREM', KEYS[2], 1, ARGV[2])
 ",
     )
 });
@@ -195,7 +274,8 @@ for i = 3, #ARGV do
   local id = ARGV[i]
   local prefix = ns .. ':'
   table.insert(out, redis.call('GET', prefix .. 'agent:' .. id) or '')
-  table.insert(out, state(prefix .. 'status:' .. id, prefix .. 'heartbeat:' .. id, ARGV[2]))
+  local known, s = pcall(state, prefix .. 'status:' .. id, prefix .. 'heartbeat:' .. id, ARGV[2])
+  table.insert(out, known and s or 'unknown')
   table.insert(out, redis.call('GET', prefix .. 'name:' .. id) or '')
 end
 return out
@@ -222,6 +302,8 @@ struct Inner {
     settings: Settings,
     /// Entities whose heartbeat this process writes.
     beating: Mutex<HashSet<Uuid>>,
+    /// The open mailboxes here, by entity: their opening.
+    openings: Mutex<HashMap<Uuid, Uuid>>,
     /// Sends in the background and mailboxes handing back what they held.
     background: TaskTracker,
     stop: CancellationToken,
@@ -243,6 +325,7 @@ impl AcademyExchange {
                 keys: Keys::new(&settings.namespace),
                 settings,
                 beating: Mutex::default(),
+                openings: Mutex::default(),
                 background: TaskTracker::new(),
                 stop: CancellationToken::new(),
                 closed: AtomicBool::new(false),
@@ -285,7 +368,7 @@ impl AcademyExchange {
             Role::Client => String::new(),
         };
         let mut invocation = REGISTER.prepare_invoke();
-        for kind in ["status", "agent", "heartbeat", "queue", "name", "taken"] {
+        for kind in ["status", "agent", "heartbeat", "queue", "name", "taken", "taker"] {
             invocation.key(self.key(kind, uid));
         }
         invocation.arg(lineage).arg(id.name().unwrap_or_default());
@@ -446,20 +529,40 @@ impl AcademyExchange {
         Ok(())
     }
 
-    /// Opens `id`'s mailbox: what an earlier opening popped and did not hand
-    /// out goes back in front of the queue, and a task moves entries from
-    /// the queue to the taken list and into the returned channel.
+    /// Opens `id`'s mailbox, one opening at a time as in the native mode:
+    /// an earlier opening in this process is given [`REOPEN_WAIT`] to
+    /// close, else [`Error::MailboxInUse`]; one in another process is taken
+    /// over (it ends), and what it popped and did not hand out goes back in
+    /// front of the queue. A task moves entries from the queue to this
+    /// opening's taken list and into the returned channel.
     pub(crate) async fn open_inbox(&self, id: &EntityId) -> Result<(mpsc::Receiver<Delivery>, Feeder), Error> {
-        match self.restore(id, None).await? {
-            Opened::Missing => return Err(Error::BadEntityId(id.clone())),
-            Opened::Terminated => return Err(Error::MailboxClosed(id.clone())),
-            Opened::Active => {}
+        let opening = Uuid::new_v4();
+        let waited = tokio::time::Instant::now();
+        loop {
+            if let std::collections::hash_map::Entry::Vacant(slot) = lock(&self.inner.openings).entry(id.uid()) {
+                slot.insert(opening);
+                break;
+            }
+            if waited.elapsed() > REOPEN_WAIT {
+                return Err(Error::MailboxInUse(id.clone()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let opened = match self.openings_script(&OPEN, id, opening, None).await {
+            Ok(Opened::Active) => Ok(()),
+            Ok(Opened::Missing) => Err(Error::BadEntityId(id.clone())),
+            Ok(Opened::Terminated) => Err(Error::MailboxClosed(id.clone())),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = opened {
+            self.release(id, opening);
+            return Err(e);
         }
         // Active to Python from now on, while this mailbox is open.
         lock(&self.inner.beating).insert(id.uid());
         self.beat(&[id.uid()]).await?;
         let (tx, rx) = mpsc::channel(self.inner.settings.mailbox_capacity);
-        let feeder = Feeder { stop: self.inner.stop.child_token(), connection: Arc::default() };
+        let feeder = Feeder { opening, stop: self.inner.stop.child_token(), connection: Arc::default() };
         tokio::spawn(feed(self.clone(), id.clone(), tx, feeder.clone()));
         debug!(mailbox = %id, "mailbox open (Academy 1.0 queue)");
         Ok((rx, feeder))
@@ -497,7 +600,17 @@ impl AcademyExchange {
                 debug!(mailbox = %id, "could not release the queue's reader: {e}");
             }
         }
-        self.restore(id, claimed).await.map(drop)
+        let closed = self.openings_script(&CLOSE, id, feeder.opening, claimed).await.map(drop);
+        self.release(id, feeder.opening);
+        closed
+    }
+
+    /// Frees `id`'s slot in `openings`, if `opening` still holds it.
+    fn release(&self, id: &EntityId, opening: Uuid) {
+        let mut openings = lock(&self.inner.openings);
+        if openings.get(&id.uid()) == Some(&opening) {
+            openings.remove(&id.uid());
+        }
     }
 
     /// Stops writing `id`'s heartbeat: its mailbox closed, so Python sees it
@@ -507,13 +620,22 @@ impl AcademyExchange {
         lock(&self.inner.beating).remove(&id.uid());
     }
 
-    /// Puts what `id`'s mailbox popped back in front of its queue (with
-    /// `claimed`, an entry whose acknowledgement may or may not have been
-    /// written); returns the stored status.
-    async fn restore(&self, id: &EntityId, claimed: Option<Bytes>) -> Result<Opened, Error> {
+    /// Runs [`OPEN`] or [`CLOSE`] for `opening` of `id` (with `claimed`, an
+    /// entry whose acknowledgement may or may not have been written);
+    /// returns the stored status, answering what a terminated mailbox left.
+    async fn openings_script(
+        &self,
+        script: &Script,
+        id: &EntityId,
+        opening: Uuid,
+        claimed: Option<Bytes>,
+    ) -> Result<Opened, Error> {
         let uid = id.uid();
-        let mut invocation = RESTORE.prepare_invoke();
-        invocation.key(self.key("status", uid)).key(self.key("queue", uid)).key(self.key("taken", uid));
+        let mut invocation = script.prepare_invoke();
+        for kind in ["status", "queue", "taker", "taken"] {
+            invocation.key(self.key(kind, uid));
+        }
+        invocation.arg(opening.to_string());
         if let Some(entry) = claimed {
             invocation.arg(entry.as_ref());
         }
@@ -566,7 +688,10 @@ async fn beat(inner: Weak<Inner>) {
 #[derive(Clone, Debug)]
 pub(crate) struct Listed {
     exchange: AcademyExchange,
-    taken: String,
+    /// The mailbox's taker key, its opening, and that opening's list.
+    taker: Arc<str>,
+    opening: Uuid,
+    taken: Arc<str>,
     pub(crate) raw: Bytes,
 }
 
@@ -580,15 +705,16 @@ impl Listed {
         }
         let mut failed = false;
         for attempt in 0..3 {
-            let removed = redis::cmd("LREM")
-                .arg(&self.taken)
-                .arg(1)
-                .arg(self.raw.as_ref())
-                .query_async::<i64>(&mut self.exchange.inner.redis.clone())
-                .await;
+            let mut invocation = ACK.prepare_invoke();
+            invocation.key(&*self.taker).key(&*self.taken).arg(self.opening.to_string()).arg(self.raw.as_ref());
+            let removed = invocation.invoke_async::<i64>(&mut self.exchange.inner.redis.clone()).await;
             match removed {
                 Ok(1) => return true,
-                // Gone after an attempt whose answer was lost: it removed it.
+                // Another opening reads the queue: it has the entry.
+                Ok(-1) => return false,
+                // Gone after an attempt whose answer was lost: it removed it
+                // (only a takeover touches this list otherwise, and that
+                // changes the taker first).
                 Ok(_) => return failed,
                 Err(e) => {
                     debug!(attempt, "acknowledging a queue entry failed: {e}");
@@ -606,7 +732,10 @@ impl Listed {
 /// terminated), when the mailbox closes, or when the exchange does.
 async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Delivery>, feeder: Feeder) {
     let stop = feeder.stop;
-    let (queue, taken) = (exchange.key("queue", id.uid()), exchange.key("taken", id.uid()));
+    let queue = exchange.key("queue", id.uid());
+    let taker: Arc<str> = exchange.key("taker", id.uid()).into();
+    let opening = feeder.opening;
+    let taken: Arc<str> = format!("{}:{opening}", exchange.key("taken", id.uid())).into();
     let mut conn: Option<MultiplexedConnection> = None;
     let mut backoff = Duration::ZERO;
     loop {
@@ -622,10 +751,13 @@ async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Delivery
                 conn = Some(fresh);
             }
             let conn = conn.as_mut().expect("connected above");
-            // Bounded, so that a connection gone dead without a word is noticed.
-            let cmd =
-                redis::cmd("BLMOVE").arg(&queue).arg(&taken).arg("LEFT").arg("RIGHT").arg(POP_WAIT.as_secs()).clone();
-            cmd.query_async::<Option<Vec<u8>>>(conn).await
+            // Bounded, so that a connection gone dead without a word is
+            // noticed; who reads the queue is read right after the move, in
+            // the same round trip.
+            let mut pipe = redis::pipe();
+            pipe.cmd("BLMOVE").arg(&queue).arg(&*taken).arg("LEFT").arg("RIGHT").arg(POP_WAIT.as_secs());
+            pipe.cmd("EVAL").arg(READER).arg(1).arg(&*taker).arg(opening.to_string());
+            pipe.query_async::<(Option<Vec<u8>>, Option<String>)>(conn).await
         };
         let raw = tokio::select! {
             _ = stop.cancelled() => return,
@@ -633,8 +765,20 @@ async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Delivery
             moved = moved => moved,
         };
         let raw = match raw {
-            Ok(Some(raw)) => Bytes::from(raw),
-            Ok(None) => continue,
+            Ok((moved, taker)) if taker.as_deref() != Some(&*opening.to_string()) => {
+                // Another opening (a restart elsewhere) reads the queue now:
+                // what this one moved goes back to it, and this one ends.
+                if moved.is_some() {
+                    let back = redis::cmd("LMOVE").arg(&*taken).arg(&queue).arg("RIGHT").arg("LEFT").clone();
+                    if let Err(e) = back.query_async::<()>(&mut exchange.inner.redis.clone()).await {
+                        warn!(mailbox = %id, "could not hand an entry back to the new opening (it returns at the next one): {e}");
+                    }
+                }
+                warn!(mailbox = %id, "another process opened this mailbox: closing it here");
+                return;
+            }
+            Ok((Some(raw), _)) => Bytes::from(raw),
+            Ok((None, _)) => continue,
             Err(e) => {
                 backoff = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(2));
                 warn!(mailbox = %id, "reading the queue failed (retrying in {backoff:?}): {e}");
@@ -643,7 +787,13 @@ async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Delivery
             }
         };
         backoff = Duration::ZERO;
-        let listed = Listed { exchange: exchange.clone(), taken: taken.clone(), raw: raw.clone() };
+        let listed = Listed {
+            exchange: exchange.clone(),
+            taker: taker.clone(),
+            opening,
+            taken: taken.clone(),
+            raw: raw.clone(),
+        };
         match json::decode(&raw) {
             Ok(Incoming::Message(envelope)) => {
                 let delivery = Delivery { envelope, stamp: None, origin: Origin::Listed(listed), doubtful: false };

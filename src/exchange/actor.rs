@@ -32,6 +32,9 @@ local function state(id)
     if redis.call('PTTL', key('name', id)) == -1 then redis.call('PEXPIRE', key('name', id), expiry) end
     return 'terminated'
   end
+  -- A word this version does not know (a newer one's, or an operator's):
+  -- fail closed rather than route on a guess.
+  if status ~= 'ACTIVE' then error({err = 'UNKNOWNSTATUS ' .. status}) end
   local owner = redis.call('GET', key('owner', id))
   if owner and not alive(owner) then
     if redis.call('PTTL', key('status', id)) == -1 then
@@ -49,13 +52,21 @@ end
 local function persist(id)
   for _, kind in ipairs(kept) do redis.call('PERSIST', key(kind, id)) end
 end
--- Tells the owner's watcher that `id` needs a look.
-local function ring(owner, id)
-  if owner then
-    local bell = ns .. ':bell:' .. owner
+-- Tells the watcher of process `token` that `id` needs a look. A bell
+-- lives a minute past its last ring: a live watcher reads it at once, and
+-- one of a dead process does not stay.
+local function ring(token, id)
+  if token and token ~= '' then
+    local bell = ns .. ':bell:' .. token
     redis.call('RPUSH', bell, id)
-    redis.call('PEXPIRE', bell, expiry)
+    redis.call('PEXPIRE', bell, 60000)
   end
+end
+-- The process that watches `id`'s queue: its opening's, else its owner.
+local function consumer(id, owner)
+  local token = redis.call('HGET', key('taker', id), 'token')
+  if token and token ~= '' then return token end
+  return owner
 end
 -- Entries an opening popped but did not hand out go back to the front of
 -- the queue, in order.
@@ -72,7 +83,7 @@ local function pushed(id, s, owner, len, n)
   if s == 'inactive' then
     redis.call('PEXPIRE', queue, math.max(redis.call('PTTL', key('status', id)), 1))
   elseif len == n then
-    ring(owner, id)
+    ring(consumer(id, owner), id)
   end
 end
 local function index(id, lineage, op)
@@ -131,12 +142,12 @@ if lineage then index(id, lineage, 'SREM') end
 redis.call('PEXPIRE', key('queue', id), expiry)
 local opening = redis.call('HGET', key('taker', id), 'opening')
 if opening then redis.call('PEXPIRE', taken(id, opening), expiry) end
-local owner = redis.call('GET', key('owner', id))
+local watcher = consumer(id, redis.call('GET', key('owner', id)))
 -- Its lineage and name stay, expiring with the status, for operators.
 redis.call('PEXPIRE', key('behavior', id), expiry)
 redis.call('PEXPIRE', key('name', id), expiry)
 redis.call('DEL', key('address', id), key('owner', id), key('taker', id))
-ring(owner, id)
+ring(watcher, id)
 return 1
 ",
     )
@@ -152,8 +163,9 @@ local id = ARGV[3]
 local status = redis.call('GET', key('status', id))
 if not status then return -1 end
 if status == 'INACTIVE' then return -2 end
+if status ~= 'ACTIVE' then error({err = 'UNKNOWNSTATUS ' .. status}) end
 local len = redis.call('LPUSH', key('queue', id), unpack(ARGV, 4))
-if len == #ARGV - 3 then ring(redis.call('GET', key('owner', id)), id) end
+if len == #ARGV - 3 then ring(consumer(id, redis.call('GET', key('owner', id))), id) end
 return len
 ",
     )
@@ -195,8 +207,11 @@ pub(crate) static DISCOVER: LazyLock<Script> = LazyLock::new(|| {
 local found = {}
 local prefix = ARGV[3] .. ','
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local s = state(id)
-  if s == 'missing' or s == 'terminated' then
+  -- One entity in a state this version does not know is left out, not
+  -- the whole discovery failed.
+  local known, s = pcall(state, id)
+  if not known then
+  elseif s == 'missing' or s == 'terminated' then
     redis.call('SREM', KEYS[1], id)
   elseif s ~= 'inactive' or ARGV[5] == '1' then
     local keep = true
@@ -275,8 +290,10 @@ redis.call('SET', key('owner', id), token)
 if address ~= '' then redis.call('SET', key('address', id), address) else redis.call('DEL', key('address', id)) end
 local previous = redis.call('HGET', key('taker', id), 'opening')
 if previous and previous ~= '' then restore(id, previous) end
+-- The previous opening's process looks at once, and sees it was taken over.
+ring(redis.call('HGET', key('taker', id), 'token'), id)
 redis.call('DEL', key('taker', id))
-redis.call('HSET', key('taker', id), 'token', token, 'opening', opening, 'trimmed', 0)
+redis.call('HSET', key('taker', id), 'token', token, 'opening', opening, 'trimmed', 0, 'discarded', 0)
 persist(id)
 return redis.call('LLEN', key('queue', id))
 ",
@@ -304,6 +321,35 @@ if upto > trimmed then
   redis.call('HSET', taker, 'trimmed', upto)
 end
 return upto
+",
+    )
+});
+
+/// Deletes an (undecodable) entry from an opening's taken list and counts it,
+/// so [`RESYNC`] knows where the list's unseen tail starts.
+/// KEYS: taken list, taker. ARGV: entry.
+pub(crate) static DISCARD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
+if n > 0 and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HINCRBY', KEYS[2], 'discarded', n) end
+return n
+",
+    )
+});
+
+/// After a take whose reply was lost (Redis failed mid-pipeline; with a
+/// persistent Redis its moves may have happened): the entries of the
+/// opening's taken list past the ARGV[2] its watcher saw moved, less what
+/// was acknowledged or discarded since. Empty if the opening is no longer
+/// recorded. KEYS: taker, taken list. ARGV: opening, moved.
+pub(crate) static RESYNC: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'opening') ~= ARGV[1] then return {} end
+local gone = tonumber(redis.call('HGET', KEYS[1], 'trimmed') or '0')
+  + tonumber(redis.call('HGET', KEYS[1], 'discarded') or '0')
+return redis.call('LRANGE', KEYS[2], tonumber(ARGV[2]) - gone, -1)
 ",
     )
 });
@@ -372,7 +418,7 @@ redis.call('SET', key('owner', id), token)
 if address ~= '' then redis.call('SET', key('address', id), address) end
 if ARGV[7] ~= '' then
   if redis.call('EXISTS', key('taker', id)) == 0 then
-    redis.call('HSET', key('taker', id), 'token', token, 'opening', ARGV[7], 'trimmed', ARGV[8])
+    redis.call('HSET', key('taker', id), 'token', token, 'opening', ARGV[7], 'trimmed', ARGV[8], 'discarded', 0)
   end
   redis.call('PERSIST', taken(id, ARGV[7]))
 end
@@ -402,7 +448,8 @@ return gone
 });
 
 /// Of the (id, opening) pairs ARGV[2..], the ids whose queue holds
-/// anything or whose mailbox another opening took over. ARGV[1]: namespace.
+/// anything or whose opening is no longer recorded (taken over, or
+/// terminated). ARGV[1]: namespace.
 pub(crate) static NEEDS_A_LOOK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -410,7 +457,7 @@ local found = {}
 for i = 2, #ARGV, 2 do
   local id, opening = ARGV[i], ARGV[i + 1]
   local taker = redis.call('HGET', ARGV[1] .. ':taker:' .. id, 'opening')
-  if redis.call('LLEN', ARGV[1] .. ':queue:' .. id) > 0 or (taker and taker ~= opening) then
+  if redis.call('LLEN', ARGV[1] .. ':queue:' .. id) > 0 or taker ~= opening then
     table.insert(found, id)
   end
 end

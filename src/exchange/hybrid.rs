@@ -18,13 +18,13 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use super::actor::{
-    self, Call, ExchangeActor, Lease, Request, ACK, CLOSE, DISCOVER, DISOWNED, FAILED, OPEN, PUSH_FRONT, REASSERT,
-    REGISTER, STATUS, TERMINATE,
+    self, Call, ExchangeActor, Lease, Request, ACK, CLOSE, DISCARD, DISCOVER, DISOWNED, FAILED, OPEN, PUSH_FRONT,
+    REASSERT, REGISTER, STATUS, TERMINATE,
 };
 use super::keys::Keys;
 use super::link::{enqueue, refused_recently, Enqueued, Link, LinkEnv, Links};
 use super::watcher::Watcher;
-use super::{Exchange, MailboxStatus, Protocol, Rejections, Reports, Seal, TakenAcks, WhenInactive};
+use super::{Bad, Exchange, MailboxStatus, Protocol, Rejections, Reports, Seal, TakenAcks, WhenInactive};
 use crate::error::Error;
 use crate::identifier::{base32_to_uuid, uuid_to_base32, EntityId, Role};
 use crate::message::{Body, Envelope, Parts, RemoteError, RemoteErrorKind, Stamp};
@@ -136,7 +136,9 @@ impl HybridExchangeBuilder {
     /// Needs a secret. Replaces `tls_certificates`.
     #[cfg(feature = "encryption")]
     pub fn encrypt(mut self, encrypt: bool) -> Self {
-        self.native_only.push("encrypt");
+        if encrypt {
+            self.native_only.push("encrypt");
+        }
         self.protection = if encrypt { Protection::Noise } else { Protection::Plain };
         self
     }
@@ -144,7 +146,9 @@ impl HybridExchangeBuilder {
     /// Shared secret that peers prove they know before any message is read.
     /// Defaults to the `ACADEMY_SECRET` environment variable, else empty.
     pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
-        self.native_only.push("secret");
+        if !secret.as_ref().is_empty() {
+            self.native_only.push("secret");
+        }
         self.secret = Some(Secret::new(secret.as_ref()));
         self
     }
@@ -320,6 +324,7 @@ impl HybridExchangeBuilder {
         let links = Arc::new(Mutex::new(HashMap::new()));
         let env = Arc::new(LinkEnv {
             refused: Mutex::default(),
+            refusals: tokio::sync::watch::Sender::new(0),
             seal: Seal::new(&secret),
             reports: Reports::default(),
             security,
@@ -450,7 +455,7 @@ struct Serving {
 
 /// How long opening a mailbox waits for an earlier opening of it in this
 /// process to finish closing.
-const REOPEN_WAIT: Duration = Duration::from_secs(20);
+pub(crate) const REOPEN_WAIT: Duration = Duration::from_secs(20);
 
 /// The hybrid exchange (Redis + peer-to-peer TCP); clones share one Redis
 /// connection and one set of peer links. Used through [`Exchange`].
@@ -614,6 +619,10 @@ impl HybridExchange {
     pub(crate) async fn terminate(&self, id: &EntityId) -> Result<(), Error> {
         let script = self.entity(&TERMINATE, &id.base32());
         self.call::<i64>(Request::Script(script)).await?;
+        // A mailbox of it open here ends without waiting for the ring.
+        if lock(&self.inner.serving).contains_key(&id.uid()) {
+            self.inner.watcher.look(id.uid());
+        }
         lock(&self.inner.owned).remove(&id.uid());
         lock(&self.inner.sequences).remove(&id.uid());
         let link = self.inner.links.lock().unwrap_or_else(|e| e.into_inner()).remove(&id.uid());
@@ -745,9 +754,9 @@ impl HybridExchange {
 
     /// Deletes one (undecodable) entry from the taken list of `id`'s opening.
     pub(crate) async fn discard_taken(&self, id: &EntityId, opening: Uuid, entry: Vec<u8>) -> Result<(), Error> {
-        let mut cmd = redis::cmd("LREM");
-        cmd.arg(self.keys().taken(id.uid(), opening)).arg(1).arg(entry);
-        self.cmd::<i64>(&mut cmd).await.map(drop)
+        let mut script = DISCARD.prepare_invoke();
+        script.key(self.keys().taken(id.uid(), opening)).key(self.keys().taker(id.uid())).arg(entry);
+        self.call::<i64>(Request::Script(script)).await.map(drop)
     }
 
     /// Acknowledges the first `upto` entries an opening of `id` took: its
@@ -884,7 +893,8 @@ impl HybridExchange {
                 Err(e) => Err(e),
             };
             if let Err(e) = sent {
-                warn!(%dest, "could not deliver a message sent in the background: {e}");
+                // Expected in bursts while a caller is gone: summarised.
+                exchange.inner.config.link.reports.bad(Bad::Background, format_args!("to {dest}: {e}"));
             }
         });
     }

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use super::actor::{Call, ExchangeActor, Request, PUSHED, SEND};
 use super::keys::Keys;
 use super::{Bad, Reports, Seal, WhenInactive};
-use crate::error::Error;
+use crate::error::{Error, Rejection};
 use crate::identifier::EntityId;
 use crate::message::Parts;
 use crate::peer::{Addresses, Frame, FrameCodec, Outbox, Security};
@@ -60,8 +60,11 @@ pub(crate) const REFUSED_FOR: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub(crate) struct LinkEnv {
     /// Addresses (and mailboxes) that refused our handshake (another secret
-    /// or protocol version), and when: messages to them go through Redis.
-    pub(crate) refused: Mutex<HashMap<String, Instant>>,
+    /// or protocol version), when, and why if they said: messages to them
+    /// go through Redis.
+    pub(crate) refused: Mutex<HashMap<String, (Instant, Option<Rejection>)>>,
+    /// Counts refusals, so calls waiting on a refused agent look at once.
+    pub(crate) refusals: tokio::sync::watch::Sender<u64>,
     pub(crate) security: Security,
     /// Where this exchange listens and dials from.
     pub(crate) addresses: Addresses,
@@ -113,8 +116,20 @@ impl Link {
 /// [`REFUSED_FOR`].
 pub(crate) fn refused_recently(env: &LinkEnv, address: &str, dest: &EntityId) -> bool {
     let mut refused = env.refused.lock().unwrap_or_else(|e| e.into_inner());
-    refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
+    refused.retain(|_, (at, _)| at.elapsed() < REFUSED_FOR);
     refused.contains_key(&refusal_key(address, dest))
+}
+
+/// A recent refusal by `dest` that Redis cannot route around: the two ends
+/// do not share the secret (a sealed queue entry is refused too), or speak
+/// another protocol version. Calls to it fail with this at once.
+pub(crate) fn fatal_refusal(env: &LinkEnv, dest: &EntityId) -> Option<Rejection> {
+    let suffix = format!(" {}", dest.uid());
+    let refused = env.refused.lock().unwrap_or_else(|e| e.into_inner());
+    refused
+        .iter()
+        .filter(|(key, (at, _))| key.ends_with(&suffix) && at.elapsed() < REFUSED_FOR)
+        .find_map(|(_, (_, why))| why.filter(|why| matches!(why, Rejection::Secret | Rejection::Version(_))))
 }
 
 /// Refusals are remembered per address and destination: after a crash,
@@ -216,8 +231,11 @@ impl LinkTask {
         match self.serve(address, &mut rx, &mut held, &mut said_closing).await {
             Ok(()) => debug!("link closed"),
             Err(e @ (Error::Rejected(_) | Error::Handshake(_))) => {
+                let why = if let Error::Rejected(why) = &e { Some(*why) } else { None };
                 let mut refused = self.env.refused.lock().unwrap_or_else(|e| e.into_inner());
-                refused.insert(refusal_key(address, &self.dest), Instant::now());
+                refused.insert(refusal_key(address, &self.dest), (Instant::now(), why));
+                drop(refused);
+                self.env.refusals.send_modify(|n| *n += 1);
                 let host = address.rsplit_once(':').map_or(address.as_str(), |(host, _)| host);
                 self.env.reports.rejected(host, false, e);
                 metrics::counter!("academy_link_failures_total", "cause" => "refused").increment(1);
@@ -418,11 +436,14 @@ impl LinkTask {
                     failing_since = None;
                 }
                 Err(e @ (Error::BadEntityId(_) | Error::MailboxClosed(_))) => {
+                    lost(held.len(), "terminated");
                     return error!(lost = held.len(), "messages accepted for a mailbox that was then terminated: {e}");
                 }
                 Err(e) => {
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > REDIS_PATIENCE || matches!(e, Error::ExchangeClosed) {
+                        let cause = if matches!(e, Error::ExchangeClosed) { "closed" } else { "redis_unreachable" };
+                        lost(held.len(), cause);
                         return error!(lost = held.len(), "could not hand undelivered messages to Redis: {e}");
                     }
                     warn!(held = held.len(), "Redis unreachable, retrying: {e}");
@@ -431,4 +452,10 @@ impl LinkTask {
             }
         }
     }
+}
+
+/// Counts messages `send` accepted that are dropped: their mailbox was
+/// terminated, or neither the peer nor Redis took them in time.
+fn lost(count: usize, cause: &'static str) {
+    metrics::counter!("academy_messages_lost_total", "cause" => cause).increment(count as u64);
 }

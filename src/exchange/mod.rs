@@ -360,6 +360,17 @@ impl Exchange {
         }
     }
 
+    /// Counts this exchange's peer refusals (none for other backends).
+    pub(crate) fn refusals(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.as_hybrid().map(|h| h.config().link.refusals.subscribe())
+    }
+
+    /// Why `dest` refused this process, if Redis cannot route around it
+    /// (see [`link::fatal_refusal`]).
+    pub(crate) fn fatal_refusal(&self, dest: &EntityId) -> Option<crate::error::Rejection> {
+        self.as_hybrid().and_then(|h| link::fatal_refusal(&h.config().link, dest))
+    }
+
     /// Returns messages taken but never started to the front of `id`'s queue.
     pub(crate) async fn push_front(&self, id: &EntityId, envelopes: Vec<Envelope>) -> Result<(), Error> {
         match &self.0 {

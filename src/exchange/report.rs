@@ -26,6 +26,11 @@ fn summarise(kind: Bad, flood: &mut Flood) {
             count,
             "peer links failed, their messages re-routed through Redis (latest: {latest}); summarised each minute"
         ),
+        Bad::Background => warn!(
+            count,
+            "messages sent in the background (replies, cancels) could not be delivered (latest: {latest}); \
+             summarised each minute"
+        ),
     }
 }
 
@@ -58,6 +63,9 @@ pub(crate) enum Bad {
     Entry,
     /// An outbound link that failed (its messages went through Redis).
     Link,
+    /// A message sent in the background (a reply, a cancel) that could not
+    /// be delivered: its destination is gone or inactive.
+    Background,
 }
 
 /// The reports of one exchange, shared by its links and mailboxes.
@@ -75,11 +83,12 @@ pub(crate) struct Reports {
     bad_connections: AtomicU64,
     dropped_entries: AtomicU64,
     failed_links: AtomicU64,
+    undelivered: AtomicU64,
     /// Peers already reported as misconfigured.
     named: Mutex<HashSet<String>>,
     /// Per kind of flood: events since the last summary, when that was,
     /// and the latest event.
-    floods: Mutex<[Flood; 3]>,
+    floods: Mutex<[Flood; 4]>,
 }
 
 impl Reports {
@@ -116,6 +125,7 @@ impl Reports {
             Bad::Connection => &self.bad_connections,
             Bad::Entry => &self.dropped_entries,
             Bad::Link => &self.failed_links,
+            Bad::Background => &self.undelivered,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         match kind {
@@ -123,6 +133,7 @@ impl Reports {
             Bad::Entry => metrics::counter!("academy_dropped_entries_total").increment(1),
             // Counted by cause where the link fails.
             Bad::Link => {}
+            Bad::Background => metrics::counter!("academy_background_undelivered_total").increment(1),
         }
         self.flood(kind, what);
     }
@@ -142,7 +153,9 @@ impl Reports {
     /// passed (called periodically, so the end of a burst is told too).
     pub(crate) fn flush(&self) {
         let mut floods = self.floods.lock().unwrap_or_else(|e| e.into_inner());
-        for (kind, flood) in [Bad::Connection, Bad::Entry, Bad::Link].into_iter().zip(floods.iter_mut()) {
+        for (kind, flood) in
+            [Bad::Connection, Bad::Entry, Bad::Link, Bad::Background].into_iter().zip(floods.iter_mut())
+        {
             if flood.unreported > 0 && flood.reported_at.is_none_or(|at| at.elapsed() >= SUMMARY_EVERY) {
                 summarise(kind, flood);
             }

@@ -18,10 +18,18 @@
 //! back). Only this process takes from the queues of mailboxes it has open. A mailbox whose stream is full is skipped until it reads again
 //! (backpressure); pending mailboxes take turns.
 //!
-//! Writers that do not ring (an operator's `RPUSH`, another Academy) are
-//! found by a sweep every [`SWEEP_EVERY`]: one script that returns which
-//! watched queues hold anything, or were taken over by another opening
-//! (which then ends this one).
+//! Every write this crate makes to a queue rings the process whose opening
+//! takes from it (a send to an empty queue, a termination, a takeover by
+//! another opening), and the process that terminates one of its own
+//! mailboxes looks at it without a ring. Writers that do not ring (an
+//! operator's `RPUSH`) and rings lost with a failed Redis are found by a
+//! sweep: every [`SWEEP_EVERY`] one script looks at the next
+//! [`SWEEP_SLICE`] watched queues in turn, so an idle process costs Redis
+//! O(1) commands whatever its number of mailboxes.
+//!
+//! A take whose reply is lost (Redis failed mid-pipeline) may still have
+//! moved entries, if Redis kept them (AOF): before its next take, the
+//! mailbox reads back the taken list's tail it never saw ([`RESYNC`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -38,7 +46,7 @@ use tokio::sync::mpsc;
 use tracing::error;
 use uuid::Uuid;
 
-use super::actor::{Call, ExchangeActor, Request, NEEDS_A_LOOK};
+use super::actor::{Call, ExchangeActor, Request, NEEDS_A_LOOK, RESYNC};
 use super::keys::Keys;
 use super::TakenAcks;
 use crate::error::Error;
@@ -55,8 +63,11 @@ const LAST: usize = 10_000;
 /// Batches a mailbox's stream holds.
 const STREAM_CAPACITY: usize = 4;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// How often every watched queue gets a look, rung or not.
+/// How often the sweep looks at the next [`SWEEP_SLICE`] watched queues,
+/// rung or not.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Watched queues one sweep looks at.
+pub(crate) const SWEEP_SLICE: usize = 16;
 
 /// What the watcher saw for one mailbox.
 #[derive(Debug)]
@@ -88,6 +99,8 @@ enum Command {
     },
     /// Look at the pending mailboxes again (a paused one has room).
     Rearm,
+    /// Look at one mailbox's queue (this process changed it).
+    Look(Uuid),
     /// The exchange is closing: end every stream and take nothing more.
     Stop,
 }
@@ -124,6 +137,7 @@ impl Watcher {
             queues: HashMap::new(),
             pending: VecDeque::new(),
             swept: tokio::time::Instant::now(),
+            sweep_order: VecDeque::new(),
             conn: None,
             backoff: Duration::ZERO,
         };
@@ -146,6 +160,12 @@ impl Watcher {
     /// Stops watch `id` of `uid`; its stream gets [`Watched::Woken`] and ends.
     pub(crate) fn unwatch(&self, uid: Uuid, id: u64) {
         let _ = self.commands.send(Command::Unwatch { uid, id });
+        self.rearm();
+    }
+
+    /// Looks at `uid`'s queue soon, rung or not (this process terminated it).
+    pub(crate) fn look(&self, uid: Uuid) {
+        let _ = self.commands.send(Command::Look(uid));
         self.rearm();
     }
 
@@ -197,6 +217,8 @@ struct Registration {
     paused: Arc<AtomicBool>,
     /// In the pending list: its queue may hold entries.
     pending: bool,
+    /// A take's reply was lost: the taken list may hold entries it moved.
+    resync: bool,
     /// Entries its queue held at the last take, and their mean size: how
     /// many the next take moves.
     left: usize,
@@ -222,8 +244,11 @@ struct Task {
     queues: HashMap<Uuid, Registration>,
     /// Mailboxes whose queue may hold entries, in turn order.
     pending: VecDeque<Uuid>,
-    /// When every watched queue last got a look.
+    /// When the last sweep ran.
     swept: tokio::time::Instant,
+    /// Watches in the order the sweep visits them, by mailbox and watch id
+    /// (ended watches are dropped as it reaches them).
+    sweep_order: VecDeque<(Uuid, u64)>,
     conn: Option<MultiplexedConnection>,
     backoff: Duration,
 }
@@ -242,10 +267,15 @@ impl Task {
             if self.stopped {
                 return;
             }
-            let result = match self.next_ready() {
-                _ if self.swept.elapsed() >= SWEEP_EVERY => self.sweep().await,
-                Some(uid) => self.take(uid).await,
-                None => self.wait_for_ring().await,
+            // The sweep is looked at first: a mailbox taken off the pending
+            // list must get its take.
+            let result = if self.swept.elapsed() >= SWEEP_EVERY {
+                self.sweep().await
+            } else {
+                match self.next_ready() {
+                    Some(uid) => self.take(uid).await,
+                    None => self.wait_for_ring().await,
+                }
             };
             if let Err(e) = result {
                 self.fail(e).await;
@@ -256,11 +286,21 @@ impl Task {
     fn apply(&mut self, command: Command) {
         match command {
             Command::Watch { uid, opening, acks, id, tx, paused } => {
-                let registration =
-                    Registration { id, opening, acks, tx, paused, pending: false, left: 1, entry_len: 0 };
+                let registration = Registration {
+                    id,
+                    opening,
+                    acks,
+                    tx,
+                    paused,
+                    pending: false,
+                    resync: false,
+                    left: 1,
+                    entry_len: 0,
+                };
                 if let Some(old) = self.queues.insert(uid, registration) {
                     wake(old);
                 }
+                self.sweep_order.push_back((uid, id));
                 self.mark_pending(uid);
             }
             Command::Unwatch { uid, id } => {
@@ -271,6 +311,7 @@ impl Task {
                 }
             }
             Command::Rearm => {}
+            Command::Look(uid) => self.mark_pending(uid),
             Command::Stop => {
                 self.stopped = true;
                 self.pending.clear();
@@ -330,16 +371,25 @@ impl Task {
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
-    /// Marks pending the watched queues that hold anything (one round trip).
+    /// Marks pending those of the next [`SWEEP_SLICE`] watched queues that
+    /// hold anything or lost their opening (one round trip).
     async fn sweep(&mut self) -> Result<(), Error> {
         self.swept = tokio::time::Instant::now();
-        if self.queues.is_empty() {
-            return Ok(());
-        }
         let mut script = NEEDS_A_LOOK.prepare_invoke();
         script.arg(self.keys.namespace());
-        for (uid, registration) in &self.queues {
-            script.arg(uuid_to_base32(*uid)).arg(registration.opening.to_string());
+        let mut looked = 0;
+        for _ in 0..self.sweep_order.len() {
+            if looked == SWEEP_SLICE {
+                break;
+            }
+            let Some((uid, id)) = self.sweep_order.pop_front() else { break };
+            let Some(registration) = self.queues.get(&uid).filter(|r| r.id == id) else { continue };
+            script.arg(uuid_to_base32(uid)).arg(registration.opening.to_string());
+            self.sweep_order.push_back((uid, id));
+            looked += 1;
+        }
+        if looked == 0 {
+            return Ok(());
         }
         let conn = self.connection().await?;
         let found: Vec<String> = script.invoke_async(conn).await?;
@@ -371,8 +421,13 @@ impl Task {
 
     /// Takes a batch from `uid`'s queue (and reads the doorbell meanwhile).
     async fn take(&mut self, uid: Uuid) -> Result<(), Error> {
-        let Some((count, opening)) = self.queues.get(&uid).map(|r| (r.batch(), r.opening)) else { return Ok(()) };
+        let Some((count, opening, resync)) = self.queues.get(&uid).map(|r| (r.batch(), r.opening, r.resync)) else {
+            return Ok(());
+        };
         let (queue, taken) = (self.keys.queue(uid), self.keys.taken(uid, opening));
+        if resync {
+            return self.resync(uid, opening, &taken).await;
+        }
         // Who takes from this queue is read after the moves: a new opening
         // that started before the read is seen (and what was moved goes
         // back to it), one that starts after it restores this list itself.
@@ -388,7 +443,11 @@ impl Task {
         let mut replies: Vec<redis::Value> = match pipe.query_async(conn).await {
             Ok(replies) => replies,
             Err(e) => {
-                // Its turn comes again once Redis answers.
+                // Its turn comes again once Redis answers, after a look at
+                // what this take may have moved.
+                if let Some(registration) = self.queues.get_mut(&uid) {
+                    registration.resync = true;
+                }
                 self.mark_pending(uid);
                 return Err(e.into());
             }
@@ -467,6 +526,32 @@ impl Task {
         if !terminated && left > 0 {
             self.mark_pending(uid);
         }
+        Ok(())
+    }
+
+    /// Hands the mailbox what a take whose reply was lost moved into its
+    /// taken list (see [`RESYNC`]); its next turn takes as usual.
+    async fn resync(&mut self, uid: Uuid, opening: Uuid, taken: &str) -> Result<(), Error> {
+        let Some(moved) = self.queues.get(&uid).map(|r| r.acks.moved_so_far()) else { return Ok(()) };
+        let mut script = RESYNC.prepare_invoke();
+        script.key(self.keys.taker(uid)).key(taken).arg(opening.to_string()).arg(moved);
+        let conn = self.connection().await?;
+        let orphans: Vec<Vec<u8>> = match script.invoke_async(conn).await {
+            Ok(orphans) => orphans,
+            Err(e) => {
+                self.mark_pending(uid);
+                return Err(e.into());
+            }
+        };
+        let Some(registration) = self.queues.get_mut(&uid) else { return Ok(()) };
+        registration.resync = false;
+        if !orphans.is_empty() {
+            tracing::info!(entries = orphans.len(), "a take whose reply Redis lost had moved entries: delivering them");
+            registration.acks.moved(orphans.len());
+            // The stream had room (next_ready checked).
+            let _ = registration.tx.try_send(Watched::Batch(orphans));
+        }
+        self.mark_pending(uid);
         Ok(())
     }
 

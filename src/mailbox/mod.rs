@@ -454,19 +454,6 @@ impl Actor for MailboxActor {
             });
             self.accept = Some(ctx.add_stream(accepted));
         }
-        // Peers send a keepalive when idle: a connection silent for longer
-        // than the peer timeout is dead or stuck mid-frame, and is closed.
-        let limit = self.exchange.config().link.peer_timeout;
-        ctx.run_interval(limit / 4, move |act, ctx| {
-            let since = |heard: &Heard| heard.at().max(act.resumed).elapsed();
-            let silent: Vec<u64> =
-                act.conns.iter().filter(|(_, c)| since(&c.heard) > limit).map(|(id, _)| *id).collect();
-            for conn in silent {
-                let reports = &act.exchange.config().link.reports;
-                reports.bad(Bad::Connection, format_args!("mailbox {}: a peer silent for over {limit:?}", act.id));
-                act.drop_connection(conn, ctx);
-            }
-        });
         let (watch, stream) = self.exchange.watcher().watch(self.id.uid(), self.opening, self.acks.clone());
         self.watch = watch;
         ctx.add_stream(stream);
@@ -537,6 +524,25 @@ impl MailboxActor {
             .chain(stream::once(async move { Inbound::End(conn) }));
         let stream = ctx.add_stream(frames);
         self.conns.insert(conn, Conn { stream, ack, heard });
+        self.close_if_silent(conn, config.link.peer_timeout, ctx);
+    }
+
+    /// Peers send a keepalive when idle: closes `conn` once it has been
+    /// silent (not a byte, not even of a frame under way) for the peer
+    /// timeout, checking again when that could next be true.
+    fn close_if_silent(&mut self, conn: u64, after: Duration, ctx: &mut Context<Self>) {
+        ctx.run_later(after, move |act, ctx| {
+            let limit = act.exchange.config().link.peer_timeout;
+            let Some(c) = act.conns.get(&conn) else { return };
+            let silent = c.heard.at().max(act.resumed).elapsed();
+            if silent >= limit {
+                let reports = &act.exchange.config().link.reports;
+                reports.bad(Bad::Connection, format_args!("mailbox {}: a peer silent for over {limit:?}", act.id));
+                act.drop_connection(conn, ctx);
+            } else {
+                act.close_if_silent(conn, limit - silent, ctx);
+            }
+        });
     }
 
     fn unwatch(&self) {

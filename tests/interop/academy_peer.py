@@ -195,9 +195,25 @@ async def status(args):
     await eventually(f'status {args.expect}', reached)
 
 
+async def panics(args):
+    client = await factory(args).create_user_client(name='py-panics')
+    calc = Handle(agent_id(args), exchange=client, request_serializer=JSON)
+    # An async action's panic leaves the agent serving; a sync one's ends it.
+    for action in ['explode_later', 'explode']:
+        try:
+            await asyncio.wait_for(calc.action(action), timeout=10)
+            raise AssertionError(f'{action} did not raise')
+        except AcademyRemoteError as e:
+            assert 'panicked' in str(e) and 'kaboom' in str(e), str(e)
+            ok(f'{action} raised: {e}')
+        if action == 'explode_later':
+            assert await calc.add(1, 1) == 2
+            ok('the agent answers after an async panic')
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument('command', choices=['agent', 'calls', 'shutdown', 'status'])
+    parser.add_argument('command', choices=['agent', 'calls', 'panics', 'shutdown', 'status'])
     parser.add_argument('--port', type=int, required=True)
     parser.add_argument('--namespace', required=True)
     parser.add_argument('--heartbeat', type=float, default=30.0)
@@ -205,7 +221,7 @@ def main():
     parser.add_argument('--keep', action='store_true')
     parser.add_argument('--expect')
     args = parser.parse_args()
-    command = {'agent': serve, 'calls': calls, 'shutdown': shutdown, 'status': status}[args.command]
+    command = {'agent': serve, 'calls': calls, 'panics': panics, 'shutdown': shutdown, 'status': status}[args.command]
     asyncio.run(run(command, args))
 
 

@@ -9,17 +9,33 @@ use std::time::{Duration, Instant};
 
 use actix_academy::{Exchange, HybridExchange, HybridExchangeBuilder};
 
-/// A `redis-server` child process that keeps nothing on disk.
+/// A `redis-server` child process that keeps nothing on disk (or, started
+/// [`persistent`](Self::start_persistent), an append-only file).
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// The directory of its append-only file, if it keeps one.
+    aof: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// With an append-only file fsynced on every write
+    /// (`--appendonly yes --appendfsync always`): a restart keeps what it
+    /// acknowledged.
+    pub fn start_persistent() -> Self {
+        let dir = std::env::temp_dir().join(format!("academy-aof-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self::start_with(Some(dir))
+    }
+
+    fn start_with(aof: Option<std::path::PathBuf>) -> Self {
         for _ in 0..20 {
             let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let mut server = Self { child: None, port };
+            let mut server = Self { child: None, port, aof: aof.clone() };
             if server.spawn() {
                 return server;
             }
@@ -28,9 +44,14 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
+        match &self.aof {
+            Some(dir) => command.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"]).arg(dir),
+            None => command.args(["--appendonly", "no"]),
+        };
+        let child = command
+            .args(["--daemonize", "no"])
             .args(["--loglevel", "warning", "--protected-mode", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -72,7 +93,7 @@ impl RedisServer {
         }
     }
 
-    /// Starts again on the same port, empty.
+    /// Starts again on the same port: empty, unless persistent.
     pub fn restart(&mut self) {
         self.kill();
         assert!(self.spawn(), "redis-server did not restart on port {}", self.port);
@@ -96,7 +117,17 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.aof {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    hasher.finish()
 }
 
 /// Waits until `n` clients are blocked in Redis (watchers parked in `BLPOP`).
