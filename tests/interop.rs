@@ -561,3 +561,41 @@ async fn academy_mode_refuses_the_options_it_cannot_honour() {
     let exchange = builder().heartbeat(Duration::from_secs(1)).start().await.unwrap();
     exchange.close().await;
 }
+
+#[actix::test]
+async fn academy_mode_opens_a_mailbox_once_at_a_time_and_a_new_opening_takes_over() {
+    use actix_academy::wire::{Body, Envelope};
+    let redis = RedisServer::start();
+    let namespace = namespace();
+    let first = academy_exchange(&redis, &namespace).await;
+    let second = academy_exchange(&redis, &namespace).await;
+    let me = first.register_client(None).await.unwrap();
+    let id = first.register_client(None).await.unwrap();
+    // What a client receives: an answer.
+    let answer = Body::ActionResponse { action: String::new(), result: Ok(rmp_serde::to_vec(&7u8).unwrap().into()) };
+    let ping = || Envelope::new(me.clone().into(), id.clone().into(), answer.clone());
+
+    // In one process, a second opening waits for the first to close.
+    let mut a = first.get_mailbox(&id).await.unwrap();
+    let waiting = tokio::time::timeout(Duration::from_millis(500), first.get_mailbox(&id)).await;
+    assert!(waiting.is_err(), "a second opening in the same process did not wait");
+    a.close().await.unwrap();
+    let mut a = first.get_mailbox(&id).await.unwrap();
+
+    // From another process, it takes over: the first one ends, and what is
+    // sent next reaches the new one only, once.
+    let mut b = second.get_mailbox(&id).await.unwrap();
+    first.send(ping()).await.unwrap();
+    let got = b.recv(Some(Duration::from_secs(20))).await.unwrap();
+    assert!(matches!(got.body, Body::ActionResponse { result: Ok(_), .. }), "{got:?}");
+    let ended = a.recv(Some(Duration::from_secs(20))).await;
+    assert!(matches!(ended, Err(Error::MailboxClosed(_))), "the first opening went on: {ended:?}");
+    assert!(matches!(b.recv(Some(Duration::from_millis(500))).await, Err(Error::Timeout(_))), "delivered twice");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    let mut con = redis.client();
+    let taken: Vec<String> = redis::cmd("KEYS").arg(format!("{namespace}:taken:*")).query(&mut con).unwrap();
+    assert!(taken.is_empty(), "taken lists left behind: {taken:?}");
+    first.close().await;
+    second.close().await;
+}
