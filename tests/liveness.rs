@@ -811,3 +811,39 @@ async fn requests_queued_for_an_agent_killed_mid_backlog_run_at_most_once() {
     let _ = std::fs::remove_file(&out);
     exchange.close().await;
 }
+
+#[actix::test]
+async fn shutdowns_finish_after_a_restart_under_the_same_id_whatever_its_timing() {
+    // A process serving an agent is SIGKILLed and its agent restarted here
+    // under the same id, before or after the dead process's lease ran out,
+    // while callers keep it busy; a new agent started beside it, then both,
+    // must shut down within a bound.
+    let redis = RedisServer::start();
+    let caller = exchange(&redis.url(), "restarts", true).await;
+    for delay in [Duration::from_millis(50), Duration::from_millis(300), Duration::from_secs(1)] {
+        let id: AgentId<Counter> = AgentId::new(Some("market"));
+        caller.register_agent_id(&id).await.unwrap();
+        let (mut child, _) = serve(&redis, &caller, &id).await;
+        child.kill();
+        tokio::time::sleep(delay).await;
+        let here = exchange(&redis.url(), "restarts", true).await;
+        here.register_agent_id(&id).await.unwrap();
+        let market = Agent::launch(Counter::default(), id.clone(), &here).await.unwrap();
+        let reporter = Agent::start(Counter::default(), &here, Some("reporter")).await.unwrap();
+        let handle = caller.get_handle(id.clone()).bind_as_client(&caller).await.unwrap();
+        let busy = actix::spawn(async move {
+            loop {
+                let _ = handle.action_timeout(Increment(1), Duration::from_secs(5)).await;
+            }
+        });
+        let bound = Duration::from_secs(60);
+        let exit = tokio::time::timeout(bound, reporter.shutdown()).await;
+        assert!(exit.is_ok(), "restart {delay:?} after the kill: the reporter's shutdown hung");
+        let exit = tokio::time::timeout(bound, market.shutdown()).await;
+        assert!(exit.is_ok(), "restart {delay:?} after the kill: the market's shutdown hung");
+        busy.abort();
+        here.close().await;
+        eprintln!("restart {delay:?} after the kill: both shut down");
+    }
+    caller.close().await;
+}
