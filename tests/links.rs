@@ -421,3 +421,28 @@ async fn a_result_over_the_frame_cap_answers_its_caller_with_an_error() {
     grow.shutdown().await.unwrap();
     exchange.close().await;
 }
+
+#[actix::test]
+async fn a_call_to_an_agent_that_refuses_our_secret_fails_at_once_saying_so() {
+    let redis = RedisServer::start();
+    let receiver = redis.exchange().await;
+    let intruder =
+        HybridExchange::builder(redis.url()).namespace(receiver.namespace()).secret("guess").start().await.unwrap();
+    let agent = Agent::start(support::agents::Counter::default(), &receiver, Some("guarded")).await.unwrap();
+    let handle = intruder.get_handle(agent.id().clone()).bind_as_client(&intruder).await.unwrap();
+    // Not after the 10 s liveness timeout as a dead agent would: the call
+    // ends with the handshake's refusal (a generous bound: the loaded
+    // machine may be slow to connect, but not 10 s slow). In this binary, not
+    // beside hosts.rs's log captures: the same log lines on another thread
+    // can hide theirs.
+    for call in ["first", "second"] {
+        let asked = Instant::now();
+        let answer = handle.action(support::agents::Increment(1)).await;
+        assert!(matches!(answer, Err(Error::Rejected(actix_academy::Rejection::Secret))), "{call} call: {answer:?}");
+        assert!(asked.elapsed() < Duration::from_secs(8), "{call} call took {:?}", asked.elapsed());
+    }
+    handle.close().await.unwrap();
+    agent.shutdown().await;
+    intruder.close().await;
+    receiver.close().await;
+}
