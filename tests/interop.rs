@@ -576,7 +576,7 @@ async fn academy_mode_opens_a_mailbox_once_at_a_time_and_a_new_opening_takes_ove
     let ping = || Envelope::new(me.clone().into(), id.clone().into(), answer.clone());
 
     // In one process, a second opening waits for the first to close.
-    let mut a = first.get_mailbox(&id).await.unwrap();
+    let a = first.get_mailbox(&id).await.unwrap();
     let waiting = tokio::time::timeout(Duration::from_millis(500), first.get_mailbox(&id)).await;
     assert!(waiting.is_err(), "a second opening in the same process did not wait");
     a.close().await.unwrap();
