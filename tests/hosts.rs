@@ -109,8 +109,17 @@ async fn an_agent_on_one_loopback_address_is_called_from_a_process_on_another_an
         assert!(Instant::now() < deadline, "the agent process never showed up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // Discoverable once registered; its address is published once its
+    // mailbox opens, a moment later.
     let key = format!("{}:address:{}", exchange.namespace(), id.base32());
-    let published: String = redis::Commands::get(&mut redis.client(), &key).unwrap();
+    let published: String = loop {
+        let published: Option<String> = redis::Commands::get(&mut redis.client(), &key).unwrap();
+        if let Some(published) = published {
+            break published;
+        }
+        assert!(Instant::now() < deadline, "the agent never published its address");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(published.starts_with("127.0.0.2:"), "published {published}");
     let agent_address: std::net::SocketAddr = published.parse().unwrap();
 
