@@ -177,6 +177,18 @@ impl Report {
         });
     }
 
+    /// A row measured elsewhere (the C floor): its p50 and p99 only.
+    fn percentiles(&mut self, implementation: &'static str, bench: &str, variant: &str, p50: f64, p99: f64) {
+        let row = Row {
+            implementation,
+            bench: bench.into(),
+            variant: variant.into(),
+            latency: Some((p50, p99, p50)),
+            rate: None,
+        };
+        self.emit(row);
+    }
+
     fn value(&mut self, bench: &str, variant: &str, value: f64) {
         self.emit(Row {
             implementation: "actix-academy",
@@ -229,9 +241,27 @@ impl Report {
         };
         println!();
         for (label, _) in SIZES {
-            let floor = ("floor", format!("tcp ping-pong {label}"));
-            if let Some(r) = ratio(("action round trip", &format!("echo {label} direct")), (floor.0, &floor.1)) {
-                println!("- echo {label} direct / two-process TCP ping-pong {label} (p50): {r:.2}x (target <= 2x)");
+            // The direct path's floor is the C ping-pong when there is one;
+            // the bench's own (Rust, std::net) must agree with it, or
+            // something else was busy on the core and no ratio is printed.
+            let c = ("floor", format!("c tcp ping-pong {label}"));
+            let rust = ("floor", format!("tcp ping-pong {label}"));
+            let floor = match ratio((rust.0, &rust.1), (c.0, &c.1)) {
+                Some(r) if !(0.5..=2.0).contains(&r) => {
+                    println!(
+                        "- tcp ping-pong {label}: the bench's floor is {r:.2}x the C ping-pong's: implausible, so no \
+                         direct ratio at {label}"
+                    );
+                    None
+                }
+                Some(_) => Some(c),
+                None => Some(rust),
+            };
+            let direct = ("action round trip", format!("echo {label} direct"));
+            if let Some((floor, r)) =
+                floor.and_then(|f| Some((f.1.clone(), ratio((direct.0, &direct.1), (f.0, &f.1))?)))
+            {
+                println!("- echo {label} direct / {floor} (p50): {r:.2}x (target <= 2x)");
             }
             let floor = ("floor", format!("rpush+blpop ping-pong {label}"));
             if let Some(r) = ratio(("action round trip", &format!("echo {label} redis")), (floor.0, &floor.1)) {
@@ -326,12 +356,45 @@ fn tcp_floor(n: usize, size: usize) -> Vec<Duration> {
     times
 }
 
-async fn floors(args: &Args, redis: &Redis, report: &mut Report) {
+/// The C ping-pong (`benches/pingpong.c`), built with `cc` into the
+/// target directory; `None` without a C compiler.
+fn c_pingpong() -> Option<std::path::PathBuf> {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pingpong.c");
+    let out = std::env::current_exe().ok()?.with_file_name("academy-pingpong");
+    let built = Command::new("cc").args(["-O2", "-o"]).arg(&out).arg(&source).status();
+    match built {
+        Ok(status) if status.success() => Some(out),
+        other => {
+            eprintln!("no C ping-pong floor (cc -O2 benches/pingpong.c: {other:?})");
+            None
+        }
+    }
+}
+
+/// The direct path's floors, measured before Redis or any runtime of the
+/// bench exists (so nothing else of it shares the core): the C ping-pong
+/// and the bench's own two-process `std::net` one, at every size.
+fn tcp_floors(args: &Args, report: &mut Report) {
+    let c = c_pingpong();
     for (label, size) in SIZES {
-        let times = tcp_floor(samples_for(args, size), size);
+        let n = samples_for(args, size);
+        if let Some(c) = &c {
+            let out = Command::new(c).args([size.to_string(), n.to_string()]).output();
+            let line = out.as_ref().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+            let ns: Vec<f64> = line.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+            match ns[..] {
+                [_, p50, p99] => {
+                    report.percentiles("floor", "floor", &format!("c tcp ping-pong {label}"), p50 / 1e3, p99 / 1e3)
+                }
+                _ => eprintln!("the C ping-pong printed {line:?}"),
+            }
+        }
+        let times = tcp_floor(n, size);
         report.latency("floor", "floor", &format!("tcp ping-pong {label}"), times);
     }
+}
 
+async fn floors(args: &Args, redis: &Redis, report: &mut Report) {
     // Raw Redis PING on one connection.
     let n = samples(args, 5000);
     let client = redis::Client::open(redis.url()).unwrap();
@@ -619,10 +682,13 @@ async fn startup(args: &Args, redis: &Redis, report: &mut Report) {
 }
 
 fn run_mode(args: &Args, mode: &'static str) {
+    let mut report = Report { mode, rows: Vec::new() };
+    let run = |section: &str| args.only.as_deref().is_none_or(|only| section.contains(only));
+    if run("floors") {
+        tcp_floors(args, &mut report);
+    }
     actix::System::new().block_on(async move {
         let redis = Redis::start();
-        let mut report = Report { mode, rows: Vec::new() };
-        let run = |section: &str| args.only.as_deref().is_none_or(|only| section.contains(only));
         if run("floors") {
             floors(args, &redis, &mut report).await;
         }

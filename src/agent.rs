@@ -30,11 +30,12 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use crate::behavior::{Behavior, Description, Invocation};
+use crate::behavior::{Behavior, Invocation};
+use crate::caller::{AgentContext, Endpoint, Router};
+use crate::description::{Description, DESCRIBE};
 use crate::error::Error;
 use crate::exchange::{Exchange, Protocol};
-use crate::handle::{Endpoint, RemoteHandle, Router, UnboundRemoteHandle};
-use crate::identifier::{AgentId, EntityId};
+use crate::identifier::AgentId;
 use crate::mailbox::Mailbox;
 use crate::message::{deadline_passed, Body, Envelope, RemoteError, RemoteErrorKind};
 
@@ -44,59 +45,6 @@ pub const MAX_WAITING: usize = 1024;
 
 /// Default number of actions one agent runs at once.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 256;
-
-/// The action name the runtime answers with the agent's [`Description`].
-pub(crate) const DESCRIBE: &str = "agent_describe";
-
-/// What an agent of behavior `B` knows of itself: its id, its exchange, its
-/// own handle, and a way to bind peers' handles to its mailbox. An action
-/// gets it by taking a `ctx: &AgentContext<Self>` parameter; a behavior
-/// built by [`Agent::launch_with`] can keep it.
-pub struct AgentContext<B> {
-    endpoint: Endpoint,
-    id: AgentId<B>,
-}
-
-impl<B> Clone for AgentContext<B> {
-    fn clone(&self) -> Self {
-        Self { endpoint: self.endpoint.clone(), id: self.id.clone() }
-    }
-}
-
-impl<B> fmt::Debug for AgentContext<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AgentContext({})", self.id)
-    }
-}
-
-impl<B: Behavior> AgentContext<B> {
-    /// The agent's id.
-    pub fn id(&self) -> &AgentId<B> {
-        &self.id
-    }
-
-    /// The exchange the agent is registered with.
-    pub fn exchange(&self) -> &Exchange {
-        &self.endpoint.exchange
-    }
-
-    /// A handle to this agent itself, bound to its own mailbox (calls go
-    /// through its mailbox like anyone's, so a call awaited inside an
-    /// action needs a free slot: see `max_concurrency`).
-    pub fn handle(&self) -> RemoteHandle<B> {
-        self.endpoint.bind(UnboundRemoteHandle::new(self.id.clone()), None)
-    }
-
-    /// Binds a peer's handle to this agent's mailbox: responses come back
-    /// through the agent's own mailbox, routed by label.
-    pub fn bind<P: Behavior>(&self, handle: UnboundRemoteHandle<P>) -> RemoteHandle<P> {
-        self.endpoint.bind(handle, None)
-    }
-
-    fn me(&self) -> &EntityId {
-        &self.endpoint.me
-    }
-}
 
 /// How an agent ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -779,7 +727,7 @@ fn academy_result<B: Behavior>(action: &str, bytes: bytes::Bytes) -> Result<byte
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identifier::ClientId;
+    use crate::identifier::{ClientId, EntityId};
 
     fn answer(to: &Envelope, len: usize) -> Envelope {
         let result = Ok(bytes::Bytes::from(vec![0u8; len]));

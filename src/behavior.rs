@@ -4,8 +4,6 @@
 //! methods; [`behavior!`](crate::behavior!) does the same for hand-written
 //! messages and handlers. Both go through [`dispatch`] here.
 
-use std::borrow::Cow;
-
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Context, Handler, Message};
 use futures::future::{self, LocalBoxFuture};
@@ -13,9 +11,11 @@ use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::agent::AgentContext;
-use crate::handle::Calls;
-use crate::identifier::EntityId;
+use crate::caller::{AgentContext, Calls};
+use crate::description::{ActionInfo, Description};
+use crate::error::Error;
+use crate::exchange::{Discovery, Exchange};
+use crate::identifier::{AgentId, EntityId};
 use crate::message::{RemoteError, RemoteErrorKind};
 
 /// The outcome of dispatching one action: the encoded result, or why not.
@@ -97,90 +97,6 @@ pub struct Invocation<B> {
     pub caller: EntityId,
     /// The agent the action runs in.
     pub context: AgentContext<B>,
-}
-
-/// One action of a behavior, as [`Behavior::actions`] and
-/// [`RemoteHandle::describe`](crate::RemoteHandle::describe) list it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActionInfo {
-    /// Its name on the wire.
-    pub name: Cow<'static, str>,
-    /// Its arguments, in order.
-    pub parameters: Cow<'static, [Parameter]>,
-    /// The type of its result, as written in Rust.
-    pub result: Cow<'static, str>,
-    /// The caller does not wait for a result.
-    pub one_way: bool,
-    /// Its doc comment.
-    pub doc: Cow<'static, str>,
-    /// For an action whose result is `Result<T, E>`: `E` as written.
-    #[serde(default)]
-    pub error: Option<Cow<'static, str>>,
-}
-
-impl ActionInfo {
-    /// An action's description.
-    pub const fn new(
-        name: &'static str,
-        parameters: &'static [Parameter],
-        result: &'static str,
-        one_way: bool,
-        doc: &'static str,
-    ) -> Self {
-        Self {
-            name: Cow::Borrowed(name),
-            parameters: Cow::Borrowed(parameters),
-            result: Cow::Borrowed(result),
-            one_way,
-            doc: Cow::Borrowed(doc),
-            error: None,
-        }
-    }
-
-    /// An action whose result is a `Result` with errors of type `error`.
-    pub const fn fallible(
-        name: &'static str,
-        parameters: &'static [Parameter],
-        result: &'static str,
-        doc: &'static str,
-        error: &'static str,
-    ) -> Self {
-        Self {
-            name: Cow::Borrowed(name),
-            parameters: Cow::Borrowed(parameters),
-            result: Cow::Borrowed(result),
-            one_way: false,
-            doc: Cow::Borrowed(doc),
-            error: Some(Cow::Borrowed(error)),
-        }
-    }
-}
-
-/// One argument of an action.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Parameter {
-    /// Its name in the method.
-    pub name: Cow<'static, str>,
-    /// Its type, as written in Rust.
-    pub ty: Cow<'static, str>,
-}
-
-impl Parameter {
-    /// An argument's description.
-    pub const fn new(name: &'static str, ty: &'static str) -> Self {
-        Self { name: Cow::Borrowed(name), ty: Cow::Borrowed(ty) }
-    }
-}
-
-/// What an agent says of itself when asked to describe itself.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Description {
-    /// Its behavior's name.
-    pub behavior: String,
-    /// Its behavior's lineage, most specific first.
-    pub lineage: Vec<String>,
-    /// Its actions.
-    pub actions: Vec<ActionInfo>,
 }
 
 impl Description {
@@ -348,7 +264,7 @@ where
 }
 
 /// An action's result, encoded for the exchange.
-fn encode_result(result: &impl Serialize, protocol: crate::exchange::Protocol) -> Result<bytes::Bytes, RemoteError> {
+fn encode_result(result: &impl Serialize, protocol: crate::message::Protocol) -> Result<bytes::Bytes, RemoteError> {
     crate::message::encode_for(result, protocol).map_err(|e| RemoteError {
         kind: RemoteErrorKind::Internal,
         message: format!("the result does not encode: {e}"),
@@ -359,16 +275,16 @@ fn encode_result(result: &impl Serialize, protocol: crate::exchange::Protocol) -
 fn decode_args<A: DeserializeOwned>(
     action: &str,
     args: &[u8],
-    protocol: crate::exchange::Protocol,
+    protocol: crate::message::Protocol,
 ) -> Result<A, RemoteError> {
     let decode = |bytes: &[u8]| crate::message::decode_for(bytes, protocol);
     decode(args)
         .or_else(|e| match (protocol, args) {
             // One argument in an array (as Academy 1.0's `pargs` has it) for
             // a message that is that argument (a newtype).
-            (crate::exchange::Protocol::Academy1, [0x91, inner @ ..]) => decode(inner).map_err(|_| e),
+            (crate::message::Protocol::Academy1, [0x91, inner @ ..]) => decode(inner).map_err(|_| e),
             // No arguments (`pargs` empty) for an action that takes none.
-            (crate::exchange::Protocol::Academy1, [0x90]) => decode(&[0xc0]).map_err(|_| e),
+            (crate::message::Protocol::Academy1, [0x90]) => decode(&[0xc0]).map_err(|_| e),
             _ => Err(e),
         })
         .map_err(|e| RemoteError {
@@ -503,4 +419,37 @@ macro_rules! behavior {
             }
         }
     };
+}
+
+/// Registration and discovery by behavior type.
+impl Exchange {
+    /// Registers a new agent whose behavior is `B`: status ACTIVE, its
+    /// lineage recorded for discovery.
+    pub async fn register_agent<B: Behavior>(&self, name: Option<&str>) -> Result<AgentId<B>, Error> {
+        let id = AgentId::new(name);
+        self.register_agent_id(&id).await?;
+        Ok(id)
+    }
+
+    /// Registers (or re-registers) an agent under an id chosen by the caller.
+    pub async fn register_agent_id<B: Behavior>(&self, id: &AgentId<B>) -> Result<(), Error> {
+        self.register(id, &B::lineage()).await?;
+        tracing::debug!(agent = %id, behavior = B::name(), "registered agent");
+        Ok(())
+    }
+
+    /// Active agents whose lineage names `B` (`B` itself, or a behavior
+    /// that implements it), with the names they were registered with. On
+    /// the hybrid exchange this costs O(agents indexed under `B`), not a
+    /// scan of every key, and prunes the index of agents that are gone.
+    pub async fn discover<B: Behavior>(&self) -> Result<Vec<AgentId<B>>, Error> {
+        self.discover_with(Discovery::new()).await
+    }
+
+    /// [`discover`](Self::discover), choosing which agents:
+    /// `Discovery::new().exact().include_inactive()`.
+    pub async fn discover_with<B: Behavior>(&self, which: Discovery) -> Result<Vec<AgentId<B>>, Error> {
+        let found = self.discover_by_name(B::name(), which).await?;
+        Ok(found.into_iter().map(AgentId::from_entity).collect::<Result<_, _>>()?)
+    }
 }

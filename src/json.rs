@@ -471,7 +471,7 @@ fn keywords(args: &[u8]) -> Option<(Value, Value)> {
 /// or name to value (as [`arguments`] writes them), becomes the array of
 /// the action's `parameters`. `Ok(None)`: nothing to do (not a map, or a
 /// hand-written message, which reads its fields by name itself).
-pub(crate) fn arrange(args: &[u8], parameters: &[crate::behavior::Parameter]) -> Result<Option<Bytes>, String> {
+pub(crate) fn arrange(args: &[u8], parameters: &[crate::description::Parameter]) -> Result<Option<Bytes>, String> {
     if !matches!(args.first(), Some(0x80..=0x8f | 0xde | 0xdf)) {
         return Ok(None);
     }

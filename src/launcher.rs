@@ -11,11 +11,12 @@ use futures::future::{join_all, BoxFuture};
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
-use crate::agent::{Agent, AgentContext, AgentExit, DEFAULT_MAX_CONCURRENCY};
+use crate::agent::{Agent, AgentExit, DEFAULT_MAX_CONCURRENCY};
 use crate::behavior::Behavior;
+use crate::caller::{AgentContext, Client};
 use crate::error::Error;
 use crate::exchange::Exchange;
-use crate::handle::{Client, RemoteHandle};
+use crate::handle::RemoteHandle;
 use crate::identifier::{AgentId, EntityId};
 
 /// How one supervised agent ended, and how often it was restarted.

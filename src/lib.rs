@@ -4,6 +4,8 @@
 
 mod agent;
 mod behavior;
+mod caller;
+mod description;
 mod error;
 mod exchange;
 mod foreign;
@@ -16,15 +18,18 @@ mod message;
 mod panic;
 mod peer;
 
-pub use agent::{Agent, AgentContext, AgentExit, DEFAULT_MAX_CONCURRENCY, MAX_WAITING};
-pub use behavior::{ActionInfo, Behavior, Description, Handles, Parameter};
+pub use agent::{Agent, AgentExit, DEFAULT_MAX_CONCURRENCY, MAX_WAITING};
+pub use behavior::{Behavior, Handles};
+pub use caller::AgentContext;
+pub use caller::{Client, DEFAULT_LIVENESS_TIMEOUT};
+pub use description::{ActionInfo, Description, Parameter};
 pub use error::{ActionError, Error, Rejection};
 pub use exchange::{
     Discovery, Exchange, HybridExchange, HybridExchangeBuilder, LocalExchange, MailboxInfo, MailboxStatus, Peeked,
     Protocol, Rejections, WhenInactive, SECRET_ENV,
 };
 pub use foreign::ForeignAgent;
-pub use handle::{Client, RemoteHandle, UnboundRemoteHandle, DEFAULT_LIVENESS_TIMEOUT};
+pub use handle::{RemoteHandle, UnboundRemoteHandle};
 pub use identifier::{AgentId, ClientId, EntityId, IdError, Role};
 pub use launcher::{Launcher, Outcome};
 pub use message::{RemoteError, RemoteErrorKind};
@@ -132,7 +137,8 @@ pub mod __private {
         action_name, assert_behavior_name, assert_distinct, dispatch, dispatch_async, ActionFuture, Invocation,
         NoAction, StopAgent,
     };
-    pub use crate::handle::{Bound, Caller, Calls};
+    pub use crate::caller::{Caller, Calls};
+    pub use crate::handle::Bound;
     pub use actix;
 }
 

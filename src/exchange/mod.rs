@@ -17,6 +17,7 @@ mod report;
 mod seal;
 mod watcher;
 
+pub use crate::message::Protocol;
 pub(crate) use academy::{AcademyExchange, Feeder, Listed};
 pub(crate) use delivery::{Delivery, Origin, Taken, TakenAcks};
 pub use hybrid::{HybridExchange, HybridExchangeBuilder, SECRET_ENV};
@@ -27,9 +28,8 @@ pub(crate) use report::{Bad, Reports};
 pub(crate) use seal::{Seal, Unsealed, SEAL_LEN};
 pub(crate) use watcher::Watched;
 
-use crate::behavior::Behavior;
 use crate::error::Error;
-use crate::identifier::{AgentId, ClientId, EntityId};
+use crate::identifier::{ClientId, EntityId};
 use crate::message::Envelope;
 
 /// Which agents a discovery lists: by default those whose lineage names the
@@ -117,33 +117,6 @@ pub enum WhenInactive {
     /// Queue the message for a restart of the entity, in its queue (which
     /// expires with it if nobody opens it).
     Queue,
-}
-
-/// The protocol a hybrid exchange speaks, chosen when it is built
-/// ([`HybridExchangeBuilder::protocol`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Protocol {
-    /// This crate's own: MessagePack envelopes sealed with the shared
-    /// secret, peer-to-peer TCP links with an authenticated handshake and
-    /// acknowledgements, Redis queues for mailboxes that are not listening.
-    #[default]
-    Native,
-    /// Academy 1.0's, as academy-py 1.0.0 speaks it, to share a deployment
-    /// with Python agents: its Redis keys (`ns:agent:`, `ns:heartbeat:`,
-    /// `ACTIVE`/`INACTIVE`), its JSON messages (arguments in `pargs` and
-    /// `kargs`, results and raised errors as JSON), and behavior names
-    /// Python discovers (`#[agent(name = "rust.Calculator")]`).
-    ///
-    /// Messages go through the Redis queues only, both ways. Academy 1.0's
-    /// direct path has no handshake and no acknowledgement (a frame written
-    /// into a connection that then fails is lost without a trace), so this
-    /// mode publishes no address, and Python senders queue too. There is no
-    /// secret either: anyone who can write to the Redis can send; keep it
-    /// private. Python callers must choose JSON (a pickled request is
-    /// answered with an error saying how): `Handle(agent_id,
-    /// exchange=client, request_serializer=SerializationStrategy.JSON)`.
-    Academy1,
 }
 
 /// An exchange: hybrid (Redis + TCP) or local (one process).
@@ -242,20 +215,10 @@ impl Exchange {
         on_backend!(self, backend => backend.namespace())
     }
 
-    /// Registers a new agent whose behavior is `B`: status ACTIVE, its
-    /// lineage recorded for discovery.
-    pub async fn register_agent<B: Behavior>(&self, name: Option<&str>) -> Result<AgentId<B>, Error> {
-        let id = AgentId::new(name);
-        self.register_agent_id(&id).await?;
-        Ok(id)
-    }
-
-    /// Registers (or re-registers) an agent under an id chosen by the caller.
-    pub async fn register_agent_id<B: Behavior>(&self, id: &AgentId<B>) -> Result<(), Error> {
-        let lineage = B::lineage();
-        on_backend!(self, backend => backend.register(id, &lineage).await)?;
-        tracing::debug!(agent = %id, behavior = B::name(), "registered agent");
-        Ok(())
+    /// Registers (or re-registers) entity `id` with `lineage` (most specific
+    /// first; empty for a client): status ACTIVE, indexed for discovery.
+    pub(crate) async fn register(&self, id: &EntityId, lineage: &[&str]) -> Result<(), Error> {
+        on_backend!(self, backend => backend.register(id, lineage).await)
     }
 
     /// Registers a new client (status ACTIVE).
@@ -275,21 +238,6 @@ impl Exchange {
     /// The recorded state of `id`'s mailbox.
     pub async fn status(&self, id: &EntityId) -> Result<MailboxStatus, Error> {
         on_backend!(self, backend => backend.status(id).await)
-    }
-
-    /// Active agents whose lineage names `B` (`B` itself, or a behavior
-    /// that implements it), with the names they were registered with. On
-    /// the hybrid exchange this costs O(agents indexed under `B`), not a
-    /// scan of every key, and prunes the index of agents that are gone.
-    pub async fn discover<B: Behavior>(&self) -> Result<Vec<AgentId<B>>, Error> {
-        self.discover_with(Discovery::new()).await
-    }
-
-    /// [`discover`](Self::discover), choosing which agents:
-    /// `Discovery::new().exact().include_inactive()`.
-    pub async fn discover_with<B: Behavior>(&self, which: Discovery) -> Result<Vec<AgentId<B>>, Error> {
-        let found = self.discover_by_name(B::name(), which).await?;
-        Ok(found.into_iter().map(AgentId::from_entity).collect::<Result<_, _>>()?)
     }
 
     /// [`discover_with`](Self::discover_with) by behavior name, for callers
