@@ -218,9 +218,8 @@ return {{'ok'}}
 
 /// Closes opening ARGV[1]: what it popped and did not hand out goes back
 /// (with ARGV[2], an entry being acknowledged as it closed, unless it is
-/// in the queue already), and it is no longer recorded; taken over, it
-/// gives back nothing (its list was put back by the new opening). Not
-/// active: as [`OPEN`]. KEYS: see [`OPENINGS`].
+/// in the queue already), and it is no longer recorded (if it still was).
+/// Not active: as [`OPEN`]. KEYS: see [`OPENINGS`].
 static CLOSE: LazyLock<Script> = LazyLock::new(|| {
     script(&format!(
         r"{OPENINGS}
@@ -232,13 +231,11 @@ if status ~= 'ACTIVE' then
   table.insert(rest, 1, status or 'missing')
   return rest
 end
-if not mine then
-  redis.call('DEL', list(ARGV[1]))
-  return {{'ok'}}
-end
+-- Taken over, what is still in this opening's list came after the new
+-- opening put the rest back (a hand-back that failed): it goes back too.
 back(list(ARGV[1]))
 if ARGV[2] and not redis.call('LPOS', KEYS[2], ARGV[2]) then redis.call('LPUSH', KEYS[2], ARGV[2]) end
-redis.call('DEL', KEYS[3])
+if mine then redis.call('DEL', KEYS[3]) end
 return {{'ok'}}
 "
     ))
@@ -548,19 +545,21 @@ impl AcademyExchange {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let opened = match self.openings_script(&OPEN, id, opening, None).await {
-            Ok(Opened::Active) => Ok(()),
-            Ok(Opened::Missing) => Err(Error::BadEntityId(id.clone())),
-            Ok(Opened::Terminated) => Err(Error::MailboxClosed(id.clone())),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = opened {
-            self.release(id, opening);
-            return Err(e);
+        // Freed however this ends, unless the mailbox opens (a dropped
+        // future included).
+        let slot = Slot { exchange: self, id, opening };
+        match self.openings_script(&OPEN, id, opening, None).await? {
+            Opened::Active => {}
+            Opened::Missing => return Err(Error::BadEntityId(id.clone())),
+            Opened::Terminated => return Err(Error::MailboxClosed(id.clone())),
         }
-        // Active to Python from now on, while this mailbox is open.
+        std::mem::forget(slot);
+        // Active to Python from now on, while this mailbox is open (the
+        // beat task writes it again every period if this one fails).
         lock(&self.inner.beating).insert(id.uid());
-        self.beat(&[id.uid()]).await?;
+        if let Err(e) = self.beat(&[id.uid()]).await {
+            debug!(mailbox = %id, "could not write the first heartbeat: {e}");
+        }
         let (tx, rx) = mpsc::channel(self.inner.settings.mailbox_capacity);
         let feeder = Feeder { opening, stop: self.inner.stop.child_token(), connection: Arc::default() };
         tokio::spawn(feed(self.clone(), id.clone(), tx, feeder.clone()));
@@ -606,6 +605,7 @@ impl AcademyExchange {
     }
 
     /// Frees `id`'s slot in `openings`, if `opening` still holds it.
+    /// (See [`Slot`].)
     fn release(&self, id: &EntityId, opening: Uuid) {
         let mut openings = lock(&self.inner.openings);
         if openings.get(&id.uid()) == Some(&opening) {
@@ -819,5 +819,19 @@ async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Delivery
                 listed.acknowledge().await;
             }
         }
+    }
+}
+
+/// A reserved opening slot that is freed when dropped: an open that fails
+/// or is abandoned half-way leaves the mailbox free to open.
+struct Slot<'a> {
+    exchange: &'a AcademyExchange,
+    id: &'a EntityId,
+    opening: Uuid,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.exchange.release(self.id, self.opening);
     }
 }

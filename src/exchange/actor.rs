@@ -325,14 +325,31 @@ return upto
     )
 });
 
+/// Hands the last ARGV[5] entries of opening ARGV[4]'s taken list back to
+/// the front of the queue (a take that found the mailbox taken over), and
+/// rings the process that reads the queue now. ARGV: id, opening, count.
+pub(crate) static HAND_BACK: LazyLock<Script> = LazyLock::new(|| {
+    entity_script(
+        r"
+local id, opening = ARGV[3], ARGV[4]
+for _ = 1, tonumber(ARGV[5]) do
+  if not redis.call('LMOVE', taken(id, opening), key('queue', id), 'RIGHT', 'LEFT') then break end
+end
+ring(consumer(id, redis.call('GET', key('owner', id))), id)
+return 1
+",
+    )
+});
+
 /// Deletes an (undecodable) entry from an opening's taken list and counts it,
-/// so [`RESYNC`] knows where the list's unseen tail starts.
-/// KEYS: taken list, taker. ARGV: entry.
+/// so [`RESYNC`] knows where the list's unseen tail starts (counted only
+/// while that opening is the recorded one).
+/// KEYS: taken list, taker. ARGV: entry, opening.
 pub(crate) static DISCARD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
-if n > 0 and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HINCRBY', KEYS[2], 'discarded', n) end
+if n > 0 and redis.call('HGET', KEYS[2], 'opening') == ARGV[2] then redis.call('HINCRBY', KEYS[2], 'discarded', n) end
 return n
 ",
     )
@@ -380,7 +397,8 @@ local id, opening, address = ARGV[3], ARGV[4], ARGV[5]
 if address ~= '' and redis.call('GET', key('address', id)) == address then redis.call('DEL', key('address', id)) end
 local status = redis.call('GET', key('status', id))
 if status and status ~= 'INACTIVE' then
-  restore(id, opening)
+  -- Whoever reads the queue now (another opening) looks at what came back.
+  if restore(id, opening) > 0 then ring(consumer(id, redis.call('GET', key('owner', id))), id) end
   local ttl = redis.call('PTTL', key('status', id))
   if ttl > 0 then redis.call('PEXPIRE', key('queue', id), ttl) end
 end

@@ -22,7 +22,7 @@ use super::actor::{
     REASSERT, REGISTER, STATUS, TERMINATE,
 };
 use super::keys::Keys;
-use super::link::{enqueue, refused_recently, Enqueued, Link, LinkEnv, Links};
+use super::link::{enqueue, forget_refusals, refused_recently, Enqueued, Link, LinkEnv, Links};
 use super::watcher::Watcher;
 use super::{Bad, Exchange, MailboxStatus, Protocol, Rejections, Reports, Seal, TakenAcks, WhenInactive};
 use crate::error::Error;
@@ -574,12 +574,16 @@ impl HybridExchange {
             async move { self.call::<i64>(Request::Script(script)).await.map(|kept| (uid, kept)) }
         });
         let results = futures::future::try_join_all(scripts).await?;
-        let mut owned = lock(&self.inner.owned);
-        for (uid, kept) in results {
-            if kept != 1 {
-                owned.remove(&uid);
-            }
+        let gone: std::collections::HashSet<Uuid> =
+            results.into_iter().filter(|(_, kept)| *kept != 1).map(|(uid, _)| uid).collect();
+        lock(&self.inner.owned).retain(|uid, _| !gone.contains(uid));
+        // Terminated, or opened elsewhere meanwhile: a mailbox of it open
+        // here looks at once, and ends.
+        let serving = lock(&self.inner.serving);
+        for uid in gone.iter().filter(|uid| serving.contains_key(uid)) {
+            self.inner.watcher.look(*uid);
         }
+        drop(serving);
         warn!(namespace = self.namespace(), "re-registered this exchange's entities after Redis lost them");
         Ok(())
     }
@@ -755,7 +759,11 @@ impl HybridExchange {
     /// Deletes one (undecodable) entry from the taken list of `id`'s opening.
     pub(crate) async fn discard_taken(&self, id: &EntityId, opening: Uuid, entry: Vec<u8>) -> Result<(), Error> {
         let mut script = DISCARD.prepare_invoke();
-        script.key(self.keys().taken(id.uid(), opening)).key(self.keys().taker(id.uid())).arg(entry);
+        script
+            .key(self.keys().taken(id.uid(), opening))
+            .key(self.keys().taker(id.uid()))
+            .arg(entry)
+            .arg(opening.to_string());
         self.call::<i64>(Request::Script(script)).await.map(drop)
     }
 
@@ -819,8 +827,10 @@ impl HybridExchange {
         if let Enqueued::Listening(address, opening) =
             enqueue(env, &dest, std::slice::from_ref(&frame), true, when_inactive).await?
         {
-            // A peer that refused our handshake lately is not dialed again.
+            // A peer that refused our handshake lately is not dialed again;
+            // refusals from addresses it no longer listens at are stale.
             if !refused_recently(env, &address, &dest) {
+                forget_refusals(env, &dest);
                 if let Some(link) = self.link(&dest, Some((address, opening))) {
                     match link.send(frame).await {
                         Ok(()) => {

@@ -132,6 +132,13 @@ pub(crate) fn fatal_refusal(env: &LinkEnv, dest: &EntityId) -> Option<Rejection>
         .find_map(|(_, (_, why))| why.filter(|why| matches!(why, Rejection::Secret | Rejection::Version(_))))
 }
 
+/// Forgets every refusal by `dest`: it listens elsewhere now, or accepted
+/// this process.
+pub(crate) fn forget_refusals(env: &LinkEnv, dest: &EntityId) {
+    let suffix = format!(" {}", dest.uid());
+    env.refused.lock().unwrap_or_else(|e| e.into_inner()).retain(|key, _| !key.ends_with(&suffix));
+}
+
 /// Refusals are remembered per address and destination: after a crash,
 /// another mailbox may listen at a stale address, and it is not refused.
 fn refusal_key(address: &str, dest: &EntityId) -> String {
@@ -319,6 +326,9 @@ impl LinkTask {
         };
         let (read, mut write) =
             timeout(env.connect_timeout, connect).await.map_err(|_| Error::Timeout(env.connect_timeout))??;
+        // It accepts us now: earlier refusals (another address, another
+        // process) no longer fail calls to it.
+        forget_refusals(env, &self.dest);
         // Only control frames come back: no message payload is accepted.
         let mut inbound = FramedRead::new(read, FrameCodec::new(0));
         let mut outbox = Outbox::default();

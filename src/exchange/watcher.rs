@@ -46,7 +46,7 @@ use tokio::sync::mpsc;
 use tracing::error;
 use uuid::Uuid;
 
-use super::actor::{Call, ExchangeActor, Request, NEEDS_A_LOOK, RESYNC};
+use super::actor::{Call, ExchangeActor, Request, HAND_BACK, NEEDS_A_LOOK, RESYNC};
 use super::keys::Keys;
 use super::TakenAcks;
 use crate::error::Error;
@@ -471,12 +471,11 @@ impl Task {
             // Another opening serves the mailbox: what this take moved goes
             // back to the front of the queue, for it, and this one ends.
             if !entries.is_empty() {
-                let mut back = redis::pipe();
-                for _ in 0..entries.len() {
-                    back.cmd("LMOVE").arg(&taken).arg(&queue).arg("RIGHT").arg("LEFT").ignore();
-                }
+                let mut back = HAND_BACK.prepare_invoke();
+                back.arg(self.keys.namespace()).arg(0).arg(uuid_to_base32(uid)).arg(opening.to_string());
+                back.arg(entries.len());
                 let conn = self.connection().await?;
-                back.query_async::<()>(conn).await?;
+                back.invoke_async::<()>(conn).await?;
             }
             if let Some(registration) = self.queues.get(&uid) {
                 let _ = registration.tx.try_send(Watched::TakenOver);
