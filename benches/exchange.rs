@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use actix_academy::prelude::*;
 use actix_academy::wire::{Body, Envelope};
-use actix_academy::{Client, HybridExchange};
+use actix_academy::{Client, Exchange};
 use clap::{Parser, ValueEnum};
 use futures::{stream, StreamExt};
 
@@ -447,13 +447,13 @@ async fn floors(args: &Args, redis: &Redis, report: &mut Report) {
 // ------------------------------------------------------------- the crate
 
 async fn exchange(redis: &Redis, peer_to_peer: bool) -> Exchange {
-    HybridExchange::builder(redis.url()).random_namespace().peer_to_peer(peer_to_peer).start().await.unwrap()
+    Exchange::builder(redis.url()).random_namespace().peer_to_peer(peer_to_peer).start().await.unwrap()
 }
 
 /// Encrypted peer links (built with `--features encryption`).
 #[cfg(feature = "encryption")]
 async fn encrypted_exchange(redis: &Redis) -> Exchange {
-    let builder = HybridExchange::builder(redis.url()).random_namespace().secret("bench").encrypt(true);
+    let builder = Exchange::builder(redis.url()).random_namespace().secret("bench").encrypt(true);
     builder.start().await.unwrap()
 }
 
@@ -505,7 +505,7 @@ async fn round_trips(args: &Args, redis: &Redis, report: &mut Report) {
 /// Round trips in Academy 1.0's protocol (JSON through the Redis queues,
 /// as a Python peer would send them), against the rpush+blpop floor.
 async fn academy_1_0(args: &Args, redis: &Redis, report: &mut Report) {
-    let builder = HybridExchange::builder(redis.url()).random_namespace();
+    let builder = Exchange::builder(redis.url()).random_namespace();
     let x = builder.protocol(actix_academy::Protocol::Academy1).start().await.unwrap();
     let agent = Agent::start(TextEcho, &x, None).await.unwrap();
     let echo = x.get_handle(agent.id().clone()).bind_as_client(&x).await.unwrap();
@@ -566,7 +566,7 @@ async fn one_way(args: &Args, redis: &Redis, report: &mut Report) {
             let mut inbox = receiver.get_mailbox(&me).await.unwrap();
             let mut exchanges = Vec::new();
             for _ in 0..senders {
-                let x = HybridExchange::builder(redis.url())
+                let x = Exchange::builder(redis.url())
                     .namespace(receiver.namespace())
                     .peer_to_peer(p2p)
                     .start()

@@ -25,8 +25,8 @@ pub use caller::{Client, DEFAULT_LIVENESS_TIMEOUT};
 pub use description::{ActionInfo, Description, Parameter};
 pub use error::{ActionError, Error, Rejection};
 pub use exchange::{
-    Discovery, Exchange, HybridExchange, HybridExchangeBuilder, LocalExchange, MailboxInfo, MailboxStatus, Peeked,
-    Protocol, Rejections, WhenInactive, SECRET_ENV,
+    Discovery, Exchange, ExchangeBuilder, MailboxInfo, MailboxStatus, Peeked, Protocol, Rejections, WhenInactive,
+    SECRET_ENV,
 };
 pub use foreign::ForeignAgent;
 pub use handle::{RemoteHandle, UnboundRemoteHandle};
@@ -148,7 +148,7 @@ pub mod __private {
 pub mod prelude {
     pub use crate::{
         action, agent, behavior, ActionError, Agent, AgentContext, AgentExit, AgentId, Behavior, Client, ClientId,
-        Discovery, EntityId, Error, Exchange, HybridExchange, Launcher, RemoteHandle, UnboundRemoteHandle,
+        Discovery, EntityId, Error, Exchange, Launcher, RemoteHandle, UnboundRemoteHandle,
     };
     pub use actix::{
         Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, MessageResult,

@@ -668,7 +668,7 @@ mod fuzz {
 }
 
 /// The protocol a hybrid exchange speaks, chosen when it is built
-/// ([`HybridExchangeBuilder::protocol`](crate::HybridExchangeBuilder::protocol)).
+/// ([`ExchangeBuilder::protocol`](crate::ExchangeBuilder::protocol)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Protocol {

@@ -39,7 +39,7 @@ async fn child() {
         panic!("a child process entry point, started by the other tests of this file with {CHILD} set; it fails when run alone")
     };
     let (url, namespace) = config.split_once(' ').unwrap();
-    let exchange = HybridExchange::builder(url)
+    let exchange = Exchange::builder(url)
         .namespace(namespace)
         .secret("test secret")
         .heartbeat(Duration::from_millis(200))

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use actix_academy::wire::{base32_to_uuid, uuid_to_base32, Body, Envelope};
-use actix_academy::{AgentId, Behavior, ClientId, EntityId, Error, HybridExchange, MailboxStatus};
+use actix_academy::{AgentId, Behavior, ClientId, EntityId, Error, Exchange, MailboxStatus};
 use redis::Commands;
 use support::{RedisServer, A, B, C};
 
@@ -36,9 +36,9 @@ async fn open_and_close() {
 
 #[actix::test]
 async fn bad_redis_url_and_unreachable_redis_are_errors() {
-    assert!(matches!(HybridExchange::builder("not a url").start().await, Err(Error::Redis(_))));
+    assert!(matches!(Exchange::builder("not a url").start().await, Err(Error::Redis(_))));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let unreachable = HybridExchange::builder(format!("redis://user:hunter2@127.0.0.1:{port}")).start().await;
+    let unreachable = Exchange::builder(format!("redis://user:hunter2@127.0.0.1:{port}")).start().await;
     // The error names the URL tried, without its password.
     let text = unreachable.as_ref().map(|_| ()).unwrap_err().to_string();
     assert!(matches!(unreachable, Err(Error::RedisUnreachable { .. })), "{unreachable:?}");
@@ -94,7 +94,7 @@ async fn keys_carry_the_namespace_and_base32_ids() {
 #[actix::test]
 async fn default_namespace_is_default_and_random_ones_differ() {
     let redis = RedisServer::start();
-    let plain = HybridExchange::builder(redis.url()).start().await.unwrap();
+    let plain = Exchange::builder(redis.url()).start().await.unwrap();
     assert_eq!(plain.namespace(), "default");
     let (x, y) = (redis.builder().start().await.unwrap(), redis.builder().start().await.unwrap());
     assert_ne!(x.namespace(), y.namespace());
@@ -404,7 +404,7 @@ async fn a_full_mailbox_resumes_popping_its_queue() {
 
 #[test]
 fn debug_output_hides_the_secret_and_the_redis_password() {
-    let builder = HybridExchange::builder("redis://:hunter2@127.0.0.1:6379/0").secret("s3cret");
+    let builder = Exchange::builder("redis://:hunter2@127.0.0.1:6379/0").secret("s3cret");
     let printed = format!("{builder:?}");
     assert!(!printed.contains("hunter2") && !printed.contains("s3cret"), "{printed}");
     assert!(printed.contains("127.0.0.1:6379"), "{printed}");

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix_academy::wire::{Body, Envelope};
-use actix_academy::{Agent, AgentId, ClientId, Error, HybridExchange, Rejection};
+use actix_academy::{Agent, AgentId, ClientId, Error, Exchange, Rejection};
 use support::agents::{Counter, Increment};
 use support::{Captured, RedisServer};
 
@@ -66,7 +66,7 @@ async fn child() {
     match args[0] {
         "agent" => {
             let (url, namespace, bind) = (args[1], args[2], args[3]);
-            let exchange = HybridExchange::builder(url)
+            let exchange = Exchange::builder(url)
                 .namespace(namespace)
                 .secret("test secret")
                 .bind(bind)
@@ -160,7 +160,7 @@ fn tempfile_path(name: &str) -> std::path::PathBuf {
 async fn binding_every_interface_publishes_an_address_peers_can_dial() {
     let redis = RedisServer::start();
     let receiver = redis.builder().bind("0.0.0.0").start().await.unwrap();
-    let sender = HybridExchange::builder(redis.url())
+    let sender = Exchange::builder(redis.url())
         .namespace(receiver.namespace())
         .secret("test secret")
         .connect_timeout(Duration::from_secs(10))
@@ -179,9 +179,9 @@ async fn binding_every_interface_publishes_an_address_peers_can_dial() {
     assert!(established().iter().any(|(_, remote)| remote.port() == port), "not sent directly");
     // Publishing an unspecified address is refused up front, and so is
     // listening beyond this host without a secret.
-    let refused = HybridExchange::builder(redis.url()).secret("s").advertise("0.0.0.0").start().await;
+    let refused = Exchange::builder(redis.url()).secret("s").advertise("0.0.0.0").start().await;
     assert!(matches!(refused, Err(Error::Config(_))), "{refused:?}");
-    let refused = HybridExchange::builder(redis.url()).bind("0.0.0.0").start().await;
+    let refused = Exchange::builder(redis.url()).bind("0.0.0.0").start().await;
     assert!(matches!(&refused, Err(Error::Config(e)) if e.contains("secret")), "{refused:?}");
     inbox.close().await.unwrap();
     sender.close().await;
@@ -195,7 +195,7 @@ async fn a_wrong_secret_delivers_nothing_on_either_path_and_is_reported_once_per
     let redis = RedisServer::start();
     let receiver = redis.exchange().await;
     let intruder =
-        HybridExchange::builder(redis.url()).namespace(receiver.namespace()).secret("guess").start().await.unwrap();
+        Exchange::builder(redis.url()).namespace(receiver.namespace()).secret("guess").start().await.unwrap();
     let peer = receiver.register_client(None).await.unwrap();
     let me = intruder.register_client(None).await.unwrap();
     let mut inbox = receiver.get_mailbox(&peer).await.unwrap();
@@ -342,7 +342,7 @@ async fn encrypted_links_show_no_plaintext_on_the_wire_and_need_the_same_keys() 
         a.close().await;
     }
     // Encryption without a secret is refused up front.
-    let no_secret = HybridExchange::builder(redis.url()).encrypt(true).start().await;
+    let no_secret = Exchange::builder(redis.url()).encrypt(true).start().await;
     assert!(matches!(no_secret, Err(Error::Config(_))), "{no_secret:?}");
     b.close().await;
 }
@@ -617,7 +617,7 @@ async fn an_exchange_on_rediss_trusts_the_given_root_and_refuses_an_unknown_one(
     };
     let url = format!("rediss://127.0.0.1:{}", redis.port);
     for peer_to_peer in [false, true] {
-        let exchange = HybridExchange::builder(&url)
+        let exchange = Exchange::builder(&url)
             .redis_root_certificates(redis.ca.pem.clone())
             .random_namespace()
             .peer_to_peer(peer_to_peer)
@@ -635,7 +635,7 @@ async fn an_exchange_on_rediss_trusts_the_given_root_and_refuses_an_unknown_one(
         exchange.close().await;
     }
     // Without the test CA, Redis's certificate is not trusted: a clear error, not a hang.
-    let refused = tokio::time::timeout(Duration::from_secs(20), HybridExchange::builder(&url).start()).await;
+    let refused = tokio::time::timeout(Duration::from_secs(20), Exchange::builder(&url).start()).await;
     let refused = refused.expect("an untrusted certificate must fail, not hang");
     assert!(matches!(refused, Err(Error::RedisUnreachable { .. })), "{refused:?}");
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_academy::prelude::*;
-use actix_academy::{AgentId, Discovery, Error, Exchange, ForeignAgent, HybridExchange, MailboxStatus, Protocol};
+use actix_academy::{AgentId, Discovery, Error, Exchange, ForeignAgent, MailboxStatus, Protocol};
 use actix_academy::{RemoteErrorKind, RemoteHandle};
 use support::RedisServer;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -108,7 +108,7 @@ async fn python_exits(child: &mut Child) {
 }
 
 async fn academy_exchange(redis: &RedisServer, namespace: &str) -> Exchange {
-    HybridExchange::builder(redis.url())
+    Exchange::builder(redis.url())
         .namespace(namespace)
         .protocol(Protocol::Academy1)
         .heartbeat(HEARTBEAT)
@@ -432,7 +432,7 @@ async fn child() {
         panic!("a child process entry point, started by the other tests of this file with {CHILD} set; it fails when run alone")
     };
     let (url, namespace) = config.split_once(' ').unwrap();
-    let exchange = HybridExchange::builder(url)
+    let exchange = Exchange::builder(url)
         .namespace(namespace)
         .protocol(Protocol::Academy1)
         .heartbeat(HEARTBEAT)
@@ -540,7 +540,7 @@ async fn academy_mode_refuses_the_options_it_cannot_honour() {
     // Academy 1.0 has no peer links, no handshake and no encryption: each
     // such option is an error, not plaintext without authentication.
     let redis = RedisServer::start();
-    let builder = || HybridExchange::builder(redis.url()).random_namespace().protocol(Protocol::Academy1);
+    let builder = || Exchange::builder(redis.url()).random_namespace().protocol(Protocol::Academy1);
     let mut refused = vec![
         (builder().secret("s"), "secret"),
         (builder().bind("127.0.0.1"), "bind"),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_academy::wire::{Body, Envelope, Mailbox};
-use actix_academy::{Agent, AgentId, ClientId, EntityId, Error, Exchange, HybridExchange};
+use actix_academy::{Agent, AgentId, ClientId, EntityId, Error, Exchange};
 use serde::{Deserialize, Serialize};
 use support::RedisServer;
 
@@ -243,7 +243,7 @@ async fn busy_agent_elsewhere(
     let (url, namespace) = (redis.url(), namespace.to_owned());
     arbiter.spawn_fn(move || {
         actix::spawn(async move {
-            let builder = HybridExchange::builder(url).namespace(namespace).secret("test secret");
+            let builder = Exchange::builder(url).namespace(namespace).secret("test secret");
             let exchange = builder.peer_timeout(PEER_TIMEOUT).start().await.unwrap();
             let agent = Agent::launch(Busy { runs }, id, &exchange).await.unwrap();
             ready.send(()).unwrap();
@@ -294,7 +294,7 @@ async fn close_returns_within_its_bound_when_the_peer_stopped_reading() {
     let (url, namespace, id) = (redis.url(), exchange.namespace().to_owned(), EntityId::from(peer.clone()));
     arbiter.spawn_fn(move || {
         actix::spawn(async move {
-            let exchange = HybridExchange::builder(url).namespace(namespace).secret("test secret");
+            let exchange = Exchange::builder(url).namespace(namespace).secret("test secret");
             let exchange = exchange.peer_timeout(PEER_TIMEOUT).start().await.unwrap();
             let mut inbox = exchange.get_mailbox(&id).await.unwrap();
             ready.send(()).unwrap();
@@ -366,7 +366,7 @@ async fn a_peer_with_another_secret_is_tried_once_and_its_messages_are_refused_o
     let mut inbox = receiver.get_mailbox(&peer).await.unwrap();
     let relay = Relay::start(inbox.address().unwrap()).await;
     relay.publish(&redis, &receiver, &peer);
-    let sender = HybridExchange::builder(redis.url()).namespace(receiver.namespace()).secret("another secret");
+    let sender = Exchange::builder(redis.url()).namespace(receiver.namespace()).secret("another secret");
     let sender = sender.start().await.unwrap();
     let me = sender.register_client(None).await.unwrap();
     for seq in 0..200 {
@@ -427,7 +427,7 @@ async fn a_call_to_an_agent_that_refuses_our_secret_fails_at_once_saying_so() {
     let redis = RedisServer::start();
     let receiver = redis.exchange().await;
     let intruder =
-        HybridExchange::builder(redis.url()).namespace(receiver.namespace()).secret("guess").start().await.unwrap();
+        Exchange::builder(redis.url()).namespace(receiver.namespace()).secret("guess").start().await.unwrap();
     let agent = Agent::start(support::agents::Counter::default(), &receiver, Some("guarded")).await.unwrap();
     let handle = intruder.get_handle(agent.id().clone()).bind_as_client(&intruder).await.unwrap();
     // Not after the 10 s liveness timeout as a dead agent would: the call

@@ -72,7 +72,7 @@ impl Drop for ChildProcess {
 async fn exchange(redis: &str, namespace: &str, peer_to_peer: bool) -> Exchange {
     // The crash test restarts its receiver only after sending 20,000.
     let expiry = if namespace == "crash" { Duration::from_secs(300) } else { EXPIRY };
-    actix_academy::HybridExchange::builder(redis)
+    actix_academy::Exchange::builder(redis)
         .namespace(namespace)
         .secret("test secret")
         .heartbeat(HEARTBEAT)

@@ -309,7 +309,7 @@ async fn child() {
     };
     let (url, namespace) = config.split_once(' ').unwrap();
     let exchange =
-        actix_academy::HybridExchange::builder(url).namespace(namespace).secret("test secret").start().await.unwrap();
+        actix_academy::Exchange::builder(url).namespace(namespace).secret("test secret").start().await.unwrap();
     let agent = Agent::start(Market { stock: 100, notes: Vec::new() }, &exchange, Some("far-market")).await.unwrap();
     agent.wait().await;
     exchange.close().await;

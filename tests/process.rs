@@ -8,7 +8,7 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actix_academy::{Agent, AgentId, Error, HybridExchange};
+use actix_academy::{Agent, AgentId, Error, Exchange};
 use support::agents::{Counter, Increment, Sleep};
 use support::RedisServer;
 
@@ -57,7 +57,7 @@ async fn child_agent() {
         panic!("a child process entry point, started by the other tests of this file with {CHILD} set; it fails when run alone")
     };
     let (url, namespace) = config.split_once(' ').unwrap();
-    let exchange = HybridExchange::builder(url).namespace(namespace).secret("test secret").start().await.unwrap();
+    let exchange = Exchange::builder(url).namespace(namespace).secret("test secret").start().await.unwrap();
     let id = match std::env::var("ACADEMY_TEST_AGENT") {
         Ok(uid) => {
             let id = actix_academy::EntityId::from_parts(uid.parse().unwrap(), actix_academy::Role::Agent, None);

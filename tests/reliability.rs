@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix_academy::wire::{Body, Envelope};
-use actix_academy::{AgentId, ClientId, EntityId, Error, Exchange, HybridExchange, MailboxStatus, Role, WhenInactive};
+use actix_academy::{AgentId, ClientId, EntityId, Error, Exchange, MailboxStatus, Role, WhenInactive};
 use support::agents::{Counter, Increment};
 use support::RedisServer;
 
@@ -67,7 +67,7 @@ async fn child_receiver() {
     };
     let parts: Vec<&str> = config.split(' ').collect();
     let heartbeat = parts.get(4).map_or(10_000, |ms| ms.parse().unwrap());
-    let builder = HybridExchange::builder(parts[0]).namespace(parts[1]).secret("test secret");
+    let builder = Exchange::builder(parts[0]).namespace(parts[1]).secret("test secret");
     let exchange = builder.heartbeat(Duration::from_millis(heartbeat)).start().await.unwrap();
     let id = EntityId::from_parts(parts[2].parse().unwrap(), Role::Client, None);
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(parts[3]).unwrap();

@@ -28,7 +28,7 @@ async fn child() {
         .with_writer(std::io::stderr)
         .try_init();
     let (url, namespace) = config.split_once(' ').unwrap();
-    let exchange = HybridExchange::builder(url).namespace(namespace).secret("test secret").start().await.unwrap();
+    let exchange = Exchange::builder(url).namespace(namespace).secret("test secret").start().await.unwrap();
     let agent = Agent::start(Counter::default(), &exchange, Some("traced")).await.unwrap();
     agent.wait().await;
     exchange.close().await;

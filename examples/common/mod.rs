@@ -1,7 +1,7 @@
 //! What every example shares: choosing the exchange from the command line.
 #![allow(dead_code)]
 
-use actix_academy::{Exchange, HybridExchange};
+use actix_academy::Exchange;
 
 /// `--redis URL` selects the hybrid exchange; without it, the local one.
 #[derive(clap::Args, Debug, Clone)]
@@ -20,7 +20,7 @@ impl ExchangeArgs {
         let Some(url) = &self.redis else {
             return Exchange::local();
         };
-        let builder = HybridExchange::builder(url);
+        let builder = Exchange::builder(url);
         let builder = match &self.namespace {
             Some(namespace) => builder.namespace(namespace),
             None => builder.random_namespace(),

@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use actix_academy::prelude::*;
-use actix_academy::{AgentId, Discovery, ForeignAgent, HybridExchange, Protocol};
+use actix_academy::{AgentId, Discovery, Exchange, ForeignAgent, Protocol};
 use clap::Parser;
 use common::{fail, OrExit};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -88,7 +88,7 @@ async fn main() {
             "python3".into()
         }
     });
-    let exchange = HybridExchange::builder(&args.redis)
+    let exchange = Exchange::builder(&args.redis)
         .random_namespace()
         .protocol(Protocol::Academy1)
         .start()

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use actix::{Actor, Context};
 use actix_academy::wire::Body;
-use actix_academy::{
-    AgentId, Discovery, EntityId, Error, Exchange, HybridExchange, MailboxInfo, MailboxStatus, Peeked, Role,
-};
+use actix_academy::{AgentId, Discovery, EntityId, Error, Exchange, MailboxInfo, MailboxStatus, Peeked, Role};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
@@ -118,7 +116,7 @@ async fn main() -> ExitCode {
     // Without the secret nothing can be sent to agents (they drop what is
     // not sealed with it), so the tool then only reads, and does not listen.
     let has_secret = std::env::var(actix_academy::SECRET_ENV).is_ok_and(|s| !s.is_empty());
-    let exchange = match HybridExchange::builder(&cli.redis)
+    let exchange = match Exchange::builder(&cli.redis)
         .namespace(&cli.namespace)
         .expiry(Duration::from_secs(cli.expiry))
         .peer_to_peer(has_secret)
@@ -144,7 +142,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli, exchange: &Exchange) -> Result<(), Failure> {
-    let hybrid = exchange.as_hybrid().expect("started as a hybrid exchange");
+    let hybrid = exchange;
     match &cli.command {
         Command::Ls { behavior, status, all: everything } => {
             let mut all = hybrid.mailboxes().await?;
@@ -312,7 +310,7 @@ async fn run(cli: &Cli, exchange: &Exchange) -> Result<(), Failure> {
 
 /// An id in any form the crate prints or parses: a UUID, its base32 form,
 /// `AgentId<name>` or a name, `AgentId<1cc1db09>` or a UUID prefix.
-async fn resolve(exchange: &HybridExchange, text: &str) -> Result<EntityId, Failure> {
+async fn resolve(exchange: &Exchange, text: &str) -> Result<EntityId, Failure> {
     let inner = ["AgentId<", "ClientId<"]
         .iter()
         .find_map(|prefix| text.strip_prefix(prefix).and_then(|rest| rest.strip_suffix('>')))

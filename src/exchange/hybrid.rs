@@ -1,9 +1,9 @@
 //! The hybrid exchange: Redis holds each mailbox's state, address, lineage and
 //! offline queue; messages go peer to peer over TCP when the receiver listens.
 //!
-//! The Redis connection belongs to an actor behind [`HybridExchange`];
+//! The Redis connection belongs to an actor behind `HybridExchange`;
 //! outbound links are tasks it tracks. The routing of a message lives in one
-//! function, [`HybridExchange::send`].
+//! function, `HybridExchange::send`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -37,12 +37,13 @@ const MAX_STREAMS: usize = 65_536;
 /// Environment variable read for the peer secret when none is configured.
 pub const SECRET_ENV: &str = "ACADEMY_SECRET";
 
-/// Configures and starts a [`HybridExchange`].
+/// Configures and starts an [`Exchange`] on Redis (peer-to-peer TCP
+/// links beside it, in the native protocol): [`Exchange::builder`].
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), actix_academy::Error> {
-/// use actix_academy::HybridExchange;
-/// let exchange = HybridExchange::builder("redis://127.0.0.1:6379")
+/// use actix_academy::Exchange;
+/// let exchange = Exchange::builder("redis://127.0.0.1:6379")
 ///     .namespace("demo")
 ///     .secret("shared secret")
 ///     .start()
@@ -51,7 +52,7 @@ pub const SECRET_ENV: &str = "ACADEMY_SECRET";
 /// ```
 #[derive(Debug)]
 #[must_use]
-pub struct HybridExchangeBuilder {
+pub struct ExchangeBuilder {
     url: RedisUrl,
     namespace: Option<String>,
     addresses: AddressSettings,
@@ -78,7 +79,7 @@ pub struct HybridExchangeBuilder {
     native_only: Vec<&'static str>,
 }
 
-impl HybridExchangeBuilder {
+impl ExchangeBuilder {
     /// Redis key namespace (default `default`).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Some(namespace.into());
@@ -364,7 +365,7 @@ impl HybridExchangeBuilder {
     }
 }
 
-impl HybridExchangeBuilder {
+impl ExchangeBuilder {
     #[cfg(feature = "tls")]
     fn redis_client(&self) -> Result<redis::Client, Error> {
         // rustls needs one cryptography provider for the process; a
@@ -460,7 +461,7 @@ pub(crate) const REOPEN_WAIT: Duration = Duration::from_secs(20);
 /// The hybrid exchange (Redis + peer-to-peer TCP); clones share one Redis
 /// connection and one set of peer links. Used through [`Exchange`].
 #[derive(Clone)]
-pub struct HybridExchange {
+pub(crate) struct HybridExchange {
     inner: Arc<Inner>,
 }
 
@@ -470,11 +471,12 @@ impl fmt::Debug for HybridExchange {
     }
 }
 
-impl HybridExchange {
+impl Exchange {
     /// Starts configuring an exchange on the Redis server at `url`
     /// (`redis://[:password@]host:port[/db]`; `rediss://` with the `tls` feature).
-    pub fn builder(url: impl Into<String>) -> HybridExchangeBuilder {
-        HybridExchangeBuilder {
+    /// [`Exchange::local`] makes one that lives in this process only.
+    pub fn builder(url: impl Into<String>) -> ExchangeBuilder {
+        ExchangeBuilder {
             url: RedisUrl(url.into()),
             namespace: None,
             addresses: AddressSettings::default(),
@@ -496,7 +498,9 @@ impl HybridExchange {
             native_only: Vec::new(),
         }
     }
+}
 
+impl HybridExchange {
     pub(crate) fn namespace(&self) -> &str {
         self.inner.keys.namespace()
     }
@@ -504,7 +508,7 @@ impl HybridExchange {
     /// What this exchange refused or was refused since it started (also
     /// reported in the log: misconfigured peers once each, floods of bad
     /// connections or queue entries once a minute).
-    pub fn rejections(&self) -> Rejections {
+    pub(crate) fn rejections(&self) -> Rejections {
         self.inner.config.link.reports.snapshot()
     }
 

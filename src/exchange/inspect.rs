@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::identifier::{base32_to_uuid, EntityId, Role};
 use crate::message::Envelope;
 
-/// One mailbox of the namespace, as [`HybridExchange::mailboxes`] lists it.
+/// One mailbox of the namespace, as [`Exchange::mailboxes`](super::Exchange::mailboxes) lists it.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct MailboxInfo {
@@ -29,7 +29,7 @@ pub struct MailboxInfo {
     pub queued: u64,
 }
 
-/// One entry of a queue, read by [`HybridExchange::peek`].
+/// One entry of a queue, read by [`Exchange::peek`](super::Exchange::peek).
 #[derive(Clone, Debug)]
 pub enum Peeked {
     /// A message this exchange's secret opens.
@@ -44,7 +44,7 @@ impl HybridExchange {
     /// no particular order. It scans the namespace's status keys, then
     /// reads each entity in one script: an operator's view, not for hot
     /// paths.
-    pub async fn mailboxes(&self) -> Result<Vec<MailboxInfo>, Error> {
+    pub(crate) async fn mailboxes(&self) -> Result<Vec<MailboxInfo>, Error> {
         let pattern = format!("{}:status:*", self.namespace());
         let prefix_len = pattern.len() - 1;
         let mut cursor = 0u64;
@@ -95,7 +95,7 @@ impl HybridExchange {
 
     /// The first `count` entries of `id`'s Redis queue, oldest first,
     /// opened and decoded, without taking them: they stay for the mailbox.
-    pub async fn peek(&self, id: Uuid, count: usize) -> Result<Vec<Peeked>, Error> {
+    pub(crate) async fn peek(&self, id: Uuid, count: usize) -> Result<Vec<Peeked>, Error> {
         if count == 0 {
             return Ok(Vec::new());
         }
@@ -114,5 +114,28 @@ impl HybridExchange {
                 },
             })
             .collect())
+    }
+}
+
+/// An operator's view of the namespace (what `academy ls` and `academy
+/// peek` show), on an exchange in the native protocol.
+impl super::Exchange {
+    /// Every mailbox of this namespace (registered, not yet expired), in
+    /// no particular order: a scan of the namespace, not for hot paths.
+    /// [`Error::Config`] on a local or Academy 1.0 exchange.
+    pub async fn mailboxes(&self) -> Result<Vec<MailboxInfo>, Error> {
+        self.inspected()?.mailboxes().await
+    }
+
+    /// The first `count` entries of `id`'s Redis queue, oldest first,
+    /// opened and decoded, without taking them.
+    /// [`Error::Config`] on a local or Academy 1.0 exchange.
+    pub async fn peek(&self, id: Uuid, count: usize) -> Result<Vec<Peeked>, Error> {
+        self.inspected()?.peek(id, count).await
+    }
+
+    fn inspected(&self) -> Result<&HybridExchange, Error> {
+        self.as_hybrid()
+            .ok_or_else(|| Error::Config("only an exchange in the native protocol on Redis can be inspected".into()))
     }
 }

@@ -1,9 +1,12 @@
 //! Exchanges: where mailboxes are registered, found, and sent to.
 //!
-//! [`Exchange`] is the one public face, cheap to clone, over two backends:
-//! the [`HybridExchange`] (Redis state and queues, peer-to-peer TCP) and the
-//! [`LocalExchange`] (everything in one process, for tests and simulations).
-//! Agents, handles and the launcher work unchanged on either.
+//! [`Exchange`] is the one public type, cheap to clone, over three
+//! backends: the hybrid exchange (`hybrid.rs`: Redis state and queues,
+//! peer-to-peer TCP), the same in Academy 1.0's protocol (`academy.rs`),
+//! and the local one (`local.rs`: everything in one process, for tests and
+//! simulations). [`Exchange::builder`] starts one on Redis,
+//! [`Exchange::local`] a local one; agents, handles and the launcher work
+//! unchanged on any.
 
 mod academy;
 mod actor;
@@ -20,9 +23,10 @@ mod watcher;
 pub use crate::message::Protocol;
 pub(crate) use academy::{AcademyExchange, Feeder, Listed};
 pub(crate) use delivery::{Delivery, Origin, Taken, TakenAcks};
-pub use hybrid::{HybridExchange, HybridExchangeBuilder, SECRET_ENV};
+pub(crate) use hybrid::HybridExchange;
+pub use hybrid::{ExchangeBuilder, SECRET_ENV};
 pub use inspect::{MailboxInfo, Peeked};
-pub use local::LocalExchange;
+pub(crate) use local::LocalExchange;
 pub use report::Rejections;
 pub(crate) use report::{Bad, Reports};
 pub(crate) use seal::{Seal, Unsealed, SEAL_LEN};
@@ -125,7 +129,7 @@ pub enum WhenInactive {
 /// # #[actix::main] async fn main() -> Result<(), actix_academy::Error> {
 /// use actix_academy::wire::{Body, Envelope};
 /// use actix_academy::Exchange;
-/// let exchange = Exchange::local(); // or HybridExchange::builder(url).start().await?
+/// let exchange = Exchange::local(); // or Exchange::builder(url).start().await?
 /// let alice = exchange.register_client(Some("alice")).await?;
 /// let bob = exchange.register_client(Some("bob")).await?;
 /// exchange.send(Envelope::new(alice.into(), bob.clone().into(), Body::PingRequest)).await?;
@@ -187,7 +191,7 @@ impl Exchange {
     }
 
     /// The hybrid backend in this crate's protocol, if this is one.
-    pub fn as_hybrid(&self) -> Option<&HybridExchange> {
+    pub(crate) fn as_hybrid(&self) -> Option<&HybridExchange> {
         match &self.0 {
             Kind::Hybrid(exchange) => Some(exchange),
             _ => None,

@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actix_academy::{Exchange, HybridExchange, HybridExchangeBuilder};
+use actix_academy::{Exchange, ExchangeBuilder};
 
 /// A `redis-server` child process that keeps nothing on disk (or, started
 /// [`persistent`](Self::start_persistent), an append-only file).
@@ -105,8 +105,8 @@ impl RedisServer {
     }
 
     /// An exchange builder on this server, in a fresh namespace.
-    pub fn builder(&self) -> HybridExchangeBuilder {
-        HybridExchange::builder(self.url()).random_namespace().secret("test secret")
+    pub fn builder(&self) -> ExchangeBuilder {
+        Exchange::builder(self.url()).random_namespace().secret("test secret")
     }
 
     pub async fn exchange(&self) -> Exchange {
