@@ -158,9 +158,11 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
             }
         }
     }
-    for (i, action) in actions.iter().enumerate() {
-        if let Some(first) = actions[..i].iter().find(|a| a.wire.value() == action.wire.value()) {
-            push_error(Error::new(
+    // A second action of one name is reported and left out.
+    let mut distinct: Vec<Action> = Vec::new();
+    for action in actions {
+        match distinct.iter().find(|a| a.wire.value() == action.wire.value()) {
+            Some(first) => push_error(Error::new(
                 action.wire.span(),
                 format!(
                     "two actions named {:?} in one behavior (`{}` and `{}`): name one with `#[action(name = \"...\")]`",
@@ -168,14 +170,15 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
                     first.method,
                     action.method
                 ),
-            ));
+            )),
+            None => distinct.push(action),
         }
     }
-    if let Some(errors) = errors {
-        // The impl block stays, so its methods do not become errors too.
-        let errors = errors.to_compile_error();
-        return Ok(quote!(#block #errors));
-    }
+    let actions = distinct;
+    // One mistake, one error: the behavior is still written, with the
+    // actions in error left out (their methods stay plain methods), so the
+    // rest of the program does not fail for want of it.
+    let errors = errors.map(|e| e.to_compile_error());
 
     let krate = quote!(::actix_academy);
     let private = quote!(#krate::__private);
@@ -370,6 +373,8 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
                 #actix::ActorContext::stop(ctx);
             }
         }
+
+        #errors
     })
 }
 
