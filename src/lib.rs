@@ -120,6 +120,23 @@ pub use actix_academy_macros::agent;
 /// there); anywhere else it is an error.
 pub use actix_academy_macros::action;
 
+/// The reference, kept beside the code (the same pages as `docs/*.md`; their
+/// examples run as doc tests).
+pub mod docs {
+    #[doc = include_str!("../docs/design.md")]
+    pub mod design {}
+    #[doc = include_str!("../docs/guarantees.md")]
+    pub mod guarantees {}
+    #[doc = include_str!("../docs/across_machines.md")]
+    pub mod across_machines {}
+    #[doc = include_str!("../docs/academy_interop.md")]
+    pub mod academy_interop {}
+    #[doc = include_str!("../docs/operating.md")]
+    pub mod operating {}
+    #[doc = include_str!("../docs/performance.md")]
+    pub mod performance {}
+}
+
 /// Wire-level types: envelopes, message bodies, raw mailboxes, the base32
 /// form of ids. An agent program does not need them; tools and tests that
 /// speak to mailboxes directly do.

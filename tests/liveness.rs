@@ -755,7 +755,7 @@ async fn opening_a_mailbox_again_in_one_process_waits_for_the_first_to_close() {
 
 #[actix::test]
 async fn requests_queued_for_an_agent_killed_mid_backlog_run_at_most_once() {
-    // The README's promise for requests: one taken from a Redis queue is
+    // The promise for requests (docs/guarantees.md): one taken from a Redis queue is
     // never delivered again. Counted where it matters, in executions: 5,000
     // requests wait for an offline agent, its process is SIGKILLed while it
     // works through them, and a new one serves the rest under the same id.
