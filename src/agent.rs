@@ -35,7 +35,7 @@ use crate::caller::{AgentContext, Endpoint, Router};
 use crate::description::{Description, DESCRIBE};
 use crate::error::Error;
 use crate::exchange::{Exchange, Protocol};
-use crate::identifier::AgentId;
+use crate::identifier::{AgentId, EntityId, Role};
 use crate::mailbox::Mailbox;
 use crate::message::{deadline_passed, Body, Envelope, RemoteError, RemoteErrorKind};
 
@@ -97,6 +97,15 @@ impl<B: Behavior> Agent<B> {
     where
         F: FnOnce(&AgentContext<B>) -> B,
     {
+        // An id parsed from its UUID (a restart elsewhere) has no name: it
+        // gets the one it was registered with, so it prints as before.
+        let id = match id.name() {
+            None => match exchange.registered_name(&id).await {
+                Ok(Some(name)) => AgentId::from_entity(EntityId::from_parts(id.uid(), Role::Agent, Some(&name)))?,
+                _ => id,
+            },
+            Some(_) => id,
+        };
         let mailbox = exchange.get_mailbox(&id).await?;
         let context = AgentContext {
             endpoint: Endpoint {

@@ -292,8 +292,16 @@ async fn an_agent_shuts_down_from_its_own_process_and_names_travel_through_redis
     let by_name = other.discover_by_name("market", Discovery::new().exact()).await.unwrap();
     assert_eq!(by_name[0].name(), Some("stall-7"));
 
-    assert_eq!(agent.shutdown().await, AgentExit::Shutdown);
-    assert_eq!(exchange.status(agent.id()).await.unwrap(), actix_academy::MailboxStatus::Terminated);
+    // Restarted elsewhere from its bare UUID (as a restart recipe parses
+    // it), it keeps its name.
+    assert_eq!(agent.shutdown_with(false).await, AgentExit::Shutdown);
+    let bare: AgentId<Market> = agent.id().uid().to_string().parse().unwrap();
+    assert_eq!(bare.name(), None);
+    let again = Agent::launch(Market { stock: 1, notes: Vec::new() }, bare, &other).await.unwrap();
+    assert_eq!(again.id().to_string(), "AgentId<stall-7>");
+
+    assert_eq!(again.shutdown().await, AgentExit::Shutdown);
+    assert_eq!(exchange.status(again.id()).await.unwrap(), actix_academy::MailboxStatus::Terminated);
     assert!(other.discover::<MarketView>().await.unwrap().is_empty());
     other.close().await;
     exchange.close().await;

@@ -296,11 +296,13 @@ async fn run(cli: &Cli, exchange: &Exchange) -> Result<(), Failure> {
                     count(MailboxStatus::Terminated)
                 );
                 println!("queued      {queued} messages in {waiting} queues");
+                // With the short id: several entities may share a name.
+                let short = |id: &EntityId| format!("{id} {}", &id.uid().simple().to_string()[..8]);
                 if let Some(m) = deepest {
-                    println!("deepest     {} ({} queued, {})", m.id, m.queued, status_word(m.status));
+                    println!("deepest     {} ({} queued, {})", short(&m.id), m.queued, status_word(m.status));
                 }
                 if let Some((age, id)) = &oldest_age {
-                    println!("oldest      {:.1} s old, for {id}", age.as_secs_f64());
+                    println!("oldest      {:.1} s old, for {}", age.as_secs_f64(), short(id));
                 }
             }
         }

@@ -388,6 +388,12 @@ impl AcademyExchange {
         Ok(())
     }
 
+    /// The name `id` was registered with, if any (this crate's own key).
+    pub(crate) async fn registered_name(&self, id: &EntityId) -> Result<Option<String>, Error> {
+        let mut redis = self.inner.redis.clone();
+        Ok(redis::cmd("GET").arg(self.key("name", id.uid())).query_async(&mut redis).await?)
+    }
+
     /// Marks `id`, whose agent failed here, inactive at once: its heartbeat
     /// stops and goes, so Python and Rust callers see it gone now, not
     /// three periods later. Launched again, it beats again.

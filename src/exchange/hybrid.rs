@@ -639,6 +639,11 @@ impl HybridExchange {
         Ok(())
     }
 
+    /// The name `id` was registered with, if any.
+    pub(crate) async fn registered_name(&self, id: &EntityId) -> Result<Option<String>, Error> {
+        self.cmd(redis::cmd("GET").arg(self.keys().key("name", id.uid()))).await
+    }
+
     /// Marks `id`, whose agent failed here, inactive at once (see [`FAILED`]).
     pub(crate) async fn mark_failed(&self, id: &EntityId) -> Result<(), Error> {
         let mut script = self.entity(&FAILED, &id.base32());

@@ -312,6 +312,16 @@ impl Exchange {
         }
     }
 
+    /// The name `id` was registered with, as Redis keeps it (a local
+    /// exchange keeps the ids it was given, names included: `None`).
+    pub(crate) async fn registered_name(&self, id: &EntityId) -> Result<Option<String>, Error> {
+        match &self.0 {
+            Kind::Hybrid(backend) => backend.registered_name(id).await,
+            Kind::Academy(backend) => backend.registered_name(id).await,
+            Kind::Local(_) => Ok(None),
+        }
+    }
+
     /// Counts this exchange's peer refusals (none for other backends).
     pub(crate) fn refusals(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.as_hybrid().map(|h| h.config().link.refusals.subscribe())
