@@ -124,8 +124,12 @@ pub(crate) fn refused_recently(env: &LinkEnv, address: &str, dest: &EntityId) ->
 /// do not share the secret (a sealed queue entry is refused too), or speak
 /// another protocol version. Calls to it fail with this at once.
 pub(crate) fn fatal_refusal(env: &LinkEnv, dest: &EntityId) -> Option<Rejection> {
-    let suffix = format!(" {}", dest.uid());
     let refused = env.refused.lock().unwrap_or_else(|e| e.into_inner());
+    // Asked after every call's send: nothing to build when nobody refused.
+    if refused.is_empty() {
+        return None;
+    }
+    let suffix = format!(" {}", dest.uid());
     refused
         .iter()
         .filter(|(key, (at, _))| key.ends_with(&suffix) && at.elapsed() < REFUSED_FOR)
