@@ -114,8 +114,10 @@ impl<B: Behavior> Agent<B> {
                 router: Arc::new(Router::default()),
             },
             id: id.clone(),
+            actor: Arc::default(),
         };
         let addr = make(&context).start();
+        let _ = context.actor.set(Box::new(addr.clone()));
         let (exit_tx, exit_rx) = oneshot::channel();
         let runtime = Runtime {
             context,

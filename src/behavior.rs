@@ -32,7 +32,7 @@ pub type ActionFuture = LocalBoxFuture<'static, Result<bytes::Bytes, RemoteError
     note = "put `#[actix_academy::agent]` on `impl {Self} {{ ... }}` (with `#[action]` on the methods remote callers may call), or declare it with `actix_academy::behavior!({Self} {{ actions: [...] }})`",
     note = "if it is declared and this still shows, check that `actix` is a dependency of your crate (`cargo add actix`)"
 )]
-pub trait Behavior: Actor<Context = Context<Self>> + Handler<StopAgent> {
+pub trait Behavior: Actor<Context = Context<Self>> + Handler<StopAgent> + Handler<Update<Self>> {
     /// The typed call methods a [`RemoteHandle<Self>`](crate::RemoteHandle)
     /// offers, one per action (through `Deref`).
     type Calls: Calls<Self>;
@@ -79,6 +79,28 @@ where
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct StopAgent;
+
+/// A change to an agent's own state, run by its actor between the messages
+/// it handles: what [`AgentContext::update`] sends.
+#[doc(hidden)]
+pub struct Update<B>(pub(crate) Box<dyn FnOnce(&mut B) + Send>);
+
+impl<B: 'static> Message for Update<B> {
+    type Result = ();
+}
+
+impl<B> std::fmt::Debug for Update<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Update")
+    }
+}
+
+impl<B> Update<B> {
+    /// Runs the change on the actor (its `Handler`, which the macros write).
+    pub fn apply(self, actor: &mut B) {
+        (self.0)(actor)
+    }
+}
 
 /// A message that cannot be made: see `behavior!`.
 #[doc(hidden)]
@@ -416,6 +438,13 @@ macro_rules! behavior {
             type Result = ();
             fn handle(&mut self, _: $crate::__private::StopAgent, ctx: &mut $crate::__private::actix::Context<Self>) {
                 $crate::__private::actix::ActorContext::stop(ctx);
+            }
+        }
+
+        impl $crate::__private::actix::Handler<$crate::__private::Update<Self>> for $behavior {
+            type Result = ();
+            fn handle(&mut self, update: $crate::__private::Update<Self>, _: &mut $crate::__private::actix::Context<Self>) {
+                update.apply(self);
             }
         }
     };

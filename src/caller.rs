@@ -502,11 +502,14 @@ impl Drop for Pending<'_> {
 pub struct AgentContext<B> {
     pub(crate) endpoint: Endpoint,
     pub(crate) id: AgentId<B>,
+    /// The behavior's actor (its `Addr<B>`), once started: what
+    /// `update` sends its changes to.
+    pub(crate) actor: Arc<std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>>,
 }
 
 impl<B> Clone for AgentContext<B> {
     fn clone(&self) -> Self {
-        Self { endpoint: self.endpoint.clone(), id: self.id.clone() }
+        Self { endpoint: self.endpoint.clone(), id: self.id.clone(), actor: self.actor.clone() }
     }
 }
 

@@ -19,6 +19,10 @@ pub enum Error {
     /// message was not queued. It may come back under the same id.
     #[error("{0} is inactive: its process is gone")]
     Inactive(EntityId),
+    /// The agent's actor has stopped (it failed, or was shut down): its
+    /// state can no longer be changed.
+    #[error("the actor of {0} has stopped")]
+    AgentStopped(EntityId),
     /// The mailbox is open elsewhere: still open in this process (its
     /// earlier opening did not close in time), or taken over by an opening
     /// in another process.

@@ -12,12 +12,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Message;
+use actix::{Addr, Message};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::behavior::{Behavior, Handles};
+use crate::behavior::{Behavior, Handles, Update};
 use crate::caller::{AgentContext, Caller, Calls, Client, Endpoint};
 use crate::description::{Description, DESCRIBE};
 use crate::error::Error;
@@ -338,6 +338,36 @@ impl<B: Behavior> AgentContext<B> {
     /// through the agent's own mailbox, routed by label.
     pub fn bind<P: Behavior>(&self, handle: UnboundRemoteHandle<P>) -> RemoteHandle<P> {
         self.endpoint.bind(handle, None)
+    }
+
+    /// Changes the agent's own state and returns what `change` returns: it
+    /// runs on the agent's actor between the messages the actor handles, so
+    /// it sees and leaves the state whole. This is how an `async fn` action
+    /// (which runs beside the agent's other requests and holds no borrow of
+    /// the actor) updates the agent after awaiting other agents:
+    ///
+    /// ```ignore
+    /// #[action]
+    /// async fn buy(ctx: AgentContext<Self>, market: UnboundRemoteHandle<Market>, qty: u32) -> Result<u32, String> {
+    ///     let left = ctx.bind(market).place(qty).await.map_err(|e| e.to_string())?;
+    ///     ctx.update(move |me| me.bought += qty).await.map_err(|e| e.to_string())?;
+    ///     Ok(left)
+    /// }
+    /// ```
+    ///
+    /// Fails with [`Error::AgentStopped`] once the actor has stopped.
+    pub async fn update<R: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut B) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        let stopped = || Error::AgentStopped(self.id.entity().clone());
+        let addr = self.actor.get().and_then(|actor| actor.downcast_ref::<Addr<B>>()).ok_or_else(stopped)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let update = Update(Box::new(move |actor: &mut B| {
+            let _ = tx.send(change(actor));
+        }));
+        addr.send(update).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())
     }
 
     pub(crate) fn me(&self) -> &EntityId {

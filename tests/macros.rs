@@ -194,6 +194,44 @@ mod tally {
     behavior!(Tally { name: "tally", actions: [Record, Audit] });
 }
 
+/// An agent whose async action awaits another agent, then updates its own
+/// state: the few lines `AgentContext::update` makes it.
+mod buyer {
+    use actix_academy::prelude::*;
+
+    use super::market::{Market, Order};
+
+    pub struct Buyer {
+        pub bought: u32,
+    }
+
+    impl Actor for Buyer {
+        type Context = Context<Self>;
+    }
+
+    #[agent]
+    impl Buyer {
+        /// Buys `qty` from `market` and counts it; what the market has left.
+        #[action]
+        pub async fn buy(
+            ctx: AgentContext<Self>,
+            market: UnboundRemoteHandle<Market>,
+            qty: u32,
+        ) -> Result<u32, String> {
+            let order = Order { item: "apple".into(), qty };
+            let left = ctx.bind(market).place(order).await.map_err(|e| e.to_string())?;
+            ctx.update(move |me| me.bought += qty).await.map_err(|e| e.to_string())?;
+            Ok(left)
+        }
+
+        /// How many it bought.
+        #[action]
+        pub fn bought(&self) -> u32 {
+            self.bought
+        }
+    }
+}
+
 use market::{Market, MarketError, Order};
 use tally::{Audit, Record, Tally};
 use view::MarketView;
@@ -481,4 +519,28 @@ fn hand_written_action_names_are_the_last_segment_with_its_generics() {
     assert_eq!(action_name("a::b::Add"), "Add");
     assert_eq!(action_name("m::Msg<x::A, B>"), "Msg<x::A, B>");
     assert_eq!(action_name("Msg < x :: A >"), "Msg < x :: A >");
+}
+
+#[actix::test]
+async fn an_async_action_awaits_another_agent_then_updates_its_own_state() {
+    let redis = RedisServer::start();
+    let exchange = redis.exchange().await;
+    let market = Agent::start(Market { stock: 10, notes: Vec::new() }, &exchange, Some("stall")).await.unwrap();
+    let buyer = Agent::start(buyer::Buyer { bought: 0 }, &exchange, Some("buyer")).await.unwrap();
+    let handle = exchange.get_handle(buyer.id().clone()).bind_as_client(&exchange).await.unwrap();
+    let stall = exchange.get_handle(market.id().clone());
+    assert_eq!(handle.buy(stall.clone(), 3).await.unwrap(), 7);
+    // Buys run side by side (async actions do not hold the actor); each
+    // update is applied whole, so none is lost.
+    let buys = (0..3).map(|_| handle.buy(stall.clone(), 2));
+    for left in futures::future::join_all(buys).await {
+        left.unwrap();
+    }
+    assert_eq!(handle.bought().await.unwrap(), 9);
+    // The market refuses (1 left): nothing is counted.
+    assert!(matches!(handle.buy(stall.clone(), 5).await, Err(ActionError::Action(_))));
+    assert_eq!(handle.bought().await.unwrap(), 9);
+    buyer.shutdown().await;
+    market.shutdown().await;
+    exchange.close().await;
 }

@@ -374,6 +374,13 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
             }
         }
 
+        impl #actix::Handler<#private::Update<Self>> for #self_ty {
+            type Result = ();
+            fn handle(&mut self, update: #private::Update<Self>, _: &mut #actix::Context<Self>) {
+                update.apply(self);
+            }
+        }
+
         #errors
     })
 }
