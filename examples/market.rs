@@ -1,5 +1,6 @@
 //! A market, twenty traders and a reporter: three behaviors, nine actions,
-//! all written with `#[agent]`. Traders find the market by discovery, ask
+//! all written with `#[agent]`; a trader's actions await the market, then
+//! update the trader (`ctx.update`). Traders find the market by discovery, ask
 //! for quotes and place orders whose price moves with demand; the reporter
 //! runs a loop in its own actor that reads the market's statistics; the
 //! driver prints what each trader ended with.
@@ -111,43 +112,35 @@ impl Actor for Trader {
 
 #[agent(name = "trader")]
 impl Trader {
-    /// Finds the market by discovery.
+    /// Finds the market by discovery. (An `async fn` action: it awaits
+    /// other agents, then changes the trader with `ctx.update`.)
     #[action]
-    fn connect(&mut self, ctx: &AgentContext<Self>) -> ResponseActFuture<Self, Result<(), String>> {
-        let ctx = ctx.clone();
-        let find = async move {
-            let id = ctx.exchange().discover::<Market>().await.map_err(|e| e.to_string())?.pop();
-            Ok(ctx.bind(ctx.exchange().get_handle(id.ok_or("no market")?)))
-        };
-        Box::pin(find.into_actor(self).map(|market: Result<_, String>, trader, _| {
-            trader.market = Some(market?);
-            Ok(())
-        }))
+    async fn connect(ctx: AgentContext<Self>) -> Result<(), String> {
+        let id = ctx.exchange().discover::<Market>().await.map_err(|e| e.to_string())?.pop();
+        let market = ctx.bind(ctx.exchange().get_handle(id.ok_or("no market")?));
+        ctx.update(move |trader| trader.market = Some(market)).await.map_err(|e| e.to_string())
     }
 
     /// One round: buys below its idea of value, sells above it.
     #[action]
-    fn trade(&mut self, round: u32) -> ResponseActFuture<Self, Result<bool, String>> {
-        let market = self.market.clone();
-        let value = 100.0 + (self.index as f64 - 10.0) * 0.8 + f64::from(round % 5);
-        let (cash, shares) = (self.cash, self.shares);
-        let act = async move {
-            let market = market.ok_or("not connected")?;
-            let price = market.quote().await.map_err(|e| e.to_string())?;
-            let order = match price < value {
-                true if cash >= price * 5.0 => Order { buy: true, qty: 5, limit: value },
-                false if shares >= 5 => Order { buy: false, qty: 5, limit: value },
-                _ => return Ok(None),
-            };
-            match market.place(order.clone()).await {
-                Ok(fill) => Ok(Some((order, fill))),
-                Err(ActionError::Action(_refused)) => Ok(None),
-                Err(e) => Err(e.to_string()),
-            }
+    async fn trade(ctx: AgentContext<Self>, round: u32) -> Result<bool, String> {
+        let seen = ctx.update(|trader| (trader.market.clone(), trader.index, trader.cash, trader.shares));
+        let (market, index, cash, shares) = seen.await.map_err(|e| e.to_string())?;
+        let market = market.ok_or("not connected")?;
+        let value = 100.0 + (index as f64 - 10.0) * 0.8 + f64::from(round % 5);
+        let price = market.quote().await.map_err(|e| e.to_string())?;
+        let order = match price < value {
+            true if cash >= price * 5.0 => Order { buy: true, qty: 5, limit: value },
+            false if shares >= 5 => Order { buy: false, qty: 5, limit: value },
+            _ => return Ok(false),
         };
-        Box::pin(act.into_actor(self).map(|filled, trader, _| {
-            let Some((order, fill)) = filled? else { return Ok(false) };
-            let amount = fill * f64::from(order.qty);
+        let fill = match market.place(order.clone()).await {
+            Ok(fill) => fill,
+            Err(ActionError::Action(_refused)) => return Ok(false),
+            Err(e) => return Err(e.to_string()),
+        };
+        let amount = fill * f64::from(order.qty);
+        let settle = move |trader: &mut Trader| {
             if order.buy {
                 trader.cash -= amount;
                 trader.shares += order.qty;
@@ -155,8 +148,9 @@ impl Trader {
                 trader.cash += amount;
                 trader.shares -= order.qty;
             }
-            Ok(true)
-        }))
+        };
+        ctx.update(settle).await.map_err(|e| e.to_string())?;
+        Ok(true)
     }
 
     #[action]
