@@ -6,7 +6,7 @@
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as Tokens};
-use quote::{format_ident, quote, ToTokens};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::parse::Parser;
 use syn::spanned::Spanned;
 use syn::{
@@ -192,7 +192,9 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
     let mut infos = Tokens::new();
     let mut methods = Tokens::new();
     for action in &actions {
-        let message = format_ident!("__{}_{}", type_ident, action.method);
+        // Spanned at the result type: what fails on it (it cannot travel, no
+        // serde derives) is reported at the method that returns it.
+        let message = format_ident!("__{}_{}", type_ident, action.method, span = action.output.span());
         let wire = &action.wire;
         let output = &action.output;
         let arg_types: Vec<&Type> = action.arguments().map(|(_, ty)| ty).collect();
@@ -252,8 +254,11 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
                 )),
             }
         } else {
+            // Spanned at the result type: one that cannot travel (no serde
+            // derives) is reported at the method that returns it.
+            let dispatch = quote_spanned!(output.span()=> #private::dispatch::<Self, (#(#arg_types,)*), #message>);
             quote! {
-                #wire => ::std::option::Option::Some(#private::dispatch::<Self, (#(#arg_types,)*), #message>(
+                #wire => ::std::option::Option::Some(#dispatch(
                     addr, action, args, call, |args, call| #message { args, call },
                 )),
             }
@@ -288,9 +293,10 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
                 }
             }
         } else {
+            let call = quote_spanned!(output.span()=> self.0.__call);
             quote! {
                 pub async fn #method(&self #(, #arg_names: #arg_types)*) -> ::std::result::Result<#output, #krate::Error> {
-                    self.0.__call(#wire, &(#(#arg_names,)*)).await
+                    #call(#wire, &(#(#arg_names,)*)).await
                 }
             }
         };
