@@ -102,6 +102,16 @@ impl<B> Update<B> {
     }
 }
 
+/// Bounds the stand-ins `#[agent]` writes for a behavior's methods that are
+/// not actions: calling one through a handle names what is missing.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "this method of the behavior is not an action",
+    label = "not an action: it has no `#[action]`",
+    note = "put `#[action]` on the method, in the `#[agent]` impl block, to call it through a handle"
+)]
+pub trait NotAnAction {}
+
 /// A message that cannot be made: see `behavior!`.
 #[doc(hidden)]
 #[derive(Debug, Serialize, Deserialize)]

@@ -152,7 +152,7 @@ pub mod wire {
 pub mod __private {
     pub use crate::behavior::{
         action_name, assert_behavior_name, assert_distinct, dispatch, dispatch_async, ActionFuture, Invocation,
-        NoAction, StopAgent, Update,
+        NoAction, NotAnAction, StopAgent, Update,
     };
     pub use crate::caller::{Caller, Calls};
     pub use crate::handle::Bound;

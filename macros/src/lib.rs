@@ -137,6 +137,9 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
     let type_ident = type_path.path.segments.last().expect("a type path has a segment").ident.clone();
 
     let mut actions = Vec::new();
+    // Methods with a receiver but no `#[action]`: a handle call to one of
+    // them is told what is missing.
+    let mut not_actions: Vec<syn::Ident> = Vec::new();
     let mut errors: Option<Error> = None;
     let mut push_error = |e: Error| match &mut errors {
         Some(all) => all.combine(e),
@@ -145,7 +148,12 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
     for item in &mut block.items {
         let ImplItem::Fn(method) = item else { continue };
         let is_action = |a: &Attribute| a.path().segments.last().is_some_and(|s| s.ident == "action");
-        let Some(at) = method.attrs.iter().position(is_action) else { continue };
+        let Some(at) = method.attrs.iter().position(is_action) else {
+            if method.sig.receiver().is_some() {
+                not_actions.push(method.sig.ident.clone());
+            }
+            continue;
+        };
         let attr = method.attrs.remove(at);
         match analyse(&attr, method, &self_ty) {
             Ok(action) => actions.push(action),
@@ -341,6 +349,15 @@ fn expand(options: Options, mut block: ItemImpl) -> syn::Result<Tokens> {
         #[allow(clippy::too_many_arguments, private_interfaces, dead_code)]
         impl #calls {
             #methods
+            #(
+                #[doc(hidden)]
+                pub fn #not_actions(&self) -> ::std::future::Ready<()>
+                where
+                    for<'__a> &'__a (): #private::NotAnAction,
+                {
+                    ::std::unreachable!()
+                }
+            )*
         }
 
         impl #krate::Behavior for #self_ty {
