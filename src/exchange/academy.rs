@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 use super::hybrid::REOPEN_WAIT;
 use super::keys::Keys;
-use super::{Delivery, MailboxStatus, Origin, WhenInactive};
+use super::{Bad, Delivery, MailboxStatus, Origin, Reports, WhenInactive};
 use crate::error::Error;
 use crate::identifier::{base32_to_uuid, EntityId, Role};
 use crate::json::{self, Incoming};
@@ -303,6 +303,8 @@ struct Inner {
     openings: Mutex<HashMap<Uuid, Uuid>>,
     /// Sends in the background and mailboxes handing back what they held.
     background: TaskTracker,
+    /// Background sends that failed, summarised once a minute.
+    reports: Reports,
     stop: CancellationToken,
     closed: AtomicBool,
 }
@@ -324,6 +326,7 @@ impl AcademyExchange {
                 beating: Mutex::default(),
                 openings: Mutex::default(),
                 background: TaskTracker::new(),
+                reports: Reports::default(),
                 stop: CancellationToken::new(),
                 closed: AtomicBool::new(false),
             }),
@@ -505,7 +508,8 @@ impl AcademyExchange {
                 Err(e) => Err(e.into()),
             };
             if let Err(e) = sent {
-                warn!(%dest, "could not deliver a message sent in the background: {e}");
+                // Expected in bursts while a caller is gone: summarised.
+                exchange.inner.reports.bad(Bad::Background, format_args!("to {dest}: {e}"));
             }
         });
     }
@@ -675,6 +679,7 @@ async fn beat(inner: Weak<Inner>) {
     loop {
         let Some(exchange) = inner.upgrade().map(|inner| AcademyExchange { inner }) else { return };
         let (period, stop) = (exchange.inner.settings.heartbeat, exchange.inner.stop.clone());
+        exchange.inner.reports.flush();
         let uids: Vec<Uuid> = lock(&exchange.inner.beating).iter().copied().collect();
         if !uids.is_empty() {
             if let Err(e) = exchange.beat(&uids).await {
