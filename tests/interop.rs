@@ -541,7 +541,7 @@ async fn academy_mode_refuses_the_options_it_cannot_honour() {
     // such option is an error, not plaintext without authentication.
     let redis = RedisServer::start();
     let builder = || Exchange::builder(redis.url()).random_namespace().protocol(Protocol::Academy1);
-    let mut refused = vec![
+    let refused = vec![
         (builder().secret("s"), "secret"),
         (builder().bind("127.0.0.1"), "bind"),
         (builder().ports(7000..=7010), "ports"),
@@ -550,7 +550,11 @@ async fn academy_mode_refuses_the_options_it_cannot_honour() {
         (builder().max_connections(8), "max_connections"),
     ];
     #[cfg(feature = "encryption")]
-    refused.push((builder().encrypt(true), "encrypt"));
+    let refused = {
+        let mut all = refused;
+        all.push((builder().encrypt(true), "encrypt"));
+        all
+    };
     for (builder, option) in refused {
         match builder.start().await {
             Err(Error::Config(message)) => assert!(message.contains(&format!("`.{option}(..)`")), "{message}"),
