@@ -34,8 +34,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use super::hybrid::REOPEN_WAIT;
 use super::keys::Keys;
+use super::reserve_opening;
 use super::{Bad, Delivery, MailboxStatus, Origin, Reports, WhenInactive};
 use crate::error::Error;
 use crate::identifier::{base32_to_uuid, EntityId, Role};
@@ -240,15 +240,6 @@ return {{'ok'}}
 "
     ))
 });
-
-/// Who reads a queue now (KEYS[1], the taker key); if Redis lost it (it
-/// restarted empty), the opening asking (ARGV[1]) again.
-const READER: &str = r"
-local reader = redis.call('GET', KEYS[1])
-if reader then return reader end
-redis.call('SET', KEYS[1], ARGV[1])
-return ARGV[1]
-";
 
 /// Takes an entry off opening ARGV[1]'s list: 1 removed, 0 not there, -1
 /// another opening reads the queue now. KEYS: taker, the opening's list.
@@ -537,24 +528,14 @@ impl AcademyExchange {
     }
 
     /// Opens `id`'s mailbox, one opening at a time as in the native mode:
-    /// an earlier opening in this process is given [`REOPEN_WAIT`] to
+    /// an earlier opening in this process is given [`REOPEN_WAIT`](super::REOPEN_WAIT) to
     /// close, else [`Error::MailboxInUse`]; one in another process is taken
     /// over (it ends), and what it popped and did not hand out goes back in
     /// front of the queue. A task moves entries from the queue to this
     /// opening's taken list and into the returned channel.
     pub(crate) async fn open_inbox(&self, id: &EntityId) -> Result<(mpsc::Receiver<Delivery>, Feeder), Error> {
         let opening = Uuid::new_v4();
-        let waited = tokio::time::Instant::now();
-        loop {
-            if let std::collections::hash_map::Entry::Vacant(slot) = lock(&self.inner.openings).entry(id.uid()) {
-                slot.insert(opening);
-                break;
-            }
-            if waited.elapsed() > REOPEN_WAIT {
-                return Err(Error::MailboxInUse(id.clone()));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        reserve_opening(&self.inner.openings, id, || opening).await?;
         // Freed however this ends, unless the mailbox opens (a dropped
         // future included).
         let slot = Slot { exchange: self, id, opening };
@@ -746,6 +727,7 @@ async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Delivery
     let queue = exchange.key("queue", id.uid());
     let taker: Arc<str> = exchange.key("taker", id.uid()).into();
     let opening = feeder.opening;
+    let opening_text = opening.to_string();
     let taken: Arc<str> = format!("{}:{opening}", exchange.key("taken", id.uid())).into();
     let mut conn: Option<MultiplexedConnection> = None;
     let mut backoff = Duration::ZERO;
@@ -764,10 +746,11 @@ async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Delivery
             let conn = conn.as_mut().expect("connected above");
             // Bounded, so that a connection gone dead without a word is
             // noticed; who reads the queue is read right after the move, in
-            // the same round trip.
+            // the same round trip (written again first if Redis lost it).
             let mut pipe = redis::pipe();
             pipe.cmd("BLMOVE").arg(&queue).arg(&*taken).arg("LEFT").arg("RIGHT").arg(POP_WAIT.as_secs());
-            pipe.cmd("EVAL").arg(READER).arg(1).arg(&*taker).arg(opening.to_string());
+            pipe.cmd("SET").arg(&*taker).arg(&opening_text).arg("NX").ignore();
+            pipe.cmd("GET").arg(&*taker);
             pipe.query_async::<(Option<Vec<u8>>, Option<String>)>(conn).await
         };
         let raw = tokio::select! {
@@ -776,7 +759,7 @@ async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Delivery
             moved = moved => moved,
         };
         let raw = match raw {
-            Ok((moved, taker)) if taker.as_deref() != Some(&*opening.to_string()) => {
+            Ok((moved, taker)) if taker.as_deref() != Some(opening_text.as_str()) => {
                 // Another opening (a restart elsewhere) reads the queue now:
                 // what this one moved goes back to it, and this one ends.
                 if moved.is_some() {

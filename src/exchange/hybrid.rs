@@ -24,7 +24,9 @@ use super::actor::{
 use super::keys::Keys;
 use super::link::{enqueue, forget_refusals, refused_recently, Enqueued, Link, LinkEnv, Links};
 use super::watcher::Watcher;
-use super::{Bad, Exchange, MailboxStatus, Protocol, Rejections, Reports, Seal, TakenAcks, WhenInactive};
+use super::{
+    reserve_opening, Bad, Exchange, MailboxStatus, Protocol, Rejections, Reports, Seal, TakenAcks, WhenInactive,
+};
 use crate::error::Error;
 use crate::identifier::{base32_to_uuid, uuid_to_base32, EntityId, Role};
 use crate::message::{Body, Envelope, Parts, RemoteError, RemoteErrorKind, Stamp};
@@ -454,10 +456,6 @@ struct Serving {
     acks: Option<Arc<TakenAcks>>,
 }
 
-/// How long opening a mailbox waits for an earlier opening of it in this
-/// process to finish closing.
-pub(crate) const REOPEN_WAIT: Duration = Duration::from_secs(20);
-
 /// The hybrid exchange (Redis + peer-to-peer TCP); clones share one Redis
 /// connection and one set of peer links. Used through [`Exchange`].
 #[derive(Clone)]
@@ -682,7 +680,7 @@ impl HybridExchange {
     /// address) listens for it; entries an earlier opening popped and did
     /// not hand back (it crashed, or is being taken over) are back in the
     /// queue. An earlier opening in this process is first given
-    /// [`REOPEN_WAIT`] to finish closing, else [`Error::MailboxInUse`]; one in
+    /// [`REOPEN_WAIT`](super::REOPEN_WAIT) to finish closing, else [`Error::MailboxInUse`]; one in
     /// another process is taken over. Returns the opening's id and its
     /// acknowledgements.
     pub(crate) async fn open_mailbox(
@@ -690,22 +688,8 @@ impl HybridExchange {
         id: &EntityId,
         address: Option<&str>,
     ) -> Result<(Uuid, Arc<TakenAcks>), Error> {
-        let waited = tokio::time::Instant::now();
         let opening = Uuid::new_v4();
-        // Reserve the slot (no other opening here starts meanwhile).
-        loop {
-            {
-                let mut serving = lock(&self.inner.serving);
-                if let std::collections::hash_map::Entry::Vacant(slot) = serving.entry(id.uid()) {
-                    slot.insert(Serving { address: String::new(), opening, acks: None });
-                    break;
-                }
-            }
-            if waited.elapsed() > REOPEN_WAIT {
-                return Err(Error::MailboxInUse(id.clone()));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        reserve_opening(&self.inner.serving, id, || Serving { address: String::new(), opening, acks: None }).await?;
         let mut script = self.entity(&OPEN, &id.base32());
         script.arg(&self.inner.token).arg(address.unwrap_or("")).arg(opening.to_string());
         let refused = match self.call::<i64>(Request::Script(script)).await {

@@ -123,6 +123,34 @@ pub enum WhenInactive {
     Queue,
 }
 
+/// How long opening a mailbox waits for an earlier opening of it in this
+/// process to finish closing.
+pub(crate) const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Reserves `id`'s slot among a backend's openings (`slot()` fills it), so
+/// that no other opening here starts meanwhile: an earlier one is given
+/// [`REOPEN_WAIT`] to close, else [`Error::MailboxInUse`].
+pub(crate) async fn reserve_opening<V>(
+    openings: &std::sync::Mutex<std::collections::HashMap<uuid::Uuid, V>>,
+    id: &EntityId,
+    slot: impl Fn() -> V,
+) -> Result<(), Error> {
+    let waited = tokio::time::Instant::now();
+    loop {
+        {
+            let mut openings = openings.lock().unwrap_or_else(|e| e.into_inner());
+            if let std::collections::hash_map::Entry::Vacant(vacant) = openings.entry(id.uid()) {
+                vacant.insert(slot());
+                return Ok(());
+            }
+        }
+        if waited.elapsed() > REOPEN_WAIT {
+            return Err(Error::MailboxInUse(id.clone()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// An exchange: hybrid (Redis + TCP) or local (one process).
 ///
 /// ```
