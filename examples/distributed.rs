@@ -10,7 +10,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_academy::prelude::*;
 use actix_academy::{Client, Role as EntityRole};
@@ -123,18 +123,9 @@ async fn driver(args: &Args, url: &str, exchange: &Exchange) {
         children.push(child);
     }
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let found = exchange.discover_with::<Worker>(actix_academy::Discovery::new().exact()).await.or_exit("discover");
-        if found.len() >= args.workers {
-            println!("discovered {} Worker agents", found.len());
-            break;
-        }
-        if Instant::now() > deadline {
-            fail("the workers never registered");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let all = actix_academy::Discovery::new().exact().wait_for(args.workers, Duration::from_secs(30));
+    let found = exchange.discover_with::<Worker>(all).await.or_exit("the workers never registered");
+    println!("discovered {} Worker agents", found.len());
 
     // Results as they come, in whatever order the workers finish.
     let mut progress = common::Progress::new("tasks done", args.tasks as u64);

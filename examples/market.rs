@@ -1,197 +1,165 @@
-//! A market, twenty traders and a reporter: three behaviors, nine actions,
-//! all written with `#[agent]`; a trader's actions await the market, then
-//! update the trader (`ctx.update`). Traders find the market by discovery, ask
-//! for quotes and place orders whose price moves with demand; the reporter
-//! runs a loop in its own actor that reads the market's statistics; the
-//! driver prints what each trader ended with.
-//!
-//! `cargo run --example market [-- --redis redis://127.0.0.1:6379 --rounds 20]`
+//! A market, five traders and a reporter: three behaviors, thirteen actions;
+//! a trader's actions await the market, then update the trader. One process:
+//! `cargo run --example market [-- --redis URL]`. Two, over Redis, found by
+//! discovery: `... -- --redis URL --namespace demo --role market`, then `--role traders`.
 
 mod common;
 
-use std::time::Duration;
+use std::{fmt::Display, future::Future, time::Duration};
 
 use actix_academy::prelude::*;
-use clap::Parser;
-use common::{ExchangeArgs, OrExit};
+use clap::{Parser, ValueEnum};
+use common::{fail, ExchangeArgs, OrExit};
 use futures::future::join_all;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Order {
-    buy: bool,
-    qty: u32,
+    /// Shares to buy (positive) or sell (negative).
+    qty: i64,
     limit: f64,
 }
 
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-struct Stats {
+#[derive(Debug, Serialize, Deserialize, thiserror::Error)]
+enum Refused {
+    #[error("the price {0:.2} is past the order's limit")]
+    PastLimit(f64),
+    #[error("the market is halted")]
+    Halted,
+}
+
+#[derive(Actor, Clone, Copy, Default, Serialize, Deserialize)]
+struct Market {
     price: f64,
     trades: u64,
     volume: u64,
-    refused: u64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-enum Refused {
-    PriceAboveLimit { price: f64 },
-    PriceBelowLimit { price: f64 },
-    Closed,
-}
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self:?}")
-    }
-}
-
-// ---------------------------------------------------------------- Market
-
-struct Market {
-    stats: Stats,
-    open: bool,
-}
-
-impl Actor for Market {
-    type Context = Context<Self>;
+    halted: bool,
 }
 
 #[agent(name = "market")]
 impl Market {
     #[action]
     fn quote(&self) -> f64 {
-        self.stats.price
+        self.price
     }
 
     /// Fills an order at the current price if it is within its limit; the
     /// price moves a little with each fill. The fill price.
     #[action]
     fn place(&mut self, order: Order) -> Result<f64, Refused> {
-        let price = self.stats.price;
-        if !self.open {
-            return Err(Refused::Closed);
+        let price = self.price;
+        let within = if order.qty > 0 { price <= order.limit } else { price >= order.limit };
+        if self.halted || !within {
+            return Err(if self.halted { Refused::Halted } else { Refused::PastLimit(price) });
         }
-        if order.buy && price > order.limit {
-            self.stats.refused += 1;
-            return Err(Refused::PriceAboveLimit { price });
-        }
-        if !order.buy && price < order.limit {
-            self.stats.refused += 1;
-            return Err(Refused::PriceBelowLimit { price });
-        }
-        let impact = 0.002 * f64::from(order.qty);
-        self.stats.price *= if order.buy { 1.0 + impact } else { 1.0 - impact };
-        self.stats.trades += 1;
-        self.stats.volume += u64::from(order.qty);
+        self.price *= 1.0 + 0.002 * order.qty as f64;
+        self.trades += 1;
+        self.volume += order.qty.unsigned_abs();
         Ok(price)
     }
 
     #[action]
-    fn stats(&self) -> Stats {
-        self.stats
+    fn stats(&self) -> Market {
+        *self
     }
 
-    /// Refuses every order from now on.
-    #[action(one_way)]
+    /// Refuses every order until `reopen`.
+    #[action]
     fn halt(&mut self) {
-        self.open = false;
+        self.halted = true;
+    }
+
+    #[action]
+    fn reopen(&mut self) {
+        self.halted = false;
     }
 }
 
-// ---------------------------------------------------------------- Trader
-
+#[derive(Actor)]
 struct Trader {
-    index: u64,
+    index: u32,
     cash: f64,
-    shares: u32,
+    shares: i64,
     market: Option<RemoteHandle<Market>>,
 }
 
-impl Actor for Trader {
-    type Context = Context<Self>;
-}
-
+/// A trader's actions are `async fn`s: each awaits the market, then updates
+/// the trader with `ctx.update`, and the trader serves other calls meanwhile.
 #[agent(name = "trader")]
 impl Trader {
-    /// Finds the market by discovery. (An `async fn` action: it awaits
-    /// other agents, then changes the trader with `ctx.update`.)
+    /// Finds the market by discovery.
     #[action]
     async fn connect(ctx: AgentContext<Self>) -> Result<(), String> {
-        let id = ctx.exchange().discover::<Market>().await.map_err(|e| e.to_string())?.pop();
-        let market = ctx.bind(ctx.exchange().get_handle(id.ok_or("no market")?));
-        ctx.update(move |trader| trader.market = Some(market)).await.map_err(|e| e.to_string())
+        let id = ctx.exchange().discover::<Market>().await?.pop().ok_or("no market")?;
+        let market = ctx.bind(ctx.exchange().get_handle(id));
+        Ok(ctx.update(move |trader| trader.market = Some(market)).await?)
     }
 
-    /// One round: buys below its idea of value, sells above it.
+    /// One round: buys (or sells) five shares if the price is below (or
+    /// above) its idea of their value. Whether the market filled the order.
     #[action]
     async fn trade(ctx: AgentContext<Self>, round: u32) -> Result<bool, String> {
-        let seen = ctx.update(|trader| (trader.market.clone(), trader.index, trader.cash, trader.shares));
-        let (market, index, cash, shares) = seen.await.map_err(|e| e.to_string())?;
-        let market = market.ok_or("not connected")?;
-        let value = 100.0 + (index as f64 - 10.0) * 0.8 + f64::from(round % 5);
-        let price = market.quote().await.map_err(|e| e.to_string())?;
-        let order = match price < value {
-            true if cash >= price * 5.0 => Order { buy: true, qty: 5, limit: value },
-            false if shares >= 5 => Order { buy: false, qty: 5, limit: value },
-            _ => return Ok(false),
-        };
-        let fill = match market.place(order.clone()).await {
-            Ok(fill) => fill,
-            Err(ActionError::Action(_refused)) => return Ok(false),
-            Err(e) => return Err(e.to_string()),
-        };
-        let amount = fill * f64::from(order.qty);
-        let settle = move |trader: &mut Trader| {
-            if order.buy {
-                trader.cash -= amount;
-                trader.shares += order.qty;
-            } else {
-                trader.cash += amount;
-                trader.shares -= order.qty;
-            }
-        };
-        ctx.update(settle).await.map_err(|e| e.to_string())?;
-        Ok(true)
+        let (index, shares) = ctx.update(|t| (t.index, t.shares)).await?;
+        let value = 100.0 + (f64::from(index) - 2.0) * 2.0 + f64::from(round % 5);
+        Self::fill(ctx, Order { qty: if round % 2 == 0 || shares < 5 { 5 } else { -5 }, limit: value }).await
+    }
+
+    /// Sells every share at whatever the market pays. Whether it did.
+    #[action]
+    async fn liquidate(ctx: AgentContext<Self>) -> Result<bool, String> {
+        let shares = ctx.update(|t| t.shares).await?;
+        Self::fill(ctx, Order { qty: -shares, limit: 0.0 }).await
+    }
+
+    /// Cash plus shares at the market's price.
+    #[action]
+    async fn worth(ctx: AgentContext<Self>) -> Result<f64, String> {
+        let (market, cash, shares) = ctx.update(|t| (t.market.clone(), t.cash, t.shares)).await?;
+        Ok(cash + shares as f64 * market.ok_or("not connected")?.quote().await?)
     }
 
     #[action]
-    fn portfolio(&self) -> (f64, u32) {
-        (self.cash, self.shares)
+    fn shares(&self) -> i64 {
+        self.shares
+    }
+
+    /// Places `order`; if it fills, settles it. Whether it filled.
+    async fn fill(ctx: AgentContext<Self>, order: Order) -> Result<bool, String> {
+        let market = ctx.update(|t| t.market.clone()).await?.ok_or("not connected")?;
+        let qty = order.qty;
+        let price = match market.place(order).await {
+            Err(ActionError::Action(_refused)) => return Ok(false),
+            fill => fill?,
+        };
+        ctx.update(move |t| (t.cash, t.shares) = (t.cash - price * qty as f64, t.shares + qty)).await?;
+        Ok(true)
     }
 }
 
-// -------------------------------------------------------------- Reporter
-
+#[derive(Actor, Default)]
 struct Reporter {
     lines: Vec<String>,
-}
-
-impl Actor for Reporter {
-    type Context = Context<Self>;
+    stopped: bool,
 }
 
 #[agent(name = "reporter")]
 impl Reporter {
-    /// Starts the loop: every `period_ms`, reads the market's statistics.
+    /// A loop: every `period_ms` until `stop`, reads the market's
+    /// statistics. One way, so the caller does not wait for it to end.
+    #[action(one_way)]
+    async fn watch(ctx: AgentContext<Self>, market: UnboundRemoteHandle<Market>, period_ms: u64) {
+        let market = ctx.bind(market);
+        while let Ok(false) = ctx.update(|me| me.stopped).await {
+            if let Ok(s) = market.stats().await {
+                let line = format!("price {:>7.2}  trades {:>4}  volume {:>5}", s.price, s.trades, s.volume);
+                ctx.update(move |me| me.lines.push(line)).await.ok();
+            }
+            tokio::time::sleep(Duration::from_millis(period_ms)).await;
+        }
+    }
+
     #[action]
-    fn watch(
-        &mut self,
-        market: UnboundRemoteHandle<Market>,
-        period_ms: u64,
-        me: &AgentContext<Self>,
-        ctx: &mut Context<Self>,
-    ) {
-        let market = me.bind(market);
-        // The loop runs in the reporter's own context and stops with it.
-        ctx.run_interval(Duration::from_millis(period_ms), move |reporter, ctx| {
-            let market = market.clone();
-            let read = async move { market.stats().await }.into_actor(reporter).map(|stats, reporter, _| {
-                if let Ok(s) = stats {
-                    let line = format!("price {:>7.2}  trades {:>4}  volume {:>5}", s.price, s.trades, s.volume);
-                    reporter.lines.push(line);
-                }
-            });
-            ctx.spawn(read);
-        });
+    fn stop(&mut self) {
+        self.stopped = true;
     }
 
     /// The latest reading, and how many there were.
@@ -201,73 +169,82 @@ impl Reporter {
     }
 }
 
-// ---------------------------------------------------------------- driver
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Role {
+    /// The market and the reporter, until the traders shut them down.
+    Market,
+    /// The traders, which find the market and the reporter by discovery.
+    Traders,
+}
 
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
     exchange: ExchangeArgs,
-    /// Trading rounds.
-    #[arg(long, default_value_t = 20)]
-    rounds: u32,
-    /// Traders.
-    #[arg(long, default_value_t = 20)]
-    traders: u64,
+    /// Without it, everything in this process.
+    #[arg(long, value_enum)]
+    role: Option<Role>,
 }
 
 #[actix::main]
 async fn main() {
     let args = Args::parse();
-    let exchange = args.exchange.connect().await;
-    println!(
-        "a market, {} traders and a reporter, {} rounds, on the {}",
-        args.traders,
-        args.rounds,
-        args.exchange.describe(&exchange)
-    );
-    let mut launcher = Launcher::new(&exchange).await.or_exit("launcher");
-    let stats = Stats { price: 100.0, ..Stats::default() };
-    let market = launcher.launch(Some("market"), move |_| Market { stats, open: true }).await.or_exit("launch");
-    let reporter = launcher.launch(Some("reporter"), |_| Reporter { lines: Vec::new() }).await.or_exit("launch");
-    let mut traders = Vec::new();
-    for index in 0..args.traders {
-        let name = format!("trader-{index}");
-        let trader = launcher
-            .launch(Some(&name), move |_| Trader { index, cash: 10_000.0, shares: 50, market: None })
-            .await
-            .or_exit("launch");
-        traders.push(trader);
+    if args.role.is_some() && args.exchange.namespace.is_none() {
+        fail("two processes share an exchange through --redis URL and the same --namespace NAME");
     }
-    join_all(traders.iter().map(|t| t.connect())).await.into_iter().for_each(|r| r.or_exit("connect"));
-    reporter.watch(market.unbound(), 2).await.or_exit("watch");
-
-    for round in 0..args.rounds {
-        let fills = join_all(traders.iter().map(|t| t.trade(round))).await;
-        let filled = fills.into_iter().map(|r| r.or_exit("trade")).filter(|f| *f).count();
+    let exchange = args.exchange.connect().await;
+    println!("a market, 5 traders and a reporter on the {}", args.exchange.describe(&exchange));
+    let mut launcher = Launcher::new(&exchange).await.or_exit("launcher");
+    if args.role != Some(Role::Traders) {
+        let make = |_: &_| Market { price: 100.0, ..Market::default() };
+        let market = launcher.launch(Some("market"), make).await.or_exit("launch");
+        let reporter = launcher.launch(Some("reporter"), |_| Reporter::default()).await.or_exit("launch");
+        reporter.watch(market.unbound(), 2).await.or_exit("watch");
+    }
+    if args.role == Some(Role::Market) {
+        println!("the market and the reporter are up; start the traders' process");
+        return println!("{} agents shut down by the traders' process", launcher.wait().await.len());
+    }
+    let wait = Discovery::new().wait_for(1, Duration::from_secs(60));
+    let market = exchange.discover_with::<Market>(wait).await.or_exit("find the market").remove(0);
+    let reporter = exchange.discover_with::<Reporter>(wait).await.or_exit("find the reporter").remove(0);
+    let client = Client::connect(&exchange, Some("driver")).await.or_exit("client");
+    let (market, reporter) = (client.bind(exchange.get_handle(market)), client.bind(exchange.get_handle(reporter)));
+    let mut traders = Vec::new();
+    for index in 0..5 {
+        let make = move |_: &_| Trader { index, cash: 10_000.0, shares: 50, market: None };
+        traders.push(launcher.launch(Some(&format!("trader-{index}")), make).await.or_exit("launch"));
+    }
+    all(traders.iter().map(|t| t.connect()), "connect").await;
+    for round in 0..20 {
+        let filled = all(traders.iter().map(|t| t.trade(round)), "trade").await.into_iter().filter(|f| *f).count();
         let (latest, _) = reporter.report().await.or_exit("report");
-        println!("round {round:>3}: {filled:>2} orders filled   reporter: {}", latest.as_deref().unwrap_or("-"));
+        println!("round {round:>2}: {filled} orders filled   reporter: {}", latest.as_deref().unwrap_or("-"));
     }
     market.halt().await.or_exit("halt");
+    let sold = all(traders.iter().map(|t| t.liquidate()), "liquidate").await.into_iter().filter(|f| *f).count();
+    market.reopen().await.or_exit("reopen");
+    all(traders.iter().map(|t| t.liquidate()), "liquidate").await;
+    let mut worth = all(traders.iter().map(|t| t.worth()), "worth").await;
+    worth.sort_by(f64::total_cmp);
+    let held: i64 = all(traders.iter().map(|t| t.shares()), "shares").await.into_iter().sum();
     let stats = market.stats().await.or_exit("stats");
-    let mut worth = Vec::new();
-    for trader in &traders {
-        let (cash, shares) = trader.portfolio().await.or_exit("portfolio");
-        worth.push((trader.agent_id().to_string(), cash + f64::from(shares) * stats.price));
-    }
-    worth.sort_by(|a, b| b.1.total_cmp(&a.1));
-    println!("final price {:.2} after {} trades ({} refused)", stats.price, stats.trades, stats.refused);
-    println!(
-        "richest {} ({:.0}), poorest {} ({:.0})",
-        worth[0].0,
-        worth[0].1,
-        worth[worth.len() - 1].0,
-        worth[worth.len() - 1].1
-    );
+    println!("final price {:.2} after {} trades, {sold} of them while halted", stats.price, stats.trades);
+    println!("richest {:.0}, poorest {:.0}, shares still held {held}", worth[worth.len() - 1], worth[0]);
+    reporter.stop().await.or_exit("stop");
     let (_, readings) = reporter.report().await.or_exit("report");
     println!("the reporter's loop read the market {readings} times");
-    let outcomes = launcher.shutdown().await;
-    println!("{} agents shut down", outcomes.len());
-    if stats.trades == 0 {
-        common::fail("no trade happened");
+    if args.role == Some(Role::Traders) {
+        market.shutdown().await.or_exit("shut the market down");
+        reporter.shutdown().await.or_exit("shut the reporter down");
     }
+    println!("{} agents shut down", launcher.shutdown().await.len());
+    if stats.trades == 0 || readings == 0 || held != 0 || sold != 0 {
+        fail("no trade, no reading, a trader still holds shares, or the halted market sold");
+    }
+}
+
+/// Awaits every call; exits on the first that failed.
+async fn all<T, E: Display>(calls: impl Iterator<Item = impl Future<Output = Result<T, E>>>, what: &str) -> Vec<T> {
+    join_all(calls).await.into_iter().map(|r| r.or_exit(what)).collect()
 }

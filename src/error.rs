@@ -191,6 +191,22 @@ impl<E: std::fmt::Display> std::fmt::Display for ActionError<E> {
     }
 }
 
+/// So an action whose error type is `String` can `?` a failed call to
+/// another agent: `let price = market.quote().await?;`.
+impl<E: std::fmt::Display> From<ActionError<E>> for String {
+    fn from(e: ActionError<E>) -> Self {
+        e.to_string()
+    }
+}
+
+/// So an action whose error type is `String` can `?` a failed call or a
+/// failed `ctx.update(..)`.
+impl From<Error> for String {
+    fn from(e: Error) -> Self {
+        e.to_string()
+    }
+}
+
 /// Any displayable action error will do (a `String`, say), so `?` turns an
 /// `ActionError` into a `Box<dyn Error>`.
 impl<E: std::fmt::Debug + std::fmt::Display> std::error::Error for ActionError<E> {

@@ -120,6 +120,24 @@ pub use actix_academy_macros::agent;
 /// there); anywhere else it is an error.
 pub use actix_academy_macros::action;
 
+/// `#[derive(Actor)]` writes `impl Actor for T { type Context =
+/// Context<Self>; }`, the actor most behaviors are (write the impl yourself
+/// for `started`, `stopped` or another context).
+///
+/// ```
+/// use actix_academy::prelude::*;
+///
+/// #[derive(Actor, Default)]
+/// struct Counter { count: i64 }
+///
+/// #[agent]
+/// impl Counter {
+///     #[action]
+///     fn increment(&mut self) -> i64 { self.count += 1; self.count }
+/// }
+/// ```
+pub use actix_academy_macros::Actor;
+
 /// The reference, kept beside the code (the same pages as `docs/*.md`; their
 /// examples run as doc tests).
 pub mod docs {
@@ -164,8 +182,8 @@ pub mod __private {
 /// (the derives need `serde` among your dependencies).
 pub mod prelude {
     pub use crate::{
-        action, agent, behavior, ActionError, Agent, AgentContext, AgentExit, AgentId, Behavior, Client, ClientId,
-        Discovery, EntityId, Error, Exchange, Launcher, RemoteHandle, UnboundRemoteHandle,
+        action, agent, behavior, ActionError, Actor, Agent, AgentContext, AgentExit, AgentId, Behavior, Client,
+        ClientId, Discovery, EntityId, Error, Exchange, Launcher, RemoteHandle, UnboundRemoteHandle,
     };
     pub use actix::{
         Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, MessageResult,

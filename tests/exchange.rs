@@ -345,6 +345,31 @@ async fn discover_by_behavior_and_lineage() {
     assert_eq!(cs, vec![EntityId::from(c_live)]);
 }
 
+#[actix::test]
+async fn discovery_can_wait_for_agents_that_register_later() {
+    let redis = RedisServer::start();
+    let exchange = redis.exchange().await;
+    let other = exchange.clone();
+    let registering = actix::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let first: AgentId<B> = other.register_agent(Some("late-1")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let second: AgentId<B> = other.register_agent(Some("late-2")).await.unwrap();
+        (other, first, second)
+    });
+    let both = actix_academy::Discovery::new().exact().wait_for(2, Duration::from_secs(60));
+    let mut found: Vec<EntityId> =
+        exchange.discover_with::<B>(both).await.unwrap().into_iter().map(Into::into).collect();
+    let (_other, first, second) = registering.await.unwrap();
+    found.sort_by_key(|id| id.uid());
+    let mut want = vec![EntityId::from(first), EntityId::from(second)];
+    want.sort_by_key(|id| id.uid());
+    assert_eq!(found, want);
+    // No agent of A's type ever registers: the wait ends in a timeout.
+    let none = actix_academy::Discovery::new().wait_for(1, Duration::from_millis(300));
+    assert!(matches!(exchange.discover_with::<A>(none).await, Err(Error::Timeout(_))));
+}
+
 #[test]
 fn base32_round_trip() {
     let uid = uuid::Uuid::new_v4();

@@ -40,6 +40,24 @@ pub fn action(_: TokenStream, item: TokenStream) -> TokenStream {
     tokens.into()
 }
 
+/// `#[derive(Actor)]`: an actor on Actix's default `Context<Self>`; see
+/// `actix_academy::Actor`.
+#[proc_macro_derive(Actor)]
+pub fn derive_actor(item: TokenStream) -> TokenStream {
+    let input = match syn::parse::<syn::DeriveInput>(item) {
+        Ok(input) => input,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let (name, (generics, arguments, bounds)) = (&input.ident, input.generics.split_for_impl());
+    let actix = quote!(::actix_academy::__private::actix);
+    quote! {
+        impl #generics #actix::Actor for #name #arguments #bounds {
+            type Context = #actix::Context<Self>;
+        }
+    }
+    .into()
+}
+
 /// `#[agent(name = "market", implements(Exchange))]`.
 #[derive(Default)]
 struct Options {

@@ -32,6 +32,8 @@ pub(crate) use report::{Bad, Reports};
 pub(crate) use seal::{Seal, Unsealed, SEAL_LEN};
 pub(crate) use watcher::Watched;
 
+use std::time::Duration;
+
 use crate::error::Error;
 use crate::identifier::{ClientId, EntityId};
 use crate::message::Envelope;
@@ -41,14 +43,17 @@ use crate::message::Envelope;
 ///
 /// ```
 /// use actix_academy::Discovery;
+/// # use std::time::Duration;
 /// let everyone = Discovery::new().include_inactive();
 /// let only_this_type = Discovery::new().exact();
-/// # let _ = (everyone, only_this_type);
+/// let three_within_a_minute = Discovery::new().wait_for(3, Duration::from_secs(60));
+/// # let _ = (everyone, only_this_type, three_within_a_minute);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Discovery {
     exact: bool,
     include_inactive: bool,
+    wait: Option<(usize, Duration)>,
 }
 
 impl Discovery {
@@ -66,6 +71,14 @@ impl Discovery {
     /// Also agents whose process is gone (inactive): they may come back.
     pub fn include_inactive(mut self) -> Self {
         self.include_inactive = true;
+        self
+    }
+
+    /// Until at least `count` agents are found, looks again (other
+    /// processes may still be starting); after `within`, fails with
+    /// [`Error::Timeout`].
+    pub fn wait_for(mut self, count: usize, within: Duration) -> Self {
+        self.wait = Some((count, within));
         self
     }
 }
@@ -276,7 +289,21 @@ impl Exchange {
     /// without the type.
     pub async fn discover_by_name(&self, behavior: &str, which: Discovery) -> Result<Vec<EntityId>, Error> {
         let (subclasses, inactive) = (!which.exact, which.include_inactive);
-        on_backend!(self, backend => backend.discover_by_name(behavior, subclasses, inactive).await)
+        let (count, within) = which.wait.unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + within;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let found = on_backend!(self, backend => backend.discover_by_name(behavior, subclasses, inactive).await)?;
+            if found.len() >= count {
+                return Ok(found);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout(within));
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
     }
 
     /// Sends a message to `envelope.dest`. On the hybrid exchange: directly
