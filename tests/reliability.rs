@@ -441,3 +441,61 @@ async fn what_a_persistent_redis_acknowledged_survives_its_crash_mid_stream() {
     assert_eq!(twice, 0, "a request was delivered twice");
     receiver.close().await;
 }
+
+/// A request sent while the mailbox's consumer waits is claimed by the take
+/// that moves it (no acknowledgement round trip of its own). It stays in the
+/// taken list until a later acknowledgement trims it, so what opens the
+/// mailbox next (a takeover, a restart, a reopening after a close) must
+/// neither hand it out again nor lose what came after it.
+#[actix::test]
+async fn requests_claimed_by_their_take_are_not_delivered_again_by_the_next_opening() {
+    const ROUNDS: u32 = 5;
+    let redis = RedisServer::start();
+    let first = redis.builder().peer_to_peer(false).start().await.unwrap();
+    let second = redis.builder().namespace(first.namespace()).peer_to_peer(false).start().await.unwrap();
+    let me = first.register_client(None).await.unwrap();
+    let id: EntityId = first.register_client(None).await.unwrap().into();
+    let taker = format!("{}:taker:{}", first.namespace(), id.base32());
+    let claimed = || -> Option<u64> { redis::Commands::hget(&mut redis.client(), &taker, "claimed").unwrap() };
+    let wait = Some(Duration::from_secs(20));
+
+    // Each request is sent while `recv` waits (it is polled first).
+    let mut old = first.get_mailbox(&id).await.unwrap();
+    for seq in 0..ROUNDS {
+        let (got, sent) = tokio::join!(old.recv(wait), first.send(numbered(&me, &id, 0, seq)));
+        sent.unwrap();
+        assert_eq!(seq_of(&got.unwrap()), (0, seq));
+    }
+    assert_eq!(claimed(), Some(u64::from(ROUNDS)), "the takes did not claim the requests they moved");
+
+    // A restart elsewhere takes the mailbox over: it gets what comes next,
+    // and none of the requests the old opening claimed.
+    let mut new = second.get_mailbox(&id).await.unwrap();
+    for seq in ROUNDS..ROUNDS + 3 {
+        first.send(numbered(&me, &id, 0, seq)).await.unwrap();
+    }
+    for seq in ROUNDS..ROUNDS + 3 {
+        assert_eq!(seq_of(&new.recv(wait).await.unwrap()), (0, seq), "a claimed request came back");
+    }
+    let ended =
+        tokio::time::timeout(Duration::from_secs(20), old.recv(None)).await.expect("the old opening never ended");
+    assert!(matches!(ended, Err(Error::MailboxClosed(_))), "{ended:?}");
+    old.close().await.unwrap();
+
+    // Claimed by their takes again, then the mailbox closes and reopens:
+    // nothing comes back.
+    for seq in ROUNDS + 3..ROUNDS + 6 {
+        let (got, sent) = tokio::join!(new.recv(wait), second.send(numbered(&me, &id, 0, seq)));
+        sent.unwrap();
+        assert_eq!(seq_of(&got.unwrap()), (0, seq));
+    }
+    new.close().await.unwrap();
+    let mut again = first.get_mailbox(&id).await.unwrap();
+    let next = ROUNDS + 6;
+    first.send(numbered(&me, &id, 0, next)).await.unwrap();
+    assert_eq!(seq_of(&again.recv(wait).await.unwrap()), (0, next), "a claimed request came back after a close");
+    assert!(matches!(again.recv(Some(Duration::from_millis(300))).await, Err(Error::Timeout(_))));
+    again.close().await.unwrap();
+    first.close().await;
+    second.close().await;
+}

@@ -69,8 +69,15 @@ local function consumer(id, owner)
   return owner
 end
 -- Entries an opening popped but did not hand out go back to the front of
--- the queue, in order.
-local function restore(id, opening)
+-- the queue, in order. Those acknowledged up to position `upto` (default:
+-- what its takes claimed) but not yet trimmed are its consumer's: dropped.
+local function restore(id, opening, upto)
+  local taker = key('taker', id)
+  if redis.call('HGET', taker, 'opening') == opening then
+    local kept = (upto or tonumber(redis.call('HGET', taker, 'claimed') or '0'))
+      - tonumber(redis.call('HGET', taker, 'trimmed') or '0')
+    if kept > 0 then redis.call('LTRIM', taken(id, opening), kept, -1) end
+  end
   local moved = 0
   while redis.call('LMOVE', taken(id, opening), key('queue', id), 'RIGHT', 'LEFT') do moved = moved + 1 end
   return moved
@@ -343,14 +350,47 @@ return 1
 
 /// Deletes an (undecodable) entry from an opening's taken list and counts it,
 /// so [`RESYNC`] knows where the list's unseen tail starts (counted only
-/// while that opening is the recorded one).
-/// KEYS: taken list, taker. ARGV: entry, opening.
+/// while that opening is the recorded one). A [`CLAIM`] of position ARGV[3]
+/// (the entry's, if not 0) is void: the position becomes the next entry's.
+/// KEYS: taken list, taker. ARGV: entry, opening, claim.
 pub(crate) static DISCARD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
 if n > 0 and redis.call('HGET', KEYS[2], 'opening') == ARGV[2] then redis.call('HINCRBY', KEYS[2], 'discarded', n) end
+if ARGV[3] ~= '0' and redis.call('HGET', KEYS[2], 'claimed') == ARGV[3] then
+  redis.call('HSET', KEYS[2], 'claimed', tonumber(ARGV[3]) - 1)
+end
 return n
+",
+    )
+});
+
+/// Run in a take's pipeline right after its moves, when the mailbox's
+/// consumer waits with everything before acknowledged: claims the entry at
+/// position ARGV[2] (the first the take moved, if it moved one) for the
+/// consumer, so it is handed out without a round trip of its own. What is
+/// left of the earlier positions (a previous take's claim) is trimmed. The
+/// claim itself is logical (`claimed` in the taker): the entry stays in the
+/// taken list until an acknowledgement (or the next claim) trims it, and
+/// `restore` drops it instead of putting it back, while a lost reply
+/// ([`RESYNC`]) or an undecodable entry ([`DISCARD`]) voids it. Returns the
+/// opening that takes from the queue now (the take's `HGET`), and 1 if it
+/// claimed. KEYS: taker, taken list. ARGV: opening, position.
+pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('HGET', KEYS[1], 'opening')
+if current ~= ARGV[1] then return {current or false, 0} end
+local before = tonumber(ARGV[2]) - 1
+local trimmed = tonumber(redis.call('HGET', KEYS[1], 'trimmed') or '0')
+if before > trimmed then
+  redis.call('LTRIM', KEYS[2], before - trimmed, -1)
+  redis.call('HSET', KEYS[1], 'trimmed', before)
+end
+if redis.call('LLEN', KEYS[2]) == 0 then return {current, 0} end
+redis.call('HSET', KEYS[1], 'claimed', ARGV[2])
+return {current, 1}
 ",
     )
 });
@@ -359,11 +399,16 @@ return n
 /// persistent Redis its moves may have happened): the entries of the
 /// opening's taken list past the ARGV[2] its watcher saw moved, less what
 /// was acknowledged or discarded since. Empty if the opening is no longer
-/// recorded. KEYS: taker, taken list. ARGV: opening, moved.
+/// recorded. A [`CLAIM`] of position ARGV[3] that take made (if not 0) is
+/// void: the watcher never handed that entry out. KEYS: taker, taken list.
+/// ARGV: opening, moved, claim.
 pub(crate) static RESYNC: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('HGET', KEYS[1], 'opening') ~= ARGV[1] then return {} end
+if ARGV[3] ~= '0' and redis.call('HGET', KEYS[1], 'claimed') == ARGV[3] then
+  redis.call('HSET', KEYS[1], 'claimed', tonumber(ARGV[3]) - 1)
+end
 local gone = tonumber(redis.call('HGET', KEYS[1], 'trimmed') or '0')
   + tonumber(redis.call('HGET', KEYS[1], 'discarded') or '0')
 return redis.call('LRANGE', KEYS[2], tonumber(ARGV[2]) - gone, -1)
@@ -388,8 +433,10 @@ return 1
 });
 
 /// Closes an opening of a mailbox: its address goes (if it is still this
-/// one's), what it popped but did not hand out goes back to the queue, and
-/// it is no longer recorded (if it still was). ARGV: id, opening, address.
+/// one's), what it popped but did not hand out goes back to the queue (all
+/// past position ARGV[6], the last its consumer took or was handed as
+/// claimed), and it is no longer recorded (if it still was). ARGV: id,
+/// opening, address, acknowledged.
 pub(crate) static CLOSE: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
         r"
@@ -398,7 +445,7 @@ if address ~= '' and redis.call('GET', key('address', id)) == address then redis
 local status = redis.call('GET', key('status', id))
 if status and status ~= 'INACTIVE' then
   -- Whoever reads the queue now (another opening) looks at what came back.
-  if restore(id, opening) > 0 then ring(consumer(id, redis.call('GET', key('owner', id))), id) end
+  if restore(id, opening, tonumber(ARGV[6])) > 0 then ring(consumer(id, redis.call('GET', key('owner', id))), id) end
   local ttl = redis.call('PTTL', key('status', id))
   if ttl > 0 then redis.call('PEXPIRE', key('queue', id), ttl) end
 end

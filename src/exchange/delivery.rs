@@ -103,9 +103,13 @@ pub(crate) struct TakenAcks {
     /// never one further (what only the mailbox's memory holds would be
     /// lost with the process).
     claimed: AtomicU64,
-    /// Undecodable entries to delete from the taken list (by value): they
-    /// never reach the consumer, so they are not counted.
-    discards: Mutex<Vec<Vec<u8>>>,
+    /// Undecodable entries to delete from the taken list (by value), each
+    /// with the position of a claim of the watcher's it voids (0 for none):
+    /// they never reach the consumer, so they are not counted.
+    discards: Mutex<Vec<(Vec<u8>, u64)>>,
+    /// The consumer is waiting for its next message (and has taken every
+    /// one delivered): the next take may claim its first entry itself.
+    waiting: AtomicBool,
     /// How many are acknowledged in Redis.
     written: watch::Sender<u64>,
     /// The writer gave up (the exchange closed, or another opening took the
@@ -124,6 +128,7 @@ impl TakenAcks {
             taken: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
             discards: Mutex::default(),
+            waiting: AtomicBool::new(false),
             written: watch::Sender::new(0),
             gave_up: AtomicBool::new(false),
             notify: Notify::new(),
@@ -148,10 +153,43 @@ impl TakenAcks {
         self.moved.load(Ordering::Acquire)
     }
 
-    /// An undecodable entry: deleted from the taken list, never counted.
-    pub(crate) fn discard(&self, entry: Vec<u8>) {
-        self.discards.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
+    /// An undecodable entry: deleted from the taken list, never counted. If
+    /// the watcher claimed it (`claim`, its position), the claim is void:
+    /// that position is the next decodable entry's, which is claimed as
+    /// usual when it is taken.
+    pub(crate) fn discard(&self, entry: Vec<u8>, claim: Option<u64>) {
+        self.discards.lock().unwrap_or_else(|e| e.into_inner()).push((entry, claim.unwrap_or(0)));
         self.notify.notify_one();
+    }
+
+    /// Says whether the consumer waits for its next message.
+    pub(crate) fn set_waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::Release);
+    }
+
+    /// The position the next take may claim in the same round trip as it
+    /// moves the entry (see [`CLAIM`](super::actor::CLAIM)): only while the
+    /// consumer waits with nothing delivered and untaken, everything it
+    /// took is acknowledged, and no discard is pending, so the entry is
+    /// handed out as soon as it arrives and the positions in Redis are the
+    /// ones counted here.
+    pub(crate) fn claimable(&self) -> Option<u64> {
+        let delivered = self.delivered.load(Ordering::Acquire);
+        let caught_up = self.waiting.load(Ordering::Acquire)
+            && self.taken.load(Ordering::Acquire) == delivered
+            && self.written() == delivered
+            && self.discards.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+        caught_up.then_some(delivered + 1)
+    }
+
+    /// The watcher's claim of entry `position` holds (it was written with
+    /// the take that moved the entry): the entry counts as acknowledged.
+    pub(crate) fn claimed_by_take(&self, position: u64) {
+        self.written.send_if_modified(|written| {
+            let raise = *written < position;
+            *written = (*written).max(position);
+            raise
+        });
     }
 
     /// Counts one more entry taken by the consumer; returns how many are.
@@ -196,8 +234,8 @@ async fn write(acks: Arc<TakenAcks>, exchange: HybridExchange, id: EntityId, ope
         let closed = acks.closed.load(Ordering::Acquire);
         // Discards first: they were delivered before whatever is taken next.
         let discard = acks.discards.lock().unwrap_or_else(|e| e.into_inner()).first().cloned();
-        if let Some(entry) = discard {
-            match exchange.discard_taken(&id, opening, entry).await {
+        if let Some((entry, claim)) = discard {
+            match exchange.discard_taken(&id, opening, entry, claim).await {
                 Ok(()) => drop(acks.discards.lock().unwrap_or_else(|e| e.into_inner()).remove(0)),
                 Err(Error::ExchangeClosed) => break,
                 Err(e) => {

@@ -718,9 +718,15 @@ impl HybridExchange {
     /// Closes an opening of `id`'s mailbox in Redis: its address goes, and
     /// what it popped but did not hand out goes back to the front of the
     /// queue.
-    pub(crate) async fn close_mailbox(&self, id: &EntityId, opening: Uuid, address: Option<&str>) -> Result<(), Error> {
+    pub(crate) async fn close_mailbox(
+        &self,
+        id: &EntityId,
+        opening: Uuid,
+        address: Option<&str>,
+        acknowledged: u64,
+    ) -> Result<(), Error> {
         let mut script = self.entity(&CLOSE, &id.base32());
-        script.arg(opening.to_string()).arg(address.unwrap_or(""));
+        script.arg(opening.to_string()).arg(address.unwrap_or("")).arg(acknowledged);
         let closed = self.call::<i64>(Request::Script(script)).await.map(drop);
         self.release(id, opening);
         closed
@@ -750,13 +756,20 @@ impl HybridExchange {
     }
 
     /// Deletes one (undecodable) entry from the taken list of `id`'s opening.
-    pub(crate) async fn discard_taken(&self, id: &EntityId, opening: Uuid, entry: Vec<u8>) -> Result<(), Error> {
+    pub(crate) async fn discard_taken(
+        &self,
+        id: &EntityId,
+        opening: Uuid,
+        entry: Vec<u8>,
+        claim: u64,
+    ) -> Result<(), Error> {
         let mut script = DISCARD.prepare_invoke();
         script
             .key(self.keys().taken(id.uid(), opening))
             .key(self.keys().taker(id.uid()))
             .arg(entry)
-            .arg(opening.to_string());
+            .arg(opening.to_string())
+            .arg(claim);
         self.call::<i64>(Request::Script(script)).await.map(drop)
     }
 

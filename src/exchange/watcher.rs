@@ -46,7 +46,7 @@ use tokio::sync::mpsc;
 use tracing::error;
 use uuid::Uuid;
 
-use super::actor::{Call, ExchangeActor, Request, HAND_BACK, NEEDS_A_LOOK, RESYNC};
+use super::actor::{Call, ExchangeActor, Request, CLAIM, HAND_BACK, NEEDS_A_LOOK, RESYNC};
 use super::keys::Keys;
 use super::TakenAcks;
 use crate::error::Error;
@@ -72,8 +72,9 @@ pub(crate) const SWEEP_SLICE: usize = 16;
 /// What the watcher saw for one mailbox.
 #[derive(Debug)]
 pub(crate) enum Watched {
-    /// Queue entries, oldest first, now in the mailbox's taken list.
-    Batch(Vec<Vec<u8>>),
+    /// Queue entries, oldest first, now in the mailbox's taken list; the
+    /// first is claimed for the consumer at this position, if `claimed`.
+    Batch { entries: Vec<Vec<u8>>, claimed: Option<u64> },
     /// The mailbox was terminated: its last entries (popped outright), after
     /// which it ends.
     Terminated(Vec<Vec<u8>>),
@@ -217,8 +218,9 @@ struct Registration {
     paused: Arc<AtomicBool>,
     /// In the pending list: its queue may hold entries.
     pending: bool,
-    /// A take's reply was lost: the taken list may hold entries it moved.
-    resync: bool,
+    /// A take's reply was lost: the taken list may hold entries it moved
+    /// (and the position it may have claimed, 0 for none).
+    resync: Option<u64>,
     /// Entries its queue held at the last take, and their mean size: how
     /// many the next take moves.
     left: usize,
@@ -286,17 +288,8 @@ impl Task {
     fn apply(&mut self, command: Command) {
         match command {
             Command::Watch { uid, opening, acks, id, tx, paused } => {
-                let registration = Registration {
-                    id,
-                    opening,
-                    acks,
-                    tx,
-                    paused,
-                    pending: false,
-                    resync: false,
-                    left: 1,
-                    entry_len: 0,
-                };
+                let registration =
+                    Registration { id, opening, acks, tx, paused, pending: false, resync: None, left: 1, entry_len: 0 };
                 if let Some(old) = self.queues.insert(uid, registration) {
                     wake(old);
                 }
@@ -355,7 +348,9 @@ impl Task {
             let config = AsyncConnectionConfig::new()
                 .set_response_timeout(None)
                 .set_connection_timeout(Some(Duration::from_secs(1)));
-            let conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+            let mut conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+            // Takes run it in their pipelines, by hash only.
+            CLAIM.prepare_invoke().load_async(&mut conn).await?;
             if !self.backoff.is_zero() {
                 // Redis may have restarted empty: the exchange re-registers,
                 // and rings may have been lost, so every queue gets a look.
@@ -421,22 +416,33 @@ impl Task {
 
     /// Takes a batch from `uid`'s queue (and reads the doorbell meanwhile).
     async fn take(&mut self, uid: Uuid) -> Result<(), Error> {
-        let Some((count, opening, resync)) = self.queues.get(&uid).map(|r| (r.batch(), r.opening, r.resync)) else {
+        let Some((count, opening, resync, claim)) =
+            self.queues.get(&uid).map(|r| (r.batch(), r.opening, r.resync, r.acks.claimable()))
+        else {
             return Ok(());
         };
         let (queue, taken) = (self.keys.queue(uid), self.keys.taken(uid, opening));
-        if resync {
-            return self.resync(uid, opening, &taken).await;
+        if let Some(claim) = resync {
+            return self.resync(uid, opening, &taken, claim).await;
         }
         // Who takes from this queue is read after the moves: a new opening
         // that started before the read is seen (and what was moved goes
         // back to it), one that starts after it restores this list itself.
+        // A consumer that waits gets the first entry claimed in the same
+        // step (no round trip of its own before it runs a request).
         let mut pipe = redis::pipe();
         pipe.cmd("LPOP").arg(&self.bell).arg(RINGS);
         for _ in 0..count {
             pipe.cmd("LMOVE").arg(&queue).arg(&taken).arg("LEFT").arg("RIGHT");
         }
-        pipe.cmd("HGET").arg(self.keys.taker(uid)).arg("opening");
+        match claim {
+            Some(position) => {
+                let mut script = CLAIM.prepare_invoke();
+                script.key(self.keys.taker(uid)).key(&taken).arg(opening.to_string()).arg(position);
+                pipe.invoke_script(&script)
+            }
+            None => pipe.cmd("HGET").arg(self.keys.taker(uid)).arg("opening"),
+        };
         pipe.cmd("GET").arg(self.keys.status(uid));
         pipe.cmd("LLEN").arg(&queue);
         let conn = self.connection().await?;
@@ -446,7 +452,7 @@ impl Task {
                 // Its turn comes again once Redis answers, after a look at
                 // what this take may have moved.
                 if let Some(registration) = self.queues.get_mut(&uid) {
-                    registration.resync = true;
+                    registration.resync = Some(claim.unwrap_or(0));
                 }
                 self.mark_pending(uid);
                 return Err(e.into());
@@ -457,7 +463,11 @@ impl Task {
         }
         let left: usize = parse(replies.pop())?;
         let status: Option<String> = parse(replies.pop())?;
-        let taker: Option<String> = parse(replies.pop())?;
+        let (taker, claimed): (Option<String>, bool) = match claim {
+            Some(_) => parse::<(Option<String>, bool)>(replies.pop())?,
+            None => (parse(replies.pop())?, false),
+        };
+        let claimed = claim.filter(|_| claimed);
         let mut replies = replies.into_iter();
         let rings: Option<Vec<String>> = parse(replies.next())?;
         // An LMOVE from an empty queue answers nil (not an empty entry).
@@ -518,7 +528,7 @@ impl Task {
         let watched = match terminated {
             true => Watched::Terminated(entries),
             false if entries.is_empty() => return Ok(()),
-            false => Watched::Batch(entries),
+            false => Watched::Batch { entries, claimed },
         };
         // The stream had room (only this task sends to it before unwatch).
         let _ = registration.tx.try_send(watched);
@@ -530,10 +540,10 @@ impl Task {
 
     /// Hands the mailbox what a take whose reply was lost moved into its
     /// taken list (see [`RESYNC`]); its next turn takes as usual.
-    async fn resync(&mut self, uid: Uuid, opening: Uuid, taken: &str) -> Result<(), Error> {
+    async fn resync(&mut self, uid: Uuid, opening: Uuid, taken: &str, claim: u64) -> Result<(), Error> {
         let Some(moved) = self.queues.get(&uid).map(|r| r.acks.moved_so_far()) else { return Ok(()) };
         let mut script = RESYNC.prepare_invoke();
-        script.key(self.keys.taker(uid)).key(taken).arg(opening.to_string()).arg(moved);
+        script.key(self.keys.taker(uid)).key(taken).arg(opening.to_string()).arg(moved).arg(claim);
         let conn = self.connection().await?;
         let orphans: Vec<Vec<u8>> = match script.invoke_async(conn).await {
             Ok(orphans) => orphans,
@@ -543,12 +553,12 @@ impl Task {
             }
         };
         let Some(registration) = self.queues.get_mut(&uid) else { return Ok(()) };
-        registration.resync = false;
+        registration.resync = None;
         if !orphans.is_empty() {
             tracing::info!(entries = orphans.len(), "a take whose reply Redis lost had moved entries: delivering them");
             registration.acks.moved(orphans.len());
             // The stream had room (next_ready checked).
-            let _ = registration.tx.try_send(Watched::Batch(orphans));
+            let _ = registration.tx.try_send(Watched::Batch { entries: orphans, claimed: None });
         }
         self.mark_pending(uid);
         Ok(())

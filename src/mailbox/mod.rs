@@ -187,6 +187,19 @@ impl Mailbox {
     /// after an earlier opening of this mailbox may have taken it (for an
     /// agent: may have run it).
     pub(crate) async fn recv_taken(&mut self, timeout: Option<Duration>) -> Result<(Envelope, bool), Error> {
+        /// A read given up (timed out, cancelled) no longer waits.
+        struct Waiting(Option<Arc<TakenAcks>>);
+        impl Drop for Waiting {
+            fn drop(&mut self) {
+                if let Some(acks) = &self.0 {
+                    acks.set_waiting(false);
+                }
+            }
+        }
+        let _waiting = Waiting(match &self.backend {
+            Backend::Hybrid(.., acks) => Some(acks.clone()),
+            _ => None,
+        });
         let next = std::future::poll_fn(|cx| self.poll_take(cx));
         let next = match timeout {
             Some(t) => tokio::time::timeout(t, next).await.map_err(|_| Error::Timeout(t))?,
@@ -211,7 +224,12 @@ impl Mailbox {
                 continue;
             }
             let Some(rx) = self.rx.as_mut() else { return Poll::Ready(None) };
-            let Some(delivery) = std::task::ready!(rx.poll_recv(cx)) else { return Poll::Ready(None) };
+            let next = rx.poll_recv(cx);
+            if let Backend::Hybrid(.., acks) = &self.backend {
+                // While it waits, a take may claim the next request for it.
+                acks.set_waiting(next.is_pending());
+            }
+            let Some(delivery) = std::task::ready!(next) else { return Poll::Ready(None) };
             if let Some(taken) = self.accept(delivery) {
                 return Poll::Ready(Some(taken));
             }
@@ -328,7 +346,7 @@ async fn shutdown(
             // As they were (marks and stamps kept).
             let claimed: Vec<Bytes> =
                 left.into_iter().filter(|(position, _)| *position <= written).map(|(_, raw)| raw).collect();
-            let closed = exchange.close_mailbox(&id, opening, published.as_deref()).await;
+            let closed = exchange.close_mailbox(&id, opening, published.as_deref(), written).await;
             exchange.push_front_raw(&id, &claimed).await?;
             closed
         }
@@ -640,23 +658,34 @@ impl StreamHandler<Inbound> for MailboxActor {
 impl MailboxActor {
     /// Hands queue entries to the FIFO, in order; `taken` if they sit in
     /// this opening's taken list (else they were popped outright).
-    fn deliver_entries(&mut self, entries: Vec<Vec<u8>>, taken: bool, ctx: &mut Context<Self>) {
+    /// Delivers queue entries: `taken` (with the position the take claimed
+    /// for its first entry, if it did) if they are in the taken list, `None`
+    /// if they were popped outright.
+    fn deliver_entries(&mut self, entries: Vec<Vec<u8>>, taken: Option<Option<u64>>, ctx: &mut Context<Self>) {
         let link = self.exchange.config().link.clone();
+        let mut claimed = taken.flatten();
         for raw in entries {
             let raw = Bytes::from(raw);
             let entry = match self.open_entry(&raw) {
                 Ok(entry) => entry,
                 Err(problem) => {
                     link.reports.bad(Bad::Entry, format_args!("mailbox {}: {problem}", self.id));
-                    if taken {
-                        self.acks.discard(raw.to_vec());
+                    if taken.is_some() {
+                        self.acks.discard(raw.to_vec(), claimed.take());
                     }
                     continue;
                 }
             };
             let origin = match taken {
-                true => Origin::Redis(self.acks.clone(), self.acks.deliver(), raw),
-                false => Origin::Local,
+                Some(_) => {
+                    let position = self.acks.deliver();
+                    // The claim was for this entry's position (the first).
+                    if claimed.take() == Some(position) {
+                        self.acks.claimed_by_take(position);
+                    }
+                    Origin::Redis(self.acks.clone(), position, raw)
+                }
+                None => Origin::Local,
             };
             let doubtful = entry.resent_to.is_some_and(|opening| opening != self.opening);
             self.deliver(Delivery { envelope: entry.envelope, stamp: entry.stamp, origin, doubtful }, ctx);
@@ -682,9 +711,9 @@ impl MailboxActor {
 impl StreamHandler<Watched> for MailboxActor {
     fn handle(&mut self, item: Watched, ctx: &mut Context<Self>) {
         match item {
-            Watched::Batch(batch) => self.deliver_entries(batch, true, ctx),
+            Watched::Batch { entries, claimed } => self.deliver_entries(entries, Some(claimed), ctx),
             Watched::Terminated(last) => {
-                self.deliver_entries(last, false, ctx);
+                self.deliver_entries(last, None, ctx);
                 self.terminated(ctx);
             }
             Watched::Woken => ctx.stop(),
