@@ -467,6 +467,11 @@ async fn requests_claimed_by_their_take_are_not_delivered_again_by_the_next_open
         assert_eq!(seq_of(&got.unwrap()), (0, seq));
     }
     assert_eq!(claimed(), Some(u64::from(ROUNDS)), "the takes did not claim the requests they moved");
+    // Redis forgets its scripts: the next take loads the claim again.
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut redis.client()).unwrap();
+    let (got, sent) = tokio::join!(old.recv(wait), first.send(numbered(&me, &id, 1, 0)));
+    sent.unwrap();
+    assert_eq!(seq_of(&got.unwrap()), (1, 0));
 
     // A restart elsewhere takes the mailbox over: it gets what comes next,
     // and none of the requests the old opening claimed.
@@ -496,6 +501,38 @@ async fn requests_claimed_by_their_take_are_not_delivered_again_by_the_next_open
     assert_eq!(seq_of(&again.recv(wait).await.unwrap()), (0, next), "a claimed request came back after a close");
     assert!(matches!(again.recv(Some(Duration::from_millis(300))).await, Err(Error::Timeout(_))));
     again.close().await.unwrap();
+    first.close().await;
+    second.close().await;
+}
+
+/// A forged entry just ahead of a request, while the consumer waits: the
+/// watcher takes them in two takes back to back (the first of an opening
+/// moves one entry), and the mailbox throws the first away. The request is
+/// claimed once, at its own position, so a restart elsewhere does not hand
+/// it out again.
+#[actix::test]
+async fn a_forged_entry_ahead_of_a_request_does_not_let_it_run_twice() {
+    let redis = RedisServer::start();
+    let first = redis.builder().peer_to_peer(false).start().await.unwrap();
+    let second = redis.builder().namespace(first.namespace()).peer_to_peer(false).start().await.unwrap();
+    let me = first.register_client(None).await.unwrap();
+    let id: EntityId = first.register_client(None).await.unwrap().into();
+    let queue = format!("{}:queue:{}", first.namespace(), id.base32());
+    let wait = Some(Duration::from_secs(30));
+    let mut old = first.get_mailbox(&id).await.unwrap();
+    for seq in 0..3 {
+        let (got, ()) = tokio::join!(old.recv(wait), async {
+            let _: () = redis::Commands::rpush(&mut redis.client(), &queue, b"forged".to_vec()).unwrap();
+            first.send(numbered(&me, &id, 0, seq)).await.unwrap();
+        });
+        assert_eq!(seq_of(&got.unwrap()), (0, seq));
+    }
+    let mut new = second.get_mailbox(&id).await.unwrap();
+    first.send(numbered(&me, &id, 0, 3)).await.unwrap();
+    assert_eq!(seq_of(&new.recv(wait).await.unwrap()), (0, 3), "a request came back after a restart elsewhere");
+    assert!(matches!(new.recv(Some(Duration::from_millis(300))).await, Err(Error::Timeout(_))));
+    new.close().await.unwrap();
+    drop(old);
     first.close().await;
     second.close().await;
 }

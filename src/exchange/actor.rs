@@ -350,15 +350,17 @@ return 1
 
 /// Deletes an (undecodable) entry from an opening's taken list and counts it,
 /// so [`RESYNC`] knows where the list's unseen tail starts (counted only
-/// while that opening is the recorded one). A [`CLAIM`] of position ARGV[3]
-/// (the entry's, if not 0) is void: the position becomes the next entry's.
+/// while that opening is the recorded one). That opening's [`CLAIM`] of
+/// position ARGV[3] (the entry's, if not 0) is void: the position becomes
+/// the next entry's.
 /// KEYS: taken list, taker. ARGV: entry, opening, claim.
 pub(crate) static DISCARD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
 if n > 0 and redis.call('HGET', KEYS[2], 'opening') == ARGV[2] then redis.call('HINCRBY', KEYS[2], 'discarded', n) end
-if ARGV[3] ~= '0' and redis.call('HGET', KEYS[2], 'claimed') == ARGV[3] then
+if n > 0 and ARGV[3] ~= '0' and redis.call('HGET', KEYS[2], 'opening') == ARGV[2]
+  and redis.call('HGET', KEYS[2], 'claimed') == ARGV[3] then
   redis.call('HSET', KEYS[2], 'claimed', tonumber(ARGV[3]) - 1)
 end
 return n

@@ -97,6 +97,9 @@ pub(crate) struct TakenAcks {
     moved: AtomicU64,
     /// Entries handed to the mailbox, in order.
     delivered: AtomicU64,
+    /// Entries the mailbox has looked at (handed on or discarded): when it
+    /// equals `moved`, no batch is on its way to the mailbox.
+    handled: AtomicU64,
     taken: AtomicU64,
     /// Entries the consumer wants acknowledged at once: a request it is
     /// taking is claimed before it is handed out (at most once), and
@@ -125,6 +128,7 @@ impl TakenAcks {
         let acks = Arc::new(Self {
             moved: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            handled: AtomicU64::new(0),
             taken: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
             discards: Mutex::default(),
@@ -141,6 +145,11 @@ impl TakenAcks {
     /// Counts one more entry handed to the mailbox; returns its position.
     pub(crate) fn deliver(&self) -> u64 {
         self.delivered.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Counts entries the mailbox looked at (handed on or discarded).
+    pub(crate) fn handled(&self, count: usize) {
+        self.handled.fetch_add(count as u64, Ordering::AcqRel);
     }
 
     /// Counts entries the watcher moved into the taken list.
@@ -172,10 +181,14 @@ impl TakenAcks {
     /// consumer waits with nothing delivered and untaken, everything it
     /// took is acknowledged, and no discard is pending, so the entry is
     /// handed out as soon as it arrives and the positions in Redis are the
-    /// ones counted here.
+    /// ones counted here: no batch on its way (the mailbox looked at
+    /// everything moved), so before the take's moves the taken list holds
+    /// only acknowledged entries, and its first move is position
+    /// `delivered + 1`.
     pub(crate) fn claimable(&self) -> Option<u64> {
         let delivered = self.delivered.load(Ordering::Acquire);
         let caught_up = self.waiting.load(Ordering::Acquire)
+            && self.handled.load(Ordering::Acquire) == self.moved.load(Ordering::Acquire)
             && self.taken.load(Ordering::Acquire) == delivered
             && self.written() == delivered
             && self.discards.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
@@ -250,7 +263,12 @@ async fn write(acks: Arc<TakenAcks>, exchange: HybridExchange, id: EntityId, ope
         if taken > acks.written() {
             match exchange.acknowledge_taken(&id, opening, taken).await {
                 Ok(()) => {
-                    acks.written.send_replace(taken);
+                    // Never lower: a take's claim may have raised it.
+                    acks.written.send_if_modified(|written| {
+                        let raise = *written < taken;
+                        *written = (*written).max(taken);
+                        raise
+                    });
                     backoff = Duration::from_millis(50);
                 }
                 // Closed, or another opening took the mailbox over (it put

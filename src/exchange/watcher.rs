@@ -455,6 +455,13 @@ impl Task {
                     registration.resync = Some(claim.unwrap_or(0));
                 }
                 self.mark_pending(uid);
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
+                    // Redis forgot the script (SCRIPT FLUSH): the moves ran,
+                    // the claim did not; load it and look again.
+                    let conn = self.connection().await?;
+                    CLAIM.prepare_invoke().load_async(conn).await?;
+                    return Ok(());
+                }
                 return Err(e.into());
             }
         };

@@ -664,6 +664,7 @@ impl MailboxActor {
     fn deliver_entries(&mut self, entries: Vec<Vec<u8>>, taken: Option<Option<u64>>, ctx: &mut Context<Self>) {
         let link = self.exchange.config().link.clone();
         let mut claimed = taken.flatten();
+        let count = entries.len();
         for raw in entries {
             let raw = Bytes::from(raw);
             let entry = match self.open_entry(&raw) {
@@ -690,6 +691,7 @@ impl MailboxActor {
             let doubtful = entry.resent_to.is_some_and(|opening| opening != self.opening);
             self.deliver(Delivery { envelope: entry.envelope, stamp: entry.stamp, origin, doubtful }, ctx);
         }
+        self.acks.handled(count);
     }
 }
 
