@@ -30,13 +30,15 @@ impl AgentProcess {
         Self(command.spawn().unwrap())
     }
 
-    fn wait_exit(&mut self, within: Duration) -> bool {
+    /// Waits (without blocking the runtime: this process's exchange still
+    /// acknowledges what the child sends it) for a successful exit.
+    async fn wait_exit(&mut self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.0.try_wait() {
                 return status.success();
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false
     }
@@ -92,7 +94,7 @@ async fn an_agent_in_another_process_is_discovered_and_called() {
     // to the shutdown still goes out.
     let shutdown = tokio::time::timeout(Duration::from_secs(30), counter.shutdown());
     shutdown.await.expect("the shutdown answer never came").unwrap();
-    assert!(child.wait_exit(Duration::from_secs(10)), "the child did not exit cleanly");
+    assert!(child.wait_exit(Duration::from_secs(10)).await, "the child did not exit cleanly");
     assert!(exchange.discover_with::<Counter>(actix_academy::Discovery::new().exact()).await.unwrap().is_empty());
 }
 
@@ -127,7 +129,7 @@ async fn messages_sent_before_the_agent_process_starts_are_handled() {
     results.sort_unstable();
     assert_eq!(results, [1, 2, 3]);
     counter.shutdown().await.unwrap();
-    assert!(child.wait_exit(Duration::from_secs(10)));
+    assert!(child.wait_exit(Duration::from_secs(10)).await);
 }
 
 #[actix::test]

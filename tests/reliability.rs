@@ -442,8 +442,8 @@ async fn what_a_persistent_redis_acknowledged_survives_its_crash_mid_stream() {
     receiver.close().await;
 }
 
-/// A request sent while the mailbox's consumer waits is claimed by the take
-/// that moves it (no acknowledgement round trip of its own). It stays in the
+/// A request sent while an agent's mailbox's consumer waits is claimed by the
+/// take that moves it (no acknowledgement round trip of its own). It stays in the
 /// taken list until a later acknowledgement trims it, so what opens the
 /// mailbox next (a takeover, a restart, a reopening after a close) must
 /// neither hand it out again nor lose what came after it.
@@ -454,7 +454,7 @@ async fn requests_claimed_by_their_take_are_not_delivered_again_by_the_next_open
     let first = redis.builder().peer_to_peer(false).start().await.unwrap();
     let second = redis.builder().namespace(first.namespace()).peer_to_peer(false).start().await.unwrap();
     let me = first.register_client(None).await.unwrap();
-    let id: EntityId = first.register_client(None).await.unwrap().into();
+    let id: EntityId = first.register_agent::<Counter>(None).await.unwrap().into();
     let taker = format!("{}:taker:{}", first.namespace(), id.base32());
     let claimed = || -> Option<u64> { redis::Commands::hget(&mut redis.client(), &taker, "claimed").unwrap() };
     let wait = Some(Duration::from_secs(20));
@@ -516,7 +516,7 @@ async fn a_forged_entry_ahead_of_a_request_does_not_let_it_run_twice() {
     let first = redis.builder().peer_to_peer(false).start().await.unwrap();
     let second = redis.builder().namespace(first.namespace()).peer_to_peer(false).start().await.unwrap();
     let me = first.register_client(None).await.unwrap();
-    let id: EntityId = first.register_client(None).await.unwrap().into();
+    let id: EntityId = first.register_agent::<Counter>(None).await.unwrap().into();
     let queue = format!("{}:queue:{}", first.namespace(), id.base32());
     let wait = Some(Duration::from_secs(30));
     let mut old = first.get_mailbox(&id).await.unwrap();

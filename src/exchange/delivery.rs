@@ -110,9 +110,15 @@ pub(crate) struct TakenAcks {
     /// with the position of a claim of the watcher's it voids (0 for none):
     /// they never reach the consumer, so they are not counted.
     discards: Mutex<Vec<(Vec<u8>, u64)>>,
+    /// Entries the mailbox found undecodable (they have no position).
+    discarded: AtomicU64,
     /// The consumer is waiting for its next message (and has taken every
     /// one delivered): the next take may claim its first entry itself.
     waiting: AtomicBool,
+    /// Takes may claim for this mailbox's consumer: an agent's, whose
+    /// requests need a claim (any other message is taken without one, so
+    /// a claim ahead of the consumer would only risk it).
+    claims: bool,
     /// How many are acknowledged in Redis.
     written: watch::Sender<u64>,
     /// The writer gave up (the exchange closed, or another opening took the
@@ -132,7 +138,9 @@ impl TakenAcks {
             taken: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
             discards: Mutex::default(),
+            discarded: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
+            claims: id.role() == crate::identifier::Role::Agent,
             written: watch::Sender::new(0),
             gave_up: AtomicBool::new(false),
             notify: Notify::new(),
@@ -162,11 +170,18 @@ impl TakenAcks {
         self.moved.load(Ordering::Acquire)
     }
 
+    /// The positions of what was moved so far (undecodable entries, which
+    /// have none, left out; those still on their way to the mailbox count).
+    pub(crate) fn positions_moved(&self) -> u64 {
+        self.moved_so_far().saturating_sub(self.discarded.load(Ordering::Acquire))
+    }
+
     /// An undecodable entry: deleted from the taken list, never counted. If
     /// the watcher claimed it (`claim`, its position), the claim is void:
     /// that position is the next decodable entry's, which is claimed as
     /// usual when it is taken.
     pub(crate) fn discard(&self, entry: Vec<u8>, claim: Option<u64>) {
+        self.discarded.fetch_add(1, Ordering::AcqRel);
         self.discards.lock().unwrap_or_else(|e| e.into_inner()).push((entry, claim.unwrap_or(0)));
         self.notify.notify_one();
     }
@@ -186,9 +201,14 @@ impl TakenAcks {
     /// only acknowledged entries, and its first move is position
     /// `delivered + 1`.
     pub(crate) fn claimable(&self) -> Option<u64> {
+        // Nothing on its way first: then `delivered` cannot move while it
+        // is read (only this take's batch would move it).
+        let moved = self.moved.load(Ordering::Acquire);
+        if !self.claims || self.handled.load(Ordering::Acquire) != moved {
+            return None;
+        }
         let delivered = self.delivered.load(Ordering::Acquire);
         let caught_up = self.waiting.load(Ordering::Acquire)
-            && self.handled.load(Ordering::Acquire) == self.moved.load(Ordering::Acquire)
             && self.taken.load(Ordering::Acquire) == delivered
             && self.written() == delivered
             && self.discards.lock().unwrap_or_else(|e| e.into_inner()).is_empty();

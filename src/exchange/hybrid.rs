@@ -568,7 +568,7 @@ impl HybridExchange {
             // as acknowledged.
             let (address, opening, moved) = match serving.get(&uid) {
                 Some(Serving { address, opening, acks: Some(acks) }) => {
-                    (address.as_str(), opening.to_string(), acks.moved_so_far())
+                    (address.as_str(), opening.to_string(), acks.positions_moved())
                 }
                 _ => ("", String::new(), 0),
             };

@@ -460,6 +460,11 @@ impl Task {
                     // the claim did not; load it and look again.
                     let conn = self.connection().await?;
                     CLAIM.prepare_invoke().load_async(conn).await?;
+                    // The rings it read went with its reply.
+                    let all: Vec<Uuid> = self.queues.keys().copied().collect();
+                    for uid in all {
+                        self.mark_pending(uid);
+                    }
                     return Ok(());
                 }
                 return Err(e.into());

@@ -369,10 +369,17 @@ async fn shutdown(
     }
 }
 
-/// Writes cumulative acknowledgements as messages are taken (coalesced, so a
-/// busy connection sends far fewer acks than messages), a keepalive when it
-/// has written nothing for `keepalive`, and a last acknowledgement before it
-/// closes the connection.
+/// How long an acknowledgement waits for more to go with it: a conversation
+/// (request, answer, next request) then costs one write each way, not two.
+const ACK_DELAY: Duration = Duration::from_millis(1);
+/// Messages taken after which an acknowledgement goes at once (an eighth of
+/// a sender's window, so a fast sender never waits for one).
+const ACK_BATCH: u64 = 512;
+
+/// Writes cumulative acknowledgements as messages are taken (coalesced over
+/// [`ACK_DELAY`], so a busy connection sends far fewer acks than messages),
+/// a keepalive when it has written nothing for `keepalive`, and a last
+/// acknowledgement before it closes the connection.
 async fn write_acks(write: PeerWrite, state: Arc<AckState>, keepalive: Duration) {
     let mut out = FramedWrite::new(write, FrameCodec::new(0));
     let mut reported = 0;
@@ -391,10 +398,14 @@ async fn write_acks(write: PeerWrite, state: Arc<AckState>, keepalive: Duration)
             let _ = out.send(Frame::Closing).await;
             break;
         }
-        if tokio::time::timeout(keepalive, state.notify.notified()).await.is_err()
-            && out.send(Frame::Keepalive).await.is_err()
-        {
-            return;
+        match tokio::time::timeout(keepalive, state.notify.notified()).await {
+            Err(_) if out.send(Frame::Keepalive).await.is_err() => return,
+            Err(_) => {}
+            Ok(()) => {
+                if !state.closed.load(Ordering::Acquire) && state.taken() - reported < ACK_BATCH {
+                    tokio::time::sleep(ACK_DELAY).await;
+                }
+            }
         }
     }
     let _ = SinkExt::<Frame>::close(&mut out).await;
