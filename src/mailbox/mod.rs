@@ -402,8 +402,12 @@ async fn write_acks(write: PeerWrite, state: Arc<AckState>, keepalive: Duration)
             Err(_) if out.send(Frame::Keepalive).await.is_err() => return,
             Err(_) => {}
             Ok(()) => {
-                if !state.closed.load(Ordering::Acquire) && state.taken() - reported < ACK_BATCH {
-                    tokio::time::sleep(ACK_DELAY).await;
+                // Wait for company, but not past a closing or a batch.
+                let until = tokio::time::Instant::now() + ACK_DELAY;
+                while !state.closed.load(Ordering::Acquire) && state.taken() - reported < ACK_BATCH {
+                    if tokio::time::timeout_at(until, state.notify.notified()).await.is_err() {
+                        break;
+                    }
                 }
             }
         }
