@@ -898,6 +898,24 @@ impl HybridExchange {
             envelope.body = Body::ActionResponse { action: action.clone(), result: Err(error) };
             frame = self.encode(&envelope);
         }
+        // The common case needs no task: a live link with room, and no
+        // earlier post still on its way (so they keep their order).
+        if let Ok(ready) = frame {
+            let link = match self.inner.background.is_empty() && !self.inner.closed.load(Ordering::Acquire) {
+                true => self.link(&envelope.dest, None),
+                false => None,
+            };
+            frame = match link {
+                Some(link) => match link.try_send(ready) {
+                    Ok(()) => {
+                        metrics::counter!("academy_messages_sent_total", "path" => "direct").increment(1);
+                        return;
+                    }
+                    Err(back) => Ok(back),
+                },
+                None => Ok(ready),
+            };
+        }
         let exchange = self.clone();
         self.inner.background.spawn(async move {
             let dest = envelope.dest;

@@ -110,6 +110,14 @@ impl Link {
     pub(crate) async fn send(&self, frame: Parts) -> Result<(), Parts> {
         self.tx.send(frame).await.map_err(|e| e.0)
     }
+
+    /// [`send`](Self::send) without waiting: gives the frame back if the
+    /// link is full or has retired.
+    pub(crate) fn try_send(&self, frame: Parts) -> Result<(), Parts> {
+        self.tx.try_send(frame).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(frame) | mpsc::error::TrySendError::Closed(frame) => frame,
+        })
+    }
 }
 
 /// Whether the mailbox `dest` at `address` refused a handshake within
