@@ -603,3 +603,48 @@ async fn academy_mode_opens_a_mailbox_once_at_a_time_and_a_new_opening_takes_ove
     first.close().await;
     second.close().await;
 }
+
+/// A large message (1 MiB) in Academy 1.0 mode: delivered whole to a live
+/// mailbox, refused for a terminated or unknown one, and then not left in
+/// any queue.
+#[actix::test]
+async fn academy_mode_sends_large_messages_and_refuses_them_as_small_ones() {
+    use actix_academy::wire::{Body, Envelope};
+    let redis = RedisServer::start();
+    let namespace = namespace();
+    let exchange = academy_exchange(&redis, &namespace).await;
+    let me = exchange.register_client(None).await.unwrap();
+    let live = exchange.register_client(None).await.unwrap();
+    let gone = exchange.register_client(None).await.unwrap();
+    exchange.terminate(&gone).await.unwrap();
+    let text = "x".repeat(1 << 20);
+    let answer = Body::ActionResponse { action: String::new(), result: Ok(rmp_serde::to_vec(&text).unwrap().into()) };
+    let to = |dest: &actix_academy::ClientId| Envelope::new(me.clone().into(), dest.clone().into(), answer.clone());
+
+    let mut inbox = exchange.get_mailbox(&live).await.unwrap();
+    exchange.send(to(&live)).await.unwrap();
+    let got = inbox.recv(Some(Duration::from_secs(20))).await.unwrap();
+    let Body::ActionResponse { result: Ok(bytes), .. } = got.body else { panic!("{got:?}") };
+    assert_eq!(rmp_serde::from_slice::<String>(&bytes).unwrap(), text);
+
+    let sent = exchange.send(to(&gone)).await;
+    assert!(matches!(sent, Err(Error::MailboxClosed(_))), "{sent:?}");
+    let unknown = actix_academy::ClientId::new(None);
+    let sent = exchange.send(to(&unknown)).await;
+    assert!(matches!(sent, Err(Error::BadEntityId(_))), "{sent:?}");
+    // No list anywhere holds a large entry now.
+    let mut con = redis.client();
+    let keys: Vec<String> = redis::Commands::keys(&mut con, "*").unwrap();
+    let mut lists = 0;
+    for key in keys {
+        let kind: String = redis::cmd("TYPE").arg(&key).query(&mut con).unwrap();
+        if kind == "list" {
+            lists += 1;
+            let held: Vec<Vec<u8>> = redis::Commands::lrange(&mut con, &key, 0, -1).unwrap();
+            assert!(held.iter().all(|entry| entry.len() < 1000), "a refused large entry stayed in {key}");
+        }
+    }
+    eprintln!("{lists} lists looked at, none holding a large entry");
+    inbox.close().await.unwrap();
+    exchange.close().await;
+}
