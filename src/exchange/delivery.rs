@@ -104,7 +104,8 @@ pub(crate) struct TakenAcks {
     /// Entries the consumer wants acknowledged at once: a request it is
     /// taking is claimed before it is handed out (at most once), and
     /// never one further (what only the mailbox's memory holds would be
-    /// lost with the process).
+    /// lost with the process). A take may have claimed it already
+    /// ([`claimable`](Self::claimable)): then `written` covers it.
     claimed: AtomicU64,
     /// Undecodable entries to delete from the taken list (by value), each
     /// with the position of a claim of the watcher's it voids (0 for none):

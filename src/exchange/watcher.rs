@@ -30,6 +30,11 @@
 //! A take whose reply is lost (Redis failed mid-pipeline) may still have
 //! moved entries, if Redis kept them (AOF): before its next take, the
 //! mailbox reads back the taken list's tail it never saw ([`RESYNC`]).
+//!
+//! When an agent's consumer waits and nothing is on its way to its mailbox,
+//! the take also claims the first entry it moves ([`CLAIM`], in the same
+//! pipeline): a request then runs without an acknowledgement round trip of
+//! its own.
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
