@@ -358,10 +358,11 @@ pub(crate) static DISCARD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
-if n > 0 and redis.call('HGET', KEYS[2], 'opening') == ARGV[2] then redis.call('HINCRBY', KEYS[2], 'discarded', n) end
-if n > 0 and ARGV[3] ~= '0' and redis.call('HGET', KEYS[2], 'opening') == ARGV[2]
-  and redis.call('HGET', KEYS[2], 'claimed') == ARGV[3] then
-  redis.call('HSET', KEYS[2], 'claimed', tonumber(ARGV[3]) - 1)
+if n > 0 and redis.call('HGET', KEYS[2], 'opening') == ARGV[2] then
+  redis.call('HINCRBY', KEYS[2], 'discarded', n)
+  if ARGV[3] ~= '0' and redis.call('HGET', KEYS[2], 'claimed') == ARGV[3] then
+    redis.call('HSET', KEYS[2], 'claimed', tonumber(ARGV[3]) - 1)
+  end
 end
 return n
 ",

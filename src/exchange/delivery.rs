@@ -219,9 +219,15 @@ impl TakenAcks {
     /// The watcher's claim of entry `position` holds (it was written with
     /// the take that moved the entry): the entry counts as acknowledged.
     pub(crate) fn claimed_by_take(&self, position: u64) {
+        self.acknowledged_upto(position);
+    }
+
+    /// The first `n` entries are acknowledged in Redis (never lowered: an
+    /// acknowledgement and a take's claim may land in either order).
+    fn acknowledged_upto(&self, n: u64) {
         self.written.send_if_modified(|written| {
-            let raise = *written < position;
-            *written = (*written).max(position);
+            let raise = *written < n;
+            *written = (*written).max(n);
             raise
         });
     }
@@ -284,12 +290,7 @@ async fn write(acks: Arc<TakenAcks>, exchange: HybridExchange, id: EntityId, ope
         if taken > acks.written() {
             match exchange.acknowledge_taken(&id, opening, taken).await {
                 Ok(()) => {
-                    // Never lower: a take's claim may have raised it.
-                    acks.written.send_if_modified(|written| {
-                        let raise = *written < taken;
-                        *written = (*written).max(taken);
-                        raise
-                    });
+                    acks.acknowledged_upto(taken);
                     backoff = Duration::from_millis(50);
                 }
                 // Closed, or another opening took the mailbox over (it put

@@ -320,6 +320,14 @@ impl Task {
         }
     }
 
+    /// Every watched queue gets a look (rings may have been lost).
+    fn mark_all_pending(&mut self) {
+        let all: Vec<Uuid> = self.queues.keys().copied().collect();
+        for uid in all {
+            self.mark_pending(uid);
+        }
+    }
+
     fn mark_pending(&mut self, uid: Uuid) {
         if let Some(registration) = self.queues.get_mut(&uid) {
             if !registration.pending {
@@ -361,10 +369,7 @@ impl Task {
                 // and rings may have been lost, so every queue gets a look.
                 self.lost_state.notify_one();
                 self.backoff = Duration::ZERO;
-                let all: Vec<Uuid> = self.queues.keys().copied().collect();
-                for uid in all {
-                    self.mark_pending(uid);
-                }
+                self.mark_all_pending();
             }
             self.conn = Some(conn);
         }
@@ -466,10 +471,7 @@ impl Task {
                     let conn = self.connection().await?;
                     CLAIM.prepare_invoke().load_async(conn).await?;
                     // The rings it read went with its reply.
-                    let all: Vec<Uuid> = self.queues.keys().copied().collect();
-                    for uid in all {
-                        self.mark_pending(uid);
-                    }
+                    self.mark_all_pending();
                     return Ok(());
                 }
                 return Err(e.into());

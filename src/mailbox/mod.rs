@@ -196,16 +196,21 @@ impl Mailbox {
                 }
             }
         }
-        let _waiting = Waiting(match &self.backend {
-            Backend::Hybrid(.., acks) => Some(acks.clone()),
-            _ => None,
-        });
+        let _waiting = Waiting(self.taken_acks().cloned());
         let next = std::future::poll_fn(|cx| self.poll_take(cx));
         let next = match timeout {
             Some(t) => tokio::time::timeout(t, next).await.map_err(|_| Error::Timeout(t))?,
             None => next.await,
         };
         next.ok_or_else(|| Error::MailboxClosed(self.id.clone()))
+    }
+
+    /// The acknowledgements of what a hybrid mailbox takes from Redis.
+    fn taken_acks(&self) -> Option<&Arc<TakenAcks>> {
+        match &self.backend {
+            Backend::Hybrid(.., acks) => Some(acks),
+            _ => None,
+        }
     }
 
     /// The next message (and whether it is doubtful), or `None` once the
@@ -225,7 +230,7 @@ impl Mailbox {
             }
             let Some(rx) = self.rx.as_mut() else { return Poll::Ready(None) };
             let next = rx.poll_recv(cx);
-            if let Backend::Hybrid(.., acks) = &self.backend {
+            if let Some(acks) = self.taken_acks() {
                 // While it waits, a take may claim the next request for it.
                 acks.set_waiting(next.is_pending());
             }
@@ -672,13 +677,16 @@ impl StreamHandler<Inbound> for MailboxActor {
 
 impl MailboxActor {
     /// Hands queue entries to the FIFO, in order; `taken` if they sit in
-    /// this opening's taken list (else they were popped outright).
-    /// Delivers queue entries: `taken` (with the position the take claimed
-    /// for its first entry, if it did) if they are in the taken list, `None`
-    /// if they were popped outright.
-    fn deliver_entries(&mut self, entries: Vec<Vec<u8>>, taken: Option<Option<u64>>, ctx: &mut Context<Self>) {
+    /// this opening's taken list (else they were popped outright), with the
+    /// position the take `claimed` for the first, if it did.
+    fn deliver_entries(
+        &mut self,
+        entries: Vec<Vec<u8>>,
+        taken: bool,
+        mut claimed: Option<u64>,
+        ctx: &mut Context<Self>,
+    ) {
         let link = self.exchange.config().link.clone();
-        let mut claimed = taken.flatten();
         let count = entries.len();
         for raw in entries {
             let raw = Bytes::from(raw);
@@ -686,14 +694,14 @@ impl MailboxActor {
                 Ok(entry) => entry,
                 Err(problem) => {
                     link.reports.bad(Bad::Entry, format_args!("mailbox {}: {problem}", self.id));
-                    if taken.is_some() {
+                    if taken {
                         self.acks.discard(raw.to_vec(), claimed.take());
                     }
                     continue;
                 }
             };
             let origin = match taken {
-                Some(_) => {
+                true => {
                     let position = self.acks.deliver();
                     // The claim was for this entry's position (the first).
                     if claimed.take() == Some(position) {
@@ -701,7 +709,7 @@ impl MailboxActor {
                     }
                     Origin::Redis(self.acks.clone(), position, raw)
                 }
-                None => Origin::Local,
+                false => Origin::Local,
             };
             let doubtful = entry.resent_to.is_some_and(|opening| opening != self.opening);
             self.deliver(Delivery { envelope: entry.envelope, stamp: entry.stamp, origin, doubtful }, ctx);
@@ -728,9 +736,9 @@ impl MailboxActor {
 impl StreamHandler<Watched> for MailboxActor {
     fn handle(&mut self, item: Watched, ctx: &mut Context<Self>) {
         match item {
-            Watched::Batch { entries, claimed } => self.deliver_entries(entries, Some(claimed), ctx),
+            Watched::Batch { entries, claimed } => self.deliver_entries(entries, true, claimed, ctx),
             Watched::Terminated(last) => {
-                self.deliver_entries(last, None, ctx);
+                self.deliver_entries(last, false, None, ctx);
                 self.terminated(ctx);
             }
             Watched::Woken => ctx.stop(),
