@@ -111,9 +111,9 @@ pub enum Rejection {
     /// The peer speaks another protocol version (this one's is in the message).
     #[error("the peer speaks protocol version {0}, this process {v}", v = crate::message::PROTOCOL_VERSION)]
     Version(u8),
-    /// The address reached belongs to another mailbox (a stale or wrong
-    /// advertised address).
-    #[error("the address belongs to another mailbox (stale or wrongly advertised)")]
+    /// The process at the address reached does not serve that mailbox (it
+    /// closed or moved, or the advertised address is wrong).
+    #[error("the process at that address does not serve the mailbox (it closed or moved, or the address is wrong)")]
     Destination,
     /// One end encrypts and the other does not, or they encrypt differently
     /// (Noise or TLS).

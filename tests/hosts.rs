@@ -8,6 +8,7 @@
 
 mod support;
 
+use redis::Commands;
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -693,4 +694,40 @@ async fn tls_links_show_no_plaintext_and_refuse_a_certificate_from_another_ca() 
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(b.rejections().bad_connections, 0, "{:?}", b.rejections());
     b.close().await;
+}
+
+/// One listener serves every mailbox of a process, so a stale address can
+/// lead to a live process that no longer serves the mailbox: it refuses
+/// the handshake, the message is queued, and once the mailbox opens there
+/// the next message goes directly (a refusal for a mailbox that is not
+/// served is not held against it).
+#[actix::test]
+async fn a_process_that_no_longer_serves_a_mailbox_refuses_it_and_serves_it_once_open() {
+    let redis = RedisServer::start();
+    let receiver = redis.exchange().await;
+    let sender = redis.builder().namespace(receiver.namespace()).start().await.unwrap();
+    let me = sender.register_client(None).await.unwrap();
+    let other = receiver.register_client(None).await.unwrap();
+    let peer = receiver.register_client(None).await.unwrap();
+    let _served = receiver.get_mailbox(&other).await.unwrap();
+    let address = _served.advertised_address().unwrap().to_owned();
+    let port: u16 = address.rsplit_once(':').unwrap().1.parse().unwrap();
+    // `peer` is not open anywhere, but Redis says it listens at the receiver.
+    let address_key = format!("{}:address:{}", receiver.namespace(), peer.base32());
+    let _: () = redis.client().set(&address_key, &address).unwrap();
+    let first = ping(&me, &peer);
+    sender.send(first.clone()).await.unwrap();
+    let queue = format!("{}:queue:{}", receiver.namespace(), peer.base32());
+    wait_until(Duration::from_secs(20), "the refused message to be queued", || {
+        redis.client().llen::<_, usize>(&queue).unwrap() == 1
+    })
+    .await;
+    let _: () = redis.client().del(&address_key).unwrap();
+    let mut inbox = receiver.get_mailbox(&peer).await.unwrap();
+    assert_eq!(inbox.recv(Some(Duration::from_secs(10))).await.unwrap(), first);
+    let second = ping(&me, &peer);
+    sender.send(second.clone()).await.unwrap();
+    assert_eq!(inbox.recv(Some(Duration::from_secs(10))).await.unwrap(), second);
+    assert!(established().iter().any(|(_, remote)| remote.port() == port), "the second message was not sent directly");
+    assert_eq!(sender.rejections(), Default::default(), "the refusal was reported as a misconfiguration");
 }

@@ -30,11 +30,15 @@ use super::{
 use crate::error::Error;
 use crate::identifier::{base32_to_uuid, uuid_to_base32, EntityId, Role};
 use crate::message::{Body, Envelope, Parts, RemoteError, RemoteErrorKind, Stamp};
-use crate::peer::{AddressSettings, Bind, Protection, Secret, Security, DEFAULT_MAX_FRAME_LEN};
+use crate::peer::{
+    AddressSettings, Bind, Connections, Limits, Protection, Routes, Secret, Security, DEFAULT_MAX_FRAME_LEN,
+};
 
 /// Destinations whose stream an exchange remembers; past that it starts
 /// new streams for all (a bound on memory, at no cost to correctness).
 const MAX_STREAMS: usize = 65_536;
+/// The least time a peer gets to finish its handshake.
+const HANDSHAKE_TIME: Duration = Duration::from_secs(5);
 
 /// Environment variable read for the peer secret when none is configured.
 pub const SECRET_ENV: &str = "ACADEMY_SECRET";
@@ -94,7 +98,8 @@ impl ExchangeBuilder {
         self
     }
 
-    /// The IP address mailboxes listen on (`0.0.0.0` for every interface).
+    /// The IP address the exchange's one listener (which serves all its
+    /// mailboxes) binds (`0.0.0.0` for every interface).
     /// By default, the address this host uses to reach Redis: `127.0.0.1`
     /// when Redis runs on the same host. Connections to peers leave from it
     /// too, unless it is unspecified.
@@ -116,15 +121,16 @@ impl ExchangeBuilder {
     /// mailboxes, when it differs from the bound one (behind NAT, in a
     /// container): by default the bound address, or for `0.0.0.0` the
     /// address this host uses to reach Redis. The port is the listener's
-    /// own, so forward the same ports. An unspecified address is refused.
+    /// own, so forward the same port. An unspecified address is refused.
     pub fn advertise(mut self, host: impl Into<String>) -> Self {
         self.native_only.push("advertise");
         self.addresses.advertise = Some(host.into());
         self
     }
 
-    /// Ports mailboxes listen on (one per open mailbox), for firewalls:
-    /// each takes a free one of the range (default: any port).
+    /// Ports the exchange may listen on, for firewalls: its one listener,
+    /// which serves every mailbox it opens, takes a free one of the range
+    /// (default: any port).
     pub fn ports(mut self, ports: std::ops::RangeInclusive<u16>) -> Self {
         self.native_only.push("ports");
         self.addresses.ports = Some(ports);
@@ -185,7 +191,7 @@ impl ExchangeBuilder {
         self
     }
 
-    /// Whether mailboxes listen for peers (default `true`). With `false`,
+    /// Whether the exchange listens for peers (default `true`). With `false`,
     /// every message goes through the Redis queues: for networks where peers
     /// cannot reach each other, and to measure the Redis path.
     pub fn peer_to_peer(mut self, enabled: bool) -> Self {
@@ -251,7 +257,8 @@ impl ExchangeBuilder {
         self
     }
 
-    /// Concurrent inbound connections one mailbox accepts (default 1,024).
+    /// Concurrent inbound connections one mailbox accepts, and handshakes
+    /// the exchange's listener runs at once (default 1,024 each).
     pub fn max_connections(mut self, max: usize) -> Self {
         self.native_only.push("max_connections");
         self.max_connections = max;
@@ -312,6 +319,13 @@ impl ExchangeBuilder {
                  `.bind(\"127.0.0.1\")` to stay on this host"
             )));
         }
+        let listener = match self.peer_to_peer {
+            true => {
+                let (listener, published) = addresses.listen().await?;
+                Some((listener.local_addr()?, published, listener))
+            }
+            false => None,
+        };
         let namespace = self.namespace.unwrap_or_else(|| "default".to_owned());
         let keys = Keys::new(&namespace);
         let token = uuid_to_base32(Uuid::new_v4());
@@ -325,12 +339,14 @@ impl ExchangeBuilder {
         let watcher =
             Watcher::start(client.clone(), keys.clone(), keys.bell(&token), actor.clone(), lost_state.clone());
         let links = Arc::new(Mutex::new(HashMap::new()));
+        let limits =
+            Limits { handshakes: self.max_connections, handshake_time: self.connect_timeout.max(HANDSHAKE_TIME) };
         let env = Arc::new(LinkEnv {
             refused: Mutex::default(),
             refusals: tokio::sync::watch::Sender::new(0),
             seal: Seal::new(&secret),
             reports: Reports::default(),
-            security,
+            security: security.clone(),
             addresses,
             connect_timeout: self.connect_timeout,
             peer_timeout: self.peer_timeout,
@@ -347,10 +363,11 @@ impl ExchangeBuilder {
                 config: Config {
                     mailbox_capacity: self.mailbox_capacity,
                     max_connections: self.max_connections,
-                    peer_to_peer: self.peer_to_peer,
                     link: env,
                 },
                 links,
+                listening: listener.as_ref().map(|(local, published, _)| (*local, published.clone())),
+                listener_task: std::sync::OnceLock::new(),
                 token,
                 sequences: Mutex::default(),
                 lease,
@@ -362,6 +379,10 @@ impl ExchangeBuilder {
                 closed: AtomicBool::new(false),
             }),
         };
+        if let Some((_, _, listener)) = listener {
+            let serve = crate::peer::serve(listener, security, limits, Arc::downgrade(&exchange.inner));
+            let _ = exchange.inner.listener_task.set(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(serve)));
+        }
         tokio::spawn(maintain(Arc::downgrade(&exchange.inner), lost_state));
         Ok(Exchange::from(exchange))
     }
@@ -413,7 +434,6 @@ impl fmt::Debug for RedisUrl {
 pub(crate) struct Config {
     pub(crate) mailbox_capacity: usize,
     pub(crate) max_connections: usize,
-    pub(crate) peer_to_peer: bool,
     pub(crate) link: Arc<LinkEnv>,
 }
 
@@ -422,6 +442,11 @@ struct Inner {
     keys: Keys,
     config: Config,
     links: Arc<Links>,
+    /// Where its one listener is bound, and the address peers dial (none
+    /// without peer-to-peer).
+    listening: Option<(std::net::SocketAddr, String)>,
+    /// Accepts peer connections for every open mailbox; stops with the exchange.
+    listener_task: std::sync::OnceLock<tokio_util::task::AbortOnDropHandle<()>>,
     /// Pops the queues of all this exchange's open mailboxes.
     watcher: Watcher,
     /// Names this exchange (process) as the owner of what it registers and serves.
@@ -446,7 +471,7 @@ struct Inner {
 }
 
 /// One open mailbox of this exchange.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct Serving {
     /// Its published address ('' for none).
     address: String,
@@ -454,6 +479,25 @@ struct Serving {
     opening: Uuid,
     /// Its acknowledgements (none while the opening is being made).
     acks: Option<Arc<TakenAcks>>,
+    /// Takes the peer connections the listener accepts for it.
+    inbound: Option<Connections>,
+}
+
+/// The listener hands each authenticated connection to the mailbox it names.
+impl Routes for Inner {
+    fn route(&self, dest: Uuid) -> Option<Connections> {
+        lock(&self.serving).get(&dest).and_then(|serving| serving.inbound.clone())
+    }
+
+    fn refused(&self, peer: std::net::SocketAddr, error: Error) {
+        let reports = &self.config.link.reports;
+        match error {
+            // A sender with a stale address (the mailbox closed, or moved): it re-routes.
+            Error::Rejected(crate::error::Rejection::Destination) => debug!("peer {peer}: {error}"),
+            Error::Rejected(_) => reports.rejected(&peer.ip().to_string(), true, error),
+            error => reports.bad(Bad::Connection, format_args!("peer {peer}: {error}")),
+        }
+    }
 }
 
 /// The hybrid exchange (Redis + peer-to-peer TCP); clones share one Redis
@@ -567,7 +611,7 @@ impl HybridExchange {
             // What the watcher moved before Redis lost the taken list counts
             // as acknowledged.
             let (address, opening, moved) = match serving.get(&uid) {
-                Some(Serving { address, opening, acks: Some(acks) }) => {
+                Some(Serving { address, opening, acks: Some(acks), .. }) => {
                     (address.as_str(), opening.to_string(), acks.positions_moved())
                 }
                 _ => ("", String::new(), 0),
@@ -683,13 +727,23 @@ impl HybridExchange {
     /// [`REOPEN_WAIT`](super::REOPEN_WAIT) to finish closing, else [`Error::MailboxInUse`]; one in
     /// another process is taken over. Returns the opening's id and its
     /// acknowledgements.
+    /// Where this exchange's listener is bound, and the address peers dial
+    /// (none without peer-to-peer).
+    pub(crate) fn listening(&self) -> Option<(std::net::SocketAddr, &str)> {
+        self.inner.listening.as_ref().map(|(local, published)| (*local, published.as_str()))
+    }
+
+    /// Opens `id`'s mailbox in Redis, publishing this exchange's address:
+    /// peer connections for it go to `inbound` from now on.
     pub(crate) async fn open_mailbox(
         &self,
         id: &EntityId,
-        address: Option<&str>,
+        inbound: Option<Connections>,
     ) -> Result<(Uuid, Arc<TakenAcks>), Error> {
         let opening = Uuid::new_v4();
-        reserve_opening(&self.inner.serving, id, || Serving { address: String::new(), opening, acks: None }).await?;
+        let address = self.listening().filter(|_| inbound.is_some()).map(|(_, published)| published);
+        let reserved = || Serving { address: String::new(), opening, acks: None, inbound: inbound.clone() };
+        reserve_opening(&self.inner.serving, id, reserved).await?;
         let mut script = self.entity(&OPEN, &id.base32());
         script.arg(&self.inner.token).arg(address.unwrap_or("")).arg(opening.to_string());
         let refused = match self.call::<i64>(Request::Script(script)).await {
@@ -698,7 +752,8 @@ impl HybridExchange {
             Err(e) => e,
             Ok(_) => {
                 let acks = TakenAcks::start(self.clone(), id.clone(), opening);
-                let serving = Serving { address: address.unwrap_or("").to_owned(), opening, acks: Some(acks.clone()) };
+                let address = address.unwrap_or("").to_owned();
+                let serving = Serving { address, opening, acks: Some(acks.clone()), inbound };
                 lock(&self.inner.serving).insert(id.uid(), serving);
                 return Ok((opening, acks));
             }
@@ -967,6 +1022,9 @@ impl HybridExchange {
         // What this process owns is inactive from now on, and addresses it
         // still publishes are stale.
         let _ = self.cmd::<()>(redis::cmd("DEL").arg(&inner.lease.key).arg(self.keys().bell(&inner.token))).await;
+        if let Some(listener) = inner.listener_task.get() {
+            listener.abort();
+        }
         inner.actor.do_send(actor::Stop);
         debug!(namespace = self.namespace(), "exchange closed");
     }

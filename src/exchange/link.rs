@@ -249,6 +249,12 @@ impl LinkTask {
         let mut said_closing = false;
         match self.serve(address, &mut rx, &mut held, &mut said_closing).await {
             Ok(()) => debug!("link closed"),
+            // The process there no longer serves this mailbox (it closed,
+            // or moved): not a misconfiguration, nothing to remember.
+            Err(Error::Rejected(Rejection::Destination)) => {
+                debug!(held = held.len(), "the mailbox is not served there any more; messages go through Redis");
+                metrics::counter!("academy_link_failures_total", "cause" => "gone").increment(1);
+            }
             Err(e @ (Error::Rejected(_) | Error::Handshake(_))) => {
                 let why = if let Error::Rejected(why) = &e { Some(*why) } else { None };
                 let mut refused = self.env.refused.lock().unwrap_or_else(|e| e.into_inner());

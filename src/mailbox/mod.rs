@@ -1,9 +1,10 @@
 //! Mailboxes: the receiving end of an entity's messages.
 //!
 //! A [`Mailbox`] is the public face; behind it a `MailboxActor` supervises
-//! three kinds of stream: the TCP acceptor of its listener, one framed read
-//! stream per authenticated peer connection, and the batches the exchange's
-//! Redis watcher pops from its queue. All of them feed one bounded FIFO that
+//! two kinds of stream: one framed read stream per authenticated peer
+//! connection (the exchange's one listener accepts them and hands each to
+//! the mailbox its handshake names), and the batches the exchange's Redis
+//! watcher pops from its queue. All of them feed one bounded FIFO that
 //! [`Mailbox::recv`] reads. When that FIFO is full the actor pauses, so
 //! backpressure reaches the peers (TCP) and the watcher (it stops popping
 //! this queue) instead of growing memory.
@@ -28,7 +29,6 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::Bytes;
 use futures::{stream, SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, error, warn};
@@ -40,7 +40,7 @@ use crate::exchange::{
 };
 use crate::identifier::EntityId;
 use crate::message::{Body, Entry, Envelope, ENTRY_MARKS_LEN};
-use crate::peer::{AckState, Frame, FrameCodec, Heard, NoteProgress, PeerRead, PeerWrite};
+use crate::peer::{AckState, Connection, Frame, FrameCodec, Heard, NoteProgress, PeerWrite};
 use seen::Seen;
 
 /// How long a closing mailbox waits for its watcher before stopping anyway.
@@ -72,7 +72,7 @@ impl Exchange {
 #[derive(Debug)]
 pub struct Mailbox {
     id: EntityId,
-    /// Where its listener is bound.
+    /// Where the exchange's listener is bound.
     address: Option<SocketAddr>,
     /// The address published in Redis for peers to dial.
     published: Option<String>,
@@ -111,37 +111,35 @@ enum Backend {
 }
 
 impl Mailbox {
-    /// Opens the receiving end of `id`: binds a listener, publishes its
-    /// address, and starts the actor that feeds this mailbox.
+    /// Opens the receiving end of `id`: publishes the exchange's address
+    /// for it and starts the actor that feeds this mailbox.
     pub(crate) async fn open(exchange: HybridExchange, id: EntityId) -> Result<Self, Error> {
         let config = exchange.config();
-        let (listener, address, published) = match config.peer_to_peer {
-            true => {
-                let (listener, published) = config.link.addresses.listen().await?;
-                let address = listener.local_addr()?;
-                (Some(listener), Some(address), Some(published))
-            }
-            false => (None, None, None),
+        let (address, published) = match exchange.listening() {
+            Some((address, published)) => (Some(address), Some(published.to_owned())),
+            None => (None, None),
         };
-        let (opening, acks) = exchange.open_mailbox(&id, published.as_deref()).await?;
+        // A peer that connects as soon as the address is published waits
+        // here until the actor runs.
+        let (inbound, connections) = futures::channel::mpsc::unbounded();
+        let (opening, acks) = exchange.open_mailbox(&id, published.as_ref().map(|_| inbound)).await?;
         let (tx, rx) = mpsc::channel(config.mailbox_capacity);
-        let actor = MailboxActor {
-            id: id.clone(),
-            opening,
-            acks: acks.clone(),
-            exchange: exchange.clone(),
-            listener,
-            tx,
-            overflow: VecDeque::new(),
-            conns: HashMap::new(),
-            next_conn: 0,
-            handshaking: 0,
-            accept: None,
-            closing: false,
-            watch: u64::MAX,
-            resumed: Instant::now(),
-        }
-        .start();
+        let actor = MailboxActor::create(|ctx| {
+            ctx.add_stream(connections);
+            MailboxActor {
+                id: id.clone(),
+                opening,
+                acks: acks.clone(),
+                exchange: exchange.clone(),
+                tx,
+                overflow: VecDeque::new(),
+                conns: HashMap::new(),
+                next_conn: 0,
+                closing: false,
+                watch: u64::MAX,
+                resumed: Instant::now(),
+            }
+        });
         debug!(mailbox = %id, ?address, ?published, "mailbox open");
         let backend = Backend::Hybrid(actor, exchange, opening, acks);
         Ok(Self { id, address, published, rx: Some(rx), backend, seen: Seen::default(), claim: None })
@@ -162,14 +160,15 @@ impl Mailbox {
         &self.id
     }
 
-    /// The address its TCP listener is bound to (none for a local exchange
-    /// or without peer-to-peer).
+    /// The address the exchange's TCP listener is bound to, which every
+    /// mailbox of the exchange shares (none for a local exchange or without
+    /// peer-to-peer).
     pub fn address(&self) -> Option<SocketAddr> {
         self.address
     }
 
     /// The address published in Redis, which peers dial: the advertised
-    /// host and the listener's port.
+    /// host and the exchange listener's port.
     pub fn advertised_address(&self) -> Option<&str> {
         self.published.as_deref()
     }
@@ -445,7 +444,7 @@ impl Message for Inbound {
     type Result = ();
 }
 
-/// Stop listening, stop being watched, and stop.
+/// Hang up on every peer, stop being watched, and stop.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Close;
@@ -457,14 +456,11 @@ struct MailboxActor {
     /// Acknowledgements of what is taken from Redis.
     acks: Arc<TakenAcks>,
     exchange: HybridExchange,
-    listener: Option<TcpListener>,
     tx: mpsc::Sender<Delivery>,
     /// Deliveries waiting for room in the FIFO while the actor is paused.
     overflow: VecDeque<Delivery>,
     conns: HashMap<u64, Conn>,
     next_conn: u64,
-    handshaking: usize,
-    accept: Option<SpawnHandle>,
     closing: bool,
     /// This mailbox's registration with the exchange's Redis watcher.
     watch: u64,
@@ -481,75 +477,31 @@ impl Actor for MailboxActor {
     }
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if let Some(listener) = self.listener.take() {
-            let accepted = stream::unfold(listener, |listener| async move {
-                let accepted = listener.accept().await;
-                if accepted.is_err() {
-                    // Out of file descriptors and the like: do not spin.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Some((Accepted(accepted), listener))
-            });
-            self.accept = Some(ctx.add_stream(accepted));
-        }
         let (watch, stream) = self.exchange.watcher().watch(self.id.uid(), self.opening, self.acks.clone());
         self.watch = watch;
         ctx.add_stream(stream);
     }
 }
 
-/// The result of one `accept`.
-struct Accepted(std::io::Result<(TcpStream, SocketAddr)>);
-
-impl Message for Accepted {
-    type Result = ();
-}
-
-impl StreamHandler<Accepted> for MailboxActor {
-    fn handle(&mut self, Accepted(accepted): Accepted, ctx: &mut Context<Self>) {
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => return warn!(mailbox = %self.id, "accept failed: {e}"),
-        };
-        let config = self.exchange.config();
+/// A peer connection the exchange's listener authenticated for this mailbox.
+impl StreamHandler<Connection> for MailboxActor {
+    fn handle(&mut self, Connection { read, write, peer }: Connection, ctx: &mut Context<Self>) {
         if self.closing {
             return;
         }
-        if self.conns.len() + self.handshaking >= config.max_connections {
-            return self.refused(peer, Error::Peer("the mailbox has its maximum of connections open"));
+        if self.conns.len() >= self.exchange.config().max_connections {
+            let reports = &self.exchange.config().link.reports;
+            let what = format_args!("mailbox {}: peer {peer}: it has its maximum of connections open", self.id);
+            return reports.bad(Bad::Connection, what);
         }
-        self.handshaking += 1;
-        let security = config.link.security.clone();
-        let limit = config.link.connect_timeout.max(Duration::from_secs(5));
-        let me = self.id.uid();
-        let handshake = async move {
-            tokio::time::timeout(limit, security.accept(stream, me)).await.map_err(|_| Error::Timeout(limit))?
-        };
-        ctx.spawn(handshake.into_actor(self).map(move |result, act, ctx| {
-            act.handshaking -= 1;
-            match result {
-                Ok(halves) if !act.closing => act.add_connection(halves, ctx),
-                Ok(_) => {}
-                Err(e) => act.refused(peer, e),
-            }
-        }));
+        self.add_connection(read, write, ctx);
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
 impl MailboxActor {
-    /// Notes a connection refused at the handshake: a misconfigured peer
-    /// once, a port scan or a flood of hang-ups as a summary.
-    fn refused(&mut self, peer: SocketAddr, error: Error) {
-        let reports = &self.exchange.config().link.reports;
-        match error {
-            Error::Rejected(_) => reports.rejected(&peer.ip().to_string(), true, error),
-            error => reports.bad(Bad::Connection, format_args!("mailbox {}: peer {peer}: {error}", self.id)),
-        }
-    }
-
-    fn add_connection(&mut self, (read, write): (PeerRead, PeerWrite), ctx: &mut Context<Self>) {
+    fn add_connection(&mut self, read: crate::peer::PeerRead, write: PeerWrite, ctx: &mut Context<Self>) {
         let config = self.exchange.config();
         let conn = self.next_conn;
         self.next_conn += 1;
@@ -624,11 +576,8 @@ impl MailboxActor {
         }
     }
 
-    fn stop_listening(&mut self, ctx: &mut Context<Self>) {
+    fn hang_up(&mut self, ctx: &mut Context<Self>) {
         self.closing = true;
-        if let Some(accept) = self.accept.take() {
-            ctx.cancel_future(accept);
-        }
         for (_, conn) in self.conns.drain() {
             ctx.cancel_future(conn.stream);
         }
@@ -637,7 +586,7 @@ impl MailboxActor {
     fn terminated(&mut self, ctx: &mut Context<Self>) {
         debug!(mailbox = %self.id, "mailbox terminated");
         self.exchange.disown(&self.id);
-        self.stop_listening(ctx);
+        self.hang_up(ctx);
         ctx.stop();
     }
 }
@@ -744,7 +693,7 @@ impl StreamHandler<Watched> for MailboxActor {
             Watched::Woken => ctx.stop(),
             Watched::TakenOver => {
                 warn!(mailbox = %self.id, "another process opened this mailbox; closing it here");
-                self.stop_listening(ctx);
+                self.hang_up(ctx);
                 ctx.stop();
             }
         }
@@ -762,7 +711,7 @@ impl Handler<Close> for MailboxActor {
         if self.closing {
             return;
         }
-        self.stop_listening(ctx);
+        self.hang_up(ctx);
         // The watcher ends this mailbox's stream (Woken) once it no longer
         // takes from its queue; then the actor stops.
         self.unwatch();

@@ -130,14 +130,15 @@ where
     Ok(transcript)
 }
 
-/// Accepts a connection for mailbox `me` if the peer proves knowledge of
-/// `secret` and asks for the same `protection`.
+/// Accepts a connection for the mailbox it names, if `serves` it, the peer
+/// proves knowledge of `secret` and asks for the same `protection`; returns
+/// that mailbox.
 pub(crate) async fn server_handshake<S>(
     stream: &mut S,
     secret: &[u8],
     protection: Protection,
-    me: Uuid,
-) -> Result<Transcript, Error>
+    serves: impl Fn(Uuid) -> bool,
+) -> Result<(Uuid, Transcript), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -153,13 +154,14 @@ where
     }
     let refusal = if transcript[4] != PROTOCOL_VERSION {
         Some((WRONG_VERSION, Rejection::Version(transcript[4])))
-    } else if transcript[6..22] != me.as_bytes()[..] {
+    } else if !serves(Uuid::from_slice(&transcript[6..22]).expect("16 bytes")) {
         Some((WRONG_DESTINATION, Rejection::Destination))
     } else if transcript[5] != protection as u8 {
         Some((WRONG_PROTECTION, Rejection::Protection))
     } else {
         None
     };
+    let me = Uuid::from_slice(&transcript[6..22]).expect("16 bytes");
     let nonce: [u8; NONCE_LEN] = rand::random();
     let mut reply = Vec::with_capacity(SERVER_HELLO_LEN);
     reply.extend_from_slice(&MAGIC);
@@ -183,7 +185,7 @@ where
     stream.read_exact(&mut theirs).await?;
     proof(secret, b"client", me, &transcript[22..], &nonce).verify_slice(&theirs).map_err(|_| Rejection::Secret)?;
     transcript.extend_from_slice(&reply);
-    Ok(transcript)
+    Ok((me, transcript))
 }
 
 #[cfg(test)]
@@ -197,22 +199,28 @@ mod tests {
 
     #[tokio::test]
     async fn handshake_needs_the_same_secret_and_destination() {
-        type Outcome = (Result<Transcript, Error>, Result<Transcript, Error>);
+        type Outcome = (Result<Transcript, Error>, Result<(Uuid, Transcript), Error>);
         async fn run(secret: &'static [u8], protection: Protection, dest: Uuid, me: Uuid) -> Outcome {
             let (mut a, mut b) = tokio::io::duplex(1024);
-            let server = tokio::spawn(async move { server_handshake(&mut b, b"s3cret", Protection::Plain, me).await });
+            let server =
+                tokio::spawn(
+                    async move { server_handshake(&mut b, b"s3cret", Protection::Plain, |dest| dest == me).await },
+                );
             let client = client_handshake(&mut a, secret, protection, dest).await;
             drop(a);
             (client, server.await.unwrap())
         }
         let me = Uuid::new_v4();
         let (c, s) = run(b"s3cret", Protection::Plain, me, me).await;
-        assert_eq!(c.unwrap(), s.unwrap(), "both ends saw the same transcript");
+        let (dest, transcript) = s.unwrap();
+        assert_eq!((c.unwrap(), dest), (transcript, me), "both ends saw the same transcript");
         // Each end names the cause.
-        let rejected = |r: Result<Transcript, Error>| match r {
-            Err(Error::Rejected(rejection)) => rejection,
-            other => panic!("expected a rejection, got {other:?}"),
-        };
+        fn rejected<T: std::fmt::Debug>(r: Result<T, Error>) -> Rejection {
+            match r {
+                Err(Error::Rejected(rejection)) => rejection,
+                other => panic!("expected a rejection, got {other:?}"),
+            }
+        }
         let (c, s) = run(b"wrong", Protection::Plain, me, me).await;
         assert_eq!((rejected(c), rejected(s)), (Rejection::Secret, Rejection::Secret));
         let (c, s) = run(b"s3cret", Protection::Plain, Uuid::new_v4(), me).await;
@@ -228,7 +236,7 @@ mod tests {
         let mut old = b"ACAD\x04".to_vec();
         old.extend_from_slice(&[0u8; 32]);
         a.write_all(&old).await.unwrap();
-        let refused = server_handshake(&mut b, b"s3cret", Protection::Plain, Uuid::new_v4()).await;
+        let refused = server_handshake(&mut b, b"s3cret", Protection::Plain, |_| true).await;
         assert!(matches!(refused, Err(Error::Rejected(Rejection::Version(4)))), "{refused:?}");
         let mut reply = [0u8; 6];
         a.read_exact(&mut reply).await.unwrap();

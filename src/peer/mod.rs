@@ -22,6 +22,7 @@ mod ack;
 mod address;
 mod frame;
 pub(crate) mod handshake;
+mod listener;
 #[cfg(feature = "encryption")]
 mod noise;
 mod progress;
@@ -34,6 +35,7 @@ pub(crate) use address::{AddressSettings, Addresses, Bind};
 pub use frame::DEFAULT_MAX_FRAME_LEN;
 pub(crate) use frame::{Frame, FrameCodec, Outbox};
 pub(crate) use handshake::{Protection, Secret};
+pub(crate) use listener::{serve, Connection, Connections, Limits, Routes};
 pub(crate) use progress::{Heard, NoteProgress};
 #[cfg(feature = "tls")]
 pub(crate) use tls::{PeerTls, TlsFiles};

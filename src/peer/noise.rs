@@ -215,7 +215,8 @@ mod tests {
         let me = uuid::Uuid::new_v4();
         let server = tokio::spawn(async move {
             let security = Security::new(Secret::new(b"s3cret"), Protection::Noise);
-            security.accept(listener.accept().await.unwrap().0, me).await
+            let (_, read, write) = security.accept(listener.accept().await.unwrap().0, |dest| dest == me).await?;
+            Ok((read, write))
         });
         let security = Security::new(Secret::new(client_secret), Protection::Noise);
         let client = security.connect(TcpStream::connect(address).await.unwrap(), &address.to_string(), me).await;

@@ -48,11 +48,17 @@ impl Security {
         self.wrap(stream, &transcript, Some(address)).await
     }
 
-    /// The server side: accepts `stream` for mailbox `me`.
-    pub(crate) async fn accept(&self, mut stream: TcpStream, me: Uuid) -> Result<(PeerRead, PeerWrite), Error> {
+    /// The server side: accepts `stream` for the mailbox it names, if
+    /// `serves` it; returns that mailbox with the halves.
+    pub(crate) async fn accept(
+        &self,
+        mut stream: TcpStream,
+        serves: impl Fn(Uuid) -> bool,
+    ) -> Result<(Uuid, PeerRead, PeerWrite), Error> {
         stream.set_nodelay(true)?;
-        let transcript = server_handshake(&mut stream, &self.secret, self.protection, me).await?;
-        self.wrap(stream, &transcript, None).await
+        let (dest, transcript) = server_handshake(&mut stream, &self.secret, self.protection, serves).await?;
+        let (read, write) = self.wrap(stream, &transcript, None).await?;
+        Ok((dest, read, write))
     }
 
     /// Protects an authenticated connection; `dialed` is the address a
