@@ -533,7 +533,7 @@ impl AcademyExchange {
     /// over (it ends), and what it popped and did not hand out goes back in
     /// front of the queue. A task moves entries from the queue to this
     /// opening's taken list and into the returned channel.
-    pub(crate) async fn open_inbox(&self, id: &EntityId) -> Result<(mpsc::Receiver<Delivery>, Feeder), Error> {
+    pub(crate) async fn open_inbox(&self, id: &EntityId) -> Result<(mpsc::Receiver<Box<Delivery>>, Feeder), Error> {
         let opening = Uuid::new_v4();
         reserve_opening(&self.inner.openings, id, || opening).await?;
         // Freed however this ends, unless the mailbox opens (a dropped
@@ -722,7 +722,7 @@ impl Listed {
 /// Moves entries from `id`'s queue to its taken list, one at a time, and
 /// hands them to the mailbox; ends at the close sentinel (the mailbox was
 /// terminated), when the mailbox closes, or when the exchange does.
-async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Delivery>, feeder: Feeder) {
+async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Box<Delivery>>, feeder: Feeder) {
     let stop = feeder.stop;
     let queue = exchange.key("queue", id.uid());
     let taker: Arc<str> = exchange.key("taker", id.uid()).into();
@@ -791,7 +791,7 @@ async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Delivery
         match json::decode(&raw) {
             Ok(Incoming::Message(envelope)) => {
                 let delivery = Delivery { envelope, stamp: None, origin: Origin::Listed(listed), doubtful: false };
-                if tx.send(delivery).await.is_err() {
+                if tx.send(Box::new(delivery)).await.is_err() {
                     return;
                 }
             }

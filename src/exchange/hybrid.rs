@@ -734,12 +734,13 @@ impl HybridExchange {
     }
 
     /// Opens `id`'s mailbox in Redis, publishing this exchange's address:
-    /// peer connections for it go to `inbound` from now on.
+    /// peer connections for it go to `inbound` from now on. Returns the
+    /// opening, its acknowledgements, and whether its queue holds anything.
     pub(crate) async fn open_mailbox(
         &self,
         id: &EntityId,
         inbound: Option<Connections>,
-    ) -> Result<(Uuid, Arc<TakenAcks>), Error> {
+    ) -> Result<(Uuid, Arc<TakenAcks>, bool), Error> {
         let opening = Uuid::new_v4();
         let address = self.listening().filter(|_| inbound.is_some()).map(|(_, published)| published);
         let reserved = || Serving { address: String::new(), opening, acks: None, inbound: inbound.clone() };
@@ -750,12 +751,12 @@ impl HybridExchange {
             Ok(-1) => Error::BadEntityId(id.clone()),
             Ok(-2) => Error::MailboxClosed(id.clone()),
             Err(e) => e,
-            Ok(_) => {
+            Ok(queued) => {
                 let acks = TakenAcks::start(self.clone(), id.clone(), opening);
                 let address = address.unwrap_or("").to_owned();
                 let serving = Serving { address, opening, acks: Some(acks.clone()), inbound };
                 lock(&self.inner.serving).insert(id.uid(), serving);
-                return Ok((opening, acks));
+                return Ok((opening, acks, queued > 0));
             }
         };
         self.release(id, opening);

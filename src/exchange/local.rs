@@ -40,7 +40,7 @@ struct Entry {
     /// Messages waiting for the mailbox to open.
     queue: VecDeque<Envelope>,
     /// The open mailbox's FIFO.
-    inbox: Option<mpsc::Sender<Delivery>>,
+    inbox: Option<mpsc::Sender<Box<Delivery>>>,
 }
 
 impl LocalExchange {
@@ -112,7 +112,7 @@ impl LocalExchange {
 
     /// Opens `id`'s inbox: the receiving end of what is sent to it, the
     /// backlog first.
-    pub(crate) fn open_inbox(&self, id: &EntityId) -> Result<mpsc::Receiver<Delivery>, Error> {
+    pub(crate) fn open_inbox(&self, id: &EntityId) -> Result<mpsc::Receiver<Box<Delivery>>, Error> {
         let mut entries = self.entries()?;
         let entry = entries.get_mut(&id.uid()).ok_or_else(|| Error::BadEntityId(id.clone()))?;
         if !entry.active {
@@ -121,7 +121,7 @@ impl LocalExchange {
         // Room for the backlog, so it moves in at once and in order.
         let (tx, rx) = mpsc::channel(CAPACITY + entry.queue.len());
         for envelope in entry.queue.drain(..) {
-            tx.try_send(Delivery::local(envelope)).expect("the channel has room for the backlog");
+            tx.try_send(Box::new(Delivery::local(envelope))).expect("the channel has room for the backlog");
         }
         entry.inbox = Some(tx);
         Ok(rx)
@@ -140,7 +140,7 @@ impl LocalExchange {
                 }
             }
         };
-        if let Err(refused) = inbox.send(Delivery::local(envelope)).await {
+        if let Err(refused) = inbox.send(Box::new(Delivery::local(envelope))).await {
             // The mailbox closed meanwhile: the message waits for the next one.
             let envelope = refused.0.into_envelope();
             let mut entries = self.entries()?;

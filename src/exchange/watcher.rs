@@ -73,6 +73,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Watched queues one sweep looks at.
 pub(crate) const SWEEP_SLICE: usize = 16;
+/// How long a ring for a mailbox not yet watched is kept for it, and how
+/// many such rings at most (past that the sweep finds what they announced).
+const EARLY_FOR: Duration = Duration::from_secs(60);
+const EARLY_MAX: usize = 65_536;
 
 /// What the watcher saw for one mailbox.
 #[derive(Debug)]
@@ -92,6 +96,8 @@ pub(crate) enum Watched {
 
 enum Command {
     Watch {
+        /// Whether its queue needs a look at once (it holds entries).
+        look: bool,
         uid: Uuid,
         opening: Uuid,
         acks: Arc<TakenAcks>,
@@ -117,6 +123,9 @@ static NEXT_WATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 #[derive(Clone, Debug)]
 pub(crate) struct Watcher {
     commands: mpsc::UnboundedSender<Command>,
+    /// Set while the task blocks on the doorbell: the first command sent
+    /// meanwhile rings it, the others find the task awake.
+    blocked: Arc<AtomicBool>,
     bell: Arc<str>,
     actor: Addr<ExchangeActor>,
 }
@@ -133,8 +142,11 @@ impl Watcher {
         lost_state: Arc<tokio::sync::Notify>,
     ) -> Self {
         let (commands, rx) = mpsc::unbounded_channel();
+        let blocked = Arc::new(AtomicBool::new(false));
         let task = Task {
             stopped: false,
+            blocked: blocked.clone(),
+            early: HashMap::new(),
             client,
             keys,
             bell: bell.clone(),
@@ -148,18 +160,23 @@ impl Watcher {
             backoff: Duration::ZERO,
         };
         tokio::spawn(task.run());
-        Self { commands, bell: bell.into(), actor }
+        Self { commands, blocked, bell: bell.into(), actor }
     }
 
     /// Starts watching the queue of mailbox `uid` for its opening `opening`
-    /// (superseding an earlier watch of it), looking at it at once; the
-    /// stream ends after [`unwatch`](Self::unwatch) with the returned id.
-    pub(crate) fn watch(&self, uid: Uuid, opening: Uuid, acks: Arc<TakenAcks>) -> (u64, WatchStream) {
+    /// (superseding an earlier watch of it), looking at it at once if `look`
+    /// (it holds entries; an empty one waits for its ring); the stream ends
+    /// after [`unwatch`](Self::unwatch) with the returned id.
+    pub(crate) fn watch(&self, uid: Uuid, opening: Uuid, acks: Arc<TakenAcks>, look: bool) -> (u64, WatchStream) {
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let paused = Arc::new(AtomicBool::new(false));
         let id = NEXT_WATCH.fetch_add(1, Ordering::Relaxed);
-        let _ = self.commands.send(Command::Watch { uid, opening, acks, id, tx, paused: paused.clone() });
-        self.rearm();
+        let _ = self.commands.send(Command::Watch { look, uid, opening, acks, id, tx, paused: paused.clone() });
+        // A quiet watch is read whenever the task next wakes: a ring for it
+        // before then is kept for it (see `Task::early`).
+        if look {
+            self.rearm();
+        }
         (id, WatchStream { rx, paused, watcher: self.clone() })
     }
 
@@ -182,9 +199,15 @@ impl Watcher {
     }
 
     /// Makes the task read its commands: through the channel when it is
-    /// busy, through an empty ring of the doorbell when it blocks in Redis.
+    /// busy, through an empty ring of the doorbell when it blocks in Redis
+    /// (once per wait, however many commands are sent meanwhile).
     fn rearm(&self) {
         let _ = self.commands.send(Command::Rearm);
+        // Pairs with the task's store, then look at the channel.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !self.blocked.swap(false, Ordering::SeqCst) {
+            return;
+        }
         // With an expiry, so one that lands after the exchange closed (and
         // deleted its bell) does not stay.
         let mut pipe = redis::pipe();
@@ -243,6 +266,12 @@ impl Registration {
 
 struct Task {
     stopped: bool,
+    /// Set before it blocks on the doorbell (see [`Watcher::rearm`]).
+    blocked: Arc<AtomicBool>,
+    /// Rings for mailboxes not (yet) watched, and when: a mailbox opened
+    /// in Redis may be rung before its watch is read, and finds its ring
+    /// here. Forgotten after [`EARLY_FOR`].
+    early: HashMap<Uuid, tokio::time::Instant>,
     client: redis::Client,
     keys: Keys,
     bell: String,
@@ -292,14 +321,16 @@ impl Task {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::Watch { uid, opening, acks, id, tx, paused } => {
+            Command::Watch { look, uid, opening, acks, id, tx, paused } => {
                 let registration =
                     Registration { id, opening, acks, tx, paused, pending: false, resync: None, left: 1, entry_len: 0 };
                 if let Some(old) = self.queues.insert(uid, registration) {
                     wake(old);
                 }
                 self.sweep_order.push_back((uid, id));
-                self.mark_pending(uid);
+                if self.early.remove(&uid).is_some() || look {
+                    self.mark_pending(uid);
+                }
             }
             Command::Unwatch { uid, id } => {
                 if self.queues.get(&uid).is_some_and(|r| r.id == id) {
@@ -380,6 +411,7 @@ impl Task {
     /// hold anything or lost their opening (one round trip).
     async fn sweep(&mut self) -> Result<(), Error> {
         self.swept = tokio::time::Instant::now();
+        self.early.retain(|_, at| at.elapsed() < EARLY_FOR);
         let mut script = NEEDS_A_LOOK.prepare_invoke();
         script.arg(self.keys.namespace());
         let mut looked = 0;
@@ -409,9 +441,23 @@ impl Task {
     async fn wait_for_ring(&mut self) -> Result<(), Error> {
         let bell = self.bell.clone();
         let wait = SWEEP_EVERY.saturating_sub(self.swept.elapsed()).as_secs_f64().max(0.01);
-        let conn = self.connection().await?;
-        let rung: Option<(String, String)> = redis::cmd("BLPOP").arg(&bell).arg(wait).query_async(conn).await?;
-        if let Some((_, ring)) = rung {
+        self.connection().await?;
+        // From here a command rings the bell; one sent before is read now.
+        self.blocked.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !self.commands.is_empty() {
+            self.blocked.store(false, Ordering::SeqCst);
+            return Ok(());
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let rung: Result<Option<(String, String)>, _> =
+            redis::cmd("BLPOP").arg(&bell).arg(wait).query_async(conn).await;
+        self.blocked.store(false, Ordering::SeqCst);
+        if let Some((_, ring)) = rung? {
+            // A watch sent before the ring was rung is known first.
+            while let Ok(command) = self.commands.try_recv() {
+                self.apply(command);
+            }
             self.rung(&ring);
         }
         Ok(())
@@ -419,8 +465,18 @@ impl Task {
 
     fn rung(&mut self, ring: &str) {
         // An empty ring only wakes the task (see `Watcher::rearm`).
-        if let Ok(uid) = base32_to_uuid(ring) {
-            self.mark_pending(uid);
+        let Ok(uid) = base32_to_uuid(ring) else { return };
+        match self.queues.contains_key(&uid) {
+            true => self.mark_pending(uid),
+            false => {
+                let now = tokio::time::Instant::now();
+                if self.early.len() >= EARLY_MAX {
+                    self.early.retain(|_, at| now.duration_since(*at) < EARLY_FOR);
+                }
+                if self.early.len() < EARLY_MAX {
+                    self.early.insert(uid, now);
+                }
+            }
         }
     }
 

@@ -76,7 +76,7 @@ pub struct Mailbox {
     address: Option<SocketAddr>,
     /// The address published in Redis for peers to dial.
     published: Option<String>,
-    rx: Option<mpsc::Receiver<Delivery>>,
+    rx: Option<mpsc::Receiver<Box<Delivery>>>,
     backend: Backend,
     /// Stamps taken since it opened: a second copy of one is dropped.
     seen: Seen,
@@ -122,10 +122,13 @@ impl Mailbox {
         // A peer that connects as soon as the address is published waits
         // here until the actor runs.
         let (inbound, connections) = futures::channel::mpsc::unbounded();
-        let (opening, acks) = exchange.open_mailbox(&id, published.as_ref().map(|_| inbound)).await?;
+        let (opening, acks, queued) = exchange.open_mailbox(&id, published.as_ref().map(|_| inbound)).await?;
         let (tx, rx) = mpsc::channel(config.mailbox_capacity);
         let actor = MailboxActor::create(|ctx| {
             ctx.add_stream(connections);
+            // An empty queue waits for its first ring.
+            let (watch, batches) = exchange.watcher().watch(id.uid(), opening, acks.clone(), queued);
+            ctx.add_stream(batches);
             MailboxActor {
                 id: id.clone(),
                 opening,
@@ -136,7 +139,7 @@ impl Mailbox {
                 conns: HashMap::new(),
                 next_conn: 0,
                 closing: false,
-                watch: u64::MAX,
+                watch,
                 resumed: Instant::now(),
             }
         });
@@ -146,12 +149,12 @@ impl Mailbox {
     }
 
     /// A mailbox fed directly by a [`LocalExchange`].
-    pub(crate) fn local(exchange: LocalExchange, id: EntityId, rx: mpsc::Receiver<Delivery>) -> Self {
+    pub(crate) fn local(exchange: LocalExchange, id: EntityId, rx: mpsc::Receiver<Box<Delivery>>) -> Self {
         Self::fed(Backend::Local(exchange), id, rx)
     }
 
     /// A mailbox without a listener, fed through `rx`.
-    fn fed(backend: Backend, id: EntityId, rx: mpsc::Receiver<Delivery>) -> Self {
+    fn fed(backend: Backend, id: EntityId, rx: mpsc::Receiver<Box<Delivery>>) -> Self {
         Self { id, address: None, published: None, rx: Some(rx), backend, seen: Seen::default(), claim: None }
     }
 
@@ -243,7 +246,8 @@ impl Mailbox {
     /// Takes a delivery (acknowledging it to where it came from), unless it
     /// is a second copy of a message already taken. A request from Redis
     /// becomes a claim, handed out once acknowledged.
-    fn accept(&mut self, delivery: Delivery) -> Option<(Envelope, bool)> {
+    fn accept(&mut self, delivery: Box<Delivery>) -> Option<(Envelope, bool)> {
+        let delivery = *delivery;
         let (stamp, doubtful) = (delivery.stamp, delivery.doubtful);
         let (envelope, taken) = delivery.take()?;
         if !stamp.is_none_or(|stamp| self.seen.first_time(stamp)) {
@@ -328,7 +332,7 @@ impl Drop for Mailbox {
 /// unacknowledged, so their senders re-route them.
 async fn shutdown(
     backend: Backend,
-    mut rx: mpsc::Receiver<Delivery>,
+    mut rx: mpsc::Receiver<Box<Delivery>>,
     id: EntityId,
     published: Option<String>,
     claim: Option<(u64, Bytes)>,
@@ -456,9 +460,9 @@ struct MailboxActor {
     /// Acknowledgements of what is taken from Redis.
     acks: Arc<TakenAcks>,
     exchange: HybridExchange,
-    tx: mpsc::Sender<Delivery>,
+    tx: mpsc::Sender<Box<Delivery>>,
     /// Deliveries waiting for room in the FIFO while the actor is paused.
-    overflow: VecDeque<Delivery>,
+    overflow: VecDeque<Box<Delivery>>,
     conns: HashMap<u64, Conn>,
     next_conn: u64,
     closing: bool,
@@ -474,12 +478,6 @@ impl Actor for MailboxActor {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.unwatch();
-    }
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let (watch, stream) = self.exchange.watcher().watch(self.id.uid(), self.opening, self.acks.clone());
-        self.watch = watch;
-        ctx.add_stream(stream);
     }
 }
 
@@ -548,6 +546,8 @@ impl MailboxActor {
     /// Puts a message in the FIFO; if it is full, pauses the actor (and so
     /// every stream it reads) until there is room.
     fn deliver(&mut self, delivery: Delivery, ctx: &mut Context<Self>) {
+        // Boxed: an empty FIFO's first block of slots is then small.
+        let delivery = Box::new(delivery);
         if !self.overflow.is_empty() {
             return self.overflow.push_back(delivery);
         }
