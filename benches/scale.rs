@@ -20,6 +20,13 @@ use futures::{stream, StreamExt};
 mod redis_server;
 use redis_server::Redis;
 
+/// Registered, never launched: what discovery of a rare behavior finds.
+struct Rare;
+impl Actor for Rare {
+    type Context = Context<Self>;
+}
+behavior!(Rare { actions: [] });
+
 struct Echo;
 impl Actor for Echo {
     type Context = Context<Self>;
@@ -202,6 +209,17 @@ async fn parent(args: Args) {
         times.push(t.elapsed());
     }
     emit("all", &format!("discover, {} matches, p50", found.len()), p50_us(times) / 1e3, "ms");
+
+    for _ in 0..10 {
+        x.register_agent::<Rare>(None).await.unwrap();
+    }
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        assert_eq!(x.discover::<Rare>().await.unwrap().len(), 10);
+        times.push(t.elapsed());
+    }
+    emit("all", &format!("discover, 10 matches among {}, p50", found.len()), p50_us(times) / 1e3, "ms");
 
     let client = Client::connect(&x, None).await.unwrap();
     let mut times = Vec::with_capacity(args.calls);

@@ -507,3 +507,48 @@ async fn idle_mailboxes_cost_redis_the_same_whatever_their_number() {
     drop(inboxes);
     exchange.close().await;
 }
+
+fn calls_of(redis: &RedisServer, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut redis.client()).unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(|rest| rest.split(',').next().unwrap().parse::<u64>().unwrap()))
+        .unwrap_or(0)
+}
+
+/// A mailbox opened on an empty queue takes nothing and wakes nobody: its
+/// queue is looked at when a sender rings, and what is sent right after the
+/// opening (before the watcher has read the new watch) still arrives, well
+/// before a sweep would find it.
+#[actix::test]
+async fn mailboxes_opened_on_empty_queues_cost_no_take_and_still_get_what_is_sent_at_once() {
+    const MAILBOXES: usize = 300;
+    let redis = RedisServer::start();
+    let receiver = redis.builder().peer_to_peer(false).start().await.unwrap();
+    let sender = redis.builder().namespace(receiver.namespace()).peer_to_peer(false).start().await.unwrap();
+    let me = sender.register_client(None).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..MAILBOXES {
+        ids.push(receiver.register_client(None).await.unwrap());
+    }
+    let (moves, pushes) = (calls_of(&redis, "lmove"), calls_of(&redis, "rpush"));
+    let mut inboxes = Vec::new();
+    for id in &ids {
+        inboxes.push(receiver.get_mailbox(id).await.unwrap());
+        // Sent the moment the mailbox is open.
+        sender.send(ping(&me, id)).await.unwrap();
+    }
+    for inbox in &mut inboxes {
+        inbox.recv(Some(Duration::from_secs(30))).await.unwrap();
+    }
+    // One take per mailbox that was sent something; before, every opening
+    // took too (and rang its own doorbell to say so).
+    let takes = calls_of(&redis, "lmove") - moves;
+    assert!(takes <= MAILBOXES as u64 * 3 / 2, "{takes} moves for {MAILBOXES} messages");
+    let rings = calls_of(&redis, "rpush") - pushes;
+    // Each message is pushed and rings its owner: two pushes.
+    assert!(rings <= MAILBOXES as u64 * 5 / 2, "{rings} pushes for {MAILBOXES} messages");
+    drop(inboxes);
+    receiver.close().await;
+    sender.close().await;
+}
