@@ -37,6 +37,11 @@ pub enum Error {
     /// Redis could not be reached or refused a command.
     #[error("redis: {0}")]
     Redis(redis::RedisError),
+    /// Redis is out of memory (its `maxmemory`, with no eviction) and refused
+    /// to store the message: nothing of it was kept. Retry later, or give
+    /// Redis more memory (`CONFIG SET maxmemory`).
+    #[error("Redis is full (maxmemory reached) and refused the write: {0}")]
+    RedisFull(redis::RedisError),
     /// Redis holds a mailbox state this version does not know (written by
     /// a newer version, or by hand): nothing is routed on a guess.
     #[error("Redis holds an unknown mailbox state {0:?}")]
@@ -127,9 +132,14 @@ pub enum Rejection {
 
 impl From<redis::RedisError> for Error {
     /// A script's refusal to act on a state it does not know (its error
-    /// code `UNKNOWNSTATUS`) becomes [`Error::UnknownStatus`].
+    /// code `UNKNOWNSTATUS`) becomes [`Error::UnknownStatus`]; Redis out of
+    /// memory (`OOM`) [`Error::RedisFull`].
     fn from(e: redis::RedisError) -> Self {
         match e.code() {
+            Some("OOM") => {
+                metrics::counter!("academy_redis_full_total").increment(1);
+                Error::RedisFull(e)
+            }
             Some("UNKNOWNSTATUS") => {
                 let word = e.detail().unwrap_or_default().split_whitespace().next().unwrap_or_default();
                 Error::UnknownStatus(word.to_owned())

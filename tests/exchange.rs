@@ -552,3 +552,38 @@ async fn mailboxes_opened_on_empty_queues_cost_no_take_and_still_get_what_is_sen
     receiver.close().await;
     sender.close().await;
 }
+
+/// A Redis that is out of memory (`maxmemory`, no eviction) refuses pushes:
+/// `send` says so with `Error::RedisFull`, and every message it accepted is
+/// delivered once there is room again.
+#[actix::test]
+async fn a_full_redis_is_a_clear_error_to_send_and_loses_nothing_accepted() {
+    let redis = RedisServer::start();
+    let exchange = redis.builder().peer_to_peer(false).start().await.unwrap();
+    let me = exchange.register_client(None).await.unwrap();
+    let peer = exchange.register_client(None).await.unwrap();
+    let used: String = redis::cmd("INFO").arg("memory").query(&mut redis.client()).unwrap();
+    let used: u64 = used.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap();
+    let _: () =
+        redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(used + (2 << 20)).query(&mut redis.client()).unwrap();
+    let _: () =
+        redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("noeviction").query(&mut redis.client()).unwrap();
+    let mut accepted = Vec::new();
+    let refused = loop {
+        let mut message = ping(&me, &peer);
+        message.body = Body::ActionRequest { action: "fill".into(), args: vec![7u8; 50_000].into() };
+        match exchange.send(message.clone()).await {
+            Ok(()) => accepted.push(message),
+            Err(e) => break e,
+        }
+        assert!(accepted.len() < 1000, "Redis never filled up");
+    };
+    assert!(matches!(refused, Error::RedisFull(_)), "{refused:?}");
+    assert!(refused.to_string().contains("maxmemory"), "{refused}");
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).query(&mut redis.client()).unwrap();
+    let mut inbox = exchange.get_mailbox(&peer).await.unwrap();
+    for message in &accepted {
+        assert_eq!(&inbox.recv(Some(Duration::from_secs(20))).await.unwrap(), message);
+    }
+    assert!(matches!(inbox.recv(Some(Duration::from_millis(200))).await, Err(Error::Timeout(_))));
+}

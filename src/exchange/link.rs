@@ -470,7 +470,11 @@ impl LinkTask {
                 Err(e) => {
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > REDIS_PATIENCE || matches!(e, Error::ExchangeClosed) {
-                        let cause = if matches!(e, Error::ExchangeClosed) { "closed" } else { "redis_unreachable" };
+                        let cause = match e {
+                            Error::ExchangeClosed => "closed",
+                            Error::RedisFull(_) => "redis_full",
+                            _ => "redis_unreachable",
+                        };
                         lost(held.len(), cause);
                         return error!(lost = held.len(), "could not hand undelivered messages to Redis: {e}");
                     }
