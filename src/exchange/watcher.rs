@@ -7,8 +7,13 @@
 //! sender that pushes onto an empty queue rings the bell of the process that
 //! owns the mailbox, with the mailbox's id, in the same script: so a wake-up
 //! costs O(1) whatever the number of open mailboxes, and an idle mailbox
-//! costs Redis nothing. A rung (or newly opened) mailbox is *pending* until a
-//! take finds its queue empty.
+//! costs Redis nothing. A rung mailbox (or one opened on a queue that holds
+//! entries) is *pending* until a take finds its queue empty; one opened on an
+//! empty queue waits for its first ring, and a ring that comes before the
+//! watcher has read the new watch is kept for it. Commands reach the task
+//! through a channel; while it blocks on the doorbell, the first command
+//! rings it (once per wait, so opening 10,000 mailboxes rings it a few
+//! times, not 10,000).
 //!
 //! A take moves a batch from the queue to the mailbox's taken list with
 //! plain `LMOVE`s (one pipeline, one round trip, no script: Lua copies large
