@@ -407,6 +407,14 @@ async fn exchange(redis: &Redis, peer_to_peer: bool) -> Exchange {
     Exchange::builder(redis.url()).random_namespace().peer_to_peer(peer_to_peer).start().await.unwrap()
 }
 
+/// Another exchange in `x`'s namespace, for callers: a call between
+/// exchanges crosses TCP (or Redis), where one within an exchange goes in
+/// memory.
+async fn beside(redis: &Redis, x: &Exchange, peer_to_peer: bool) -> Exchange {
+    let builder = Exchange::builder(redis.url()).namespace(x.namespace()).peer_to_peer(peer_to_peer);
+    builder.start().await.unwrap()
+}
+
 /// Encrypted peer links (built with `--features encryption`).
 #[cfg(feature = "encryption")]
 async fn encrypted_exchange(redis: &Redis) -> Exchange {
@@ -427,9 +435,34 @@ async fn round_trips(args: &Args, redis: &Redis, report: &mut Report) {
         };
         #[cfg(not(feature = "encryption"))]
         let x = exchange(redis, p2p).await;
+        #[cfg(feature = "encryption")]
+        let caller = match path {
+            "encrypted" => {
+                let builder = Exchange::builder(redis.url()).namespace(x.namespace()).secret("bench").encrypt(true);
+                builder.start().await.unwrap()
+            }
+            _ => beside(redis, &x, p2p).await,
+        };
+        #[cfg(not(feature = "encryption"))]
+        let caller = beside(redis, &x, p2p).await;
         let id: AgentId<Echo> = x.register_agent(None).await.unwrap();
         let _agent = Agent::launch(Echo, id.clone(), &x).await.unwrap();
-        let echo = x.get_handle(id).bind_as_client(&x).await.unwrap();
+        if path == "direct" {
+            // A caller of the agent's own exchange: in memory.
+            let echo = x.get_handle(id.clone()).bind_as_client(&x).await.unwrap();
+            let n = samples(args, 5000);
+            let mut times = Vec::with_capacity(n);
+            for i in 0..n + n / 10 {
+                let t = Instant::now();
+                echo.action(Bounce(vec![0x5a; 100])).await.unwrap();
+                if i >= n / 10 {
+                    times.push(t.elapsed());
+                }
+            }
+            report.latency("actix-academy", "action round trip", "echo 100B in process", times);
+            echo.close().await.unwrap();
+        }
+        let echo = x.get_handle(id).bind_as_client(&caller).await.unwrap();
         let n = samples(args, 5000);
         let mut times = Vec::with_capacity(n);
         for i in 0..n + n / 10 {
@@ -455,6 +488,7 @@ async fn round_trips(args: &Args, redis: &Redis, report: &mut Report) {
             report.latency("actix-academy", "action round trip", &format!("echo {label} {path}"), times);
         }
         echo.close().await.unwrap();
+        caller.close().await;
         x.close().await;
     }
 }
@@ -491,7 +525,8 @@ async fn pipelined(args: &Args, redis: &Redis, report: &mut Report) {
     let x = exchange(redis, true).await;
     let id: AgentId<Echo> = x.register_agent(None).await.unwrap();
     let _agent = Agent::launch_with(id.clone(), &x, 1024, |_| Echo).await.unwrap();
-    let echo = x.get_handle(id).bind_as_client(&x).await.unwrap();
+    let caller = beside(redis, &x, true).await;
+    let echo = x.get_handle(id).bind_as_client(&caller).await.unwrap();
     let total = if args.quick { 20_000 } else { 50_000 };
     let t = Instant::now();
     let done = stream::iter(0..total)
@@ -503,6 +538,7 @@ async fn pipelined(args: &Args, redis: &Redis, report: &mut Report) {
     assert_eq!(done, total);
     report.rate("actix-academy", "pipelined actions", "echo 100B, window 1000", total as u64, t.elapsed());
     echo.close().await.unwrap();
+    caller.close().await;
     x.close().await;
 }
 
@@ -603,7 +639,9 @@ fn rss_peak_mb() -> f64 {
 
 async fn startup(args: &Args, redis: &Redis, report: &mut Report) {
     let x = exchange(redis, true).await;
-    let client = Client::connect(&x, None).await.unwrap();
+    // The first action crosses TCP: the client is another exchange's.
+    let caller = beside(redis, &x, true).await;
+    let client = Client::connect(&caller, None).await.unwrap();
     let count = 1000;
     let mut agents = Vec::with_capacity(count);
     let mut times = Vec::with_capacity(count);
@@ -611,7 +649,7 @@ async fn startup(args: &Args, redis: &Redis, report: &mut Report) {
         let t = Instant::now();
         let id: AgentId<Echo> = x.register_agent(None).await.unwrap();
         let agent = Agent::launch(Echo, id.clone(), &x).await.unwrap();
-        let handle = client.bind(x.get_handle(id));
+        let handle = client.bind(caller.get_handle(id));
         handle.action(Bounce(vec![1])).await.unwrap();
         times.push(t.elapsed());
         agents.push((agent, handle));
@@ -635,6 +673,7 @@ async fn startup(args: &Args, redis: &Redis, report: &mut Report) {
         let _ = handle.shutdown().await;
     }
     client.close().await.unwrap();
+    caller.close().await;
     x.close().await;
 }
 

@@ -731,3 +731,33 @@ async fn a_process_that_no_longer_serves_a_mailbox_refuses_it_and_serves_it_once
     assert!(established().iter().any(|(_, remote)| remote.port() == port), "the second message was not sent directly");
     assert_eq!(sender.rejections(), Default::default(), "the refusal was reported as a misconfiguration");
 }
+
+/// A mailbox served by the sending exchange itself is reached in memory
+/// (the same frames and acknowledgements as over TCP): no socket, no
+/// descriptor per link, and nothing through Redis.
+#[actix::test]
+async fn messages_to_mailboxes_of_the_same_exchange_go_in_memory() {
+    let redis = RedisServer::start();
+    let exchange = redis.exchange().await;
+    let me = exchange.register_client(None).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        ids.push(exchange.register_client(None).await.unwrap());
+    }
+    let mut inboxes = futures::future::try_join_all(ids.iter().map(|id| exchange.get_mailbox(id))).await.unwrap();
+    let port = inboxes[0].address().unwrap().port();
+    let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let before = fds();
+    for id in &ids {
+        exchange.send(ping(&me, id)).await.unwrap();
+    }
+    for inbox in &mut inboxes {
+        inbox.recv(Some(Duration::from_secs(10))).await.unwrap();
+    }
+    let sockets = established().into_iter().filter(|(a, b)| a.port() == port || b.port() == port).count();
+    assert_eq!(sockets, 0, "a link to this exchange's own mailbox used TCP");
+    // Other tests of this binary open sockets meanwhile: a bound far below 2 per link.
+    assert!(fds() < before + 100, "100 links took {} descriptors", fds().saturating_sub(before));
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut redis.client()).unwrap();
+    assert!(!info.contains("cmdstat_lmove"), "messages went through Redis: {info}");
+}

@@ -355,6 +355,8 @@ impl ExchangeBuilder {
             keys: keys.clone(),
             actor: actor.clone(),
             links: Arc::downgrade(&links),
+            own: listener.as_ref().map(|(local, published, _)| (*local, published.clone())),
+            local: std::sync::OnceLock::new(),
         });
         let exchange = HybridExchange {
             inner: Arc::new(Inner {
@@ -366,7 +368,6 @@ impl ExchangeBuilder {
                     link: env,
                 },
                 links,
-                listening: listener.as_ref().map(|(local, published, _)| (*local, published.clone())),
                 listener_task: std::sync::OnceLock::new(),
                 token,
                 sequences: Mutex::default(),
@@ -379,6 +380,8 @@ impl ExchangeBuilder {
                 closed: AtomicBool::new(false),
             }),
         };
+        let routes: std::sync::Weak<dyn Routes> = Arc::downgrade(&exchange.inner) as _;
+        let _ = exchange.inner.config.link.local.set(routes);
         if let Some((_, _, listener)) = listener {
             let serve = crate::peer::serve(listener, security, limits, Arc::downgrade(&exchange.inner));
             let _ = exchange.inner.listener_task.set(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(serve)));
@@ -442,9 +445,6 @@ struct Inner {
     keys: Keys,
     config: Config,
     links: Arc<Links>,
-    /// Where its one listener is bound, and the address peers dial (none
-    /// without peer-to-peer).
-    listening: Option<(std::net::SocketAddr, String)>,
     /// Accepts peer connections for every open mailbox; stops with the exchange.
     listener_task: std::sync::OnceLock<tokio_util::task::AbortOnDropHandle<()>>,
     /// Pops the queues of all this exchange's open mailboxes.
@@ -730,7 +730,7 @@ impl HybridExchange {
     /// Where this exchange's listener is bound, and the address peers dial
     /// (none without peer-to-peer).
     pub(crate) fn listening(&self) -> Option<(std::net::SocketAddr, &str)> {
-        self.inner.listening.as_ref().map(|(local, published)| (*local, published.as_str()))
+        self.inner.config.link.own.as_ref().map(|(local, published)| (*local, published.as_str()))
     }
 
     /// Opens `id`'s mailbox in Redis, publishing this exchange's address:

@@ -1,6 +1,8 @@
 //! Outbound links: one task per destination mailbox that listens, so frames
 //! never interleave and one sender's messages keep their order. The task
-//! owns a TCP connection to the mailbox. Messages are written in batches
+//! owns a TCP connection to the mailbox, or, when the mailbox is served by
+//! this very exchange, an in-memory pipe handed straight to it (the same
+//! frames and acknowledgements, no socket, no handshake). Messages are written in batches
 //! (one flush per batch) and kept until the receiver acknowledges taking
 //! them. When the connection fails (refused or timed-out connect, failed
 //! handshake, reset, silent peer), everything unacknowledged or still
@@ -30,7 +32,7 @@ use super::{Bad, Reports, Seal, WhenInactive};
 use crate::error::{Error, Rejection};
 use crate::identifier::EntityId;
 use crate::message::Parts;
-use crate::peer::{Addresses, Frame, FrameCodec, Outbox, Security};
+use crate::peer::{Addresses, Connection, Frame, FrameCodec, Outbox, PeerRead, PeerWrite, Routes, Security};
 
 /// Messages a link buffers before `send` waits for room.
 const LINK_CAPACITY: usize = 4096;
@@ -79,6 +81,35 @@ pub(crate) struct LinkEnv {
     pub(crate) keys: Keys,
     pub(crate) actor: Addr<ExchangeActor>,
     pub(crate) links: Weak<Links>,
+    /// This exchange's own listener (where bound, and the address it
+    /// publishes) and its mailboxes: a link to an address of its own goes
+    /// to them in memory.
+    pub(crate) own: Option<(std::net::SocketAddr, String)>,
+    pub(crate) local: std::sync::OnceLock<Weak<dyn Routes>>,
+}
+
+/// Bytes an in-memory link buffers each way.
+const PIPE_BYTES: usize = 256 << 10;
+
+impl LinkEnv {
+    /// A connection to `dest`, served by this exchange and published at
+    /// `address`: the two ends of an in-memory pipe, the mailbox's handed to
+    /// it. `None` if `address` is not this exchange's; refused as a stale
+    /// address if this exchange does not serve `dest` (any more).
+    fn connect_in_memory(&self, address: &str, dest: Uuid) -> Option<Result<(PeerRead, PeerWrite), Error>> {
+        let (bound, published) = self.own.as_ref().filter(|(_, published)| published == address)?;
+        let mailbox = self.local.get().and_then(Weak::upgrade).and_then(|routes| routes.route(dest));
+        let Some(mailbox) = mailbox else { return Some(Err(Rejection::Destination.into())) };
+        let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
+        let (read, write) = tokio::io::split(theirs);
+        let connection = Connection { read: Box::new(read), write: Box::new(write), peer: *bound };
+        if mailbox.unbounded_send(connection).is_err() {
+            return Some(Err(Rejection::Destination.into()));
+        }
+        debug!(address = %published, "in-memory link to a mailbox of this exchange");
+        let (read, write) = tokio::io::split(ours);
+        Some(Ok((Box::new(read), Box::new(write))))
+    }
 }
 
 /// The sending end of a link to one mailbox.
@@ -342,8 +373,10 @@ impl LinkTask {
             let stream = env.addresses.dial(address).await?;
             env.security.connect(stream, address, self.dest.uid()).await
         };
-        let (read, mut write) =
-            timeout(env.connect_timeout, connect).await.map_err(|_| Error::Timeout(env.connect_timeout))??;
+        let (read, mut write) = match env.connect_in_memory(address, self.dest.uid()) {
+            Some(pipe) => pipe?,
+            None => timeout(env.connect_timeout, connect).await.map_err(|_| Error::Timeout(env.connect_timeout))??,
+        };
         // It accepts us now: earlier refusals (another address, another
         // process) no longer fail calls to it.
         forget_refusals(env, &self.dest);
