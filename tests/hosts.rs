@@ -761,3 +761,22 @@ async fn messages_to_mailboxes_of_the_same_exchange_go_in_memory() {
     let info: String = redis::cmd("INFO").arg("commandstats").query(&mut redis.client()).unwrap();
     assert!(!info.contains("cmdstat_lmove"), "messages went through Redis: {info}");
 }
+
+/// A mailbox with its maximum of connections open turns a new one away
+/// after the handshake (with a `Closing` frame, so the caller re-routes its
+/// request through Redis as never taken): the request is still run, once.
+#[actix::test]
+async fn a_caller_past_a_mailboxs_connection_cap_is_still_answered_once() {
+    let redis = RedisServer::start();
+    let host = redis.builder().max_connections(1).start().await.unwrap();
+    let id = host.register_agent::<Counter>(Some("full")).await.unwrap();
+    let _agent = Agent::launch(Counter::default(), id.clone(), &host).await.unwrap();
+    let first = redis.builder().namespace(host.namespace()).start().await.unwrap();
+    let second = redis.builder().namespace(host.namespace()).start().await.unwrap();
+    let one = first.get_handle(id.clone()).bind_as_client(&first).await.unwrap();
+    assert_eq!(one.action(Increment(1)).await.unwrap(), 1);
+    // The first caller's link holds the one connection; the second's is turned away.
+    let two = second.get_handle(id).bind_as_client(&second).await.unwrap();
+    assert_eq!(two.action(Increment(1)).await.unwrap(), 2);
+    assert_eq!(one.action(Increment(1)).await.unwrap(), 3);
+}

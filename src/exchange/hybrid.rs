@@ -486,7 +486,8 @@ struct Serving {
 /// The listener hands each authenticated connection to the mailbox it names.
 impl Routes for Inner {
     fn route(&self, dest: Uuid) -> Option<Connections> {
-        lock(&self.serving).get(&dest).and_then(|serving| serving.inbound.clone())
+        let serving = lock(&self.serving);
+        serving.get(&dest).and_then(|serving| serving.inbound.clone()).filter(|mailbox| !mailbox.is_closed())
     }
 
     fn refused(&self, peer: std::net::SocketAddr, error: Error) {
@@ -761,6 +762,14 @@ impl HybridExchange {
         };
         self.release(id, opening);
         Err(refused)
+    }
+
+    /// Stops handing peer connections to `id`'s opening `opening` (it is
+    /// closing): new ones are refused at the handshake.
+    pub(crate) fn stop_routing(&self, id: &EntityId, opening: Uuid) {
+        if let Some(serving) = lock(&self.inner.serving).get_mut(&id.uid()).filter(|s| s.opening == opening) {
+            serving.inbound = None;
+        }
     }
 
     /// Frees `id`'s slot in `serving`, if `opening` still holds it.

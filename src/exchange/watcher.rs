@@ -53,7 +53,7 @@ use futures::Stream;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use tokio::sync::mpsc;
-use tracing::error;
+use tracing::{error, warn};
 use uuid::Uuid;
 
 use super::actor::{Call, ExchangeActor, Request, CLAIM, HAND_BACK, NEEDS_A_LOOK, RESYNC};
@@ -73,6 +73,8 @@ const LAST: usize = 10_000;
 /// Batches a mailbox's stream holds.
 const STREAM_CAPACITY: usize = 4;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long the watcher waits before trying again while Redis is full.
+const FULL_PAUSE: Duration = Duration::from_secs(1);
 /// How often the sweep looks at the next [`SWEEP_SLICE`] watched queues,
 /// rung or not.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -152,6 +154,7 @@ impl Watcher {
             stopped: false,
             blocked: blocked.clone(),
             early: HashMap::new(),
+            rings_lost: None,
             client,
             keys,
             bell: bell.clone(),
@@ -277,6 +280,10 @@ struct Task {
     /// in Redis may be rung before its watch is read, and finds its ring
     /// here. Forgotten after [`EARLY_FOR`].
     early: HashMap<Uuid, tokio::time::Instant>,
+    /// When rings were last lost (a failed take or reconnection): a watch
+    /// read within [`EARLY_FOR`] of it gets a look, since its ring may be
+    /// among them.
+    rings_lost: Option<tokio::time::Instant>,
     client: redis::Client,
     keys: Keys,
     bell: String,
@@ -333,7 +340,8 @@ impl Task {
                     wake(old);
                 }
                 self.sweep_order.push_back((uid, id));
-                if self.early.remove(&uid).is_some() || look {
+                let rings_lost = self.rings_lost.is_some_and(|at| at.elapsed() < EARLY_FOR);
+                if self.early.remove(&uid).is_some() || look || rings_lost {
                     self.mark_pending(uid);
                 }
             }
@@ -358,6 +366,8 @@ impl Task {
 
     /// Every watched queue gets a look (rings may have been lost).
     fn mark_all_pending(&mut self) {
+        // A watch not read yet may have lost its ring too.
+        self.rings_lost = Some(tokio::time::Instant::now());
         let all: Vec<Uuid> = self.queues.keys().copied().collect();
         for uid in all {
             self.mark_pending(uid);
@@ -645,6 +655,12 @@ impl Task {
     }
 
     async fn fail(&mut self, error: Error) {
+        if let Error::RedisFull(_) = error {
+            // Redis is up and lost nothing; it refuses writes until memory
+            // frees: retry on the same connection, without re-registering.
+            warn!(mailboxes = self.queues.len(), "Redis is full; the watcher retries in {FULL_PAUSE:?}: {error}");
+            return tokio::time::sleep(FULL_PAUSE).await;
+        }
         error!(mailboxes = self.queues.len(), "redis watcher failed, retrying: {error}");
         self.conn = None;
         self.backoff = (self.backoff * 2).clamp(Duration::from_millis(50), MAX_BACKOFF);

@@ -423,6 +423,15 @@ async fn write_acks(write: PeerWrite, state: Arc<AckState>, keepalive: Duration)
     let _ = SinkExt::<Frame>::close(&mut out).await;
 }
 
+/// Tells a peer that connected too late (the mailbox is closing, or has its
+/// maximum of connections open) that nothing it sends will be taken: it
+/// re-routes what it wrote through Redis as not taken (not re-sent).
+async fn turn_away(write: PeerWrite) {
+    let mut out = FramedWrite::new(write, FrameCodec::new(0));
+    let _ = out.send(Frame::Closing).await;
+    let _ = SinkExt::<Frame>::close(&mut out).await;
+}
+
 /// One authenticated peer connection.
 struct Conn {
     stream: SpawnHandle,
@@ -485,12 +494,13 @@ impl Actor for MailboxActor {
 impl StreamHandler<Connection> for MailboxActor {
     fn handle(&mut self, Connection { read, write, peer }: Connection, ctx: &mut Context<Self>) {
         if self.closing {
-            return;
+            return drop(tokio::spawn(turn_away(write)));
         }
         if self.conns.len() >= self.exchange.config().max_connections {
             let reports = &self.exchange.config().link.reports;
             let what = format_args!("mailbox {}: peer {peer}: it has its maximum of connections open", self.id);
-            return reports.bad(Bad::Connection, what);
+            reports.bad(Bad::Connection, what);
+            return drop(tokio::spawn(turn_away(write)));
         }
         self.add_connection(read, write, ctx);
     }
@@ -578,6 +588,8 @@ impl MailboxActor {
 
     fn hang_up(&mut self, ctx: &mut Context<Self>) {
         self.closing = true;
+        // New connections for it are refused at the handshake from now on.
+        self.exchange.stop_routing(&self.id, self.opening);
         for (_, conn) in self.conns.drain() {
             ctx.cancel_future(conn.stream);
         }
