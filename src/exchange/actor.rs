@@ -2,6 +2,8 @@
 //! Every Redis command the exchange, its mailboxes and its links issue goes
 //! through it as a [`Call`]; commands from many callers are pipelined on the
 //! one multiplexed connection, which reconnects by itself after a failure.
+//! Behind Sentinels, a failure that looks like a lost server makes it ask
+//! them for the master again, and move to it if it changed.
 
 use std::marker::PhantomData;
 use std::sync::LazyLock;
@@ -567,6 +569,32 @@ pub(crate) struct ExchangeActor {
     lease: Lease,
     /// Notified when the lease is found missing: the exchange re-registers.
     lost_state: std::sync::Arc<tokio::sync::Notify>,
+    /// Behind Sentinels: how to find the master again.
+    failover: Option<Failover>,
+}
+
+/// What following a failover takes: the Sentinels, the connection settings,
+/// the master in use, and whether it is being looked for.
+pub(crate) struct Failover {
+    pub(crate) source: super::source::Source,
+    pub(crate) config: redis::aio::ConnectionManagerConfig,
+    pub(crate) master: String,
+    pub(crate) looking: bool,
+}
+
+/// A command failed as if the server were gone (or demoted): behind
+/// Sentinels, look for the master.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ServerLost;
+
+/// Whether `e` says the server is gone or no longer the master.
+pub(crate) fn server_lost(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
 }
 
 /// The exchange's liveness key and how often it is renewed (it expires after
@@ -594,8 +622,13 @@ impl Lease {
 }
 
 impl ExchangeActor {
-    pub(crate) fn new(redis: ConnectionManager, lease: Lease, lost_state: std::sync::Arc<tokio::sync::Notify>) -> Self {
-        Self { redis, lease, lost_state }
+    pub(crate) fn new(
+        redis: ConnectionManager,
+        lease: Lease,
+        lost_state: std::sync::Arc<tokio::sync::Notify>,
+        failover: Option<Failover>,
+    ) -> Self {
+        Self { redis, lease, lost_state, failover }
     }
 }
 
@@ -606,6 +639,7 @@ impl Actor for ExchangeActor {
         use actix::{AsyncContext, WrapFuture};
         ctx.run_interval(self.lease.period, |act, ctx| {
             let (mut redis, refresh, lost_state) = (act.redis.clone(), act.lease.refresh(), act.lost_state.clone());
+            let me = act.failover.as_ref().map(|_| ctx.address());
             ctx.spawn(
                 async move {
                     match refresh.query_async::<Option<String>>(&mut redis).await {
@@ -614,7 +648,12 @@ impl Actor for ExchangeActor {
                             tracing::warn!("the exchange's lease is gone from Redis; registering again");
                             lost_state.notify_one();
                         }
-                        Err(e) => tracing::warn!("could not renew the exchange's lease: {e}"),
+                        Err(e) => {
+                            tracing::warn!("could not renew the exchange's lease: {e}");
+                            if let Some(me) = me.filter(|_| server_lost(&e)) {
+                                me.do_send(ServerLost);
+                            }
+                        }
                     }
                 }
                 .into_actor(act),
@@ -626,15 +665,62 @@ impl Actor for ExchangeActor {
 impl<T: FromRedisValue + Send + 'static> Handler<Call<T>> for ExchangeActor {
     type Result = ResponseFuture<Result<T, Error>>;
 
-    fn handle(&mut self, Call(request, _): Call<T>, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Call(request, _): Call<T>, ctx: &mut Context<Self>) -> Self::Result {
+        use actix::AsyncContext;
         let mut redis = self.redis.clone();
+        let me = self.failover.as_ref().map(|_| ctx.address());
         Box::pin(async move {
-            Ok(match request {
-                Request::Cmd(cmd) => cmd.query_async(&mut redis).await?,
-                Request::Pipeline(pipe) => pipe.query_async(&mut redis).await?,
-                Request::Script(script) => script.invoke_async(&mut redis).await?,
-            })
+            let result: redis::RedisResult<T> = match request {
+                Request::Cmd(cmd) => cmd.query_async(&mut redis).await,
+                Request::Pipeline(pipe) => pipe.query_async(&mut redis).await,
+                Request::Script(script) => script.invoke_async(&mut redis).await,
+            };
+            if let (Err(e), Some(me)) = (&result, me) {
+                if server_lost(e) {
+                    me.do_send(ServerLost);
+                }
+            }
+            Ok(result?)
         })
+    }
+}
+
+/// Asks the Sentinels for the master (one look at a time); moves to it if
+/// it changed, and has the exchange write its state again there (what the
+/// old master had not yet passed on is gone).
+impl Handler<ServerLost> for ExchangeActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ServerLost, ctx: &mut Context<Self>) {
+        use actix::{ActorFutureExt, AsyncContext, WrapFuture};
+        let Some(failover) = self.failover.as_mut().filter(|f| !f.looking) else { return };
+        failover.looking = true;
+        let (source, config, master) = (failover.source.clone(), failover.config.clone(), failover.master.clone());
+        let look = async move {
+            let client = source.client().await?;
+            let found = client.get_connection_info().addr().to_string();
+            if found == master {
+                // Not failed over (yet): the next failure looks again.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                return Ok::<_, Error>(None);
+            }
+            let redis = client.get_connection_manager_with_config(config).await?;
+            Ok(Some((found, redis)))
+        };
+        ctx.spawn(look.into_actor(self).map(|found, act, _| {
+            let Some(failover) = act.failover.as_mut() else { return };
+            failover.looking = false;
+            match found {
+                Ok(Some((master, redis))) => {
+                    tracing::warn!(from = %failover.master, to = %master, "Redis failed over; using the new master");
+                    failover.master = master;
+                    act.redis = redis;
+                    act.lost_state.notify_one();
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("could not find the Redis master from the Sentinels: {e}"),
+            }
+        }));
     }
 }
 

@@ -18,11 +18,12 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use super::actor::{
-    self, Call, ExchangeActor, Lease, Request, ACK, CLOSE, DISCARD, DISCOVER, DISOWNED, FAILED, OPEN, PUSH_FRONT,
-    REASSERT, REGISTER, STATUS, TERMINATE,
+    self, Call, ExchangeActor, Failover, Lease, Request, ACK, CLOSE, DISCARD, DISCOVER, DISOWNED, FAILED, OPEN,
+    PUSH_FRONT, REASSERT, REGISTER, STATUS, TERMINATE,
 };
 use super::keys::Keys;
 use super::link::{enqueue, forget_refusals, refused_recently, Enqueued, Link, LinkEnv, Links};
+use super::source::Source;
 use super::watcher::Watcher;
 use super::{
     reserve_opening, Bad, Exchange, MailboxStatus, Protocol, Rejections, Reports, Seal, TakenAcks, WhenInactive,
@@ -37,6 +38,8 @@ use crate::peer::{
 /// Destinations whose stream an exchange remembers; past that it starts
 /// new streams for all (a bound on memory, at no cost to correctness).
 const MAX_STREAMS: usize = 65_536;
+/// How long a reply sent in the background waits for a lost Redis.
+const BACKGROUND_PATIENCE: Duration = Duration::from_secs(10);
 /// The least time a peer gets to finish its handshake.
 const HANDSHAKE_TIME: Duration = Duration::from_secs(5);
 
@@ -267,7 +270,17 @@ impl ExchangeBuilder {
 
     /// Connects to Redis and starts the exchange actor on the current arbiter.
     pub async fn start(self) -> Result<Exchange, Error> {
-        let client = self.redis_client()?;
+        let source = match Source::sentinels(&self.url.0) {
+            Some(_) if self.protocol == Protocol::Academy1 => {
+                return Err(Error::Config("Academy 1.0 mode takes one Redis server, not Sentinels".into()));
+            }
+            Some(sentinels) => sentinels?,
+            None => Source::Server(Box::new(self.redis_client()?)),
+        };
+        let client = source.client().await.map_err(|e| match e {
+            Error::Redis(source) => Error::RedisUnreachable { url: self.url.redacted(), source },
+            e => e,
+        })?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(Duration::from_secs(5)))
@@ -282,7 +295,7 @@ impl ExchangeBuilder {
             )));
         }
         let redis = client
-            .get_connection_manager_with_config(manager)
+            .get_connection_manager_with_config(manager.clone())
             .await
             .map_err(|source| Error::RedisUnreachable { url: self.url.redacted(), source })?;
         if self.protocol == Protocol::Academy1 {
@@ -335,9 +348,14 @@ impl ExchangeBuilder {
         // Notified when Redis may have lost this exchange's state: the
         // watcher reconnected, or the lease was found missing.
         let lost_state = Arc::new(tokio::sync::Notify::new());
-        let actor = ExchangeActor::new(redis, lease.clone(), lost_state.clone()).start();
-        let watcher =
-            Watcher::start(client.clone(), keys.clone(), keys.bell(&token), actor.clone(), lost_state.clone());
+        let failover = source.follows_failovers().then(|| Failover {
+            source: source.clone(),
+            config: manager,
+            master: client.get_connection_info().addr().to_string(),
+            looking: false,
+        });
+        let actor = ExchangeActor::new(redis, lease.clone(), lost_state.clone(), failover).start();
+        let watcher = Watcher::start(source, keys.clone(), keys.bell(&token), actor.clone(), lost_state.clone());
         let links = Arc::new(Mutex::new(HashMap::new()));
         let limits =
             Limits { handshakes: self.max_connections, handshake_time: self.connect_timeout.max(HANDSHAKE_TIME) };
@@ -516,8 +534,11 @@ impl fmt::Debug for HybridExchange {
 
 impl Exchange {
     /// Starts configuring an exchange on the Redis server at `url`
-    /// (`redis://[:password@]host:port[/db]`; `rediss://` with the `tls` feature).
-    /// [`Exchange::local`] makes one that lives in this process only.
+    /// (`redis://[:password@]host:port[/db]`; `rediss://` with the `tls` feature),
+    /// or on the master that Redis Sentinels name
+    /// (`redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]`,
+    /// the credentials and database being the master's), followed across a
+    /// failover. [`Exchange::local`] makes one that lives in this process only.
     pub fn builder(url: impl Into<String>) -> ExchangeBuilder {
         ExchangeBuilder {
             url: RedisUrl(url.into()),
@@ -984,12 +1005,23 @@ impl HybridExchange {
         let exchange = self.clone();
         self.inner.background.spawn(async move {
             let dest = envelope.dest;
-            let sent = match frame {
-                Ok(frame) if !exchange.inner.closed.load(Ordering::Acquire) => {
-                    exchange.route(dest.clone(), frame, when_inactive).await
+            let started = tokio::time::Instant::now();
+            let sent = loop {
+                let sent = match &frame {
+                    Ok(frame) if !exchange.inner.closed.load(Ordering::Acquire) => {
+                        exchange.route(dest.clone(), frame.clone(), when_inactive).await
+                    }
+                    Ok(_) => Err(Error::ExchangeClosed),
+                    Err(_) => break frame.map(drop),
+                };
+                // Redis lost for a moment (restarting, failing over): a
+                // reply is worth waiting for, its action ran.
+                match sent {
+                    Err(Error::Redis(e)) if actor::server_lost(&e) && started.elapsed() < BACKGROUND_PATIENCE => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    sent => break sent,
                 }
-                Ok(_) => Err(Error::ExchangeClosed),
-                Err(e) => Err(e),
             };
             if let Err(e) = sent {
                 // Expected in bursts while a caller is gone: summarised.

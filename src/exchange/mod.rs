@@ -18,6 +18,7 @@ mod link;
 mod local;
 mod report;
 mod seal;
+mod source;
 mod watcher;
 
 pub use crate::message::Protocol;

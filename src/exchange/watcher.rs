@@ -58,6 +58,7 @@ use uuid::Uuid;
 
 use super::actor::{Call, ExchangeActor, Request, CLAIM, HAND_BACK, NEEDS_A_LOOK, RESYNC};
 use super::keys::Keys;
+use super::source::Source;
 use super::TakenAcks;
 use crate::error::Error;
 use crate::identifier::{base32_to_uuid, uuid_to_base32};
@@ -142,7 +143,7 @@ impl Watcher {
     /// `lost_state` is notified each time it connects again after a failure
     /// (Redis may have restarted and lost the exchange's state).
     pub(crate) fn start(
-        client: redis::Client,
+        source: Source,
         keys: Keys,
         bell: String,
         actor: Addr<ExchangeActor>,
@@ -155,7 +156,7 @@ impl Watcher {
             blocked: blocked.clone(),
             early: HashMap::new(),
             rings_lost: None,
-            client,
+            source,
             keys,
             bell: bell.clone(),
             commands: rx,
@@ -284,7 +285,8 @@ struct Task {
     /// read within [`EARLY_FOR`] of it gets a look, since its ring may be
     /// among them.
     rings_lost: Option<tokio::time::Instant>,
-    client: redis::Client,
+    /// Where Redis is (behind Sentinels, asked again at each reconnection).
+    source: Source,
     keys: Keys,
     bell: String,
     lost_state: Arc<tokio::sync::Notify>,
@@ -407,7 +409,8 @@ impl Task {
             let config = AsyncConnectionConfig::new()
                 .set_response_timeout(None)
                 .set_connection_timeout(Some(Duration::from_secs(1)));
-            let mut conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+            let client = self.source.client().await?;
+            let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
             // Takes run it in their pipelines, by hash only.
             CLAIM.prepare_invoke().load_async(&mut conn).await?;
             if !self.backoff.is_zero() {
