@@ -127,10 +127,14 @@ pub(crate) struct TakenAcks {
     gave_up: AtomicBool,
     notify: Notify,
     closed: AtomicBool,
+    /// What the writer needs, until it starts: only a mailbox that takes
+    /// from Redis runs one (most never do, and a task costs memory).
+    unstarted: Mutex<Option<(HybridExchange, EntityId, uuid::Uuid)>>,
 }
 
 impl TakenAcks {
-    /// Starts the writer for the taken list of `id`'s opening `opening`.
+    /// The acknowledgements of the taken list of `id`'s opening `opening`;
+    /// their writer starts with the first thing to write.
     pub(crate) fn start(exchange: HybridExchange, id: EntityId, opening: uuid::Uuid) -> Arc<Self> {
         let acks = Arc::new(Self {
             moved: AtomicU64::new(0),
@@ -146,9 +150,18 @@ impl TakenAcks {
             gave_up: AtomicBool::new(false),
             notify: Notify::new(),
             closed: AtomicBool::new(false),
+            unstarted: Mutex::new(Some((exchange, id, opening))),
         });
-        tokio::spawn(write(acks.clone(), exchange, id, opening));
         acks
+    }
+
+    /// Tells the writer there is something to write, starting it first if
+    /// it has not run yet.
+    fn wake_writer(self: &Arc<Self>) {
+        if let Some((exchange, id, opening)) = self.unstarted.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            tokio::spawn(write(self.clone(), exchange, id, opening));
+        }
+        self.notify.notify_one();
     }
 
     /// Counts one more entry handed to the mailbox; returns its position.
@@ -181,10 +194,10 @@ impl TakenAcks {
     /// the watcher claimed it (`claim`, its position), the claim is void:
     /// that position is the next decodable entry's, which is claimed as
     /// usual when it is taken.
-    pub(crate) fn discard(&self, entry: Vec<u8>, claim: Option<u64>) {
+    pub(crate) fn discard(self: &Arc<Self>, entry: Vec<u8>, claim: Option<u64>) {
         self.discarded.fetch_add(1, Ordering::AcqRel);
         self.discards.lock().unwrap_or_else(|e| e.into_inner()).push((entry, claim.unwrap_or(0)));
-        self.notify.notify_one();
+        self.wake_writer();
     }
 
     /// Says whether the consumer waits for its next message.
@@ -233,9 +246,9 @@ impl TakenAcks {
     }
 
     /// Counts one more entry taken by the consumer; returns how many are.
-    pub(crate) fn take(&self) -> u64 {
+    pub(crate) fn take(self: &Arc<Self>) -> u64 {
         let n = self.taken.fetch_add(1, Ordering::AcqRel) + 1;
-        self.notify.notify_one();
+        self.wake_writer();
         n
     }
 
@@ -248,7 +261,7 @@ impl TakenAcks {
     /// if they never will be (the exchange closed first).
     pub(crate) async fn acknowledged(self: Arc<Self>, n: u64) -> bool {
         self.claimed.fetch_max(n, Ordering::AcqRel);
-        self.notify.notify_one();
+        self.wake_writer();
         self.durable(n).await
     }
 
@@ -262,6 +275,10 @@ impl TakenAcks {
     /// and ends the writer.
     pub(crate) async fn finish(self: Arc<Self>) {
         self.closed.store(true, Ordering::Release);
+        // A writer that never started has nothing to write.
+        if self.unstarted.lock().unwrap_or_else(|e| e.into_inner()).take().is_some() {
+            return;
+        }
         self.notify.notify_one();
         let n = self.taken.load(Ordering::Acquire).max(self.claimed.load(Ordering::Acquire));
         let _ = tokio::time::timeout(FINISH_WAIT, self.durable(n)).await;
