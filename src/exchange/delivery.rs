@@ -136,7 +136,7 @@ impl TakenAcks {
     /// The acknowledgements of the taken list of `id`'s opening `opening`;
     /// their writer starts with the first thing to write.
     pub(crate) fn start(exchange: HybridExchange, id: EntityId, opening: uuid::Uuid) -> Arc<Self> {
-        let acks = Arc::new(Self {
+        Arc::new(Self {
             moved: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             handled: AtomicU64::new(0),
@@ -151,8 +151,7 @@ impl TakenAcks {
             notify: Notify::new(),
             closed: AtomicBool::new(false),
             unstarted: Mutex::new(Some((exchange, id, opening))),
-        });
-        acks
+        })
     }
 
     /// Tells the writer there is something to write, starting it first if
