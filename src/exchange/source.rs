@@ -8,6 +8,9 @@ use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServer
 
 use crate::error::Error;
 
+/// How long the Sentinels get to name the master.
+const ASK_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The Redis an exchange uses.
 #[derive(Clone)]
 pub(crate) enum Source {
@@ -41,7 +44,15 @@ impl Source {
     pub(crate) async fn client(&self) -> Result<redis::Client, Error> {
         match self {
             Source::Server(client) => Ok((**client).clone()),
-            Source::Sentinel(sentinels) => Ok(sentinels.lock().await.async_get_client().await?),
+            Source::Sentinel(sentinels) => {
+                // A Sentinel that does not answer (its host is gone) must
+                // not hold up the exchange.
+                let ask = async { sentinels.lock().await.async_get_client().await };
+                match tokio::time::timeout(ASK_WITHIN, ask).await {
+                    Ok(client) => Ok(client?),
+                    Err(_) => Err(Error::Timeout(ASK_WITHIN)),
+                }
+            }
         }
     }
 
