@@ -780,3 +780,33 @@ async fn a_caller_past_a_mailboxs_connection_cap_is_still_answered_once() {
     assert_eq!(two.action(Increment(1)).await.unwrap(), 2);
     assert_eq!(one.action(Increment(1)).await.unwrap(), 3);
 }
+
+/// An address left in Redis that leads to a live process which does not
+/// serve the mailbox (it closed uncleanly) is not dialed for every message:
+/// "not served here" is remembered for that opening a few seconds.
+#[cfg(any(feature = "encryption", feature = "tls"))]
+#[actix::test]
+async fn a_stale_address_of_a_live_process_is_not_dialed_for_every_message() {
+    let redis = RedisServer::start();
+    let receiver = redis.exchange().await;
+    let sender = redis.builder().namespace(receiver.namespace()).start().await.unwrap();
+    let me = sender.register_client(None).await.unwrap();
+    let other = receiver.register_client(None).await.unwrap();
+    let peer = receiver.register_client(None).await.unwrap();
+    let served = receiver.get_mailbox(&other).await.unwrap();
+    let (proxy, seen) = recording_proxy(served.address().unwrap()).await;
+    let address_key = format!("{}:address:{}", receiver.namespace(), peer.base32());
+    let _: () = redis.client().set(&address_key, proxy.to_string()).unwrap();
+    let queue = format!("{}:queue:{}", receiver.namespace(), peer.base32());
+    for n in 1..=10 {
+        sender.send(ping(&me, &peer)).await.unwrap();
+        wait_until(Duration::from_secs(20), "the message to be queued", || {
+            redis.client().llen::<_, usize>(&queue).unwrap() == n
+        })
+        .await;
+    }
+    let seen = seen.lock().unwrap().clone();
+    let hellos = seen.windows(4).filter(|w| w == b"ACAD").count();
+    // One, or a few on a machine slow enough to outlast the memory.
+    assert!((1..=3).contains(&hellos), "{hellos} handshakes for 10 messages to a stale address");
+}

@@ -921,7 +921,7 @@ impl HybridExchange {
         {
             // A peer that refused our handshake lately is not dialed again;
             // refusals from addresses it no longer listens at are stale.
-            if !refused_recently(env, &address, &dest) {
+            if !refused_recently(env, &address, &dest, opening) {
                 forget_refusals(env, &dest);
                 if let Some(link) = self.link(&dest, Some((address, opening))) {
                     match link.send(frame).await {

@@ -152,11 +152,25 @@ impl Link {
 }
 
 /// Whether the mailbox `dest` at `address` refused a handshake within
-/// [`REFUSED_FOR`].
-pub(crate) fn refused_recently(env: &LinkEnv, address: &str, dest: &EntityId) -> bool {
+/// [`REFUSED_FOR`], or the process there said lately that it does not
+/// serve this opening of it.
+pub(crate) fn refused_recently(env: &LinkEnv, address: &str, dest: &EntityId, opening: Option<Uuid>) -> bool {
     let mut refused = env.refused.lock().unwrap_or_else(|e| e.into_inner());
-    refused.retain(|_, (at, _)| at.elapsed() < REFUSED_FOR);
-    refused.contains_key(&refusal_key(address, dest))
+    refused.retain(|_, (at, why)| {
+        at.elapsed() < if *why == Some(Rejection::Destination) { NOT_HERE_FOR } else { REFUSED_FOR }
+    });
+    refused.contains_key(&refusal_key(address, dest)) || refused.contains_key(&not_here_key(address, dest, opening))
+}
+
+/// How long a process that does not serve an opening is not dialed for it
+/// again (an address left in Redis by a mailbox that closed uncleanly).
+const NOT_HERE_FOR: Duration = Duration::from_secs(5);
+
+/// "Not served here" is remembered per opening: a mailbox opened again at
+/// the same address (a new opening) is dialed at once.
+fn not_here_key(address: &str, dest: &EntityId, opening: Option<Uuid>) -> String {
+    let opening = opening.map_or_else(|| "-".to_owned(), |o| o.to_string());
+    format!("{address} {} {opening}", dest.uid())
 }
 
 /// A recent refusal by `dest` that Redis cannot route around: the two ends
@@ -284,6 +298,9 @@ impl LinkTask {
             // or moved): not a misconfiguration, nothing to remember.
             Err(Error::Rejected(Rejection::Destination)) => {
                 debug!(held = held.len(), "the mailbox is not served there any more; messages go through Redis");
+                let key = not_here_key(address, &self.dest, self.opening);
+                let mut refused = self.env.refused.lock().unwrap_or_else(|e| e.into_inner());
+                refused.insert(key, (Instant::now(), Some(Rejection::Destination)));
                 metrics::counter!("academy_link_failures_total", "cause" => "gone").increment(1);
             }
             Err(e @ (Error::Rejected(_) | Error::Handshake(_))) => {
