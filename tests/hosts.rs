@@ -696,6 +696,20 @@ async fn tls_links_show_no_plaintext_and_refuse_a_certificate_from_another_ca() 
     b.close().await;
 }
 
+/// A receiver serving one mailbox (returned), a sender in its namespace
+/// (and its client), and a client of the receiver's open nowhere.
+async fn one_mailbox_served_one_not(
+) -> (RedisServer, Exchange, Exchange, ClientId, ClientId, actix_academy::wire::Mailbox) {
+    let redis = RedisServer::start();
+    let receiver = redis.exchange().await;
+    let sender = redis.builder().namespace(receiver.namespace()).start().await.unwrap();
+    let me = sender.register_client(None).await.unwrap();
+    let other = receiver.register_client(None).await.unwrap();
+    let peer = receiver.register_client(None).await.unwrap();
+    let served = receiver.get_mailbox(&other).await.unwrap();
+    (redis, receiver, sender, me, peer, served)
+}
+
 /// One listener serves every mailbox of a process, so a stale address can
 /// lead to a live process that no longer serves the mailbox: it refuses
 /// the handshake, the message is queued, and once the mailbox opens there
@@ -703,13 +717,7 @@ async fn tls_links_show_no_plaintext_and_refuse_a_certificate_from_another_ca() 
 /// served is not held against it).
 #[actix::test]
 async fn a_process_that_no_longer_serves_a_mailbox_refuses_it_and_serves_it_once_open() {
-    let redis = RedisServer::start();
-    let receiver = redis.exchange().await;
-    let sender = redis.builder().namespace(receiver.namespace()).start().await.unwrap();
-    let me = sender.register_client(None).await.unwrap();
-    let other = receiver.register_client(None).await.unwrap();
-    let peer = receiver.register_client(None).await.unwrap();
-    let _served = receiver.get_mailbox(&other).await.unwrap();
+    let (redis, receiver, sender, me, peer, _served) = one_mailbox_served_one_not().await;
     let address = _served.advertised_address().unwrap().to_owned();
     let port: u16 = address.rsplit_once(':').unwrap().1.parse().unwrap();
     // `peer` is not open anywhere, but Redis says it listens at the receiver.
@@ -787,13 +795,7 @@ async fn a_caller_past_a_mailboxs_connection_cap_is_still_answered_once() {
 #[cfg(any(feature = "encryption", feature = "tls"))]
 #[actix::test]
 async fn a_stale_address_of_a_live_process_is_not_dialed_for_every_message() {
-    let redis = RedisServer::start();
-    let receiver = redis.exchange().await;
-    let sender = redis.builder().namespace(receiver.namespace()).start().await.unwrap();
-    let me = sender.register_client(None).await.unwrap();
-    let other = receiver.register_client(None).await.unwrap();
-    let peer = receiver.register_client(None).await.unwrap();
-    let served = receiver.get_mailbox(&other).await.unwrap();
+    let (redis, receiver, sender, me, peer, served) = one_mailbox_served_one_not().await;
     let (proxy, seen) = recording_proxy(served.address().unwrap()).await;
     let address_key = format!("{}:address:{}", receiver.namespace(), peer.base32());
     let _: () = redis.client().set(&address_key, proxy.to_string()).unwrap();

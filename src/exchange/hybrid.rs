@@ -742,22 +742,21 @@ impl HybridExchange {
             .collect()
     }
 
-    /// Opens `id`'s mailbox in Redis: this process owns it and (with an
-    /// address) listens for it; entries an earlier opening popped and did
-    /// not hand back (it crashed, or is being taken over) are back in the
-    /// queue. An earlier opening in this process is first given
-    /// [`REOPEN_WAIT`](super::REOPEN_WAIT) to finish closing, else [`Error::MailboxInUse`]; one in
-    /// another process is taken over. Returns the opening's id and its
-    /// acknowledgements.
     /// Where this exchange's listener is bound, and the address peers dial
     /// (none without peer-to-peer).
     pub(crate) fn listening(&self) -> Option<(std::net::SocketAddr, &str)> {
         self.inner.config.link.own.as_ref().map(|(local, published)| (*local, published.as_str()))
     }
 
-    /// Opens `id`'s mailbox in Redis, publishing this exchange's address:
-    /// peer connections for it go to `inbound` from now on. Returns the
-    /// opening, its acknowledgements, and whether its queue holds anything.
+    /// Opens `id`'s mailbox in Redis: this process owns it and (with an
+    /// `inbound`) publishes this exchange's address for it, peer
+    /// connections for it going to `inbound`; entries an earlier opening
+    /// popped and did not hand back (it crashed, or is being taken over) are
+    /// back in the queue. An earlier opening in this process is first given
+    /// [`REOPEN_WAIT`](super::REOPEN_WAIT) to finish closing, else
+    /// [`Error::MailboxInUse`]; one in another process is taken over.
+    /// Returns the opening's id, its acknowledgements, and whether its
+    /// queue holds anything.
     pub(crate) async fn open_mailbox(
         &self,
         id: &EntityId,

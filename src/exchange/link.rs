@@ -295,7 +295,8 @@ impl LinkTask {
         match self.serve(address, &mut rx, &mut held, &mut said_closing).await {
             Ok(()) => debug!("link closed"),
             // The process there no longer serves this mailbox (it closed,
-            // or moved): not a misconfiguration, nothing to remember.
+            // or moved): not a misconfiguration, so not held against the
+            // mailbox; only that opening at that address is skipped a while.
             Err(Error::Rejected(Rejection::Destination)) => {
                 debug!(held = held.len(), "the mailbox is not served there any more; messages go through Redis");
                 let key = not_here_key(address, &self.dest, self.opening);

@@ -72,10 +72,6 @@ impl Exchange {
 #[derive(Debug)]
 pub struct Mailbox {
     id: EntityId,
-    /// Where the exchange's listener is bound.
-    address: Option<SocketAddr>,
-    /// The address published in Redis for peers to dial.
-    published: Option<String>,
     rx: Option<mpsc::Receiver<Box<Delivery>>>,
     backend: Backend,
     /// Stamps taken since it opened: a second copy of one is dropped.
@@ -115,14 +111,11 @@ impl Mailbox {
     /// for it and starts the actor that feeds this mailbox.
     pub(crate) async fn open(exchange: HybridExchange, id: EntityId) -> Result<Self, Error> {
         let config = exchange.config();
-        let (address, published) = match exchange.listening() {
-            Some((address, published)) => (Some(address), Some(published.to_owned())),
-            None => (None, None),
-        };
         // A peer that connects as soon as the address is published waits
         // here until the actor runs.
         let (inbound, connections) = futures::channel::mpsc::unbounded();
-        let (opening, acks, queued) = exchange.open_mailbox(&id, published.as_ref().map(|_| inbound)).await?;
+        let inbound = exchange.listening().map(|_| inbound);
+        let (opening, acks, queued) = exchange.open_mailbox(&id, inbound).await?;
         let (tx, rx) = mpsc::channel(config.mailbox_capacity);
         let actor = MailboxActor::create(|ctx| {
             ctx.add_stream(connections);
@@ -143,9 +136,9 @@ impl Mailbox {
                 resumed: Instant::now(),
             }
         });
-        debug!(mailbox = %id, ?address, ?published, "mailbox open");
+        debug!(mailbox = %id, listening = ?exchange.listening(), "mailbox open");
         let backend = Backend::Hybrid(actor, exchange, opening, acks);
-        Ok(Self { id, address, published, rx: Some(rx), backend, seen: Seen::default(), claim: None })
+        Ok(Self { id, rx: Some(rx), backend, seen: Seen::default(), claim: None })
     }
 
     /// A mailbox fed directly by a [`LocalExchange`].
@@ -155,7 +148,7 @@ impl Mailbox {
 
     /// A mailbox without a listener, fed through `rx`.
     fn fed(backend: Backend, id: EntityId, rx: mpsc::Receiver<Box<Delivery>>) -> Self {
-        Self { id, address: None, published: None, rx: Some(rx), backend, seen: Seen::default(), claim: None }
+        Self { id, rx: Some(rx), backend, seen: Seen::default(), claim: None }
     }
 
     /// The entity this mailbox belongs to.
@@ -167,13 +160,13 @@ impl Mailbox {
     /// mailbox of the exchange shares (none for a local exchange or without
     /// peer-to-peer).
     pub fn address(&self) -> Option<SocketAddr> {
-        self.address
+        self.listening().map(|(address, _)| address)
     }
 
     /// The address published in Redis, which peers dial: the advertised
     /// host and the exchange listener's port.
     pub fn advertised_address(&self) -> Option<&str> {
-        self.published.as_deref()
+        self.listening().map(|(_, published)| published)
     }
 
     /// The next message, waiting at most `timeout` (forever if `None`).
@@ -205,6 +198,14 @@ impl Mailbox {
             None => next.await,
         };
         next.ok_or_else(|| Error::MailboxClosed(self.id.clone()))
+    }
+
+    /// Where a hybrid mailbox's exchange listens, and the address it publishes.
+    fn listening(&self) -> Option<(SocketAddr, &str)> {
+        match &self.backend {
+            Backend::Hybrid(_, exchange, ..) => exchange.listening(),
+            _ => None,
+        }
     }
 
     /// The acknowledgements of what a hybrid mailbox takes from Redis.
@@ -278,7 +279,7 @@ impl Mailbox {
         match self.rx.take() {
             Some(rx) => {
                 let claim = self.claim.take().map(|c| (c.position, c.raw));
-                shutdown(self.backend.clone(), rx, self.id.clone(), self.published.clone(), claim).await
+                shutdown(self.backend.clone(), rx, self.id.clone(), claim).await
             }
             None => Ok(()),
         }
@@ -302,7 +303,7 @@ impl Drop for Mailbox {
     fn drop(&mut self) {
         let Some(rx) = self.rx.take() else { return };
         let claim = self.claim.take().map(|c| (c.position, c.raw));
-        let task = shutdown(self.backend.clone(), rx, self.id.clone(), self.published.clone(), claim);
+        let task = shutdown(self.backend.clone(), rx, self.id.clone(), claim);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let task = async move {
@@ -334,7 +335,6 @@ async fn shutdown(
     backend: Backend,
     mut rx: mpsc::Receiver<Box<Delivery>>,
     id: EntityId,
-    published: Option<String>,
     claim: Option<(u64, Bytes)>,
 ) -> Result<(), Error> {
     match backend {
@@ -354,7 +354,8 @@ async fn shutdown(
             // As they were (marks and stamps kept).
             let claimed: Vec<Bytes> =
                 left.into_iter().filter(|(position, _)| *position <= written).map(|(_, raw)| raw).collect();
-            let closed = exchange.close_mailbox(&id, opening, published.as_deref(), written).await;
+            let published = exchange.listening().map(|(_, published)| published);
+            let closed = exchange.close_mailbox(&id, opening, published, written).await;
             exchange.push_front_raw(&id, &claimed).await?;
             closed
         }
