@@ -34,7 +34,7 @@ use crate::behavior::{Behavior, Invocation};
 use crate::caller::{AgentContext, Endpoint, Router};
 use crate::description::{Description, DESCRIBE};
 use crate::error::Error;
-use crate::exchange::{Exchange, Protocol};
+use crate::exchange::Exchange;
 use crate::identifier::{AgentId, EntityId, Role};
 use crate::mailbox::Mailbox;
 use crate::message::{deadline_passed, Body, Envelope, RemoteError, RemoteErrorKind};
@@ -450,11 +450,7 @@ impl<B: Behavior> Runtime<B> {
         }
         if matches!(&envelope.body, Body::ActionRequest { action, .. } if action == DESCRIBE) {
             // Answered at once, like a ping, however busy the agent is.
-            let protocol = self.context.exchange().protocol();
-            let description = crate::message::encode_for(&Description::of::<B>(), protocol).map_err(|e| RemoteError {
-                kind: RemoteErrorKind::Internal,
-                message: format!("the description does not encode: {e}"),
-            });
+            let description = self.context.exchange().codec().encode_result(&Description::of::<B>());
             return self.answer(&envelope, description);
         }
         if self.in_flight.len() >= self.max_concurrency {
@@ -505,18 +501,9 @@ impl<B: Behavior> Runtime<B> {
         };
         let call = Invocation { caller: envelope.src.clone(), context: self.context.clone() };
         // Keyword arguments (Academy 1.0's `kargs`) go in parameter order.
-        let arranged = match self.context.exchange().protocol() {
-            Protocol::Academy1 => match B::actions().iter().find(|info| info.name == *action) {
-                Some(info) => match crate::json::arrange(args, &info.parameters) {
-                    Ok(arranged) => arranged,
-                    Err(why) => {
-                        let message = format!("arguments of {action} do not fit: {why}");
-                        return self.answer(&envelope, Err(RemoteError { kind: RemoteErrorKind::BadPayload, message }));
-                    }
-                },
-                None => None,
-            },
-            _ => None,
+        let arranged = match self.context.exchange().codec().arrange(action, args, B::actions()) {
+            Ok(arranged) => arranged,
+            Err(e) => return self.answer(&envelope, Err(e)),
         };
         let args = arranged.as_deref().unwrap_or(args);
         let Some(running) = B::dispatch(&self.behavior, action, args, call) else {
@@ -576,10 +563,7 @@ impl<B: Behavior> Runtime<B> {
             }
             return self.recent.insert(request_key(request), None);
         }
-        let result = match (self.context.exchange().protocol(), result) {
-            (Protocol::Academy1, Ok(bytes)) => academy_result::<B>(action, bytes),
-            (_, result) => result,
-        };
+        let result = result.and_then(|bytes| self.context.exchange().codec().answer(action, B::actions(), bytes));
         let reply = request.reply(Body::ActionResponse { action: action.clone(), result });
         self.recent.insert(request_key(request), Some(reply.clone()));
         self.reply(reply);
@@ -717,21 +701,6 @@ fn action_of(request: &Envelope) -> String {
     match &request.body {
         Body::ActionRequest { action, .. } => action.clone(),
         _ => String::new(),
-    }
-}
-
-/// An action's result as Academy 1.0 carries it: a `Result` splits into the
-/// value alone, or an error raised with a text that names its type and
-/// holds its JSON (`MarketError: {"OutOfStock":{"left":7}}`).
-fn academy_result<B: Behavior>(action: &str, bytes: bytes::Bytes) -> Result<bytes::Bytes, RemoteError> {
-    let error_type = B::actions().iter().find(|info| info.name == action).and_then(|info| info.error.as_deref());
-    match error_type.map(|error_type| (error_type, crate::json::split_result(&bytes))) {
-        Some((_, Some(Ok(value)))) => Ok(value),
-        Some((error_type, Some(Err(error)))) => {
-            let message = crate::json::raised_text(error_type, &error);
-            Err(RemoteError { kind: RemoteErrorKind::Raised, message })
-        }
-        _ => Ok(bytes),
     }
 }
 

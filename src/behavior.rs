@@ -234,8 +234,8 @@ where
     M: Message + Send + 'static,
     M::Result: Send + Serialize,
 {
-    let protocol = call.context.exchange().protocol();
-    let args: A = match decode_args(action, args, protocol) {
+    let codec = call.context.exchange().codec();
+    let args: A = match codec.decode_args(action, args) {
         Ok(args) => args,
         Err(e) => return future::ready(Err(e)).boxed_local(),
     };
@@ -253,7 +253,7 @@ where
                 message: "the agent stopped before answering".into(),
             },
         })?;
-        encode_result(&result, protocol)
+        codec.encode_result(&result)
     }
     .boxed_local()
 }
@@ -273,16 +273,16 @@ where
     F: std::future::Future + 'static,
     F::Output: Serialize,
 {
-    let protocol = call.context.exchange().protocol();
+    let codec = call.context.exchange().codec();
     crate::panic::watch();
     let mark = crate::panic::mark();
-    let running = match decode_args(action, args, protocol) {
+    let running = match codec.decode_args(action, args) {
         Ok(args) => run(args, call),
         Err(e) => return future::ready(Err(e)).boxed_local(),
     };
     async move {
         match std::panic::AssertUnwindSafe(running).catch_unwind().await {
-            Ok(result) => encode_result(&result, protocol),
+            Ok(result) => codec.encode_result(&result),
             Err(payload) => Err(RemoteError {
                 kind: RemoteErrorKind::Panicked,
                 message: format!(
@@ -293,36 +293,6 @@ where
         }
     }
     .boxed_local()
-}
-
-/// An action's result, encoded for the exchange.
-fn encode_result(result: &impl Serialize, protocol: crate::message::Protocol) -> Result<bytes::Bytes, RemoteError> {
-    crate::message::encode_for(result, protocol).map_err(|e| RemoteError {
-        kind: RemoteErrorKind::Internal,
-        message: format!("the result does not encode: {e}"),
-    })
-}
-
-/// An action's arguments, decoded.
-fn decode_args<A: DeserializeOwned>(
-    action: &str,
-    args: &[u8],
-    protocol: crate::message::Protocol,
-) -> Result<A, RemoteError> {
-    let decode = |bytes: &[u8]| crate::message::decode_for(bytes, protocol);
-    decode(args)
-        .or_else(|e| match (protocol, args) {
-            // One argument in an array (as Academy 1.0's `pargs` has it) for
-            // a message that is that argument (a newtype).
-            (crate::message::Protocol::Academy1, [0x91, inner @ ..]) => decode(inner).map_err(|_| e),
-            // No arguments (`pargs` empty) for an action that takes none.
-            (crate::message::Protocol::Academy1, [0x90]) => decode(&[0xc0]).map_err(|_| e),
-            _ => Err(e),
-        })
-        .map_err(|e| RemoteError {
-            kind: RemoteErrorKind::BadPayload,
-            message: format!("arguments of {action} do not decode: {e}"),
-        })
 }
 
 /// Makes an actor with hand-written action messages a behavior: names it

@@ -18,7 +18,7 @@ use tracing::{debug, Instrument};
 use uuid::Uuid;
 
 use crate::error::{ActionError, Error};
-use crate::exchange::{Exchange, Protocol, WhenInactive};
+use crate::exchange::{Exchange, WhenInactive};
 use crate::identifier::{AgentId, ClientId, EntityId};
 use crate::message::{deadline_in, Body, Envelope, RemoteErrorKind, TraceContext};
 
@@ -278,16 +278,15 @@ impl<B> Caller<B> {
         T: DeserializeOwned,
         E: DeserializeOwned,
     {
-        if self.shared.endpoint.exchange.protocol() == Protocol::Academy1 {
-            // Academy 1.0 has no typed errors: the value comes alone, and
-            // the error as the text of a raised exception, which names its
-            // type and holds its JSON if a Rust agent raised it. Any other
-            // exception (a Python `ValueError("3")`) is not this action's
-            // error, whatever its text parses as.
+        let codec = self.shared.endpoint.exchange.codec();
+        if !codec.typed_errors() {
+            // The value comes alone, and the error as the text of a raised
+            // exception, which names its type and holds the error if a Rust
+            // agent raised it.
             return match self.__call::<A, T>(action, args).await {
                 Ok(value) => Ok(value),
                 Err(Error::Remote(e)) if e.kind == RemoteErrorKind::Raised => {
-                    match crate::json::raised_value(error_type, &e.message) {
+                    match codec.raised(error_type, &e.message) {
                         Some(error) => Err(ActionError::Action(error)),
                         None => Err(ActionError::Call(Error::Remote(e))),
                     }
@@ -323,7 +322,7 @@ impl<B> Caller<B> {
 
     /// Arguments as MessagePack for this handle's exchange.
     fn encode<A: Serialize + ?Sized>(&self, args: &A) -> Result<bytes::Bytes, Error> {
-        Ok(crate::message::encode_for(args, self.shared.endpoint.exchange.protocol())?)
+        Ok(self.shared.endpoint.exchange.codec().encode(args)?)
     }
 
     pub(crate) async fn call_within<A, R>(&self, action: &str, args: &A, timeout: Option<Duration>) -> Result<R, Error>
@@ -334,7 +333,7 @@ impl<B> Caller<B> {
         let body = Body::ActionRequest { action: action.to_owned(), args: self.encode(args)? };
         match self.request(body, timeout).await?.body {
             Body::ActionResponse { result: Ok(bytes), .. } => {
-                Ok(crate::message::decode_for(&bytes, self.shared.endpoint.exchange.protocol())?)
+                Ok(self.shared.endpoint.exchange.codec().decode(&bytes)?)
             }
             Body::ActionResponse { result: Err(e), .. } => Err(Error::Remote(e)),
             other => Err(Error::UnexpectedReply(format!("{other:?}"))),

@@ -5,6 +5,7 @@
 mod agent;
 mod behavior;
 mod caller;
+mod codec;
 mod description;
 mod error;
 mod exchange;

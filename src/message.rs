@@ -507,29 +507,6 @@ pub(crate) fn encode_named<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, rm
     Ok(out.into())
 }
 
-/// `value` as MessagePack for an exchange speaking `protocol`.
-pub(crate) fn encode_for<T: Serialize + ?Sized>(
-    value: &T,
-    protocol: Protocol,
-) -> Result<Bytes, rmp_serde::encode::Error> {
-    match protocol {
-        Protocol::Academy1 => encode_named(value),
-        _ => encode_payload(value),
-    }
-}
-
-/// Decodes a payload written for an exchange speaking `protocol` (from
-/// Academy 1.0's JSON, a UUID is text: read human-readable).
-pub(crate) fn decode_for<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-    protocol: Protocol,
-) -> Result<T, rmp_serde::decode::Error> {
-    match protocol {
-        Protocol::Academy1 => T::deserialize(&mut rmp_serde::Deserializer::from_read_ref(bytes).with_human_readable()),
-        _ => rmp_serde::from_slice(bytes),
-    }
-}
-
 /// Milliseconds since the Unix epoch, `at` from now (the unit of deadlines).
 pub(crate) fn deadline_in(at: std::time::Duration) -> u64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -665,31 +642,4 @@ mod fuzz {
             let _ = Envelope::decode(&bytes);
         }
     }
-}
-
-/// The protocol a hybrid exchange speaks, chosen when it is built
-/// ([`ExchangeBuilder::protocol`](crate::ExchangeBuilder::protocol)).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Protocol {
-    /// This crate's own: MessagePack envelopes sealed with the shared
-    /// secret, peer-to-peer TCP links with an authenticated handshake and
-    /// acknowledgements, Redis queues for mailboxes that are not listening.
-    #[default]
-    Native,
-    /// Academy 1.0's, as academy-py 1.0.0 speaks it, to share a deployment
-    /// with Python agents: its Redis keys (`ns:agent:`, `ns:heartbeat:`,
-    /// `ACTIVE`/`INACTIVE`), its JSON messages (arguments in `pargs` and
-    /// `kargs`, results and raised errors as JSON), and behavior names
-    /// Python discovers (`#[agent(name = "rust.Calculator")]`).
-    ///
-    /// Messages go through the Redis queues only, both ways. Academy 1.0's
-    /// direct path has no handshake and no acknowledgement (a frame written
-    /// into a connection that then fails is lost without a trace), so this
-    /// mode publishes no address, and Python senders queue too. There is no
-    /// secret either: anyone who can write to the Redis can send; keep it
-    /// private. Python callers must choose JSON (a pickled request is
-    /// answered with an error saying how): `Handle(agent_id,
-    /// exchange=client, request_serializer=SerializationStrategy.JSON)`.
-    Academy1,
 }

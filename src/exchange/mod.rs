@@ -21,7 +21,7 @@ mod seal;
 mod source;
 mod watcher;
 
-pub use crate::message::Protocol;
+pub use crate::codec::Protocol;
 pub(crate) use academy::{AcademyExchange, Feeder, Listed};
 pub(crate) use delivery::{Delivery, Origin, Taken, TakenAcks};
 pub(crate) use hybrid::HybridExchange;
@@ -254,6 +254,11 @@ impl Exchange {
             Kind::Academy(_) => Protocol::Academy1,
             _ => Protocol::Native,
         }
+    }
+
+    /// How this exchange's protocol writes action payloads.
+    pub(crate) fn codec(&self) -> crate::codec::Codec {
+        crate::codec::Codec::new(self.protocol())
     }
 
     /// The key namespace (`local` for a local exchange).
