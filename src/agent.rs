@@ -450,7 +450,7 @@ impl<B: Behavior> Runtime<B> {
         }
         if matches!(&envelope.body, Body::ActionRequest { action, .. } if action == DESCRIBE) {
             // Answered at once, like a ping, however busy the agent is.
-            let description = self.context.exchange().codec().encode_result(&Description::of::<B>());
+            let description = self.context.exchange().codec().encode_result(DESCRIBE, &Description::of::<B>());
             return self.answer(&envelope, description);
         }
         if self.in_flight.len() >= self.max_concurrency {

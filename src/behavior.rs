@@ -242,6 +242,7 @@ where
     crate::panic::watch();
     let mark = crate::panic::mark();
     let reply = addr.send(make(args, call));
+    let action = action.to_owned();
     async move {
         let result = reply.await.map_err(|_| match crate::panic::since(mark) {
             // The behavior's actor runs on this thread: its panic ended it.
@@ -253,7 +254,7 @@ where
                 message: "the agent stopped before answering".into(),
             },
         })?;
-        codec.encode_result(&result)
+        codec.encode_result(&action, &result)
     }
     .boxed_local()
 }
@@ -280,9 +281,10 @@ where
         Ok(args) => run(args, call),
         Err(e) => return future::ready(Err(e)).boxed_local(),
     };
+    let action = action.to_owned();
     async move {
         match std::panic::AssertUnwindSafe(running).catch_unwind().await {
-            Ok(result) => codec.encode_result(&result),
+            Ok(result) => codec.encode_result(&action, &result),
             Err(payload) => Err(RemoteError {
                 kind: RemoteErrorKind::Panicked,
                 message: format!(

@@ -5,18 +5,18 @@
 //!
 //! - [`Protocol::Native`]: MessagePack of the user's types; a fallible
 //!   action's `Result` travels whole, so its error arrives typed.
-//! - [`Protocol::Academy1`]: MessagePack that the Academy 1.0 backend turns
-//!   into Academy 1.0's JSON and back (see `json`): structs as maps and
-//!   UUIDs as text, as JSON has them; arguments may come by keyword
-//!   (`kargs`), one argument wrapped in `pargs`' array; and an action's
-//!   error travels as the text of a raised exception that names its type.
+//! - [`Protocol::Academy1`]: JSON text of the user's types, which the
+//!   Academy 1.0 backend embeds in its messages as it is (see `json`);
+//!   arguments may come by keyword (`kargs`), one argument wrapped in
+//!   `pargs`' array; and an action's error travels as the text of a raised
+//!   exception that names its type.
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::description::ActionInfo;
-use crate::message::{encode_named, encode_payload, RemoteError, RemoteErrorKind};
+use crate::message::{encode_payload, RemoteError, RemoteErrorKind, WireError};
 
 /// The protocol a hybrid exchange speaks, chosen when it is built
 /// ([`ExchangeBuilder::protocol`](crate::ExchangeBuilder::protocol)).
@@ -56,21 +56,20 @@ impl Codec {
     }
 
     /// `value` as a payload.
-    pub(crate) fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Bytes, rmp_serde::encode::Error> {
+    pub(crate) fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Bytes, WireError> {
         match self.0 {
-            Protocol::Academy1 => encode_named(value),
-            Protocol::Native => encode_payload(value),
+            Protocol::Academy1 => {
+                serde_json::to_vec(value).map(Bytes::from).map_err(|e| WireError::Json(e.to_string()))
+            }
+            Protocol::Native => Ok(encode_payload(value)?),
         }
     }
 
-    /// A payload as `T` (from Academy 1.0's JSON, a UUID is text: read
-    /// human-readable).
-    pub(crate) fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    /// A payload as `T`.
+    pub(crate) fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, WireError> {
         match self.0 {
-            Protocol::Academy1 => {
-                T::deserialize(&mut rmp_serde::Deserializer::from_read_ref(bytes).with_human_readable())
-            }
-            Protocol::Native => rmp_serde::from_slice(bytes),
+            Protocol::Academy1 => serde_json::from_slice(bytes).map_err(|e| WireError::Json(e.to_string())),
+            Protocol::Native => Ok(rmp_serde::from_slice(bytes)?),
         }
     }
 
@@ -93,13 +92,16 @@ impl Codec {
     /// An action's arguments, decoded.
     pub(crate) fn decode_args<A: DeserializeOwned>(self, action: &str, args: &[u8]) -> Result<A, RemoteError> {
         self.decode(args)
-            .or_else(|e| match (self.0, args) {
+            .or_else(|e| match self.0 {
                 // One argument in an array (as Academy 1.0's `pargs` has it)
-                // for a message that is that argument (a newtype).
-                (Protocol::Academy1, [0x91, inner @ ..]) => self.decode(inner).map_err(|_| e),
-                // No arguments (`pargs` empty) for an action that takes none.
-                (Protocol::Academy1, [0x90]) => self.decode(&[0xc0]).map_err(|_| e),
-                _ => Err(e),
+                // for a message that is that argument (a newtype), or none
+                // for an action that takes none.
+                // Keyword arguments for a message that takes them as fields.
+                Protocol::Academy1 => match crate::json::sole_argument(args) {
+                    Some(inner) => self.decode(inner.as_bytes()).map_err(|_| e),
+                    None => crate::json::fields(args).ok_or(e),
+                },
+                Protocol::Native => Err(e),
             })
             .map_err(|e| RemoteError {
                 kind: RemoteErrorKind::BadPayload,
@@ -107,11 +109,11 @@ impl Codec {
             })
     }
 
-    /// An action's result (or anything an agent answers with), encoded.
-    pub(crate) fn encode_result(self, result: &impl Serialize) -> Result<Bytes, RemoteError> {
+    /// The result of `action` (or anything an agent answers it with), encoded.
+    pub(crate) fn encode_result(self, action: &str, result: &impl Serialize) -> Result<Bytes, RemoteError> {
         self.encode(result).map_err(|e| RemoteError {
             kind: RemoteErrorKind::Internal,
-            message: format!("the result does not encode: {e}"),
+            message: format!("the result of {action} does not encode: {e}"),
         })
     }
 

@@ -498,15 +498,6 @@ pub(crate) fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, 
     Ok(out.into())
 }
 
-/// `value` as MessagePack with structs as maps by field name, which become
-/// JSON objects in Academy 1.0's messages (and still decode as structs).
-pub(crate) fn encode_named<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, rmp_serde::encode::Error> {
-    let mut out = Vec::new();
-    // Human-readable: a UUID is its text, as JSON would have it.
-    value.serialize(&mut rmp_serde::Serializer::new(&mut out).with_struct_map().with_human_readable())?;
-    Ok(out.into())
-}
-
 /// Milliseconds since the Unix epoch, `at` from now (the unit of deadlines).
 pub(crate) fn deadline_in(at: std::time::Duration) -> u64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();

@@ -204,10 +204,10 @@ impl Calculator {
         ctx.id().clone()
     }
 
-    /// Integer keys, which JSON objects cannot have.
+    /// Pairs as keys, which JSON objects cannot have.
     #[action]
-    fn histogram(&self) -> std::collections::HashMap<u32, u32> {
-        [(1, 2)].into()
+    fn histogram(&self) -> std::collections::HashMap<(u32, u32), u32> {
+        [((1, 2), 3)].into()
     }
 
     #[action]
@@ -618,14 +618,14 @@ async fn academy_mode_sends_large_messages_and_refuses_them_as_small_ones() {
     let gone = exchange.register_client(None).await.unwrap();
     exchange.terminate(&gone).await.unwrap();
     let text = "x".repeat(1 << 20);
-    let answer = Body::ActionResponse { action: String::new(), result: Ok(rmp_serde::to_vec(&text).unwrap().into()) };
+    let answer = Body::ActionResponse { action: String::new(), result: Ok(serde_json::to_vec(&text).unwrap().into()) };
     let to = |dest: &actix_academy::ClientId| Envelope::new(me.clone().into(), dest.clone().into(), answer.clone());
 
     let mut inbox = exchange.get_mailbox(&live).await.unwrap();
     exchange.send(to(&live)).await.unwrap();
     let got = inbox.recv(Some(Duration::from_secs(20))).await.unwrap();
     let Body::ActionResponse { result: Ok(bytes), .. } = got.body else { panic!("{got:?}") };
-    assert_eq!(rmp_serde::from_slice::<String>(&bytes).unwrap(), text);
+    assert_eq!(serde_json::from_slice::<String>(&bytes).unwrap(), text);
 
     let sent = exchange.send(to(&gone)).await;
     assert!(matches!(sent, Err(Error::MailboxClosed(_))), "{sent:?}");
