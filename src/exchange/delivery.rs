@@ -85,6 +85,13 @@ impl Delivery {
 /// How long closing a mailbox waits for its last acknowledgements (Redis
 /// may be down); what is not acknowledged is delivered again.
 const FINISH_WAIT: Duration = Duration::from_secs(5);
+/// How long an acknowledgement nobody waits for (a client's: it runs no
+/// requests) waits for company, so that a caller taking one answer after
+/// another trims its taken list once for many; a crash meanwhile only
+/// leaves those answers in Redis, for nobody.
+const ACK_DELAY: Duration = Duration::from_millis(1);
+/// Plain acknowledgements that go at once, without waiting for more.
+const ACK_BATCH: u64 = 512;
 
 /// The acknowledgements of one mailbox opening's taken list: how many of its
 /// entries (oldest first, the order they are delivered in) the consumer has
@@ -126,6 +133,9 @@ pub(crate) struct TakenAcks {
     /// mailbox over): nothing more will be acknowledged.
     gave_up: AtomicBool,
     notify: Notify,
+    /// Someone waits for what is acknowledged (a claim, a discard, the
+    /// close): the writer writes at once.
+    urgent: Notify,
     closed: AtomicBool,
     /// What the writer needs, until it starts: only a mailbox that takes
     /// from Redis runs one (most never do, and a task costs memory).
@@ -149,6 +159,7 @@ impl TakenAcks {
             written: watch::Sender::new(0),
             gave_up: AtomicBool::new(false),
             notify: Notify::new(),
+            urgent: Notify::new(),
             closed: AtomicBool::new(false),
             unstarted: Mutex::new(Some((exchange, id, opening))),
         })
@@ -161,6 +172,12 @@ impl TakenAcks {
             tokio::spawn(write(self.clone(), exchange, id, opening));
         }
         self.notify.notify_one();
+    }
+
+    /// Tells the writer someone waits for what it writes next.
+    fn hurry_writer(self: &Arc<Self>) {
+        self.wake_writer();
+        self.urgent.notify_one();
     }
 
     /// Counts one more entry handed to the mailbox; returns its position.
@@ -196,7 +213,7 @@ impl TakenAcks {
     pub(crate) fn discard(self: &Arc<Self>, entry: Vec<u8>, claim: Option<u64>) {
         self.discarded.fetch_add(1, Ordering::AcqRel);
         self.discards.lock().unwrap_or_else(|e| e.into_inner()).push((entry, claim.unwrap_or(0)));
-        self.wake_writer();
+        self.hurry_writer();
     }
 
     /// Says whether the consumer waits for its next message.
@@ -260,7 +277,7 @@ impl TakenAcks {
     /// if they never will be (the exchange closed first).
     pub(crate) async fn acknowledged(self: Arc<Self>, n: u64) -> bool {
         self.claimed.fetch_max(n, Ordering::AcqRel);
-        self.wake_writer();
+        self.hurry_writer();
         self.durable(n).await
     }
 
@@ -279,6 +296,7 @@ impl TakenAcks {
             return;
         }
         self.notify.notify_one();
+        self.urgent.notify_one();
         let n = self.taken.load(Ordering::Acquire).max(self.claimed.load(Ordering::Acquire));
         let _ = tokio::time::timeout(FINISH_WAIT, self.durable(n)).await;
     }
@@ -286,6 +304,8 @@ impl TakenAcks {
 
 async fn write(acks: Arc<TakenAcks>, exchange: HybridExchange, id: EntityId, opening: uuid::Uuid) {
     let mut backoff = Duration::from_millis(50);
+    // A plain acknowledgement has had its moment of waiting.
+    let mut waited = false;
     loop {
         let closed = acks.closed.load(Ordering::Acquire);
         // Discards first: they were delivered before whatever is taken next.
@@ -302,8 +322,19 @@ async fn write(acks: Arc<TakenAcks>, exchange: HybridExchange, id: EntityId, ope
             }
             continue;
         }
-        let taken = acks.taken.load(Ordering::Acquire).max(acks.claimed.load(Ordering::Acquire));
+        let claimed = acks.claimed.load(Ordering::Acquire);
+        let taken = acks.taken.load(Ordering::Acquire).max(claimed);
         if taken > acks.written() {
+            // An agent's takes claim only once everything is acknowledged,
+            // so its acknowledgements never wait.
+            let plain = !acks.claims && claimed <= acks.written() && !closed;
+            if plain && !waited && taken - acks.written() < ACK_BATCH {
+                // Nobody waits for it: it waits a moment for company.
+                waited = true;
+                let _ = tokio::time::timeout(ACK_DELAY, acks.urgent.notified()).await;
+                continue;
+            }
+            waited = false;
             match exchange.acknowledge_taken(&id, opening, taken).await {
                 Ok(()) => {
                     acks.acknowledged_upto(taken);
