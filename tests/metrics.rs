@@ -110,6 +110,51 @@ async fn counters_move_with_sends_actions_and_dropped_entries() {
     }
     assert_eq!(totals.get("academy_dropped_entries_total", &[]), 1);
 
+    // Through Redis only: answers ride with their doorbell ring, and their
+    // queue entries, taken after them, are not counted as duplicates.
+    let served =
+        Exchange::builder(redis.url()).namespace(exchange.namespace()).peer_to_peer(false).start().await.unwrap();
+    let caller =
+        Exchange::builder(redis.url()).namespace(exchange.namespace()).peer_to_peer(false).start().await.unwrap();
+    let slow = Agent::start(Echo, &served, Some("queued")).await.unwrap();
+    let handle = served.get_handle(slow.id().clone()).bind_as_client(&caller).await.unwrap();
+    let before = totals.read(&snapshotter).get("academy_duplicates_dropped_total", &[]);
+    for i in 0..20 {
+        assert_eq!(handle.echo(format!("{i}")).await.unwrap(), i.to_string());
+    }
+    let seen = totals.read(&snapshotter);
+    assert!(seen.get("academy_answers_early_total", &[]) >= 1, "no answer came with its ring");
+    assert_eq!(seen.get("academy_duplicates_dropped_total", &[]), before, "queue entries of early answers counted");
+    // Each answer's queue entry was taken and acknowledged all the same:
+    // no queue or taken list holds anything (but the agents' last claimed
+    // requests, trimmed by their next claim).
+    let agents = [agent.id().entity().base32(), slow.id().entity().base32()];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut con = redis.client();
+        let mut held = Vec::new();
+        for pattern in ["queue", "taken"] {
+            let lists: Vec<String> =
+                redis::Commands::keys(&mut con, format!("{}:{pattern}:*", exchange.namespace())).unwrap();
+            for list in lists {
+                let n: i64 = redis::Commands::llen(&mut con, &list).unwrap();
+                let claimed = pattern == "taken" && agents.iter().any(|id| list.contains(&format!(":{id}:")));
+                if n > i64::from(claimed) {
+                    held.push(format!("{list}: {n}"));
+                }
+            }
+        }
+        if held.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "entries left in Redis: {held:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle.close().await.unwrap();
+    slow.shutdown().await;
+    caller.close().await;
+    served.close().await;
+
     inbox.close().await.unwrap();
     agent.shutdown().await;
     echo.close().await.unwrap();

@@ -54,13 +54,14 @@ end
 local function persist(id)
   for _, kind in ipairs(kept) do redis.call('PERSIST', key(kind, id)) end
 end
--- Tells the watcher of process `token` that `id` needs a look. A bell
+-- Tells the watcher of process `token` that `id` needs a look, with a
+-- copy of the entry that rang (if any) for it to deliver at once. A bell
 -- lives a minute past its last ring: a live watcher reads it at once, and
 -- one of a dead process does not stay.
-local function ring(token, id)
+local function ring(token, id, copy)
   if token and token ~= '' then
     local bell = ns .. ':bell:' .. token
-    redis.call('RPUSH', bell, id)
+    redis.call('RPUSH', bell, copy and (id .. ':' .. copy) or id)
     redis.call('PEXPIRE', bell, 60000)
   end
 end
@@ -86,13 +87,13 @@ local function restore(id, opening, upto)
 end
 -- After `n` entries were pushed onto `id`'s queue (now `len` long): an
 -- inactive entity's queue expires with it; an empty queue that got them
--- rings its owner.
-local function pushed(id, s, owner, len, n)
+-- rings its owner (with `copy`, the one entry, if given).
+local function pushed(id, s, owner, len, n, copy)
   local queue = key('queue', id)
   if s == 'inactive' then
     redis.call('PEXPIRE', queue, math.max(redis.call('PTTL', key('status', id)), 1))
   elseif len == n then
-    ring(consumer(id, owner), id)
+    ring(consumer(id, owner), id, copy)
   end
 end
 local function index(id, lineage, op)
@@ -241,19 +242,22 @@ return found
 
 /// Routes or queues messages in one round trip: unknown -> -1, terminated
 /// -> -2, inactive -> -3 (unless ARGV[5] = 'queue'); with ARGV[4] = 'route'
-/// and a live address, that address and the mailbox's opening; otherwise pushes ARGV[6..] (if any)
-/// onto the queue (ringing the owner's watcher if it was empty) and returns
-/// 1 if the mailbox listens, else 0. ARGV: id, mode, policy, entries...
+/// and a live address, that address and the mailbox's opening; otherwise
+/// pushes ARGV[7..] (if any) onto the queue (ringing the owner's watcher if
+/// it was empty, with a copy of the one entry if ARGV[6] = 'copy') and
+/// returns 1 if the mailbox listens, else 0. ARGV: id, mode, policy, copy,
+/// entries...
 pub(crate) static SEND: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
         r"
-local id, n = ARGV[3], #ARGV - 5
+local id, n = ARGV[3], #ARGV - 6
 local s, owner, address = state(id)
 if s == 'missing' then return -1 end
 if s == 'terminated' then return -2 end
 if s == 'inactive' and ARGV[5] ~= 'queue' then return -3 end
 if address and ARGV[4] == 'route' then return {address, redis.call('HGET', key('taker', id), 'opening') or ''} end
-if n > 0 then pushed(id, s, owner, redis.call('RPUSH', key('queue', id), unpack(ARGV, 6)), n) end
+local copy = ARGV[6] == 'copy' and n == 1 and ARGV[7]
+if n > 0 then pushed(id, s, owner, redis.call('RPUSH', key('queue', id), unpack(ARGV, 7)), n, copy) end
 if address then return 1 end
 return 0
 ",

@@ -53,6 +53,9 @@ pub(crate) enum Origin {
     /// Moved from an Academy 1.0 queue into the mailbox's taken list:
     /// removed from there when taken.
     Listed(Listed),
+    /// A copy of an answer that rode with its doorbell ring: nothing owed
+    /// (its queue entry follows, and is dropped as a second copy).
+    Early,
 }
 
 /// Once taken, how long until the message is the consumer's for good.
@@ -76,7 +79,7 @@ impl Delivery {
             Origin::Peer(_) => Taken::Now,
             Origin::Redis(acks, _, raw) => Taken::After(acks.clone(), acks.take(), raw.clone()),
             Origin::Listed(listed) => Taken::Listed(listed.clone()),
-            Origin::Local => Taken::Now,
+            Origin::Local | Origin::Early => Taken::Now,
         };
         Some((self.envelope, taken))
     }

@@ -22,7 +22,7 @@ use super::actor::{
     PUSH_FRONT, REASSERT, REGISTER, STATUS, TERMINATE,
 };
 use super::keys::Keys;
-use super::link::{enqueue, forget_refusals, refused_recently, Enqueued, Link, LinkEnv, Links};
+use super::link::{enqueue, forget_refusals, refused_recently, Enqueued, Link, LinkEnv, Links, Ring};
 use super::source::Source;
 use super::watcher::Watcher;
 use super::{
@@ -889,7 +889,8 @@ impl HybridExchange {
             return Err(Error::ExchangeClosed);
         }
         let frame = self.encode(&envelope)?;
-        self.route(envelope.dest, frame, when_inactive).await
+        let ring = ring_for(&envelope);
+        self.route(envelope.dest, frame, when_inactive, ring).await
     }
 
     /// The envelope's bytes, stamped; [`Error::TooLarge`] over the frame cap.
@@ -902,8 +903,15 @@ impl HybridExchange {
         }
     }
 
-    /// Hands an encoded message to the link to `dest`, or to its queue.
-    async fn route(&self, dest: EntityId, mut frame: Parts, when_inactive: WhenInactive) -> Result<(), Error> {
+    /// Hands an encoded message to the link to `dest`, or to its queue
+    /// (ringing its watcher as `ring` says).
+    async fn route(
+        &self,
+        dest: EntityId,
+        mut frame: Parts,
+        when_inactive: WhenInactive,
+        ring: Ring,
+    ) -> Result<(), Error> {
         let direct = || metrics::counter!("academy_messages_sent_total", "path" => "direct").increment(1);
         if let Some(link) = self.link(&dest, None) {
             match link.send(frame).await {
@@ -916,7 +924,7 @@ impl HybridExchange {
         }
         let env = &self.inner.config.link;
         if let Enqueued::Listening(address, opening) =
-            enqueue(env, &dest, std::slice::from_ref(&frame), true, when_inactive).await?
+            enqueue(env, &dest, std::slice::from_ref(&frame), true, when_inactive, ring).await?
         {
             // A peer that refused our handshake lately is not dialed again;
             // refusals from addresses it no longer listens at are stale.
@@ -932,7 +940,7 @@ impl HybridExchange {
                     }
                 }
             }
-            enqueue(env, &dest, &[frame], false, when_inactive).await?;
+            enqueue(env, &dest, &[frame], false, when_inactive, ring).await?;
         }
         debug!("queued in Redis");
         metrics::counter!("academy_messages_sent_total", "path" => "queued").increment(1);
@@ -1002,13 +1010,14 @@ impl HybridExchange {
             };
         }
         let exchange = self.clone();
+        let ring = ring_for(&envelope);
         self.inner.background.spawn(async move {
             let dest = envelope.dest;
             let started = tokio::time::Instant::now();
             let sent = loop {
                 let sent = match &frame {
                     Ok(frame) if !exchange.inner.closed.load(Ordering::Acquire) => {
-                        exchange.route(dest.clone(), frame.clone(), when_inactive).await
+                        exchange.route(dest.clone(), frame.clone(), when_inactive, ring).await
                     }
                     Ok(_) => Err(Error::ExchangeClosed),
                     Err(_) => break frame.map(drop),
@@ -1081,6 +1090,14 @@ impl HybridExchange {
 /// missing) it writes again what this exchange owns, retrying until that
 /// succeeds; every lease period it forgets the entities other processes
 /// have taken over.
+/// An answer rides with its ring: its reader needs no claim to take it.
+fn ring_for(envelope: &Envelope) -> Ring {
+    match envelope.body.is_request() {
+        true => Ring::Plain,
+        false => Ring::WithCopy,
+    }
+}
+
 async fn maintain(inner: std::sync::Weak<Inner>, lost_state: Arc<tokio::sync::Notify>) {
     let period = match inner.upgrade() {
         Some(inner) => inner.lease.period,

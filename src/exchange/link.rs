@@ -216,16 +216,32 @@ pub(crate) enum Enqueued {
 /// through a script (Lua copies large arguments slowly).
 const LARGE: usize = 64 << 10;
 
+/// How a push onto an empty queue rings the watcher that reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ring {
+    /// With the mailbox's id: the watcher takes from the queue.
+    Plain,
+    /// With a copy of the one entry pushed, too (an answer, which needs no
+    /// claim): the watcher delivers it at once and takes its queued copy
+    /// later, with others (it is dropped as a second copy).
+    WithCopy,
+}
+
+/// Entries up to this size ride with their ring ([`Ring::WithCopy`]).
+const COPY_MAX: usize = 16 << 10;
+
 /// In one Redis round trip: checks the destination's status and either
 /// pushes `frames` onto its queue or (with `route_only_if_offline`, when the
 /// mailbox listens) returns its address instead. Large frames take two: a
 /// check, then a transaction of a plain push and a second check.
+/// A push onto an empty queue rings its watcher as `ring` says.
 pub(crate) async fn enqueue(
     env: &LinkEnv,
     dest: &EntityId,
     frames: &[Parts],
     route_only_if_offline: bool,
     when_inactive: WhenInactive,
+    ring: Ring,
 ) -> Result<Enqueued, Error> {
     // Sealed only when they may be pushed (a large frame routed to a peer
     // is not hashed for nothing).
@@ -238,6 +254,10 @@ pub(crate) async fn enqueue(
         WhenInactive::Queue => "queue",
     };
     script.arg(env.keys.namespace()).arg(env.expiry.as_millis() as u64).arg(dest.base32()).arg(mode).arg(policy);
+    script.arg(match ring {
+        Ring::WithCopy if frames.len() == 1 && frames[0].len() <= COPY_MAX => "copy",
+        _ => "",
+    });
     if !large {
         for frame in sealed() {
             script.arg(frame);
@@ -508,7 +528,7 @@ impl LinkTask {
         while !held.is_empty() {
             let count = held.len().min(QUEUE_BATCH);
             let batch: Vec<Parts> = held.iter().take(count).cloned().collect();
-            match enqueue(&self.env, &self.dest, &batch, false, WhenInactive::Queue).await {
+            match enqueue(&self.env, &self.dest, &batch, false, WhenInactive::Queue, Ring::Plain).await {
                 Ok(_) => {
                     metrics::counter!("academy_messages_rerouted_total").increment(count as u64);
                     held.drain(..count);

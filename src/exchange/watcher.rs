@@ -40,6 +40,11 @@
 //! the take also claims the first entry it moves ([`CLAIM`], in the same
 //! pipeline): a request then runs without an acknowledgement round trip of
 //! its own.
+//!
+//! An answer (which needs no claim) rings with a copy of itself: the
+//! watcher hands the copy over at once ([`Watched::Early`]), without waiting
+//! for the take of its queue entry (which still makes it durable, and which
+//! the mailbox drops as a second copy).
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -92,6 +97,8 @@ pub(crate) enum Watched {
     /// Queue entries, oldest first, now in the mailbox's taken list; the
     /// first is claimed for the consumer at this position, if `claimed`.
     Batch { entries: Vec<Vec<u8>>, claimed: Option<u64> },
+    /// A copy of an answer that rang: its queue entry is taken later.
+    Early(Vec<u8>),
     /// The mailbox was terminated: its last entries (popped outright), after
     /// which it ends.
     Terminated(Vec<Vec<u8>>),
@@ -317,6 +324,7 @@ impl Task {
             if self.stopped {
                 return;
             }
+
             // The sweep is looked at first: a mailbox taken off the pending
             // list must get its take.
             let result = if self.swept.elapsed() >= SWEEP_EVERY {
@@ -449,7 +457,7 @@ impl Task {
         let conn = self.connection().await?;
         let found: Vec<String> = script.invoke_async(conn).await?;
         for ring in found {
-            self.rung(&ring);
+            self.rung(ring.as_bytes(), None);
         }
         Ok(())
     }
@@ -468,7 +476,7 @@ impl Task {
             return Ok(());
         }
         let conn = self.conn.as_mut().expect("connected above");
-        let rung: Result<Option<(String, String)>, _> =
+        let rung: Result<Option<(String, Vec<u8>)>, _> =
             redis::cmd("BLPOP").arg(&bell).arg(wait).query_async(conn).await;
         self.blocked.store(false, Ordering::SeqCst);
         if let Some((_, ring)) = rung? {
@@ -476,17 +484,31 @@ impl Task {
             while let Ok(command) = self.commands.try_recv() {
                 self.apply(command);
             }
-            self.rung(&ring);
+            self.rung(&ring, None);
         }
         Ok(())
     }
 
-    fn rung(&mut self, ring: &str) {
+    /// A ring: a mailbox's id, then a copy of the entry that rang (if any),
+    /// read while taking from `taking`'s queue (whose batch the copy must
+    /// not overtake: it is taken as usual).
+    fn rung(&mut self, ring: &[u8], taking: Option<Uuid>) {
+        let (id, copy) = match ring.iter().position(|&b| b == b':') {
+            Some(at) => (&ring[..at], Some(&ring[at + 1..])),
+            None => (ring, None),
+        };
         // An empty ring only wakes the task (see `Watcher::rearm`).
-        let Ok(uid) = base32_to_uuid(ring) else { return };
-        match self.queues.contains_key(&uid) {
-            true => self.mark_pending(uid),
-            false => {
+        let Some(uid) = std::str::from_utf8(id).ok().and_then(|id| base32_to_uuid(id).ok()) else { return };
+        match self.queues.get(&uid) {
+            Some(registration) => {
+                // Handed over now if its stream has room; its queued entry
+                // is taken as usual.
+                if let Some(copy) = copy.filter(|_| taking != Some(uid)) {
+                    let _ = registration.tx.try_send(Watched::Early(copy.to_vec()));
+                }
+                self.mark_pending(uid);
+            }
+            None => {
                 let now = tokio::time::Instant::now();
                 if self.early.len() >= EARLY_MAX {
                     self.early.retain(|_, at| now.duration_since(*at) < EARLY_FOR);
@@ -562,12 +584,12 @@ impl Task {
         };
         let claimed = claim.filter(|_| claimed);
         let mut replies = replies.into_iter();
-        let rings: Option<Vec<String>> = parse(replies.next())?;
+        let rings: Option<Vec<Vec<u8>>> = parse(replies.next())?;
         // An LMOVE from an empty queue answers nil (not an empty entry).
         let entries: Vec<Vec<u8>> =
             replies.filter(|v| !matches!(v, redis::Value::Nil)).map(|v| parse(Some(v))).collect::<Result<_, _>>()?;
         for ring in rings.unwrap_or_default() {
-            self.rung(&ring);
+            self.rung(&ring, Some(uid));
         }
         let mut entries = entries;
         if taker.is_some_and(|taker| taker != opening.to_string()) {

@@ -250,11 +250,20 @@ impl Mailbox {
     fn accept(&mut self, delivery: Box<Delivery>) -> Option<(Envelope, bool)> {
         let delivery = *delivery;
         let (stamp, doubtful) = (delivery.stamp, delivery.doubtful);
+        let early = matches!(delivery.origin, Origin::Early);
         let (envelope, taken) = delivery.take()?;
-        if !stamp.is_none_or(|stamp| self.seen.first_time(stamp)) {
-            debug!(mailbox = %self.id, tag = %envelope.tag, "dropped a second copy of a message");
-            metrics::counter!("academy_duplicates_dropped_total").increment(1);
-            return None;
+        if let Some(stamp) = stamp {
+            if !self.seen.first_time(stamp) {
+                // The queue entry of an answer handed on early is expected.
+                if !self.seen.followed(stamp) {
+                    debug!(mailbox = %self.id, tag = %envelope.tag, "dropped a second copy of a message");
+                    metrics::counter!("academy_duplicates_dropped_total").increment(1);
+                }
+                return None;
+            }
+            if early {
+                self.seen.early(stamp);
+            }
         }
         match taken {
             Taken::After(acks, n, raw) if matches!(envelope.body, Body::ActionRequest { .. }) => {
@@ -681,6 +690,21 @@ impl MailboxActor {
 }
 
 impl MailboxActor {
+    /// An answer's copy that rang with it: handed on now, ahead of its queue
+    /// entry (taken later, and dropped as a second copy). Anything else, or
+    /// a copy that does not open (reported when its queue entry is taken),
+    /// waits for the queue entry.
+    fn deliver_early(&mut self, raw: Vec<u8>, ctx: &mut Context<Self>) {
+        let Ok(entry) = self.open_entry(&Bytes::from(raw)) else { return };
+        // Without a stamp its second copy could not be told from it.
+        if entry.envelope.body.is_request() || entry.stamp.is_none() || entry.envelope.dest != self.id {
+            return;
+        }
+        let (envelope, stamp) = (entry.envelope, entry.stamp);
+        metrics::counter!("academy_answers_early_total").increment(1);
+        self.deliver(Delivery { envelope, stamp, origin: Origin::Early, doubtful: false }, ctx);
+    }
+
     /// Checks a queue entry's seal and size, then decodes it.
     fn open_entry(&self, raw: &Bytes) -> Result<Entry, String> {
         let link = &self.exchange.config().link;
@@ -699,6 +723,7 @@ impl StreamHandler<Watched> for MailboxActor {
     fn handle(&mut self, item: Watched, ctx: &mut Context<Self>) {
         match item {
             Watched::Batch { entries, claimed } => self.deliver_entries(entries, true, claimed, ctx),
+            Watched::Early(raw) => self.deliver_early(raw, ctx),
             Watched::Terminated(last) => {
                 self.deliver_entries(last, false, None, ctx);
                 self.terminated(ctx);

@@ -15,7 +15,7 @@
 //! many short-lived senders does not grow without bound, and a request that
 //! still comes twice is caught by its agent's runtime.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use rangemap::RangeInclusiveSet;
 
@@ -23,6 +23,10 @@ use crate::message::Stamp;
 
 /// Streams a mailbox remembers.
 const MAX_STREAMS: usize = 16_384;
+/// Answers handed on early whose queue entries a mailbox waits for, at most
+/// (past that they are forgotten, and a queue entry that still comes counts
+/// as a duplicate).
+const MAX_EARLY: usize = 4_096;
 
 /// The stamps a mailbox has taken since it opened.
 #[derive(Debug, Default)]
@@ -30,6 +34,8 @@ pub(crate) struct Seen {
     streams: HashMap<uuid::Uuid, RangeInclusiveSet<u64>>,
     /// Streams, oldest first.
     order: VecDeque<uuid::Uuid>,
+    /// Stamps of answers handed on ahead of their queue entries.
+    early: HashSet<Stamp>,
 }
 
 impl Seen {
@@ -48,6 +54,21 @@ impl Seen {
         }
         taken.insert(seq..=seq);
         true
+    }
+
+    /// `stamp` was taken from a copy ahead of its queue entry, which will
+    /// follow.
+    pub(crate) fn early(&mut self, stamp: Stamp) {
+        if self.early.len() >= MAX_EARLY {
+            self.early.clear();
+        }
+        self.early.insert(stamp);
+    }
+
+    /// Whether `stamp`, seen before, is the queue entry of a copy taken
+    /// early (expected, then forgotten).
+    pub(crate) fn followed(&mut self, stamp: Stamp) -> bool {
+        self.early.remove(&stamp)
     }
 }
 
