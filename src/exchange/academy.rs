@@ -124,6 +124,24 @@ redis.call('SET', KEYS[3], now())
     )
 });
 
+/// Run in a transaction right after a plain `RPUSH` of an entry too large
+/// to pass through a script (Lua copies large arguments slowly): refuses it
+/// as [`SEND`] does, taking it back off the queue. KEYS: status, queue.
+///
+/// Sent as `EVAL` (a transaction cannot load a script it finds missing).
+const PUSHED: &str = r"
+local status = redis.call('GET', KEYS[1])
+if status == 'ACTIVE' then return 'queued' end
+redis.call('RPOP', KEYS[2])
+if not status then return 'missing' end
+if status == 'INACTIVE' then return 'terminated' end
+return redis.error_reply('UNKNOWNSTATUS ' .. status)
+";
+
+/// Entries past this size are pushed and acknowledged with plain commands
+/// in a transaction, not as a script's arguments.
+const LARGE: usize = 64 << 10;
+
 /// KEYS: status, heartbeat. ARGV: stale seconds.
 static STATUS: LazyLock<Script> = LazyLock::new(|| script("return state(KEYS[1], KEYS[2], ARGV[1])"));
 
@@ -468,9 +486,24 @@ impl AcademyExchange {
     /// Queues `entry`, a message already written as JSON, for `dest`.
     async fn send_entry(&self, dest: EntityId, entry: Vec<u8>) -> Result<(), Error> {
         let uid = dest.uid();
-        let mut invocation = SEND.prepare_invoke();
-        invocation.key(self.key("status", uid)).key(self.key("queue", uid)).arg(entry);
-        let state: String = self.run(&invocation).await?;
+        let (status, queue) = (self.key("status", uid), self.key("queue", uid));
+        let state: String = match entry.len() > LARGE {
+            false => {
+                let mut invocation = SEND.prepare_invoke();
+                invocation.key(status).key(queue).arg(entry);
+                self.run(&invocation).await?
+            }
+            true => {
+                if self.inner.closed.load(Ordering::Acquire) {
+                    return Err(Error::ExchangeClosed);
+                }
+                let mut pipe = redis::pipe();
+                pipe.atomic().cmd("RPUSH").arg(&queue).arg(entry).ignore();
+                pipe.cmd("EVAL").arg(PUSHED).arg(2).arg(status).arg(queue);
+                let (state,): (String,) = pipe.query_async(&mut self.inner.redis.clone()).await?;
+                state
+            }
+        };
         match state.as_str() {
             "missing" => Err(Error::BadEntityId(dest)),
             "terminated" => Err(Error::MailboxClosed(dest)),
@@ -684,10 +717,35 @@ pub(crate) struct Listed {
     taker: Arc<str>,
     opening: Uuid,
     taken: Arc<str>,
+    /// The mailbox's queue, where a large entry goes back after a takeover.
+    queue: Arc<str>,
     pub(crate) raw: Bytes,
 }
 
 impl Listed {
+    /// One attempt at [`ACK`]: 1 removed, 0 not there, -1 another opening
+    /// reads the queue now. A large entry is removed with a plain `LREM`
+    /// beside a read of the taker, in one transaction, and handed back to
+    /// the front of the queue if another opening took over.
+    async fn remove(&self) -> Result<i64, redis::RedisError> {
+        let mut redis = self.exchange.inner.redis.clone();
+        if self.raw.len() <= LARGE {
+            let mut invocation = ACK.prepare_invoke();
+            invocation.key(&*self.taker).key(&*self.taken).arg(self.opening.to_string()).arg(self.raw.as_ref());
+            return invocation.invoke_async(&mut redis).await;
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("GET").arg(&*self.taker).cmd("LREM").arg(&*self.taken).arg(1).arg(self.raw.as_ref());
+        let (taker, removed): (Option<String>, i64) = pipe.query_async(&mut redis).await?;
+        if taker.as_deref() == Some(self.opening.to_string().as_str()) {
+            return Ok(removed);
+        }
+        if removed > 0 {
+            redis::cmd("LPUSH").arg(&*self.queue).arg(self.raw.as_ref()).query_async::<()>(&mut redis).await?;
+        }
+        Ok(-1)
+    }
+
     /// Removes the entry from the taken list; `false` if that failed (it is
     /// then not handed out, and stays for the next opening).
     pub(crate) async fn acknowledge(self) -> bool {
@@ -697,9 +755,7 @@ impl Listed {
         }
         let mut failed = false;
         for attempt in 0..3 {
-            let mut invocation = ACK.prepare_invoke();
-            invocation.key(&*self.taker).key(&*self.taken).arg(self.opening.to_string()).arg(self.raw.as_ref());
-            let removed = invocation.invoke_async::<i64>(&mut self.exchange.inner.redis.clone()).await;
+            let removed = self.remove().await;
             match removed {
                 Ok(1) => return true,
                 // Another opening reads the queue: it has the entry.
@@ -724,7 +780,7 @@ impl Listed {
 /// terminated), when the mailbox closes, or when the exchange does.
 async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Box<Delivery>>, feeder: Feeder) {
     let stop = feeder.stop;
-    let queue = exchange.key("queue", id.uid());
+    let queue: Arc<str> = exchange.key("queue", id.uid()).into();
     let taker: Arc<str> = exchange.key("taker", id.uid()).into();
     let opening = feeder.opening;
     let opening_text = opening.to_string();
@@ -748,7 +804,7 @@ async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Box<Deli
             // noticed; who reads the queue is read right after the move, in
             // the same round trip (written again first if Redis lost it).
             let mut pipe = redis::pipe();
-            pipe.cmd("BLMOVE").arg(&queue).arg(&*taken).arg("LEFT").arg("RIGHT").arg(POP_WAIT.as_secs());
+            pipe.cmd("BLMOVE").arg(&*queue).arg(&*taken).arg("LEFT").arg("RIGHT").arg(POP_WAIT.as_secs());
             pipe.cmd("SET").arg(&*taker).arg(&opening_text).arg("NX").ignore();
             pipe.cmd("GET").arg(&*taker);
             pipe.query_async::<(Option<Vec<u8>>, Option<String>)>(conn).await
@@ -763,7 +819,7 @@ async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Box<Deli
                 // Another opening (a restart elsewhere) reads the queue now:
                 // what this one moved goes back to it, and this one ends.
                 if moved.is_some() {
-                    let back = redis::cmd("LMOVE").arg(&*taken).arg(&queue).arg("RIGHT").arg("LEFT").clone();
+                    let back = redis::cmd("LMOVE").arg(&*taken).arg(&*queue).arg("RIGHT").arg("LEFT").clone();
                     if let Err(e) = back.query_async::<()>(&mut exchange.inner.redis.clone()).await {
                         warn!(mailbox = %id, "could not hand an entry back to the new opening (it returns at the next one): {e}");
                     }
@@ -786,6 +842,7 @@ async fn feed(exchange: AcademyExchange, id: EntityId, tx: mpsc::Sender<Box<Deli
             taker: taker.clone(),
             opening,
             taken: taken.clone(),
+            queue: queue.clone(),
             raw: raw.clone(),
         };
         match json::decode(&raw) {
