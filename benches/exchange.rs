@@ -83,7 +83,7 @@ struct Args {
     #[arg(long, value_enum, default_value = "both")]
     mode: Mode,
     /// Run only the sections whose name contains this (floors, round trips,
-    /// academy 1.0, pipelined, one-way, discover, startup).
+    /// academy 1.0, pipelined, one-way, discover, startup, academy 0.1).
     #[arg(long)]
     only: Option<String>,
     /// Passed by `cargo bench`; ignored.
@@ -224,10 +224,39 @@ impl Report {
             if let Some(r) = ratio(("action round trip", &format!("echo {label} redis")), (floor.0, &floor.1)) {
                 println!("- echo {label} via Redis / RPUSH+BLPOP ping-pong {label} (p50): {r:.2}x (target <= 2x)");
             }
+            if let Some(r) = ratio(("action round trip", &format!("echo {label} academy-1.0")), (floor.0, &floor.1)) {
+                println!(
+                    "- echo {label} in Academy 1.0 mode / RPUSH+BLPOP ping-pong {label} (p50): {r:.2}x (target <= 2x)"
+                );
+            }
         }
+        // Python Academy 0.1.0 in the same run: how many times faster.
+        let ours = |bench: &str, variant: &str| self.find(bench, variant).and_then(|r| r.latency.map(|l| l.0));
+        let mut pairs: Vec<(String, String, String)> = SIZES
+            .iter()
+            .flat_map(|(label, _)| {
+                ["direct", "redis"].map(|path| {
+                    let variant = format!("echo {label} {path}");
+                    ("action round trip".to_owned(), variant.clone(), variant)
+                })
+            })
+            .collect();
+        pairs.push(("startup".into(), "launch to first action (each of 1000)".into(), "launch to first action".into()));
+        for (bench, variant, theirs) in pairs {
+            let found = self.rows.iter().find(|r| r.implementation == ACADEMY_0_1 && r.variant.starts_with(&theirs));
+            if let (Some(us), Some(them)) = (ours(&bench, &variant), found.and_then(|r| r.latency.map(|l| l.0))) {
+                println!(
+                    "- {variant}: {:.1}x faster than Academy 0.1.0 ({them:.0} us / {us:.0} us p50; target >= 10x)",
+                    them / us
+                );
+            }
+        }
+
         for (bench, variant, target) in [
             ("pipelined actions", "echo 100B, window 1000", "target >= 300,000/s"),
             ("one-way 100B", "direct, 1 sender(s)", "target >= 1,000,000/s"),
+            ("one-way 100B", "direct, 8 sender(s)", "target: more than 1 sender"),
+            ("one-way 100B", "redis, 1 sender(s), 64 sends in flight", "target >= 300,000/s"),
         ] {
             if let Some(rate) = self.find(bench, variant).and_then(|r| r.rate) {
                 println!("- {bench}, {variant}: {rate:.0}/s ({target})");
@@ -368,7 +397,7 @@ async fn floors(args: &Args, redis: &Redis, report: &mut Report) {
 
     // RPUSH + BLPOP ping-pong through Redis (an echo task on its own
     // connection): what one echo through the queues costs at the least.
-    for (label, size) in SIZES.into_iter().filter(|(_, size)| *size <= 1 << 20) {
+    for (label, size) in SIZES {
         let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
         let mut echo = client.get_multiplexed_async_connection_with_config(&config).await.unwrap();
         let echo_task = tokio::spawn(async move {
@@ -500,7 +529,7 @@ async fn academy_1_0(args: &Args, redis: &Redis, report: &mut Report) {
     let x = builder.protocol(actix_academy::Protocol::Academy1).start().await.unwrap();
     let agent = Agent::start(TextEcho, &x, None).await.unwrap();
     let echo = x.get_handle(agent.id().clone()).bind_as_client(&x).await.unwrap();
-    for (label, size) in SIZES.into_iter().filter(|(_, size)| *size <= 1 << 20) {
+    for (label, size) in SIZES {
         let n = samples_for(args, size);
         let text = "a".repeat(size);
         let warm = (n / 10).max(2);
@@ -519,6 +548,36 @@ async fn academy_1_0(args: &Args, redis: &Redis, report: &mut Report) {
     echo.close().await.unwrap();
     agent.shutdown().await;
     x.close().await;
+}
+
+/// How Python Academy 0.1.0's rows are named.
+const ACADEMY_0_1: &str = "academy-0.1.0";
+
+/// Python Academy 0.1.0's `HybridExchange` with the same payloads
+/// (`benches/academy-0.1`, in a venv of its own), on this bench's Redis
+/// and pinned as this program is: the anchor users compare with. Run while
+/// nothing of this program's own is alive.
+fn academy_0_1(args: &Args, redis: &Redis, report: &mut Report) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/academy-0.1");
+    let mut command = Command::new("bash");
+    command.arg(&script).args(["--redis-url", &redis.url()]);
+    if args.quick {
+        command.arg("--quick");
+    }
+    let out = match command.stderr(Stdio::inherit()).output() {
+        Ok(out) if out.status.success() => out,
+        other => return eprintln!("no Academy 0.1.0 rows ({} failed: {other:?})", script.display()),
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(row) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let text = |key: &str| row[key].as_str().map(str::to_owned);
+        let (Some(bench), Some(variant), Some(p50), Some(p99)) =
+            (text("bench"), text("variant"), row["p50_us"].as_f64(), row["p99_us"].as_f64())
+        else {
+            continue;
+        };
+        report.percentiles(ACADEMY_0_1, &bench, &variant, p50, p99);
+    }
 }
 
 async fn pipelined(args: &Args, redis: &Redis, report: &mut Report) {
@@ -705,6 +764,9 @@ fn run_mode(args: &Args, mode: &'static str) {
         }
         if run("startup") {
             startup(args, &redis, &mut report).await;
+        }
+        if run("academy 0.1") {
+            academy_0_1(args, &redis, &mut report);
         }
         report.print_table();
     });
