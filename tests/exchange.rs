@@ -502,8 +502,10 @@ async fn idle_mailboxes_cost_redis_the_same_whatever_their_number() {
     tokio::time::sleep(Duration::from_secs(12)).await;
     let per_second = (all_calls(&redis) - before) as f64 / since.elapsed().as_secs_f64();
     eprintln!("{MAILBOXES} idle mailboxes: {per_second:.1} Redis commands per second");
-    // A sweep of every queue each 5 s would be 2 x 400 / 5 = 160 per second.
-    assert!(per_second < 40.0, "{MAILBOXES} idle mailboxes cost {per_second:.1} Redis commands per second");
+    // A sweep of every queue each 5 s would be 2 x 400 / 5 = 160 per second;
+    // the process's own cost is a sweep's two EXISTS and a doorbell wait
+    // every 5 s and a lease renewal every 10 s: 0.7 per second.
+    assert!(per_second < 2.0, "{MAILBOXES} idle mailboxes cost {per_second:.1} Redis commands per second");
     drop(inboxes);
     exchange.close().await;
 }

@@ -1085,11 +1085,6 @@ impl HybridExchange {
     }
 }
 
-/// Keeps Redis right about this exchange, until it closes: each time Redis
-/// may have lost its state (the watcher reconnected, or the lease was found
-/// missing) it writes again what this exchange owns, retrying until that
-/// succeeds; every lease period it forgets the entities other processes
-/// have taken over.
 /// An answer rides with its ring: its reader needs no claim to take it.
 fn ring_for(envelope: &Envelope) -> Ring {
     match envelope.body.is_request() {
@@ -1098,6 +1093,11 @@ fn ring_for(envelope: &Envelope) -> Ring {
     }
 }
 
+/// Keeps Redis right about this exchange, until it closes: each time Redis
+/// may have lost its state (the watcher reconnected, or the lease was found
+/// missing) it writes again what this exchange owns, retrying until that
+/// succeeds; every lease period it forgets the entities other processes
+/// have taken over.
 async fn maintain(inner: std::sync::Weak<Inner>, lost_state: Arc<tokio::sync::Notify>) {
     let period = match inner.upgrade() {
         Some(inner) => inner.lease.period,

@@ -434,12 +434,16 @@ impl Task {
     }
 
     /// Marks pending those of the next [`SWEEP_SLICE`] watched queues that
-    /// hold anything or lost their opening (one round trip).
+    /// hold anything or lost their opening. In the common case (all empty,
+    /// all openings recorded) that is two commands in one round trip, an
+    /// `EXISTS` of the queues and one of the takers (Redis deletes an empty
+    /// list); otherwise a script looks at each.
     async fn sweep(&mut self) -> Result<(), Error> {
         self.swept = tokio::time::Instant::now();
         self.early.retain(|_, at| at.elapsed() < EARLY_FOR);
         let mut script = NEEDS_A_LOOK.prepare_invoke();
         script.arg(self.keys.namespace());
+        let (mut queues, mut takers) = (redis::cmd("EXISTS"), redis::cmd("EXISTS"));
         let mut looked = 0;
         for _ in 0..self.sweep_order.len() {
             if looked == SWEEP_SLICE {
@@ -448,6 +452,8 @@ impl Task {
             let Some((uid, id)) = self.sweep_order.pop_front() else { break };
             let Some(registration) = self.queues.get(&uid).filter(|r| r.id == id) else { continue };
             script.arg(uuid_to_base32(uid)).arg(registration.opening.to_string());
+            queues.arg(self.keys.queue(uid));
+            takers.arg(self.keys.taker(uid));
             self.sweep_order.push_back((uid, id));
             looked += 1;
         }
@@ -455,6 +461,15 @@ impl Task {
             return Ok(());
         }
         let conn = self.connection().await?;
+        let (held, recorded): (usize, usize) =
+            redis::pipe().add_command(queues).add_command(takers).query_async(conn).await?;
+        // A recorded opening that is another's is not looked for here: a
+        // takeover rings this process in the script that records it (so
+        // Redis keeps both or neither), and a reconnection looks at every
+        // queue.
+        if held == 0 && recorded == looked {
+            return Ok(());
+        }
         let found: Vec<String> = script.invoke_async(conn).await?;
         for ring in found {
             self.rung(ring.as_bytes(), None);
