@@ -347,6 +347,26 @@ async fn discover_by_behavior_and_lineage() {
     assert_eq!(cs, vec![EntityId::from(c_live)]);
 }
 
+/// Thousands of agents are discovered in steps (a script per thousand or
+/// so, so Redis is never held for long): each once, none missing, the
+/// terminated ones left out.
+#[actix::test]
+async fn a_large_discovery_finds_every_agent_once() {
+    const AGENTS: usize = 2_500;
+    let redis = RedisServer::start();
+    let exchange = redis.exchange().await;
+    let registered: Vec<AgentId<A>> =
+        futures::future::try_join_all((0..AGENTS).map(|_| exchange.register_agent(None))).await.unwrap();
+    for gone in &registered[..10] {
+        exchange.terminate(gone).await.unwrap();
+    }
+    let found = exchange.discover::<A>().await.unwrap();
+    let uids: std::collections::HashSet<_> = found.iter().map(|id| id.uid()).collect();
+    assert_eq!(found.len(), AGENTS - 10, "each agent once");
+    let want: std::collections::HashSet<_> = registered[10..].iter().map(|id| id.uid()).collect();
+    assert_eq!(uids, want);
+}
+
 #[actix::test]
 async fn discovery_can_wait_for_agents_that_register_later() {
     let redis = RedisServer::start();

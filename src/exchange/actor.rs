@@ -206,17 +206,22 @@ return state(ARGV[3])
     )
 });
 
-/// Agents in a behavior's index (id, then name or ''), with ARGV[4] = '1'
-/// only those whose lineage starts with it, with ARGV[5] = '1' inactive
-/// ones too. Members that are gone (expired, terminated) leave the index.
-/// Costs O(members).
-/// KEYS: index. ARGV: behavior, exact, include inactive.
+/// One step of a scan of a behavior's index from cursor ARGV[6]: the next
+/// cursor ('0' at the end), then the agents met (id, then name or ''),
+/// with ARGV[4] = '1' only those whose lineage starts with it, with
+/// ARGV[5] = '1' inactive ones too. Members that are gone (expired,
+/// terminated) leave the index. A step costs O(ARGV[7]) members, so a
+/// discovery of many agents never holds Redis for long; all of it is
+/// O(members). KEYS: index. ARGV: behavior, exact, include inactive,
+/// cursor, count.
 pub(crate) static DISCOVER: LazyLock<Script> = LazyLock::new(|| {
     entity_script(
         r"
 local found = {}
 local prefix = ARGV[3] .. ','
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+local step = redis.call('SSCAN', KEYS[1], ARGV[6], 'COUNT', ARGV[7])
+table.insert(found, step[1])
+for _, id in ipairs(step[2]) do
   -- One entity in a state this version does not know is left out, not
   -- the whole discovery failed.
   local known, s = pcall(state, id)

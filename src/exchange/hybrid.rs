@@ -730,16 +730,28 @@ impl HybridExchange {
         include_inactive: bool,
     ) -> Result<Vec<EntityId>, Error> {
         let flag = |yes: bool| if yes { "1" } else { "0" };
-        let mut script = self.entity(&DISCOVER, behavior);
-        script.key(self.keys().index(behavior)).arg(flag(!allow_subclasses)).arg(flag(include_inactive));
-        let found: Vec<String> = self.call(Request::Script(script)).await?;
-        found
-            .chunks_exact(2)
-            .map(|pair| {
-                let name = Some(pair[1].as_str()).filter(|name| !name.is_empty());
-                Ok(EntityId::from_parts(base32_to_uuid(&pair[0])?, Role::Agent, name))
-            })
-            .collect()
+        let (mut cursor, mut found, mut met) = ("0".to_owned(), Vec::new(), std::collections::HashSet::new());
+        loop {
+            let mut script = self.entity(&DISCOVER, behavior);
+            script.key(self.keys().index(behavior)).arg(flag(!allow_subclasses)).arg(flag(include_inactive));
+            script.arg(&cursor).arg(DISCOVER_STEP);
+            let step: Vec<String> = self.call(Request::Script(script)).await?;
+            let Some((next, pairs)) = step.split_first() else {
+                return Err(Error::UnexpectedReply("an empty discovery step".into()));
+            };
+            for pair in pairs.chunks_exact(2) {
+                let uid = base32_to_uuid(&pair[0])?;
+                // A scan may meet a member twice.
+                if met.insert(uid) {
+                    let name = Some(pair[1].as_str()).filter(|name| !name.is_empty());
+                    found.push(EntityId::from_parts(uid, Role::Agent, name));
+                }
+            }
+            if next == "0" {
+                return Ok(found);
+            }
+            cursor = next.clone();
+        }
     }
 
     /// Where this exchange's listener is bound, and the address peers dial
@@ -1084,6 +1096,9 @@ impl HybridExchange {
         self.inner.background.spawn(task);
     }
 }
+
+/// Index members one discovery step looks at (about).
+const DISCOVER_STEP: usize = 1_000;
 
 /// An answer rides with its ring: its reader needs no claim to take it.
 fn ring_for(envelope: &Envelope) -> Ring {
