@@ -94,9 +94,9 @@ impl Codec {
         self.decode(args)
             .or_else(|e| match self.0 {
                 // One argument in an array (as Academy 1.0's `pargs` has it)
-                // for a message that is that argument (a newtype), or none
-                // for an action that takes none.
-                // Keyword arguments for a message that takes them as fields.
+                // for a message that is that argument (a newtype), none for
+                // an action that takes none, or keyword arguments for a
+                // message that takes them as its fields.
                 Protocol::Academy1 => match crate::json::sole_argument(args) {
                     Some(inner) => self.decode(inner.as_bytes()).map_err(|_| e),
                     None => crate::json::fields(args).ok_or(e),

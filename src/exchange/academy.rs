@@ -126,7 +126,8 @@ redis.call('SET', KEYS[3], now())
 
 /// Run in a transaction right after a plain `RPUSH` of an entry too large
 /// to pass through a script (Lua copies large arguments slowly): refuses it
-/// as [`SEND`] does, taking it back off the queue. KEYS: status, queue.
+/// as [`SEND`] does, taking it back off the queue (the native backend's
+/// `PUSHED` does the same for its own layout). KEYS: status, queue.
 ///
 /// Sent as `EVAL` (a transaction cannot load a script it finds missing).
 const PUSHED: &str = r"

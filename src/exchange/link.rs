@@ -222,8 +222,8 @@ pub(crate) enum Ring {
     /// With the mailbox's id: the watcher takes from the queue.
     Plain,
     /// With a copy of the one entry pushed, too (an answer, which needs no
-    /// claim): the watcher delivers it at once and takes its queued copy
-    /// later, with others (it is dropped as a second copy).
+    /// claim): the watcher hands it over at once, and the queued entry,
+    /// taken as usual, is dropped as a second copy.
     WithCopy,
 }
 
@@ -233,8 +233,8 @@ const COPY_MAX: usize = 16 << 10;
 /// In one Redis round trip: checks the destination's status and either
 /// pushes `frames` onto its queue or (with `route_only_if_offline`, when the
 /// mailbox listens) returns its address instead. Large frames take two: a
-/// check, then a transaction of a plain push and a second check.
-/// A push onto an empty queue rings its watcher as `ring` says.
+/// check, then a transaction of a plain push and a second check. A push
+/// onto an empty queue rings its watcher as `ring` says.
 pub(crate) async fn enqueue(
     env: &LinkEnv,
     dest: &EntityId,

@@ -324,7 +324,6 @@ impl Task {
             if self.stopped {
                 return;
             }
-
             // The sweep is looked at first: a mailbox taken off the pending
             // list must get its take.
             let result = if self.swept.elapsed() >= SWEEP_EVERY {
