@@ -45,7 +45,7 @@ pub enum WireError {
 type Error = WireError;
 
 /// The protocol version written in every envelope and in the peer handshake.
-pub const PROTOCOL_VERSION: u8 = 6;
+pub const PROTOCOL_VERSION: u8 = 7;
 
 /// A message with its routing header.
 ///

@@ -770,6 +770,64 @@ async fn messages_to_mailboxes_of_the_same_exchange_go_in_memory() {
     assert!(!info.contains("cmdstat_lmove"), "messages went through Redis: {info}");
 }
 
+/// One connection per pair of processes, not per pair of mailboxes: a
+/// sender that reaches 200 mailboxes of another exchange holds one TCP
+/// connection to it (each mailbox is a lane of it), and every message
+/// arrives directly.
+#[actix::test]
+async fn messages_to_many_mailboxes_of_one_process_share_one_connection() {
+    let redis = RedisServer::start();
+    let receiver = redis.exchange().await;
+    let sender = redis.builder().namespace(receiver.namespace()).start().await.unwrap();
+    let me = sender.register_client(None).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        ids.push(receiver.register_client(None).await.unwrap());
+    }
+    let mut inboxes = futures::future::try_join_all(ids.iter().map(|id| receiver.get_mailbox(id))).await.unwrap();
+    let port = inboxes[0].address().unwrap().port();
+    for round in 0..2 {
+        for id in &ids {
+            sender.send(ping(&me, id)).await.unwrap();
+        }
+        for inbox in &mut inboxes {
+            inbox.recv(Some(Duration::from_secs(30))).await.unwrap();
+        }
+        // Each connection shows twice in this process's table: both ends.
+        let to_receiver = established().into_iter().filter(|(_, remote)| remote.port() == port).count();
+        assert_eq!(to_receiver, 1, "round {round}: {to_receiver} connections to the receiving process");
+    }
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut redis.client()).unwrap();
+    assert!(!info.contains("cmdstat_lmove"), "messages went through Redis: {info}");
+}
+
+/// A mailbox that takes nothing stalls only its own lane: messages to
+/// another mailbox of the same process, on the same connection, keep
+/// arriving while the first one's lane is full.
+#[actix::test]
+async fn a_mailbox_that_takes_nothing_does_not_stall_its_neighbours() {
+    let redis = RedisServer::start();
+    // A stalled lane fails (to Redis) only after the peer timeout: longer
+    // than the wait below, so a stall shared with the neighbour would show.
+    let patient = Duration::from_secs(60);
+    let receiver = redis.builder().mailbox_capacity(16).peer_timeout(patient).start().await.unwrap();
+    let sender = redis.builder().namespace(receiver.namespace()).peer_timeout(patient).start().await.unwrap();
+    let me = sender.register_client(None).await.unwrap();
+    let (stuck, moving) =
+        (receiver.register_client(None).await.unwrap(), receiver.register_client(None).await.unwrap());
+    let _stuck_inbox = receiver.get_mailbox(&stuck).await.unwrap();
+    let mut moving_inbox = receiver.get_mailbox(&moving).await.unwrap();
+    // Far more than the stuck mailbox holds, and than a lane keeps in flight.
+    for _ in 0..6000 {
+        sender.send(ping(&me, &stuck)).await.unwrap();
+    }
+    for n in 0..200 {
+        sender.send(ping(&me, &moving)).await.unwrap();
+        let got = moving_inbox.recv(Some(Duration::from_secs(20))).await;
+        assert!(got.is_ok(), "message {n} to the mailbox that takes: {got:?}");
+    }
+}
+
 /// A mailbox with its maximum of connections open turns a new one away
 /// after the handshake (with a `Closing` frame, so the caller re-routes its
 /// request through Redis as never taken): the request is still run, once.

@@ -86,7 +86,7 @@ async fn a_client_that_leaves_early() {
     // Connects and leaves before the handshake, halfway through it, and right after it.
     drop(tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap());
     let mut half = tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap();
-    half.write_all(b"ACAD\x06").await.unwrap();
+    half.write_all(b"ACAD\x07").await.unwrap();
     drop(half);
     drop(connect(f.inbox.address().unwrap(), SECRET, f.peer.uid()).await.unwrap());
     f.still_serves().await;
@@ -133,18 +133,30 @@ async fn a_wrong_secret_or_destination_is_refused() {
     let f = fixture(1 << 20).await;
     let wrong_secret = connect(f.inbox.address().unwrap(), b"guess", f.peer.uid());
     assert!(tokio::time::timeout(Duration::from_secs(5), wrong_secret).await.unwrap().is_err());
-    let wrong_dest = connect(f.inbox.address().unwrap(), SECRET, uuid::Uuid::new_v4());
-    assert!(tokio::time::timeout(Duration::from_secs(5), wrong_dest).await.unwrap().is_err());
-    // A client that ignores the server's proof and bluffs its own: the frame
-    // it sends after the bluff is never delivered.
+    // A lane to a mailbox this process does not serve is refused.
+    let mut wrong_dest = connect(f.inbox.address().unwrap(), SECRET, uuid::Uuid::new_v4()).await.unwrap();
+    assert!(closed_by_server(&mut wrong_dest, Duration::from_secs(5)).await);
+    // A handshake that names a mailbox (as version 6 did) is refused.
     let mut stream = tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap();
-    let mut hello = b"ACAD\x06\x00".to_vec();
+    let mut hello = b"ACAD\x07\x00".to_vec();
     hello.extend_from_slice(f.peer.uid().as_bytes());
     hello.extend_from_slice(&[1u8; 16]);
     stream.write_all(&hello).await.unwrap();
     let mut reply = [0u8; 54];
     tokio::io::AsyncReadExt::read_exact(&mut stream, &mut reply).await.unwrap();
+    assert_eq!(&reply[..6], b"ACAD\x07\x01", "refused as a wrong destination");
+    // A client that ignores the server's proof and bluffs its own: the lane
+    // it opens and the frame it sends after the bluff are never delivered.
+    let mut stream = tokio::net::TcpStream::connect(f.inbox.address().unwrap()).await.unwrap();
+    let mut hello = b"ACAD\x07\x00".to_vec();
+    hello.extend_from_slice(uuid::Uuid::nil().as_bytes());
+    hello.extend_from_slice(&[1u8; 16]);
+    stream.write_all(&hello).await.unwrap();
+    let mut reply = [0u8; 54];
+    tokio::io::AsyncReadExt::read_exact(&mut stream, &mut reply).await.unwrap();
     stream.write_all(&[0u8; 32]).await.unwrap();
+    let _ = stream.write_all(&support::raw::header(4, 1, 16)).await;
+    let _ = stream.write_all(f.peer.uid().as_bytes()).await;
     let _ = stream.write_all(&frame(&f.message().encode().unwrap())).await;
     assert!(closed_by_server(&mut stream, Duration::from_secs(5)).await);
     let mut f = f;

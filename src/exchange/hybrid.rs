@@ -32,7 +32,8 @@ use crate::error::Error;
 use crate::identifier::{base32_to_uuid, uuid_to_base32, EntityId, Role};
 use crate::message::{Body, Envelope, Parts, RemoteError, RemoteErrorKind, Stamp};
 use crate::peer::{
-    AddressSettings, Bind, Connections, Limits, Protection, Routes, Secret, Security, DEFAULT_MAX_FRAME_LEN,
+    AddressSettings, Bind, InboundLimits, Lanes, Limits, Protection, Routes, Secret, Security, Sessions,
+    DEFAULT_MAX_FRAME_LEN,
 };
 
 /// Destinations whose stream an exchange remembers; past that it starts
@@ -357,24 +358,26 @@ impl ExchangeBuilder {
         let actor = ExchangeActor::new(redis, lease.clone(), lost_state.clone(), failover).start();
         let watcher = Watcher::start(source, keys.clone(), keys.bell(&token), actor.clone(), lost_state.clone());
         let links = Arc::new(Mutex::new(HashMap::new()));
-        let limits =
-            Limits { handshakes: self.max_connections, handshake_time: self.connect_timeout.max(HANDSHAKE_TIME) };
+        let limits = Limits {
+            handshakes: self.max_connections,
+            handshake_time: self.connect_timeout.max(HANDSHAKE_TIME),
+            sessions: InboundLimits { max_frame_len: self.max_frame_len, peer_timeout: self.peer_timeout },
+        };
+        let own = listener.as_ref().map(|(local, published, _)| (*local, published.clone()));
+        let timeouts = (self.connect_timeout, self.peer_timeout);
+        let sessions = Arc::new(Sessions::new(security.clone(), addresses, timeouts, own, self.max_frame_len));
         let env = Arc::new(LinkEnv {
             refused: Mutex::default(),
             refusals: tokio::sync::watch::Sender::new(0),
             seal: Seal::new(&secret),
             reports: Reports::default(),
-            security: security.clone(),
-            addresses,
-            connect_timeout: self.connect_timeout,
+            sessions,
             peer_timeout: self.peer_timeout,
             max_frame_len: self.max_frame_len,
             expiry: self.expiry,
             keys: keys.clone(),
             actor: actor.clone(),
             links: Arc::downgrade(&links),
-            own: listener.as_ref().map(|(local, published, _)| (*local, published.clone())),
-            local: std::sync::OnceLock::new(),
         });
         let exchange = HybridExchange {
             inner: Arc::new(Inner {
@@ -399,7 +402,7 @@ impl ExchangeBuilder {
             }),
         };
         let routes: std::sync::Weak<dyn Routes> = Arc::downgrade(&exchange.inner) as _;
-        let _ = exchange.inner.config.link.local.set(routes);
+        let _ = exchange.inner.config.link.sessions.local.set(routes);
         if let Some((_, _, listener)) = listener {
             let serve = crate::peer::serve(listener, security, limits, Arc::downgrade(&exchange.inner));
             let _ = exchange.inner.listener_task.set(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(serve)));
@@ -497,13 +500,13 @@ struct Serving {
     opening: Uuid,
     /// Its acknowledgements (none while the opening is being made).
     acks: Option<Arc<TakenAcks>>,
-    /// Takes the peer connections the listener accepts for it.
-    inbound: Option<Connections>,
+    /// Takes the lanes peer sessions open to it.
+    inbound: Option<Lanes>,
 }
 
-/// The listener hands each authenticated connection to the mailbox it names.
+/// Sessions hand each lane to the mailbox it names.
 impl Routes for Inner {
-    fn route(&self, dest: Uuid) -> Option<Connections> {
+    fn route(&self, dest: Uuid) -> Option<Lanes> {
         let serving = lock(&self.serving);
         serving.get(&dest).and_then(|serving| serving.inbound.clone()).filter(|mailbox| !mailbox.is_closed())
     }
@@ -757,7 +760,7 @@ impl HybridExchange {
     /// Where this exchange's listener is bound, and the address peers dial
     /// (none without peer-to-peer).
     pub(crate) fn listening(&self) -> Option<(std::net::SocketAddr, &str)> {
-        self.inner.config.link.own.as_ref().map(|(local, published)| (*local, published.as_str()))
+        self.inner.config.link.sessions.own.as_ref().map(|(local, published)| (*local, published.as_str()))
     }
 
     /// Opens `id`'s mailbox in Redis: this process owns it and (with an
@@ -772,7 +775,7 @@ impl HybridExchange {
     pub(crate) async fn open_mailbox(
         &self,
         id: &EntityId,
-        inbound: Option<Connections>,
+        inbound: Option<Lanes>,
     ) -> Result<(Uuid, Arc<TakenAcks>, bool), Error> {
         let opening = Uuid::new_v4();
         let address = self.listening().filter(|_| inbound.is_some()).map(|(_, published)| published);

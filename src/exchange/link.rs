@@ -1,12 +1,12 @@
-//! Outbound links: one task per destination mailbox that listens, so frames
-//! never interleave and one sender's messages keep their order. The task
-//! owns a TCP connection to the mailbox, or, when the mailbox is served by
-//! this very exchange, an in-memory pipe handed straight to it (the same
-//! frames and acknowledgements, no socket, no handshake). Messages are written in batches
-//! (one flush per batch) and kept until the receiver acknowledges taking
-//! them. When the connection fails (refused or timed-out connect, failed
-//! handshake, reset, silent peer), everything unacknowledged or still
-//! waiting goes to the Redis queue, in order.
+//! Outbound links: one task per destination mailbox that listens, so one
+//! sender's messages keep their order. The task owns a lane of the
+//! [session](crate::peer::session) to the mailbox's process (one connection
+//! per peer process, however many of its mailboxes this process sends to; in
+//! memory when the mailbox is served by this very exchange). Messages are
+//! queued in batches and kept until the receiver acknowledges taking them.
+//! When the lane fails (refused or timed-out connect, failed handshake,
+//! reset, silent peer, a mailbox that takes nothing), everything
+//! unacknowledged or still waiting goes to the Redis queue, in order.
 //!
 //! A failed link leaves the cache first, so new sends take the slow path
 //! (and see errors, such as Redis being down or the mailbox terminated,
@@ -19,10 +19,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use actix::Addr;
-use futures::StreamExt;
 use tokio::sync::mpsc;
-use tokio::time::{timeout, Instant, MissedTickBehavior};
-use tokio_util::codec::FramedRead;
+use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, error, warn};
 use uuid::Uuid;
 
@@ -32,15 +30,15 @@ use super::{Bad, Reports, Seal, WhenInactive};
 use crate::error::{Error, Rejection};
 use crate::identifier::EntityId;
 use crate::message::Parts;
-use crate::peer::{Addresses, Connection, Frame, FrameCodec, Outbox, PeerRead, PeerWrite, Routes, Security};
+use crate::peer::{LaneEvent, Sessions};
 
 /// Messages a link buffers before `send` waits for room.
 const LINK_CAPACITY: usize = 4096;
-/// Bytes queued for one write, when many messages are waiting.
+/// Bytes queued at once, when many messages are waiting.
 const MAX_BATCH_BYTES: usize = 256 << 10;
-/// Messages in flight (written, not yet acknowledged) on one connection.
+/// Messages in flight (queued, not yet acknowledged) on one lane.
 const WINDOW: usize = 4096;
-/// Bytes in flight on one connection (one message may exceed it alone).
+/// Bytes in flight on one lane (one message may exceed it alone).
 const WINDOW_BYTES: usize = 64 << 20;
 /// Messages per Redis round trip (well under Lua's argument limit).
 const QUEUE_BATCH: usize = 1000;
@@ -67,13 +65,11 @@ pub(crate) struct LinkEnv {
     pub(crate) refused: Mutex<HashMap<String, (Instant, Option<Rejection>)>>,
     /// Counts refusals, so calls waiting on a refused agent look at once.
     pub(crate) refusals: tokio::sync::watch::Sender<u64>,
-    pub(crate) security: Security,
-    /// Where this exchange listens and dials from.
-    pub(crate) addresses: Addresses,
+    /// The sessions to peer processes the links' lanes run on.
+    pub(crate) sessions: Arc<Sessions>,
     /// Seals what goes through the queues (and opens what comes back).
     pub(crate) seal: Seal,
     pub(crate) reports: Reports,
-    pub(crate) connect_timeout: Duration,
     pub(crate) peer_timeout: Duration,
     pub(crate) max_frame_len: usize,
     /// How long Redis keeps what belongs to a gone entity.
@@ -81,35 +77,6 @@ pub(crate) struct LinkEnv {
     pub(crate) keys: Keys,
     pub(crate) actor: Addr<ExchangeActor>,
     pub(crate) links: Weak<Links>,
-    /// This exchange's own listener (where bound, and the address it
-    /// publishes) and its mailboxes: a link to an address of its own goes
-    /// to them in memory.
-    pub(crate) own: Option<(std::net::SocketAddr, String)>,
-    pub(crate) local: std::sync::OnceLock<Weak<dyn Routes>>,
-}
-
-/// Bytes an in-memory link buffers each way.
-const PIPE_BYTES: usize = 256 << 10;
-
-impl LinkEnv {
-    /// A connection to `dest`, served by this exchange and published at
-    /// `address`: the two ends of an in-memory pipe, the mailbox's handed to
-    /// it. `None` if `address` is not this exchange's; refused as a stale
-    /// address if this exchange does not serve `dest` (any more).
-    fn connect_in_memory(&self, address: &str, dest: Uuid) -> Option<Result<(PeerRead, PeerWrite), Error>> {
-        let (bound, published) = self.own.as_ref().filter(|(_, published)| published == address)?;
-        let mailbox = self.local.get().and_then(Weak::upgrade).and_then(|routes| routes.route(dest));
-        let Some(mailbox) = mailbox else { return Some(Err(Rejection::Destination.into())) };
-        let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
-        let (read, write) = tokio::io::split(theirs);
-        let connection = Connection { read: Box::new(read), write: Box::new(write), peer: *bound };
-        if mailbox.unbounded_send(connection).is_err() {
-            return Some(Err(Rejection::Destination.into()));
-        }
-        debug!(address = %published, "in-memory link to a mailbox of this exchange");
-        let (read, write) = tokio::io::split(ours);
-        Some(Ok((Box::new(read), Box::new(write))))
-    }
 }
 
 /// The sending end of a link to one mailbox.
@@ -389,16 +356,14 @@ impl LinkTask {
         }
     }
 
-    /// Runs the connection until the channel closes (then waits, at most
-    /// the peer timeout, for the last acknowledgements) or the connection
-    /// fails. What the peer has not acknowledged stays in `unacked`.
+    /// Runs the lane until the channel closes (then waits, at most the peer
+    /// timeout, for the last acknowledgements) or the lane fails. What the
+    /// peer has not acknowledged stays in `unacked`.
     ///
-    /// Nothing here awaits a write: the socket is one more event in the
-    /// loop, so acknowledgements, keepalives and timeouts are seen while it
-    /// is full. Callers wait only while the window of unacknowledged
-    /// messages is full, and a window full for the peer timeout with neither
-    /// an acknowledgement nor a byte written fails the link, like a silent
-    /// peer does.
+    /// Nothing here waits for the socket: the session writes. Callers wait
+    /// only while the window of unacknowledged messages is full, and a window
+    /// full for the peer timeout, every byte of it written, with no
+    /// acknowledgement fails the lane, as a silent peer fails its session.
     async fn serve(
         &self,
         address: &str,
@@ -407,113 +372,96 @@ impl LinkTask {
         said_closing: &mut bool,
     ) -> Result<(), Error> {
         let env = &self.env;
-        let connect = async {
-            let stream = env.addresses.dial(address).await?;
-            env.security.connect(stream, address, self.dest.uid()).await
-        };
-        let (read, mut write) = match env.connect_in_memory(address, self.dest.uid()) {
-            Some(pipe) => pipe?,
-            None => timeout(env.connect_timeout, connect).await.map_err(|_| Error::Timeout(env.connect_timeout))??,
-        };
-        // It accepts us now: earlier refusals (another address, another
-        // process) no longer fail calls to it.
-        forget_refusals(env, &self.dest);
-        // Only control frames come back: no message payload is accepted.
-        let mut inbound = FramedRead::new(read, FrameCodec::new(0));
-        let mut outbox = Outbox::default();
+        let mut lane = env.sessions.lane(address, self.dest.uid());
         let (mut acked, mut sent, mut unacked_bytes) = (0u64, 0u64, 0usize);
-        let mut last_heard = Instant::now();
-        let mut last_written = Instant::now();
         let mut last_sent = Instant::now();
-        let keepalive = env.peer_timeout / 3;
-        let mut tick = tokio::time::interval(keepalive / 2);
+        let mut tick = tokio::time::interval(env.peer_timeout / 6);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut closing: Option<Instant> = None;
-        // Since when the window has been full with no acknowledgement.
+        // Since when the window has been full, all of it written, with no
+        // acknowledgement.
         let mut stalled_since: Option<Instant> = None;
+        let mut batch = Vec::new();
         loop {
-            if closing.is_some() && unacked.is_empty() && outbox.is_empty() {
-                // A clean end for the mailbox (TLS sends its close_notify).
-                let _ = timeout(env.connect_timeout, tokio::io::AsyncWriteExt::shutdown(&mut write)).await;
+            if closing.is_some() && unacked.is_empty() {
+                // The lane ends when it is dropped.
                 return Ok(());
             }
             let room = unacked.len() < WINDOW && unacked_bytes < WINDOW_BYTES;
-            stalled_since = if room { None } else { stalled_since.or(Some(Instant::now())) };
             tokio::select! {
                 biased;
-                frame = inbound.next() => {
-                    last_heard = Instant::now();
-                    let Some(frame) = frame else {
-                        // A mailbox that closes acknowledges what it took first.
-                        return match unacked.is_empty() && outbox.is_empty() {
+                event = lane.event() => match event {
+                    LaneEvent::Ack(count) => {
+                        if count < acked || count > sent {
+                            return Err(Error::Peer("acknowledgement out of range"));
+                        }
+                        if acked == 0 {
+                            // It accepts us now: earlier refusals (another
+                            // address, another process) no longer fail calls to it.
+                            forget_refusals(env, &self.dest);
+                        }
+                        for frame in unacked.drain(..(count - acked) as usize) {
+                            unacked_bytes -= frame.len();
+                        }
+                        acked = count;
+                        stalled_since = None;
+                    }
+                    // What it did not acknowledge it did not take.
+                    LaneEvent::Closing => {
+                        *said_closing = true;
+                        return match unacked.is_empty() {
                             true => Ok(()),
                             false => Err(Error::Peer("closed by the mailbox")),
                         };
-                    };
-                    match frame? {
-                        Frame::Ack(count) => {
-                            if count < acked || count > sent {
-                                return Err(Error::Peer("acknowledgement out of range"));
-                            }
-                            for frame in unacked.drain(..(count - acked) as usize) {
-                                unacked_bytes -= frame.len();
-                            }
-                            acked = count;
-                            stalled_since = None;
-                        }
-                        Frame::Keepalive => {}
-                        Frame::Closing => *said_closing = true,
-                        Frame::Message(_) => return Err(Error::Peer("a mailbox sent a message frame")),
                     }
-                }
-                written = outbox.write_to(&mut write), if !outbox.is_empty() => {
-                    written?;
-                    last_written = Instant::now();
-                    // Bytes still leave: a large message on a slow network is no stall.
-                    stalled_since = None;
-                }
+                    LaneEvent::Refused => {
+                        *said_closing = true;
+                        return Err(Rejection::Destination.into());
+                    }
+                    LaneEvent::Failed(e) => return Err(e),
+                },
                 frame = rx.recv(), if closing.is_none() && room => {
                     let Some(frame) = frame else {
                         closing = Some(Instant::now());
                         continue;
                     };
                     let mut next = Some(frame);
+                    let mut bytes = 0;
                     while let Some(frame) = next.take() {
                         unacked_bytes += frame.len();
-                        outbox.push_message(&frame);
-                        unacked.push_back(frame);
+                        bytes += frame.len();
+                        batch.push(frame);
                         sent += 1;
-                        last_sent = Instant::now();
-                        if unacked.len() < WINDOW && unacked_bytes < WINDOW_BYTES && outbox.len() < MAX_BATCH_BYTES {
+                        if unacked.len() + batch.len() < WINDOW && unacked_bytes < WINDOW_BYTES && bytes < MAX_BATCH_BYTES {
                             next = rx.try_recv().ok();
                         }
                     }
+                    lane.push(&batch);
+                    unacked.extend(batch.drain(..));
+                    last_sent = Instant::now();
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
                     // Idle: it leaves the cache, so no sender is left with a
                     // link about to close; one that raced in is still sent.
-                    let idle = unacked.is_empty() && outbox.is_empty() && closing.is_none();
+                    let idle = unacked.is_empty() && closing.is_none();
                     if idle && now.duration_since(last_sent) > IDLE_CLOSE.max(env.peer_timeout * 10) {
                         self.uncache();
                         closing = Some(now);
                         continue;
                     }
-                    if now.duration_since(last_heard) > env.peer_timeout {
-                        return Err(Error::Timeout(env.peer_timeout));
-                    }
                     // Alive but taking nothing: its messages wait in Redis
-                    // instead of blocking every caller.
+                    // instead of blocking every caller. Bytes still leaving
+                    // (a large message on a slow network) are no stall.
+                    stalled_since = match room || !lane.flushed() {
+                        true => None,
+                        false => stalled_since.or(Some(now)),
+                    };
                     if stalled_since.is_some_and(|since| now.duration_since(since) > env.peer_timeout) {
                         return Err(Error::Peer("the mailbox took nothing for the peer timeout"));
                     }
                     if closing.is_some_and(|since| now.duration_since(since) > env.peer_timeout) {
                         return Err(Error::Peer("not acknowledged within the peer timeout of a close"));
-                    }
-                    // A full window needs no keepalive (and one written would
-                    // pass for progress).
-                    if room && outbox.is_empty() && now.duration_since(last_written) >= keepalive {
-                        outbox.push(Frame::Keepalive);
                     }
                 }
             }

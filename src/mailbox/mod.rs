@@ -22,15 +22,13 @@ mod seen;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use futures::{stream, SinkExt, StreamExt};
+use futures::{stream, StreamExt};
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, error, warn};
 
 use crate::error::Error;
@@ -40,7 +38,7 @@ use crate::exchange::{
 };
 use crate::identifier::EntityId;
 use crate::message::{Body, Entry, Envelope, ENTRY_MARKS_LEN};
-use crate::peer::{AckState, Connection, Frame, FrameCodec, Heard, NoteProgress, PeerWrite};
+use crate::peer::{AckState, InboundLane};
 use seen::Seen;
 
 /// How long a closing mailbox waits for its watcher before stopping anyway.
@@ -133,7 +131,6 @@ impl Mailbox {
                 next_conn: 0,
                 closing: false,
                 watch,
-                resumed: Instant::now(),
             }
         });
         debug!(mailbox = %id, listening = ?exchange.listening(), "mailbox open");
@@ -387,79 +384,22 @@ async fn shutdown(
     }
 }
 
-/// How long an acknowledgement waits for more to go with it: a conversation
-/// (request, answer, next request) then costs one write each way, not two.
-const ACK_DELAY: Duration = Duration::from_millis(1);
-/// Messages taken after which an acknowledgement goes at once (an eighth of
-/// a sender's window, so a fast sender never waits for one).
-const ACK_BATCH: u64 = 512;
-
-/// Writes cumulative acknowledgements as messages are taken (coalesced over
-/// [`ACK_DELAY`], so a busy connection sends far fewer acks than messages),
-/// a keepalive when it has written nothing for `keepalive`, and a last
-/// acknowledgement before it closes the connection.
-async fn write_acks(write: PeerWrite, state: Arc<AckState>, keepalive: Duration) {
-    let mut out = FramedWrite::new(write, FrameCodec::new(0));
-    let mut reported = 0;
-    loop {
-        let closed = state.closed.load(Ordering::Acquire);
-        // Closing: what is taken now is all that will be.
-        let taken = if closed { state.seal() } else { state.taken() };
-        if taken != reported {
-            if out.send(Frame::Ack(taken)).await.is_err() {
-                return;
-            }
-            reported = taken;
-        }
-        if closed {
-            // Everything taken is acknowledged: what is not was not taken.
-            let _ = out.send(Frame::Closing).await;
-            break;
-        }
-        match tokio::time::timeout(keepalive, state.notify.notified()).await {
-            Err(_) if out.send(Frame::Keepalive).await.is_err() => return,
-            Err(_) => {}
-            Ok(()) => {
-                // Wait for company, but not past a closing or a batch.
-                let until = tokio::time::Instant::now() + ACK_DELAY;
-                while !state.closed.load(Ordering::Acquire) && state.taken() - reported < ACK_BATCH {
-                    if tokio::time::timeout_at(until, state.notify.notified()).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    let _ = SinkExt::<Frame>::close(&mut out).await;
-}
-
-/// Tells a peer that connected too late (the mailbox is closing, or has its
-/// maximum of connections open) that nothing it sends will be taken: it
-/// re-routes what it wrote through Redis as not taken (not re-sent).
-async fn turn_away(write: PeerWrite) {
-    let mut out = FramedWrite::new(write, FrameCodec::new(0));
-    let _ = out.send(Frame::Closing).await;
-    let _ = SinkExt::<Frame>::close(&mut out).await;
-}
-
-/// One authenticated peer connection.
+/// One lane of a peer session, open to this mailbox.
 struct Conn {
     stream: SpawnHandle,
     ack: Arc<AckState>,
-    /// When bytes (of a frame, a keepalive) last arrived.
-    heard: Arc<Heard>,
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        self.ack.closed.store(true, Ordering::Release);
-        self.ack.notify.notify_one();
+        // What it took is acknowledged; then the lane is closed to its sender.
+        self.ack.close();
     }
 }
 
-/// A frame (or the end) of peer connection `.0`.
+/// A message (or the end) of lane `.0`.
 enum Inbound {
-    Frame(u64, std::io::Result<Frame>),
+    Message(u64, Bytes),
     End(u64),
 }
 
@@ -487,9 +427,6 @@ struct MailboxActor {
     closing: bool,
     /// This mailbox's registration with the exchange's Redis watcher.
     watch: u64,
-    /// When the actor last resumed after a pause for backpressure (peers
-    /// were not read meanwhile, so their silence does not count).
-    resumed: Instant,
 }
 
 impl Actor for MailboxActor {
@@ -500,59 +437,33 @@ impl Actor for MailboxActor {
     }
 }
 
-/// A peer connection the exchange's listener authenticated for this mailbox.
-impl StreamHandler<Connection> for MailboxActor {
-    fn handle(&mut self, Connection { read, write, peer }: Connection, ctx: &mut Context<Self>) {
+/// A lane a peer session opened to this mailbox.
+impl StreamHandler<InboundLane> for MailboxActor {
+    fn handle(&mut self, InboundLane { messages, ack, peer }: InboundLane, ctx: &mut Context<Self>) {
         if self.closing {
-            return drop(tokio::spawn(turn_away(write)));
+            // Nothing it sends will be taken: its sender re-routes it
+            // through Redis as not taken (not re-sent).
+            return ack.close();
         }
         if self.conns.len() >= self.exchange.config().max_connections {
             let reports = &self.exchange.config().link.reports;
             let what = format_args!("mailbox {}: peer {peer}: it has its maximum of connections open", self.id);
             reports.bad(Bad::Connection, what);
-            return drop(tokio::spawn(turn_away(write)));
+            return ack.close();
         }
-        self.add_connection(read, write, ctx);
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let messages = messages
+            .map(move |message| Inbound::Message(conn, message))
+            .chain(stream::once(async move { Inbound::End(conn) }));
+        let stream = ctx.add_stream(messages);
+        self.conns.insert(conn, Conn { stream, ack });
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
 impl MailboxActor {
-    fn add_connection(&mut self, read: crate::peer::PeerRead, write: PeerWrite, ctx: &mut Context<Self>) {
-        let config = self.exchange.config();
-        let conn = self.next_conn;
-        self.next_conn += 1;
-        let ack = Arc::new(AckState::default());
-        tokio::spawn(write_acks(write, ack.clone(), config.link.peer_timeout / 3));
-        let heard = Heard::new();
-        let read = NoteProgress::new(read, heard.clone());
-        let frames = FramedRead::new(read, FrameCodec::new(config.link.max_frame_len))
-            .map(move |frame| Inbound::Frame(conn, frame))
-            .chain(stream::once(async move { Inbound::End(conn) }));
-        let stream = ctx.add_stream(frames);
-        self.conns.insert(conn, Conn { stream, ack, heard });
-        self.close_if_silent(conn, config.link.peer_timeout, ctx);
-    }
-
-    /// Peers send a keepalive when idle: closes `conn` once it has been
-    /// silent (not a byte, not even of a frame under way) for the peer
-    /// timeout, checking again when that could next be true.
-    fn close_if_silent(&mut self, conn: u64, after: Duration, ctx: &mut Context<Self>) {
-        ctx.run_later(after, move |act, ctx| {
-            let limit = act.exchange.config().link.peer_timeout;
-            let Some(c) = act.conns.get(&conn) else { return };
-            let silent = c.heard.at().max(act.resumed).elapsed();
-            if silent >= limit {
-                let reports = &act.exchange.config().link.reports;
-                reports.bad(Bad::Connection, format_args!("mailbox {}: a peer silent for over {limit:?}", act.id));
-                act.drop_connection(conn, ctx);
-            } else {
-                act.close_if_silent(conn, limit - silent, ctx);
-            }
-        });
-    }
-
     fn unwatch(&self) {
         self.exchange.watcher().unwatch(self.id.uid(), self.watch);
     }
@@ -586,7 +497,6 @@ impl MailboxActor {
                         }
                     }
                     .into_actor(act)
-                    .map(|(), act, _| act.resumed = Instant::now())
                 });
                 ctx.wait(drain);
             }
@@ -615,29 +525,24 @@ impl MailboxActor {
 
 impl StreamHandler<Inbound> for MailboxActor {
     fn handle(&mut self, item: Inbound, ctx: &mut Context<Self>) {
-        let (conn, frame) = match item {
+        let (conn, bytes) = match item {
             Inbound::End(conn) => return self.drop_connection(conn, ctx),
-            Inbound::Frame(conn, frame) => (conn, frame),
+            Inbound::Message(conn, bytes) => (conn, bytes),
         };
         let Some(state) = self.conns.get(&conn) else {
             return;
         };
-        let problem = match frame.map_err(Error::from) {
-            Ok(Frame::Keepalive) => return,
-            Ok(Frame::Ack(_) | Frame::Closing) => "a sender sent a mailbox's control frame".to_owned(),
-            Ok(Frame::Message(bytes)) => match Envelope::decode_entry(bytes) {
-                Ok(entry) if entry.envelope.dest == self.id => {
-                    let origin = Origin::Peer(state.ack.clone());
-                    let (envelope, stamp) = (entry.envelope, entry.stamp);
-                    return self.deliver(Delivery { envelope, stamp, origin, doubtful: false }, ctx);
-                }
-                Ok(entry) => format!("message for {} arrived at the wrong mailbox", entry.envelope.dest),
-                Err(e) => e.to_string(),
-            },
+        let problem = match Envelope::decode_entry(bytes) {
+            Ok(entry) if entry.envelope.dest == self.id => {
+                let origin = Origin::Peer(state.ack.clone());
+                let (envelope, stamp) = (entry.envelope, entry.stamp);
+                return self.deliver(Delivery { envelope, stamp, origin, doubtful: false }, ctx);
+            }
+            Ok(entry) => format!("message for {} arrived at the wrong mailbox", entry.envelope.dest),
             Err(e) => e.to_string(),
         };
-        // Nothing after a bad frame is read; unacknowledged messages go back
-        // to the sender, which re-routes them through Redis.
+        // Nothing after a bad message of the lane is read; unacknowledged
+        // messages go back to the sender, which re-routes them through Redis.
         let reports = &self.exchange.config().link.reports;
         reports.bad(Bad::Connection, format_args!("mailbox {}: {problem}", self.id));
         self.drop_connection(conn, ctx);

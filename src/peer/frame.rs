@@ -1,4 +1,6 @@
-//! Frames: a 4-byte big-endian payload length, a kind byte, the payload.
+//! Frames: a 4-byte big-endian payload length, a kind byte, a 4-byte
+//! big-endian lane (which sender-to-mailbox stream of the connection it
+//! belongs to; 0 for a keepalive), the payload.
 //!
 //! [`FrameCodec`] decodes them (checking the length against the cap and the
 //! payload against its kind before anything is allocated) and encodes the
@@ -17,14 +19,18 @@ use crate::message::Parts;
 /// Default cap on one message frame's payload: 64 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 64 << 20;
 
-/// Length (4 bytes) and kind (1 byte).
-const HEADER_LEN: usize = 5;
+/// Length (4 bytes), kind (1 byte) and lane (4 bytes).
+pub(crate) const HEADER_LEN: usize = 9;
 
 const MESSAGE: u8 = 0;
 const ACK: u8 = 1;
 const KEEPALIVE: u8 = 2;
 const CLOSING: u8 = 3;
+const OPEN: u8 = 4;
+const REFUSED: u8 = 5;
+const END: u8 = 6;
 const ACK_LEN: usize = 8;
+const OPEN_LEN: usize = 16;
 
 /// Payloads shorter than this are copied into the outbox's buffer (one
 /// write for many small frames); longer ones are written from where they are.
@@ -32,18 +38,27 @@ const COPY_BELOW: usize = 16 << 10;
 /// Buffers handed to one vectored write.
 const MAX_SLICES: usize = 64;
 
-/// One unit of the peer protocol.
+/// One unit of the peer protocol. A lane is one sender's stream of messages
+/// to one mailbox; a connection carries many.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Frame {
-    /// An encoded envelope.
-    Message(Bytes),
-    /// How many messages of this connection the mailbox has taken so far.
-    Ack(u64),
-    /// Nothing to say, but alive.
+    /// Sender: lane `.0` carries messages for mailbox `.1` from now on.
+    Open(u32, uuid::Uuid),
+    /// Sender: an encoded envelope on a lane.
+    Message(u32, Bytes),
+    /// Sender: the lane is done with (everything on it acknowledged, or
+    /// given up); its number is not used again.
+    End(u32),
+    /// Mailbox: how many messages of the lane it has taken so far.
+    Ack(u32, u64),
+    /// Mailbox: it closes the lane on purpose, having acknowledged everything
+    /// it took: what is unacknowledged was not taken.
+    Closing(u32),
+    /// Mailbox's process: it does not serve the mailbox the lane opened
+    /// (closed, or moved); nothing sent on the lane was taken.
+    Refused(u32),
+    /// Either side: nothing to say, but alive.
     Keepalive,
-    /// The mailbox closes this connection on purpose, having acknowledged
-    /// everything it took: what is unacknowledged was not taken.
-    Closing,
 }
 
 fn invalid(what: &'static str) -> io::Error {
@@ -74,8 +89,10 @@ impl Decoder for FrameCodec {
         let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
         match (src[4], len) {
             (MESSAGE, len) if len > self.max_frame_len => return Err(invalid("frame over the size cap")),
-            (MESSAGE, _) | (ACK, ACK_LEN) | (KEEPALIVE | CLOSING, 0) => {}
-            (ACK | KEEPALIVE | CLOSING, _) => return Err(invalid("control frame of the wrong length")),
+            (MESSAGE, _) | (ACK, ACK_LEN) | (OPEN, OPEN_LEN) | (KEEPALIVE | CLOSING | REFUSED | END, 0) => {}
+            (ACK | OPEN | KEEPALIVE | CLOSING | REFUSED | END, _) => {
+                return Err(invalid("control frame of the wrong length"))
+            }
             _ => return Err(invalid("unknown frame kind")),
         }
         if src.len() < HEADER_LEN + len {
@@ -83,12 +100,16 @@ impl Decoder for FrameCodec {
             return Ok(None);
         }
         let kind = src[4];
+        let lane = u32::from_be_bytes([src[5], src[6], src[7], src[8]]);
         src.advance(HEADER_LEN);
         let payload = src.split_to(len);
         Ok(Some(match kind {
-            MESSAGE => Frame::Message(payload.freeze()),
-            ACK => Frame::Ack(u64::from_be_bytes(payload[..].try_into().expect("length checked above"))),
-            CLOSING => Frame::Closing,
+            MESSAGE => Frame::Message(lane, payload.freeze()),
+            ACK => Frame::Ack(lane, u64::from_be_bytes(payload[..].try_into().expect("length checked above"))),
+            OPEN => Frame::Open(lane, uuid::Uuid::from_slice(&payload).expect("length checked above")),
+            CLOSING => Frame::Closing(lane),
+            REFUSED => Frame::Refused(lane),
+            END => Frame::End(lane),
             _ => Frame::Keepalive,
         }))
     }
@@ -106,24 +127,31 @@ impl Encoder<Frame> for FrameCodec {
 /// Writes `frame` (header and payload) into `dst`.
 fn put(frame: &Frame, dst: &mut BytesMut) {
     match frame {
-        Frame::Message(payload) => {
-            put_header(dst, MESSAGE, payload.len());
+        Frame::Open(lane, dest) => {
+            put_header(dst, OPEN, *lane, OPEN_LEN);
+            dst.extend_from_slice(dest.as_bytes());
+        }
+        Frame::Message(lane, payload) => {
+            put_header(dst, MESSAGE, *lane, payload.len());
             dst.extend_from_slice(payload);
         }
-        Frame::Ack(count) => {
-            put_header(dst, ACK, ACK_LEN);
+        Frame::End(lane) => put_header(dst, END, *lane, 0),
+        Frame::Ack(lane, count) => {
+            put_header(dst, ACK, *lane, ACK_LEN);
             dst.put_u64(*count);
         }
-        Frame::Keepalive => put_header(dst, KEEPALIVE, 0),
-        Frame::Closing => put_header(dst, CLOSING, 0),
+        Frame::Closing(lane) => put_header(dst, CLOSING, *lane, 0),
+        Frame::Refused(lane) => put_header(dst, REFUSED, *lane, 0),
+        Frame::Keepalive => put_header(dst, KEEPALIVE, 0, 0),
     }
 }
 
-fn put_header(dst: &mut BytesMut, kind: u8, len: usize) {
+fn put_header(dst: &mut BytesMut, kind: u8, lane: u32, len: usize) {
     let len = u32::try_from(len).expect("payloads are capped far below 4 GiB");
     dst.reserve(HEADER_LEN);
     dst.put_u32(len);
     dst.put_u8(kind);
+    dst.put_u32(lane);
 }
 
 /// Frames waiting to be written, in order. Small frames share one buffer;
@@ -140,19 +168,17 @@ impl Outbox {
         self.sealed.is_empty() && self.tail.is_empty()
     }
 
-    /// Bytes waiting to be written.
-    pub(crate) fn len(&self) -> usize {
-        self.sealed.iter().map(Bytes::len).sum::<usize>() + self.tail.len()
-    }
-
-    /// Queues a control frame.
-    pub(crate) fn push(&mut self, frame: Frame) {
+    /// Queues a control frame; returns the bytes it adds.
+    pub(crate) fn push(&mut self, frame: Frame) -> usize {
+        let before = self.tail.len();
         put(&frame, &mut self.tail);
+        self.tail.len() - before
     }
 
-    /// Queues a message frame whose payload is `parts`, one after the other.
-    pub(crate) fn push_message(&mut self, parts: &Parts) {
-        put_header(&mut self.tail, MESSAGE, parts.len());
+    /// Queues a message frame on `lane` whose payload is `parts`, one after
+    /// the other; returns the bytes it adds.
+    pub(crate) fn push_message(&mut self, lane: u32, parts: &Parts) -> usize {
+        put_header(&mut self.tail, MESSAGE, lane, parts.len());
         self.tail.extend_from_slice(&parts.head);
         if parts.payload.len() < COPY_BELOW {
             self.tail.extend_from_slice(&parts.payload);
@@ -160,6 +186,7 @@ impl Outbox {
             self.seal();
             self.sealed.push_back(parts.payload.clone());
         }
+        HEADER_LEN + parts.len()
     }
 
     fn seal(&mut self) {
@@ -168,15 +195,17 @@ impl Outbox {
         }
     }
 
-    /// Writes as much as one vectored write takes. Cancel-safe: dropped
-    /// before it completes, it has written nothing and lost nothing.
-    pub(crate) async fn write_to<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> io::Result<()> {
+    /// Writes as much as one vectored write takes; returns the bytes written.
+    /// Cancel-safe: dropped before it completes, it has written nothing and
+    /// lost nothing.
+    pub(crate) async fn write_to<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> io::Result<usize> {
         self.seal();
         let slices: Vec<IoSlice<'_>> = self.sealed.iter().take(MAX_SLICES).map(|b| IoSlice::new(b)).collect();
         let mut written = out.write_vectored(&slices).await?;
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
+        let total = written;
         while written > 0 {
             let front = self.sealed.front_mut().expect("written bytes were queued");
             if front.len() <= written {
@@ -187,7 +216,7 @@ impl Outbox {
                 written = 0;
             }
         }
-        Ok(())
+        Ok(total)
     }
 }
 
@@ -205,11 +234,15 @@ mod tests {
 
     fn all() -> Vec<Frame> {
         vec![
-            Frame::Message(Bytes::from_static(b"one")),
+            Frame::Open(1, uuid::Uuid::from_u128(42)),
+            Frame::Message(1, Bytes::from_static(b"one")),
             Frame::Keepalive,
-            Frame::Ack(7),
-            Frame::Message(Bytes::new()),
-            Frame::Message(Bytes::from_static(b"three")),
+            Frame::Ack(1, 7),
+            Frame::Message(2, Bytes::new()),
+            Frame::Message(1, Bytes::from_static(b"three")),
+            Frame::Closing(2),
+            Frame::Refused(3),
+            Frame::End(1),
         ]
     }
 
@@ -224,7 +257,7 @@ mod tests {
 
     #[test]
     fn a_frame_fed_one_byte_at_a_time() {
-        let whole = encoded(&[Frame::Message(Bytes::from_static(b"hello world"))]);
+        let whole = encoded(&[Frame::Message(9, Bytes::from_static(b"hello world"))]);
         let mut codec = FrameCodec::new(1024);
         let mut buf = BytesMut::new();
         for byte in &whole[..whole.len() - 1] {
@@ -232,13 +265,21 @@ mod tests {
             assert!(codec.decode(&mut buf).unwrap().is_none());
         }
         buf.put_u8(whole[whole.len() - 1]);
-        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::Message(Bytes::from_static(b"hello world"))));
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::Message(9, Bytes::from_static(b"hello world"))));
     }
 
     #[test]
     fn oversized_unknown_and_malformed_headers_are_refused_before_allocating() {
-        for header in [[0xff, 0xff, 0xff, 0xff, MESSAGE], [0, 0, 0, 9, 7], [0, 0, 0, 4, ACK], [0, 0, 0, 1, KEEPALIVE]] {
+        let headers = [
+            [0xff, 0xff, 0xff, 0xff, MESSAGE],
+            [0, 0, 0, 9, 7],
+            [0, 0, 0, 4, ACK],
+            [0, 0, 0, 1, KEEPALIVE],
+            [0, 0, 0, 15, OPEN],
+        ];
+        for header in headers {
             let mut buf = BytesMut::from(&header[..]);
+            buf.put_u32(1);
             buf.put_slice(b"xx");
             let before = buf.capacity();
             assert!(FrameCodec::new(1024).decode(&mut buf).is_err(), "{header:?}");
@@ -248,8 +289,8 @@ mod tests {
 
     #[test]
     fn hanging_up_mid_frame_is_an_error() {
-        let whole = encoded(&[Frame::Message(Bytes::from_static(b"hello"))]);
-        let mut buf = BytesMut::from(&whole[..7]);
+        let whole = encoded(&[Frame::Message(1, Bytes::from_static(b"hello"))]);
+        let mut buf = BytesMut::from(&whole[..11]);
         let mut codec = FrameCodec::new(1024);
         assert!(codec.decode(&mut buf).unwrap().is_none());
         assert!(codec.decode_eof(&mut buf).is_err());
@@ -260,17 +301,17 @@ mod tests {
         let big = Bytes::from(vec![9u8; 100_000]);
         let parts = |head: &'static [u8], payload: Bytes| Parts { head: Bytes::from_static(head), payload };
         let mut outbox = Outbox::default();
-        outbox.push_message(&parts(b"a", Bytes::new()));
-        outbox.push_message(&parts(b"head", big.clone()));
+        outbox.push_message(1, &parts(b"a", Bytes::new()));
+        outbox.push_message(2, &parts(b"head", big.clone()));
         outbox.push(Frame::Keepalive);
-        outbox.push_message(&parts(b"b", Bytes::from_static(b"c")));
+        outbox.push_message(1, &parts(b"b", Bytes::from_static(b"c")));
         let mut whole = b"head".to_vec();
         whole.extend_from_slice(&big);
         let frames = vec![
-            Frame::Message(Bytes::from_static(b"a")),
-            Frame::Message(whole.into()),
+            Frame::Message(1, Bytes::from_static(b"a")),
+            Frame::Message(2, whole.into()),
             Frame::Keepalive,
-            Frame::Message(Bytes::from_static(b"bc")),
+            Frame::Message(1, Bytes::from_static(b"bc")),
         ];
         let (mut tx, mut rx) = tokio::io::duplex(1000);
         let writer = async move {
@@ -298,10 +339,14 @@ mod fuzz {
 
     fn frame() -> impl Strategy<Value = Frame> {
         prop_oneof![
-            proptest::collection::vec(any::<u8>(), 0..64).prop_map(|p| Frame::Message(p.into())),
-            any::<u64>().prop_map(Frame::Ack),
+            (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64))
+                .prop_map(|(l, p)| Frame::Message(l, p.into())),
+            (any::<u32>(), any::<u64>()).prop_map(|(l, n)| Frame::Ack(l, n)),
+            (any::<u32>(), any::<u128>()).prop_map(|(l, d)| Frame::Open(l, uuid::Uuid::from_u128(d))),
             Just(Frame::Keepalive),
-            Just(Frame::Closing),
+            any::<u32>().prop_map(Frame::Closing),
+            any::<u32>().prop_map(Frame::Refused),
+            any::<u32>().prop_map(Frame::End),
         ]
     }
 
@@ -323,7 +368,7 @@ mod fuzz {
                 last = cut;
                 loop {
                     match codec.decode(&mut buf) {
-                        Ok(Some(Frame::Message(payload))) => prop_assert!(payload.len() <= 256),
+                        Ok(Some(Frame::Message(_, payload))) => prop_assert!(payload.len() <= 256),
                         Ok(Some(_)) => {}
                         Ok(None) => break,
                         Err(_) => return Ok(()),

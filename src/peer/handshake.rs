@@ -1,12 +1,12 @@
 //! The handshake that opens every peer connection before a single frame is
 //! read (fixed sizes, no framing):
-//! 1. client -> server: `ACAD`, version, protection, destination UUID, client nonce (38 bytes);
+//! 1. client -> server: `ACAD`, version, protection, destination UUID (the
+//!    nil UUID: a session names its mailboxes in its lanes), client nonce (38 bytes);
 //! 2. server -> client: `ACAD`, version, status, server nonce, server proof (54 bytes);
 //! 3. client -> server: client proof (32 bytes).
 //!
 //! A proof is HMAC-SHA256 of both nonces and the destination under the shared
-//! secret, so the secret never crosses the wire and a stale address that now
-//! belongs to another mailbox is refused. A server that refuses the hello
+//! secret, so the secret never crosses the wire. A server that refuses the hello
 //! (another version, destination or protection) says why in the status, and
 //! a client that finds the server's proof wrong sends a proof of zeros, so
 //! both ends of a misconfiguration can name it.
@@ -240,6 +240,6 @@ mod tests {
         assert!(matches!(refused, Err(Error::Rejected(Rejection::Version(4)))), "{refused:?}");
         let mut reply = [0u8; 6];
         a.read_exact(&mut reply).await.unwrap();
-        assert_eq!(&reply, b"ACAD\x06\x03", "the reply names this version and the refusal");
+        assert_eq!(&reply, b"ACAD\x07\x03", "the reply names this version and the refusal");
     }
 }

@@ -1,16 +1,14 @@
-//! The one listener of an exchange: every peer connection to any of its
-//! mailboxes comes in on it. The handshake names the destination; a
-//! connection for a mailbox this process serves goes, authenticated, to that
-//! mailbox, and one for any other is refused
-//! ([`Rejection::Destination`](crate::error::Rejection::Destination)), so a
-//! stale address never reaches the wrong mailbox. A process therefore holds
-//! one listening socket and one port, however many agents it hosts.
+//! The one listener of an exchange: every peer process's session to any of
+//! its mailboxes comes in on it, and once authenticated is served by the
+//! [inbound](super::inbound) side, which hands each lane to the mailbox it
+//! names (and refuses a lane for any other, so a stale address never reaches
+//! the wrong mailbox). A process therefore holds one listening socket and one
+//! port, however many agents it hosts, and one connection per peer process.
 //!
 //! Handshakes are bounded in number (past the bound a connection is closed
 //! at once, unread) and in time, so idle or slow connections cannot lock
 //! others out.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -19,37 +17,20 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::{PeerRead, PeerWrite, Security};
+use super::inbound::{self, InboundLimits, Routes};
+use super::Security;
 use crate::error::Error;
 
-/// An authenticated connection for one mailbox.
-pub(crate) struct Connection {
-    pub(crate) read: PeerRead,
-    pub(crate) write: PeerWrite,
-    /// Who connected.
-    pub(crate) peer: SocketAddr,
-}
-
-/// Where the connections for one mailbox go.
-pub(crate) type Connections = futures::channel::mpsc::UnboundedSender<Connection>;
-
-/// Where a listener sends what it accepts.
-pub(crate) trait Routes: Send + Sync + 'static {
-    /// The mailbox that takes connections for `dest`, if this process
-    /// serves it.
-    fn route(&self, dest: Uuid) -> Option<Connections>;
-    /// A connection refused before it reached a mailbox.
-    fn refused(&self, peer: SocketAddr, error: Error);
-}
-
-/// How many handshakes may be under way at once, and for how long each.
+/// How many handshakes may be under way at once, and for how long each, and
+/// how the sessions they open read.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
     pub(crate) handshakes: usize,
     pub(crate) handshake_time: Duration,
+    pub(crate) sessions: InboundLimits,
 }
 
-/// Accepts connections on `listener` for the mailboxes `routes` knows, until
+/// Accepts sessions on `listener` for the mailboxes `routes` knows, until
 /// `routes` is gone.
 pub(crate) async fn serve<R: Routes>(listener: TcpListener, security: Security, limits: Limits, routes: Weak<R>) {
     let handshakes = Arc::new(Semaphore::new(limits.handshakes));
@@ -72,23 +53,21 @@ pub(crate) async fn serve<R: Routes>(listener: TcpListener, security: Security, 
         drop(live);
         let (security, routes) = (security.clone(), routes.clone());
         tokio::spawn(async move {
-            let serves = |dest| routes.upgrade().is_some_and(|routes| routes.route(dest).is_some());
+            // A session names no mailbox at the handshake (its lanes do).
+            let serves = |dest: Uuid| dest.is_nil();
             let limit = limits.handshake_time;
             let accepted = match tokio::time::timeout(limit, security.accept(stream, serves)).await {
                 Ok(accepted) => accepted,
                 Err(_) => Err(Error::Timeout(limit)),
             };
             drop(permit);
-            let Some(routes) = routes.upgrade() else { return };
             match accepted {
-                // A mailbox that closed meanwhile is not there: the connection
-                // closes unacknowledged and the sender re-routes.
-                Ok((dest, read, write)) => {
-                    if let Some(mailbox) = routes.route(dest) {
-                        let _ = mailbox.unbounded_send(Connection { read, write, peer });
+                Ok((_, read, write)) => inbound::serve(read, write, peer, routes, limits.sessions).await,
+                Err(e) => {
+                    if let Some(routes) = routes.upgrade() {
+                        routes.refused(peer, e);
                     }
                 }
-                Err(e) => routes.refused(peer, e),
             }
         });
     }

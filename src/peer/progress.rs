@@ -8,7 +8,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio_util::codec::FramedRead;
+
+use super::{Frame, FrameCodec};
+use crate::error::Error;
 
 /// The last time bytes arrived on one connection.
 #[derive(Debug)]
@@ -55,5 +60,23 @@ impl<R: AsyncRead + Unpin> AsyncRead for NoteProgress<R> {
             this.heard.note();
         }
         polled
+    }
+}
+
+/// The next frame of `frames`, which note their bytes in `heard`; fails with
+/// [`Error::Timeout`] once the peer has sent nothing, not even a byte of a
+/// frame under way, for `silence`. `None` at the end of the connection.
+pub(crate) async fn next_frame<R: AsyncRead + Unpin>(
+    frames: &mut FramedRead<NoteProgress<R>, FrameCodec>,
+    heard: &Heard,
+    silence: Duration,
+) -> Result<Option<Frame>, Error> {
+    loop {
+        let deadline = tokio::time::Instant::from_std(heard.at() + silence);
+        match tokio::time::timeout_at(deadline, frames.next()).await {
+            Ok(frame) => return frame.transpose().map_err(Error::from),
+            Err(_) if heard.at().elapsed() >= silence => return Err(Error::Timeout(silence)),
+            Err(_) => {}
+        }
     }
 }

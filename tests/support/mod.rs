@@ -343,24 +343,38 @@ pub mod raw {
         mac.finalize().into_bytes().to_vec()
     }
 
-    /// Connects and authenticates; fails if the server does not answer properly.
+    /// Connects and authenticates (a session names no mailbox: the nil
+    /// UUID), then opens lane 1 to mailbox `dest`; fails if the server does
+    /// not answer the handshake properly.
     pub async fn connect(address: std::net::SocketAddr, secret: &[u8], dest: Uuid) -> std::io::Result<TcpStream> {
         let mut stream = TcpStream::connect(address).await?;
         let nonce = [7u8; 16];
-        // Magic, version 6, protection 0 (plain), destination, nonce.
-        let mut hello = b"ACAD\x06\x00".to_vec();
-        hello.extend_from_slice(dest.as_bytes());
+        let session = Uuid::nil();
+        // Magic, version 7, protection 0 (plain), the nil UUID, nonce.
+        let mut hello = b"ACAD\x07\x00".to_vec();
+        hello.extend_from_slice(session.as_bytes());
         hello.extend_from_slice(&nonce);
         stream.write_all(&hello).await?;
         // Magic, version, status 0 (accepted), nonce, proof.
         let mut reply = [0u8; 54];
         stream.read_exact(&mut reply).await?;
         let server_nonce = &reply[6..22];
-        if &reply[..6] != b"ACAD\x06\x00" || reply[22..] != proof(secret, b"server", dest, &nonce, server_nonce)[..] {
+        if &reply[..6] != b"ACAD\x07\x00" || reply[22..] != proof(secret, b"server", session, &nonce, server_nonce)[..]
+        {
             return Err(std::io::Error::other("the server's proof is wrong"));
         }
-        stream.write_all(&proof(secret, b"client", dest, &nonce, server_nonce)).await?;
+        stream.write_all(&proof(secret, b"client", session, &nonce, server_nonce)).await?;
+        stream.write_all(&header(4, 1, 16)).await?;
+        stream.write_all(dest.as_bytes()).await?;
         Ok(stream)
+    }
+
+    /// A frame header: payload length (4 bytes, big-endian), kind, lane (4 bytes, big-endian).
+    pub fn header(kind: u8, lane: u32, len: usize) -> Vec<u8> {
+        let mut out = (len as u32).to_be_bytes().to_vec();
+        out.push(kind);
+        out.extend_from_slice(&lane.to_be_bytes());
+        out
     }
 
     /// `entry` sealed for the queue of `dest`, as an exchange with `secret`
@@ -377,27 +391,35 @@ pub mod raw {
         out
     }
 
-    /// A message frame: payload length (4 bytes, big-endian), kind 0, payload.
+    /// A message frame on lane 1: header (kind 0), payload.
     pub fn frame(payload: &[u8]) -> Vec<u8> {
-        let mut out = (payload.len() as u32).to_be_bytes().to_vec();
-        out.push(0);
+        let mut out = header(0, 1, payload.len());
         out.extend_from_slice(payload);
         out
     }
 
-    /// A keepalive frame: length 0, kind 2.
-    pub const KEEPALIVE: [u8; 5] = [0, 0, 0, 0, 2];
-
-    /// True once the server has closed the connection (EOF or reset);
-    /// acknowledgement frames it sends meanwhile are skipped.
+    /// True once the server has closed the connection (EOF or reset) or
+    /// lane 1 (a `Closing` or `Refused` frame); acknowledgements and
+    /// keepalives it sends meanwhile are skipped.
     pub async fn closed_by_server(stream: &mut TcpStream, within: std::time::Duration) -> bool {
         let mut buf = [0u8; 256];
+        let mut got = Vec::new();
         let deadline = tokio::time::Instant::now() + within;
         loop {
             match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
                 Err(_) => return false,
                 Ok(Ok(0)) | Ok(Err(_)) => return true,
-                Ok(Ok(_)) => continue,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            }
+            while got.len() >= 9 {
+                let len = u32::from_be_bytes([got[0], got[1], got[2], got[3]]) as usize;
+                if got.len() < 9 + len {
+                    break;
+                }
+                if matches!(got[4], 3 | 5) && got[5..9] == 1u32.to_be_bytes() {
+                    return true;
+                }
+                got.drain(..9 + len);
             }
         }
     }
