@@ -26,6 +26,7 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Script};
 use tokio::sync::mpsc;
@@ -34,6 +35,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use super::inbox::{Feed, Inbox};
 use super::keys::Keys;
 use super::reserve_opening;
 use super::{Bad, Delivery, MailboxStatus, Origin, Reports, WhenInactive};
@@ -567,7 +569,7 @@ impl AcademyExchange {
     /// over (it ends), and what it popped and did not hand out goes back in
     /// front of the queue. A task moves entries from the queue to this
     /// opening's taken list and into the returned channel.
-    pub(crate) async fn open_inbox(&self, id: &EntityId) -> Result<(mpsc::Receiver<Box<Delivery>>, Feeder), Error> {
+    pub(crate) async fn inbox(&self, id: &EntityId) -> Result<Inbox, Error> {
         let opening = Uuid::new_v4();
         reserve_opening(&self.inner.openings, id, || opening).await?;
         // Freed however this ends, unless the mailbox opens (a dropped
@@ -589,7 +591,7 @@ impl AcademyExchange {
         let feeder = Feeder { opening, stop: self.inner.stop.child_token(), connection: Arc::default() };
         tokio::spawn(feed(self.clone(), id.clone(), tx, feeder.clone()));
         debug!(mailbox = %id, "mailbox open (Academy 1.0 queue)");
-        Ok((rx, feeder))
+        Ok(Inbox { rx, feed: Arc::new(AcademyFeed { exchange: self.clone(), id: id.clone(), feeder }) })
     }
 
     /// Writes the heartbeats of `uids` (those still ACTIVE).
@@ -605,12 +607,7 @@ impl AcademyExchange {
     /// released in Redis (so it takes nothing more), and what it popped and
     /// did not hand out goes back in front of the queue (with `claimed`, an
     /// entry being acknowledged as the mailbox closed).
-    pub(crate) async fn close_inbox(
-        &self,
-        id: &EntityId,
-        feeder: &Feeder,
-        claimed: Option<Bytes>,
-    ) -> Result<(), Error> {
+    async fn close_inbox(&self, id: &EntityId, feeder: &Feeder, claimed: Option<Bytes>) -> Result<(), Error> {
         feeder.stop.cancel();
         self.stop_beating(id);
         let connection = feeder.connection.load(Ordering::Acquire);
@@ -885,5 +882,35 @@ struct Slot<'a> {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         self.exchange.release(self.id, self.opening);
+    }
+}
+
+/// An Academy 1.0 queue's feed: a task that moves entries from the queue to
+/// the opening's taken list and into the mailbox.
+#[derive(Debug)]
+struct AcademyFeed {
+    exchange: AcademyExchange,
+    id: EntityId,
+    feeder: Feeder,
+}
+
+impl Feed for AcademyFeed {
+    /// What the channel holds is still in the taken list: all of it goes
+    /// back, with a request whose acknowledgement was under way.
+    fn close(
+        &self,
+        mut rx: mpsc::Receiver<Box<Delivery>>,
+        claim: Option<(u64, Bytes)>,
+    ) -> BoxFuture<'static, Result<(), Error>> {
+        let (exchange, id, feeder) = (self.exchange.clone(), self.id.clone(), self.feeder.clone());
+        Box::pin(async move {
+            rx.close();
+            while rx.try_recv().is_ok() {}
+            exchange.close_inbox(&id, &feeder, claim.map(|(_, raw)| raw)).await
+        })
+    }
+
+    fn close_later(&self, close: BoxFuture<'static, ()>) {
+        self.exchange.track(close);
     }
 }

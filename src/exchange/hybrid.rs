@@ -799,12 +799,16 @@ impl HybridExchange {
         Err(refused)
     }
 
-    /// Stops handing peer connections to `id`'s opening `opening` (it is
-    /// closing): new ones are refused at the handshake.
+    /// Stops handing peer lanes to `id`'s opening `opening` (it is
+    /// closing): lanes opened to it are refused from now on.
     pub(crate) fn stop_routing(&self, id: &EntityId, opening: Uuid) {
         if let Some(serving) = lock(&self.inner.serving).get_mut(&id.uid()).filter(|s| s.opening == opening) {
             serving.inbound = None;
         }
+        // This process's own link to it leaves the cache at once (it still
+        // hands on what it holds): the next send asks Redis, and so fails
+        // once the mailbox is marked inactive instead of waiting in its queue.
+        lock(&self.inner.links).remove(&id.uid());
     }
 
     /// Frees `id`'s slot in `serving`, if `opening` still holds it.

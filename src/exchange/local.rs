@@ -7,10 +7,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
+use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::delivery::Delivery;
+use super::inbox::{Feed, Inbox};
 use super::MailboxStatus;
 use crate::error::Error;
 use crate::identifier::EntityId;
@@ -112,7 +115,7 @@ impl LocalExchange {
 
     /// Opens `id`'s inbox: the receiving end of what is sent to it, the
     /// backlog first.
-    pub(crate) fn open_inbox(&self, id: &EntityId) -> Result<mpsc::Receiver<Box<Delivery>>, Error> {
+    pub(crate) async fn inbox(&self, id: &EntityId) -> Result<Inbox, Error> {
         let mut entries = self.entries()?;
         let entry = entries.get_mut(&id.uid()).ok_or_else(|| Error::BadEntityId(id.clone()))?;
         if !entry.active {
@@ -124,7 +127,7 @@ impl LocalExchange {
             tx.try_send(Box::new(Delivery::local(envelope))).expect("the channel has room for the backlog");
         }
         entry.inbox = Some(tx);
-        Ok(rx)
+        Ok(Inbox { rx, feed: Arc::new(LocalFeed { exchange: self.clone(), id: id.clone() }) })
     }
 
     /// Sends in process; an entity here is never inactive (its process is this one).
@@ -177,5 +180,29 @@ impl LocalExchange {
 
     pub(crate) async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
+    }
+}
+
+/// A local mailbox's feed: senders put messages straight into its FIFO.
+#[derive(Debug)]
+struct LocalFeed {
+    exchange: LocalExchange,
+    id: EntityId,
+}
+
+impl Feed for LocalFeed {
+    /// What the FIFO holds goes back to the front of the local queue.
+    fn close(
+        &self,
+        mut rx: mpsc::Receiver<Box<Delivery>>,
+        _: Option<(u64, Bytes)>,
+    ) -> BoxFuture<'static, Result<(), Error>> {
+        rx.close();
+        let mut left = Vec::new();
+        while let Ok(delivery) = rx.try_recv() {
+            left.push(delivery.envelope);
+        }
+        self.exchange.detach(&self.id, left);
+        Box::pin(async { Ok(()) })
     }
 }

@@ -12,6 +12,7 @@ mod academy;
 mod actor;
 mod delivery;
 mod hybrid;
+mod inbox;
 mod inspect;
 pub(crate) mod keys;
 mod link;
@@ -22,16 +23,16 @@ mod source;
 mod watcher;
 
 pub use crate::codec::Protocol;
-pub(crate) use academy::{AcademyExchange, Feeder, Listed};
+pub(crate) use academy::{AcademyExchange, Listed};
 pub(crate) use delivery::{Delivery, Origin, Taken, TakenAcks};
 pub(crate) use hybrid::HybridExchange;
 pub use hybrid::{ExchangeBuilder, SECRET_ENV};
+pub(crate) use inbox::{Feed, Inbox};
 pub use inspect::{MailboxInfo, Peeked};
 pub(crate) use local::LocalExchange;
 pub use report::Rejections;
 pub(crate) use report::{Bad, Reports};
 pub(crate) use seal::{Seal, Unsealed, SEAL_LEN};
-pub(crate) use watcher::Watched;
 
 use std::time::Duration;
 
@@ -224,28 +225,17 @@ impl Exchange {
         LocalExchange::default().into()
     }
 
-    /// The local backend, if this is one.
-    pub(crate) fn as_local(&self) -> Option<&LocalExchange> {
-        match &self.0 {
-            Kind::Local(exchange) => Some(exchange),
-            _ => None,
-        }
-    }
-
     /// The hybrid backend in this crate's protocol, if this is one.
-    pub(crate) fn as_hybrid(&self) -> Option<&HybridExchange> {
+    fn as_hybrid(&self) -> Option<&HybridExchange> {
         match &self.0 {
             Kind::Hybrid(exchange) => Some(exchange),
             _ => None,
         }
     }
 
-    /// The hybrid backend in Academy 1.0's protocol, if this is one.
-    pub(crate) fn as_academy(&self) -> Option<&AcademyExchange> {
-        match &self.0 {
-            Kind::Academy(exchange) => Some(exchange),
-            _ => None,
-        }
+    /// Opens the receiving end of `id`'s mailbox on whichever backend this is.
+    pub(crate) async fn inbox(&self, id: &EntityId) -> Result<Inbox, Error> {
+        on_backend!(self, backend => backend.inbox(id).await)
     }
 
     /// The protocol this exchange speaks (a local exchange: [`Protocol::Native`]).

@@ -205,6 +205,22 @@ pub(crate) async fn serve<R: Routes + ?Sized>(
     }
 }
 
+/// Whether a reply waiting cannot wait for company: a refusal, a lane's
+/// closing (its sender re-routes what the mailbox did not take, the sooner
+/// the better), or the end of the session.
+fn urgent(replies: &Replies, states: &Mutex<HashMap<u32, Arc<AckState>>>) -> bool {
+    let queue = replies.queue.lock().unwrap_or_else(|e| e.into_inner());
+    queue.1
+        || queue.0.iter().any(|reply| match reply {
+            Reply::Refused(_) => true,
+            Reply::Ack(lane) => states
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(lane)
+                .is_some_and(|state| state.closed.load(Ordering::Acquire)),
+        })
+}
+
 /// Writes acknowledgements as lanes' messages are taken (coalesced over
 /// [`ACK_DELAY`]), a lane's last acknowledgement and its closing once its
 /// mailbox lets go of it, refusals, and a keepalive when it has written
@@ -220,8 +236,8 @@ async fn write_replies(
     loop {
         if tokio::time::timeout(keepalive, replies.notify.notified()).await.is_err() {
             outbox.push(Frame::Keepalive);
-        } else {
-            // Wait for company (a closing or a refusal goes at once).
+        } else if !urgent(&replies, &states) {
+            // Wait for company.
             tokio::time::sleep(ACK_DELAY).await;
         }
         let (queue, ended) = {
