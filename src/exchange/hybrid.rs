@@ -32,8 +32,7 @@ use crate::error::Error;
 use crate::identifier::{base32_to_uuid, uuid_to_base32, EntityId, Role};
 use crate::message::{Body, Envelope, Parts, RemoteError, RemoteErrorKind, Stamp};
 use crate::peer::{
-    AddressSettings, Bind, InboundLimits, Lanes, Limits, Protection, Routes, Secret, Security, Sessions,
-    DEFAULT_MAX_FRAME_LEN,
+    AddressSettings, Bind, Lanes, Limits, Protection, Routes, Secret, Security, Sessions, DEFAULT_MAX_FRAME_LEN,
 };
 
 /// Destinations whose stream an exchange remembers; past that it starts
@@ -358,11 +357,8 @@ impl ExchangeBuilder {
         let actor = ExchangeActor::new(redis, lease.clone(), lost_state.clone(), failover).start();
         let watcher = Watcher::start(source, keys.clone(), keys.bell(&token), actor.clone(), lost_state.clone());
         let links = Arc::new(Mutex::new(HashMap::new()));
-        let limits = Limits {
-            handshakes: self.max_connections,
-            handshake_time: self.connect_timeout.max(HANDSHAKE_TIME),
-            sessions: InboundLimits { max_frame_len: self.max_frame_len, peer_timeout: self.peer_timeout },
-        };
+        let limits =
+            Limits { handshakes: self.max_connections, handshake_time: self.connect_timeout.max(HANDSHAKE_TIME) };
         let own = listener.as_ref().map(|(local, published, _)| (*local, published.clone()));
         let timeouts = (self.connect_timeout, self.peer_timeout);
         let sessions = Arc::new(Sessions::new(security.clone(), addresses, timeouts, own, self.max_frame_len));
@@ -404,7 +400,8 @@ impl ExchangeBuilder {
         let routes: std::sync::Weak<dyn Routes> = Arc::downgrade(&exchange.inner) as _;
         let _ = exchange.inner.config.link.sessions.local.set(routes);
         if let Some((_, _, listener)) = listener {
-            let serve = crate::peer::serve(listener, security, limits, Arc::downgrade(&exchange.inner));
+            let sessions = exchange.inner.config.link.sessions.clone();
+            let serve = crate::peer::serve(listener, security, limits, Arc::downgrade(&exchange.inner), sessions);
             let _ = exchange.inner.listener_task.set(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(serve)));
         }
         tokio::spawn(maintain(Arc::downgrade(&exchange.inner), lost_state));

@@ -29,8 +29,12 @@ const CLOSING: u8 = 3;
 const OPEN: u8 = 4;
 const REFUSED: u8 = 5;
 const END: u8 = 6;
+const HELLO: u8 = 7;
+const BYE: u8 = 8;
 const ACK_LEN: usize = 8;
 const OPEN_LEN: usize = 16;
+/// The longest address a `Hello` may name.
+const HELLO_MAX: usize = 255;
 
 /// Payloads shorter than this are copied into the outbox's buffer (one
 /// write for many small frames); longer ones are written from where they are.
@@ -59,6 +63,12 @@ pub(crate) enum Frame {
     Refused(u32),
     /// Either side: nothing to say, but alive.
     Keepalive,
+    /// The dialing side, first: the address it publishes, so that the other
+    /// side sends to its mailboxes on this connection too.
+    Hello(String),
+    /// The dialing side, last: it has no lane open and saw none of the other
+    /// side's: their lanes still open were not taken, and go elsewhere.
+    Bye,
 }
 
 fn invalid(what: &'static str) -> io::Error {
@@ -89,8 +99,12 @@ impl Decoder for FrameCodec {
         let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
         match (src[4], len) {
             (MESSAGE, len) if len > self.max_frame_len => return Err(invalid("frame over the size cap")),
-            (MESSAGE, _) | (ACK, ACK_LEN) | (OPEN, OPEN_LEN) | (KEEPALIVE | CLOSING | REFUSED | END, 0) => {}
-            (ACK | OPEN | KEEPALIVE | CLOSING | REFUSED | END, _) => {
+            (MESSAGE, _)
+            | (ACK, ACK_LEN)
+            | (OPEN, OPEN_LEN)
+            | (KEEPALIVE | CLOSING | REFUSED | END | BYE, 0)
+            | (HELLO, 1..=HELLO_MAX) => {}
+            (ACK | OPEN | KEEPALIVE | CLOSING | REFUSED | END | BYE | HELLO, _) => {
                 return Err(invalid("control frame of the wrong length"))
             }
             _ => return Err(invalid("unknown frame kind")),
@@ -110,6 +124,11 @@ impl Decoder for FrameCodec {
             CLOSING => Frame::Closing(lane),
             REFUSED => Frame::Refused(lane),
             END => Frame::End(lane),
+            HELLO => match String::from_utf8(payload.to_vec()) {
+                Ok(address) => Frame::Hello(address),
+                Err(_) => return Err(invalid("a hello whose address is not UTF-8")),
+            },
+            BYE => Frame::Bye,
             _ => Frame::Keepalive,
         }))
     }
@@ -143,6 +162,12 @@ fn put(frame: &Frame, dst: &mut BytesMut) {
         Frame::Closing(lane) => put_header(dst, CLOSING, *lane, 0),
         Frame::Refused(lane) => put_header(dst, REFUSED, *lane, 0),
         Frame::Keepalive => put_header(dst, KEEPALIVE, 0, 0),
+        Frame::Hello(address) => {
+            let address = &address.as_bytes()[..address.len().min(HELLO_MAX)];
+            put_header(dst, HELLO, 0, address.len());
+            dst.extend_from_slice(address);
+        }
+        Frame::Bye => put_header(dst, BYE, 0, 0),
     }
 }
 
@@ -243,6 +268,8 @@ mod tests {
             Frame::Closing(2),
             Frame::Refused(3),
             Frame::End(1),
+            Frame::Hello("127.0.0.1:4000".into()),
+            Frame::Bye,
         ]
     }
 
@@ -272,7 +299,7 @@ mod tests {
     fn oversized_unknown_and_malformed_headers_are_refused_before_allocating() {
         let headers = [
             [0xff, 0xff, 0xff, 0xff, MESSAGE],
-            [0, 0, 0, 9, 7],
+            [0, 0, 0, 9, 9],
             [0, 0, 0, 4, ACK],
             [0, 0, 0, 1, KEEPALIVE],
             [0, 0, 0, 15, OPEN],
@@ -347,6 +374,8 @@ mod fuzz {
             any::<u32>().prop_map(Frame::Closing),
             any::<u32>().prop_map(Frame::Refused),
             any::<u32>().prop_map(Frame::End),
+            "[a-z0-9.:]{1,40}".prop_map(Frame::Hello),
+            Just(Frame::Bye),
         ]
     }
 

@@ -1,30 +1,28 @@
-//! The receiving end of a session: one authenticated connection from one
-//! peer process, carrying lanes to any of this process's mailboxes.
+//! The receiving role of a session: the lanes a peer process opens to this
+//! process's mailboxes, and what is owed back on them.
 //!
-//! The reader never waits for a mailbox: each lane's messages go to its
-//! mailbox through a channel of their own, so a mailbox that takes nothing
-//! stalls only its lane (its sender's window, counted in unacknowledged
-//! messages, bounds what waits in that channel). One writer sends every
-//! lane's acknowledgements (coalesced), refusals and closings, and the
-//! session's keepalives.
+//! The session's reader never waits for a mailbox: each lane's messages go to
+//! its mailbox through a channel of their own, so a mailbox that takes
+//! nothing stalls only its lane (its sender's window, counted in
+//! unacknowledged messages, bounds what waits in that channel). The
+//! session's writer sends every lane's acknowledgements (coalesced), refusals
+//! and closings, collected from [`Replies`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::mpsc;
 use tokio::sync::Notify;
-use tokio_util::codec::FramedRead;
 use uuid::Uuid;
 
-use super::{next_frame, Frame, FrameCodec, Heard, NoteProgress, Outbox, PeerRead, PeerWrite};
+use super::{Frame, Outbox};
 use crate::error::Error;
 
-/// One lane of an inbound session, handed to the mailbox it opened: its
-/// messages, in order, and what the mailbox has taken of them.
+/// One lane of a session, handed to the mailbox it opened: its messages, in
+/// order, and what the mailbox has taken of them.
 pub(crate) struct InboundLane {
     pub(crate) messages: mpsc::UnboundedReceiver<Bytes>,
     pub(crate) ack: Arc<AckState>,
@@ -35,20 +33,12 @@ pub(crate) struct InboundLane {
 /// Where the lanes opened for one mailbox go.
 pub(crate) type Lanes = mpsc::UnboundedSender<InboundLane>;
 
-/// Where a session sends the lanes it opens.
+/// Where a session sends the lanes it is opened.
 pub(crate) trait Routes: Send + Sync + 'static {
     /// The mailbox that takes lanes for `dest`, if this process serves it.
     fn route(&self, dest: Uuid) -> Option<Lanes>;
     /// A connection refused, or a session ended by a fault of its peer.
     fn refused(&self, peer: SocketAddr, error: Error);
-}
-
-/// How an inbound session reads.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct InboundLimits {
-    pub(crate) max_frame_len: usize,
-    /// A peer silent this long is dead.
-    pub(crate) peer_timeout: Duration,
 }
 
 /// Set in `taken` once the last acknowledgement is decided: nothing more of
@@ -97,7 +87,7 @@ impl AckState {
     }
 }
 
-/// What the writer owes the sender, by lane.
+/// What the writer owes a sender, by lane.
 enum Reply {
     /// An acknowledgement (and, once the lane is closed, its closing).
     Ack(u32),
@@ -105,154 +95,55 @@ enum Reply {
     Refused(u32),
 }
 
-/// The writer's queue.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a session owes the senders of the lanes opened to it.
 #[derive(Default)]
-struct Replies {
-    queue: Mutex<(Vec<Reply>, bool)>,
-    notify: Notify,
+pub(crate) struct Replies {
+    queue: Mutex<Vec<Reply>>,
+    states: Mutex<HashMap<u32, Arc<AckState>>>,
+    /// Wakes the session's writer when something is owed.
+    pub(crate) wake: Notify,
 }
 
 impl Replies {
     fn push(&self, reply: Reply) {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).0.push(reply);
-        self.notify.notify_one();
+        lock(&self.queue).push(reply);
+        self.wake.notify_one();
     }
 
-    /// The session is over: the writer stops.
-    fn end(&self) {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
-        self.notify.notify_one();
+    /// Something is owed.
+    pub(crate) fn pending(&self) -> bool {
+        !lock(&self.queue).is_empty()
     }
-}
 
-/// Acknowledgements wait this long for company, so a call's round trip
-/// (request, answer, next request) then costs one write each way, not two.
-const ACK_DELAY: Duration = Duration::from_millis(1);
-
-/// Serves one session until its peer ends it, fails, or `routes` is gone.
-pub(crate) async fn serve<R: Routes + ?Sized>(
-    read: PeerRead,
-    write: PeerWrite,
-    peer: SocketAddr,
-    routes: Weak<R>,
-    limits: InboundLimits,
-) {
-    let replies = Arc::new(Replies::default());
-    let states: Arc<Mutex<HashMap<u32, Arc<AckState>>>> = Arc::default();
-    let writer = tokio::spawn(write_replies(write, replies.clone(), states.clone(), limits.peer_timeout / 3));
-    let heard = Heard::new();
-    let mut frames = FramedRead::new(NoteProgress::new(read, heard.clone()), FrameCodec::new(limits.max_frame_len));
-    // Lanes by number; `None` for one refused (its messages are dropped).
-    let mut lanes: HashMap<u32, Option<mpsc::UnboundedSender<Bytes>>> = HashMap::new();
-    let ended = loop {
-        let frame = match next_frame(&mut frames, &heard, limits.peer_timeout).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
-        };
-        let Some(live) = routes.upgrade() else { break Ok(()) };
-        match frame {
-            Frame::Message(lane, payload) => match lanes.get(&lane) {
-                // A mailbox that let go of the lane takes nothing more.
-                Some(Some(messages)) => drop(messages.unbounded_send(payload)),
-                Some(None) => {}
-                None => break Err(Error::Peer("a message on a lane never opened")),
-            },
-            Frame::Open(lane, _) if lanes.contains_key(&lane) => break Err(Error::Peer("a lane opened twice")),
-            Frame::Open(lane, dest) => {
-                let (tx, messages) = mpsc::unbounded();
-                let ack = Arc::new(AckState {
-                    lane,
-                    taken: AtomicU64::new(0),
-                    closed: AtomicBool::new(false),
-                    queued: AtomicBool::new(false),
-                    out: Arc::downgrade(&replies),
-                });
-                states.lock().unwrap_or_else(|e| e.into_inner()).insert(lane, ack.clone());
-                let opened = InboundLane { messages, ack, peer };
-                let taken = live.route(dest).is_some_and(|mailbox| mailbox.unbounded_send(opened).is_ok());
-                if taken {
-                    lanes.insert(lane, Some(tx));
-                } else {
-                    states.lock().unwrap_or_else(|e| e.into_inner()).remove(&lane);
-                    replies.push(Reply::Refused(lane));
-                    lanes.insert(lane, None);
-                }
-            }
-            // Its mailbox sees the end of the lane's messages.
-            Frame::End(lane) => drop(lanes.remove(&lane)),
-            Frame::Keepalive => {}
-            Frame::Ack(..) | Frame::Closing(_) | Frame::Refused(_) => {
-                break Err(Error::Peer("a sender sent a mailbox's control frame"))
-            }
-        }
-    };
-    // Every mailbox sees the end of its lane.
-    drop(lanes);
-    match ended {
-        // The writer says what is left to say, unless the peer does not read.
-        Ok(()) => {
-            replies.end();
-            let writer = tokio_util::task::AbortOnDropHandle::new(writer);
-            let _ = tokio::time::timeout(limits.peer_timeout, writer).await;
-        }
-        Err(e) => {
-            writer.abort();
-            if let Some(routes) = routes.upgrade() {
-                routes.refused(peer, e);
-            }
-        }
-    }
-}
-
-/// Whether a reply waiting cannot wait for company: a refusal, a lane's
-/// closing (its sender re-routes what the mailbox did not take, the sooner
-/// the better), or the end of the session.
-fn urgent(replies: &Replies, states: &Mutex<HashMap<u32, Arc<AckState>>>) -> bool {
-    let queue = replies.queue.lock().unwrap_or_else(|e| e.into_inner());
-    queue.1
-        || queue.0.iter().any(|reply| match reply {
+    /// Something owed cannot wait for company: a refusal, or a lane's
+    /// closing (its sender re-routes what the mailbox did not take, the
+    /// sooner the better).
+    pub(crate) fn urgent(&self) -> bool {
+        let queue = lock(&self.queue);
+        queue.iter().any(|reply| match reply {
             Reply::Refused(_) => true,
-            Reply::Ack(lane) => states
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(lane)
-                .is_some_and(|state| state.closed.load(Ordering::Acquire)),
+            Reply::Ack(lane) => lock(&self.states).get(lane).is_some_and(|state| state.closed.load(Ordering::Acquire)),
         })
-}
+    }
 
-/// Writes acknowledgements as lanes' messages are taken (coalesced over
-/// [`ACK_DELAY`]), a lane's last acknowledgement and its closing once its
-/// mailbox lets go of it, refusals, and a keepalive when it has written
-/// nothing for `keepalive`.
-async fn write_replies(
-    mut write: PeerWrite,
-    replies: Arc<Replies>,
-    states: Arc<Mutex<HashMap<u32, Arc<AckState>>>>,
-    keepalive: Duration,
-) {
-    let mut reported: HashMap<u32, u64> = HashMap::new();
-    let mut outbox = Outbox::default();
-    loop {
-        if tokio::time::timeout(keepalive, replies.notify.notified()).await.is_err() {
-            outbox.push(Frame::Keepalive);
-        } else if !urgent(&replies, &states) {
-            // Wait for company.
-            tokio::time::sleep(ACK_DELAY).await;
-        }
-        let (queue, ended) = {
-            let mut queue = replies.queue.lock().unwrap_or_else(|e| e.into_inner());
-            (std::mem::take(&mut queue.0), queue.1)
-        };
+    /// Queues what is owed in `outbox`; `reported` is what each lane was told
+    /// it had taken. Returns the bytes queued.
+    pub(crate) fn collect(&self, reported: &mut HashMap<u32, u64>, outbox: &mut Outbox) -> usize {
+        let mut bytes = 0;
+        let queue = std::mem::take(&mut *lock(&self.queue));
         for reply in queue {
             let lane = match reply {
                 Reply::Refused(lane) => {
-                    outbox.push(Frame::Refused(lane));
+                    bytes += outbox.push(Frame::Refused(lane));
                     continue;
                 }
                 Reply::Ack(lane) => lane,
             };
-            let Some(state) = states.lock().unwrap_or_else(|e| e.into_inner()).get(&lane).cloned() else { continue };
+            let Some(state) = lock(&self.states).get(&lane).cloned() else { continue };
             state.queued.store(false, Ordering::Release);
             let closed = state.closed.load(Ordering::Acquire);
             // Closing: what is taken now is all that will be.
@@ -262,23 +153,92 @@ async fn write_replies(
             };
             let last = reported.entry(lane).or_insert(0);
             if taken != *last {
-                outbox.push(Frame::Ack(lane, taken));
+                bytes += outbox.push(Frame::Ack(lane, taken));
                 *last = taken;
             }
             if closed {
-                outbox.push(Frame::Closing(lane));
+                bytes += outbox.push(Frame::Closing(lane));
                 reported.remove(&lane);
-                states.lock().unwrap_or_else(|e| e.into_inner()).remove(&lane);
+                lock(&self.states).remove(&lane);
             }
         }
-        while !outbox.is_empty() {
-            if outbox.write_to(&mut write).await.is_err() {
-                return;
-            }
-        }
-        if ended {
-            break;
-        }
+        bytes
     }
-    let _ = tokio::io::AsyncWriteExt::shutdown(&mut write).await;
+}
+
+/// A lane the peer opened.
+enum Their {
+    /// Its messages go to a mailbox.
+    Open(mpsc::UnboundedSender<Bytes>),
+    /// Refused (no such mailbox here): its messages are dropped.
+    Refused,
+    /// Opened after this side said it closes: dropped, and not counted.
+    Ignored,
+}
+
+/// The lanes a peer opened on one session, as its reader sees them.
+pub(crate) struct TheirLanes {
+    lanes: HashMap<u32, Their>,
+    replies: Arc<Replies>,
+    peer: SocketAddr,
+}
+
+impl TheirLanes {
+    pub(crate) fn new(replies: Arc<Replies>, peer: SocketAddr) -> Self {
+        TheirLanes { lanes: HashMap::new(), replies, peer }
+    }
+
+    /// Lane `lane` opens to mailbox `dest`: handed to it if `routes` serves
+    /// it, refused if not; ignored if `ignore` (this side closes).
+    pub(crate) fn open(
+        &mut self,
+        lane: u32,
+        dest: Uuid,
+        routes: Option<&dyn Routes>,
+        ignore: bool,
+    ) -> Result<(), Error> {
+        if self.lanes.contains_key(&lane) {
+            return Err(Error::Peer("a lane opened twice"));
+        }
+        if ignore {
+            self.lanes.insert(lane, Their::Ignored);
+            return Ok(());
+        }
+        let (tx, messages) = mpsc::unbounded();
+        let ack = Arc::new(AckState {
+            lane,
+            taken: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            queued: AtomicBool::new(false),
+            out: Arc::downgrade(&self.replies),
+        });
+        lock(&self.replies.states).insert(lane, ack.clone());
+        let opened = InboundLane { messages, ack, peer: self.peer };
+        let mailbox = routes.and_then(|routes| routes.route(dest));
+        if mailbox.is_some_and(|mailbox| mailbox.unbounded_send(opened).is_ok()) {
+            self.lanes.insert(lane, Their::Open(tx));
+        } else {
+            lock(&self.replies.states).remove(&lane);
+            self.replies.push(Reply::Refused(lane));
+            self.lanes.insert(lane, Their::Refused);
+        }
+        Ok(())
+    }
+
+    /// A message on lane `lane`.
+    pub(crate) fn message(&mut self, lane: u32, payload: Bytes) -> Result<(), Error> {
+        match self.lanes.get(&lane) {
+            // A mailbox that let go of the lane takes nothing more.
+            Some(Their::Open(messages)) => drop(messages.unbounded_send(payload)),
+            Some(Their::Refused | Their::Ignored) => {}
+            None => return Err(Error::Peer("a message on a lane never opened")),
+        }
+        Ok(())
+    }
+
+    /// Lane `lane` ends (its mailbox sees the end of its messages); whether
+    /// it was counted (not ignored).
+    pub(crate) fn end(&mut self, lane: u32) -> bool {
+        !matches!(self.lanes.remove(&lane), Some(Their::Ignored) | None)
+    }
 }

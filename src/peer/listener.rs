@@ -17,22 +17,26 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::inbound::{self, InboundLimits, Routes};
-use super::Security;
+use super::inbound::Routes;
+use super::{Security, Sessions};
 use crate::error::Error;
 
-/// How many handshakes may be under way at once, and for how long each, and
-/// how the sessions they open read.
+/// How many handshakes may be under way at once, and for how long each.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
     pub(crate) handshakes: usize,
     pub(crate) handshake_time: Duration,
-    pub(crate) sessions: InboundLimits,
 }
 
-/// Accepts sessions on `listener` for the mailboxes `routes` knows, until
-/// `routes` is gone.
-pub(crate) async fn serve<R: Routes>(listener: TcpListener, security: Security, limits: Limits, routes: Weak<R>) {
+/// Accepts sessions on `listener` (served by `sessions`, for the mailboxes
+/// `routes` knows), until `routes` is gone.
+pub(crate) async fn serve<R: Routes>(
+    listener: TcpListener,
+    security: Security,
+    limits: Limits,
+    routes: Weak<R>,
+    sessions: Arc<Sessions>,
+) {
     let handshakes = Arc::new(Semaphore::new(limits.handshakes));
     loop {
         let accepted = listener.accept().await;
@@ -51,7 +55,7 @@ pub(crate) async fn serve<R: Routes>(listener: TcpListener, security: Security, 
             continue;
         };
         drop(live);
-        let (security, routes) = (security.clone(), routes.clone());
+        let (security, routes, sessions) = (security.clone(), routes.clone(), sessions.clone());
         tokio::spawn(async move {
             // A session names no mailbox at the handshake (its lanes do).
             let serves = |dest: Uuid| dest.is_nil();
@@ -62,7 +66,7 @@ pub(crate) async fn serve<R: Routes>(listener: TcpListener, security: Security, 
             };
             drop(permit);
             match accepted {
-                Ok((_, read, write)) => inbound::serve(read, write, peer, routes, limits.sessions).await,
+                Ok((_, read, write)) => sessions.accept(read, write, peer).await,
                 Err(e) => {
                     if let Some(routes) = routes.upgrade() {
                         routes.refused(peer, e);

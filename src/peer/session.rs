@@ -1,17 +1,23 @@
-//! The sending end of a session: one connection from this process to one
-//! peer process (one address), however many of its mailboxes this process
-//! sends to. Each sender-to-mailbox stream is a lane of it, with its own
-//! acknowledgements: the session only carries frames.
+//! Sessions: one connection between two processes, however many of each
+//! other's mailboxes they send to. Each sender-to-mailbox stream is a lane
+//! of it, with its own acknowledgements: the session only carries frames.
+//! A connection carries lanes both ways: the dialing side names the address
+//! it publishes (`Hello`), and the other side sends to that process's
+//! mailboxes on it too.
 //!
 //! A session dials (or, to this process's own address, opens an in-memory
-//! pipe to its own inbound side) and authenticates once; lanes opened
+//! pipe to its own accepting side) and authenticates once; lanes opened
 //! meanwhile queue their frames. One writer drains every lane's frames in the
-//! order they were queued (many frames per vectored write) and sends a
+//! order they were queued, with what is owed to the peer's lanes
+//! (acknowledgements ride along), many frames per vectored write, and sends a
 //! keepalive when it has written nothing for a third of the peer timeout; one
-//! reader hands each acknowledgement, closing or refusal to its lane. A
-//! failure (refused connection, failed handshake, reset, a peer silent for
-//! the peer timeout) fails every lane, and the next lane opened dials again.
-//! A session whose last lane ends closes.
+//! reader hands each acknowledgement, closing or refusal to its lane and each
+//! of the peer's lanes to its mailbox ([inbound](super::inbound)). A failure
+//! (refused connection, failed handshake, reset, a peer silent for the peer
+//! timeout) fails every lane of this side, and the next lane opened dials
+//! again. The dialing side closes the session once neither side has a lane
+//! open on it, saying `Bye` so that a lane the other side opened meanwhile is
+//! known not to have been taken.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,13 +30,17 @@ use tokio_util::codec::FramedRead;
 use tracing::debug;
 use uuid::Uuid;
 
-use super::inbound::{self, InboundLimits, Routes};
+use super::inbound::{Replies, Routes, TheirLanes};
 use super::{next_frame, Addresses, Frame, FrameCodec, Heard, NoteProgress, Outbox, PeerRead, PeerWrite, Security};
 use crate::error::Error;
 use crate::message::Parts;
 
 /// Bytes an in-memory session buffers each way.
 const PIPE_BYTES: usize = 256 << 10;
+
+/// Acknowledgements wait this long for company, so a call's round trip
+/// (request, answer, next request) then costs one write each way, not two.
+const ACK_DELAY: Duration = Duration::from_millis(1);
 
 /// What the sessions of one process share, and its live sessions by address.
 pub(crate) struct Sessions {
@@ -40,9 +50,9 @@ pub(crate) struct Sessions {
     pub(crate) connect_timeout: Duration,
     pub(crate) peer_timeout: Duration,
     /// This process's own listener (where bound, and the address it
-    /// publishes): a session to that address runs in memory, served by
-    /// `local`.
+    /// publishes): a session to that address runs in memory.
     pub(crate) own: Option<(SocketAddr, String)>,
+    /// This process's mailboxes, which the lanes peers open go to.
     pub(crate) local: OnceLock<Weak<dyn Routes>>,
     pub(crate) max_frame_len: usize,
     live: Mutex<HashMap<String, Arc<Session>>>,
@@ -83,44 +93,65 @@ impl Sessions {
         if let Some(lane) = live.get(address).and_then(|session| session.open_lane(dest)) {
             return lane;
         }
-        let session = Arc::new(Session {
-            address: address.to_owned(),
-            shared: Mutex::new(Shared {
-                outbox: Outbox::default(),
-                queued: 0,
-                lanes: HashMap::new(),
-                next: 1,
-                over: false,
-            }),
-            wake: Notify::new(),
-            written: AtomicU64::new(0),
-            sessions: Arc::downgrade(self),
-        });
+        let session = Session::new(self, Some(address.to_owned()), true);
         let lane = session.open_lane(dest).expect("a new session takes lanes");
         live.insert(address.to_owned(), session.clone());
         drop(live);
-        tokio::spawn(session.run(self.clone()));
+        let sessions = self.clone();
+        let address = address.to_owned();
+        tokio::spawn(async move {
+            let connected = sessions.connect(&address).await;
+            let peer_timeout = sessions.peer_timeout;
+            drop(sessions);
+            match connected {
+                Ok((read, write, peer)) => session.run(read, write, peer, peer_timeout).await,
+                Err(e) => session.end(Err(e)),
+            }
+        });
         lane
     }
 
+    /// Serves a session a peer dialed (authenticated), until it ends.
+    pub(crate) async fn accept(self: &Arc<Self>, read: PeerRead, write: PeerWrite, peer: SocketAddr) {
+        let session = Session::new(self, None, false);
+        session.run(read, write, peer, self.peer_timeout).await;
+    }
+
     /// An authenticated connection to `address`: an in-memory pipe to this
-    /// process's own inbound side if the address is its own.
-    async fn connect(&self, address: &str) -> Result<(PeerRead, PeerWrite), Error> {
+    /// process's own accepting side if the address is its own.
+    async fn connect(self: &Arc<Self>, address: &str) -> Result<(PeerRead, PeerWrite, SocketAddr), Error> {
         if let Some((bound, _)) = self.own.as_ref().filter(|(_, published)| published == address) {
-            let routes = self.local.get().cloned().ok_or(Error::Peer("this process serves no mailbox yet"))?;
             let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
             let (read, write) = tokio::io::split(theirs);
-            let limits = InboundLimits { max_frame_len: self.max_frame_len, peer_timeout: self.peer_timeout };
-            tokio::spawn(inbound::serve(Box::new(read), Box::new(write), *bound, routes, limits));
+            let (sessions, bound) = (self.clone(), *bound);
+            tokio::spawn(async move { sessions.accept(Box::new(read), Box::new(write), bound).await });
             debug!(address, "in-memory session to this process");
             let (read, write) = tokio::io::split(ours);
-            return Ok((Box::new(read), Box::new(write)));
+            return Ok((Box::new(read), Box::new(write), bound));
         }
         let connect = async {
             let stream = self.addresses.dial(address).await?;
-            self.security.connect(stream, address, Uuid::nil()).await
+            let peer = stream.peer_addr()?;
+            let (read, write) = self.security.connect(stream, address, Uuid::nil()).await?;
+            Ok::<_, Error>((read, write, peer))
         };
         tokio::time::timeout(self.connect_timeout, connect).await.map_err(|_| Error::Timeout(self.connect_timeout))?
+    }
+
+    /// A session the process at `address` dialed carries lanes to it too,
+    /// unless this process has a session to it already. Not with TLS: a
+    /// process dialed must show a certificate naming the host it publishes,
+    /// which the dialing side's certificate was not checked for.
+    fn adopt(&self, address: String, session: &Arc<Session>) {
+        if self.security.protection == super::Protection::Tls {
+            return;
+        }
+        let mut live = lock(&self.live);
+        if live.contains_key(&address) {
+            return;
+        }
+        live.insert(address.clone(), session.clone());
+        *lock(&session.address) = Some(address);
     }
 }
 
@@ -133,8 +164,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(crate) enum LaneEvent {
     /// The mailbox has taken this many of the lane's messages so far.
     Ack(u64),
-    /// The mailbox closed the lane on purpose: what it has not acknowledged
-    /// it did not take.
+    /// The mailbox closed the lane on purpose, or the session closed before
+    /// the lane was seen: what it has not acknowledged it did not take.
     Closing,
     /// The process there does not serve the mailbox: it took nothing.
     Refused,
@@ -144,12 +175,19 @@ pub(crate) enum LaneEvent {
 }
 
 struct Session {
-    address: String,
+    /// Where the peer process listens, if known: the session is registered
+    /// under it.
+    address: Mutex<Option<String>>,
+    /// Dialed by this process, which closes it.
+    dialed: bool,
     shared: Mutex<Shared>,
-    /// Wakes the writer.
+    /// Wakes the writer for this side's frames (what is owed to the peer's
+    /// lanes wakes it through `replies`).
     wake: Notify,
     /// Bytes written so far.
     written: AtomicU64,
+    /// What is owed to the peer's lanes.
+    replies: Arc<Replies>,
     sessions: Weak<Sessions>,
 }
 
@@ -157,9 +195,12 @@ struct Shared {
     outbox: Outbox,
     /// Bytes queued so far.
     queued: u64,
+    /// This side's lanes.
     lanes: HashMap<u32, mpsc::UnboundedSender<LaneEvent>>,
     next: u32,
-    /// No lane joins any more: the session failed or closes.
+    /// The peer's lanes open.
+    theirs: usize,
+    /// No lane joins any more, on either side: the session failed or closes.
     over: bool,
 }
 
@@ -181,7 +222,7 @@ pub(crate) struct Lane {
 
 impl std::fmt::Debug for Lane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Lane({} to {})", self.id, self.session.address)
+        write!(f, "Lane({})", self.id)
     }
 }
 
@@ -220,6 +261,25 @@ impl Drop for Lane {
 }
 
 impl Session {
+    fn new(sessions: &Arc<Sessions>, address: Option<String>, dialed: bool) -> Arc<Self> {
+        let mut shared =
+            Shared { outbox: Outbox::default(), queued: 0, lanes: HashMap::new(), next: 1, theirs: 0, over: false };
+        if dialed {
+            if let Some((_, published)) = &sessions.own {
+                shared.push(Frame::Hello(published.clone()));
+            }
+        }
+        Arc::new(Session {
+            address: Mutex::new(address),
+            dialed,
+            shared: Mutex::new(shared),
+            replies: Arc::default(),
+            wake: Notify::new(),
+            written: AtomicU64::new(0),
+            sessions: Arc::downgrade(sessions),
+        })
+    }
+
     /// A new lane to `dest`, unless the session no longer takes lanes.
     fn open_lane(self: &Arc<Self>, dest: Uuid) -> Option<Lane> {
         let mut shared = lock(&self.shared);
@@ -236,38 +296,82 @@ impl Session {
         Some(Lane { id, session: self.clone(), events, end: 0 })
     }
 
-    /// Connects, then carries frames until the session fails or its last
-    /// lane ends.
-    async fn run(self: Arc<Self>, sessions: Arc<Sessions>) {
-        let peer_timeout = sessions.peer_timeout;
-        let connected = sessions.connect(&self.address).await;
-        drop(sessions);
-        let ended = match connected {
-            Ok((read, write)) => {
-                tokio::select! {
-                    read = self.read(read, peer_timeout) => read,
-                    written = self.write(write, peer_timeout / 3) => written,
-                }
-            }
-            Err(e) => Err(e),
+    /// Carries frames until the session fails, or closes.
+    async fn run(self: Arc<Self>, read: PeerRead, write: PeerWrite, peer: SocketAddr, peer_timeout: Duration) {
+        let ended = tokio::select! {
+            read = self.read(read, peer, peer_timeout) => read,
+            written = self.write(write, peer_timeout / 3) => written,
         };
+        if let (Err(e), false) = (&ended, self.dialed) {
+            if let Some(routes) = self.routes() {
+                routes.refused(peer, again(e));
+            }
+        }
         self.end(ended);
     }
 
-    /// Hands what the mailboxes' side says to the lanes.
-    async fn read(&self, read: PeerRead, silence: Duration) -> Result<(), Error> {
+    fn routes(&self) -> Option<Arc<dyn Routes>> {
+        self.sessions.upgrade()?.local.get()?.upgrade()
+    }
+
+    /// Hands what the peer says to this side's lanes, and its lanes to their
+    /// mailboxes. `Ok` once the peer closed the session cleanly.
+    async fn read(self: &Arc<Self>, read: PeerRead, peer: SocketAddr, silence: Duration) -> Result<(), Error> {
+        let max_frame_len = self.sessions.upgrade().map_or(0, |sessions| sessions.max_frame_len);
         let heard = Heard::new();
-        // Only control frames come back: no message payload is accepted.
-        let mut frames = FramedRead::new(NoteProgress::new(read, heard.clone()), FrameCodec::new(0));
+        let mut frames = FramedRead::new(NoteProgress::new(read, heard.clone()), FrameCodec::new(max_frame_len));
+        let mut theirs = TheirLanes::new(self.replies.clone(), peer);
         loop {
-            let (lane, event) = match next_frame(&mut frames, &heard, silence).await? {
+            let frame = match next_frame(&mut frames, &heard, silence).await? {
+                Some(frame) => frame,
                 None => return Err(Error::Peer("closed by the peer")),
-                Some(Frame::Keepalive) => continue,
-                Some(Frame::Ack(lane, count)) => (lane, LaneEvent::Ack(count)),
-                Some(Frame::Closing(lane)) => (lane, LaneEvent::Closing),
-                Some(Frame::Refused(lane)) => (lane, LaneEvent::Refused),
-                Some(Frame::Open(..) | Frame::Message(..) | Frame::End(_)) => {
-                    return Err(Error::Peer("a mailbox's process sent a sender's frame"))
+            };
+            let (lane, event) = match frame {
+                Frame::Keepalive => continue,
+                Frame::Ack(lane, count) => (lane, LaneEvent::Ack(count)),
+                Frame::Closing(lane) => (lane, LaneEvent::Closing),
+                Frame::Refused(lane) => (lane, LaneEvent::Refused),
+                Frame::Open(lane, dest) => {
+                    // A process whose exchange is gone refuses every lane.
+                    let routes = self.routes();
+                    let ignore = {
+                        let mut shared = lock(&self.shared);
+                        shared.theirs += usize::from(!shared.over);
+                        shared.over
+                    };
+                    theirs.open(lane, dest, routes.as_deref(), ignore)?;
+                    continue;
+                }
+                Frame::Message(lane, payload) => {
+                    theirs.message(lane, payload)?;
+                    continue;
+                }
+                Frame::End(lane) => {
+                    if theirs.end(lane) {
+                        lock(&self.shared).theirs -= 1;
+                        // The writer may close the session now.
+                        self.wake.notify_one();
+                    }
+                    continue;
+                }
+                Frame::Hello(address) => {
+                    if let (false, Some(sessions)) = (self.dialed, self.sessions.upgrade()) {
+                        sessions.adopt(address, self);
+                    }
+                    continue;
+                }
+                // Nothing more comes: what this side's lanes have not had
+                // acknowledged was not taken.
+                Frame::Bye => {
+                    let lanes: Vec<_> = {
+                        let mut shared = lock(&self.shared);
+                        shared.over = true;
+                        shared.lanes.drain().map(|(_, tx)| tx).collect()
+                    };
+                    for tx in lanes {
+                        let _ = tx.send(LaneEvent::Closing);
+                    }
+                    return Ok(());
                 }
             };
             // A lane that ended hears nothing more.
@@ -277,53 +381,78 @@ impl Session {
         }
     }
 
-    /// Writes what the lanes queue, in order, and keepalives; returns once
-    /// the last lane has ended and everything is written.
+    /// Writes what the lanes queue and what is owed to the peer's lanes, and
+    /// keepalives; a dialing side returns once no lane is open on either
+    /// side, having said `Bye`.
     async fn write(&self, mut write: PeerWrite, keepalive: Duration) -> Result<(), Error> {
+        let mut reported = HashMap::new();
         loop {
-            let mut batch = {
+            let idle = {
                 let mut shared = lock(&self.shared);
-                if shared.outbox.is_empty() && shared.lanes.is_empty() {
-                    // No lane joins a session that closes.
+                let idle = shared.outbox.is_empty() && !self.replies.pending();
+                if idle && self.dialed && shared.lanes.is_empty() && shared.theirs == 0 {
+                    // No lane joins a session that closes, on either side.
                     shared.over = true;
+                    shared.push(Frame::Bye);
                     break;
                 }
-                std::mem::take(&mut shared.outbox)
+                idle
             };
-            if batch.is_empty() {
-                if tokio::time::timeout(keepalive, self.wake.notified()).await.is_err() {
-                    lock(&self.shared).push(Frame::Keepalive);
+            if idle {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = self.replies.wake.notified() => {}
+                    _ = tokio::time::sleep(keepalive) => lock(&self.shared).push(Frame::Keepalive),
                 }
                 continue;
             }
+            // Acknowledgements alone wait for company, but not past a frame
+            // of this side's.
+            if lock(&self.shared).outbox.is_empty() && !self.replies.urgent() {
+                tokio::select! {
+                    _ = tokio::time::sleep(ACK_DELAY) => {}
+                    _ = self.wake.notified() => {}
+                }
+            }
+            let mut batch = {
+                let mut shared = lock(&self.shared);
+                let owed = self.replies.collect(&mut reported, &mut shared.outbox);
+                shared.queued += owed as u64;
+                std::mem::take(&mut shared.outbox)
+            };
             while !batch.is_empty() {
                 let written = batch.write_to(&mut write).await?;
                 self.written.fetch_add(written as u64, Ordering::AcqRel);
             }
+        }
+        let mut last = std::mem::take(&mut lock(&self.shared).outbox);
+        while !last.is_empty() {
+            last.write_to(&mut write).await?;
         }
         // A clean end for the peer (TLS sends its close_notify).
         let _ = tokio::time::timeout(keepalive, tokio::io::AsyncWriteExt::shutdown(&mut write)).await;
         Ok(())
     }
 
-    /// The session is over: it leaves the live sessions, and every lane
-    /// still on it fails.
+    /// The session is over: it leaves the live sessions, and every lane of
+    /// this side still on it fails.
     fn end(self: &Arc<Self>, ended: Result<(), Error>) {
         let lanes: Vec<_> = {
             let mut shared = lock(&self.shared);
             shared.over = true;
             shared.lanes.drain().map(|(_, tx)| tx).collect()
         };
-        if let Some(sessions) = self.sessions.upgrade() {
+        let address = lock(&self.address).clone();
+        if let (Some(sessions), Some(address)) = (self.sessions.upgrade(), &address) {
             let mut live = lock(&sessions.live);
-            if live.get(&self.address).is_some_and(|live| Arc::ptr_eq(live, self)) {
-                live.remove(&self.address);
+            if live.get(address).is_some_and(|live| Arc::ptr_eq(live, self)) {
+                live.remove(address);
             }
         }
         match ended {
-            Ok(()) => debug!(address = %self.address, "session closed"),
+            Ok(()) => debug!(address = ?address, "session closed"),
             Err(e) => {
-                debug!(address = %self.address, lanes = lanes.len(), "session failed: {e}");
+                debug!(address = ?address, lanes = lanes.len(), "session failed: {e}");
                 for tx in lanes {
                     let _ = tx.send(LaneEvent::Failed(again(&e)));
                 }
