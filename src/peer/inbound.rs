@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::channel::mpsc;
@@ -102,7 +103,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// What a session owes the senders of the lanes opened to it.
 #[derive(Default)]
 pub(crate) struct Replies {
-    queue: Mutex<Vec<Reply>>,
+    /// What is owed, and since when the oldest of it.
+    queue: Mutex<(Vec<Reply>, Option<Instant>)>,
     states: Mutex<HashMap<u32, Arc<AckState>>>,
     /// Wakes the session's writer when something is owed.
     pub(crate) wake: Notify,
@@ -110,13 +112,16 @@ pub(crate) struct Replies {
 
 impl Replies {
     fn push(&self, reply: Reply) {
-        lock(&self.queue).push(reply);
+        let mut queue = lock(&self.queue);
+        queue.0.push(reply);
+        queue.1.get_or_insert_with(Instant::now);
+        drop(queue);
         self.wake.notify_one();
     }
 
-    /// Something is owed.
-    pub(crate) fn pending(&self) -> bool {
-        !lock(&self.queue).is_empty()
+    /// Since when something is owed, if it is.
+    pub(crate) fn owed_since(&self) -> Option<Instant> {
+        lock(&self.queue).1
     }
 
     /// Something owed cannot wait for company: a refusal, or a lane's
@@ -124,7 +129,7 @@ impl Replies {
     /// sooner the better).
     pub(crate) fn urgent(&self) -> bool {
         let queue = lock(&self.queue);
-        queue.iter().any(|reply| match reply {
+        queue.0.iter().any(|reply| match reply {
             Reply::Refused(_) => true,
             Reply::Ack(lane) => lock(&self.states).get(lane).is_some_and(|state| state.closed.load(Ordering::Acquire)),
         })
@@ -134,7 +139,7 @@ impl Replies {
     /// it had taken. Returns the bytes queued.
     pub(crate) fn collect(&self, reported: &mut HashMap<u32, u64>, outbox: &mut Outbox) -> usize {
         let mut bytes = 0;
-        let queue = std::mem::take(&mut *lock(&self.queue));
+        let queue = std::mem::take(&mut *lock(&self.queue)).0;
         for reply in queue {
             let lane = match reply {
                 Reply::Refused(lane) => {

@@ -387,37 +387,42 @@ impl Session {
     async fn write(&self, mut write: PeerWrite, keepalive: Duration) -> Result<(), Error> {
         let mut reported = HashMap::new();
         loop {
-            let idle = {
+            let (outbound, owed) = {
                 let mut shared = lock(&self.shared);
-                let idle = shared.outbox.is_empty() && !self.replies.pending();
-                if idle && self.dialed && shared.lanes.is_empty() && shared.theirs == 0 {
+                let owed = self.replies.owed_since();
+                let outbound = !shared.outbox.is_empty();
+                if !outbound && owed.is_none() && self.dialed && shared.lanes.is_empty() && shared.theirs == 0 {
                     // No lane joins a session that closes, on either side.
                     shared.over = true;
                     shared.push(Frame::Bye);
                     break;
                 }
-                idle
+                (outbound, owed)
             };
-            if idle {
+            // What is owed waits for company (and does not ride with this
+            // side's frames before then: each acknowledgement read wakes the
+            // lane it is for), unless it cannot wait.
+            let due = owed.is_some_and(|since| since.elapsed() >= ACK_DELAY || self.replies.urgent());
+            if !outbound && !due {
+                let until = owed.map(|since| since + ACK_DELAY);
+                let wait = until.map_or(keepalive, |until| until.saturating_duration_since(std::time::Instant::now()));
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     _ = self.replies.wake.notified() => {}
-                    _ = tokio::time::sleep(keepalive) => lock(&self.shared).push(Frame::Keepalive),
+                    _ = tokio::time::sleep(wait) => {
+                        if until.is_none() {
+                            lock(&self.shared).push(Frame::Keepalive);
+                        }
+                    }
                 }
                 continue;
             }
-            // Acknowledgements alone wait for company, but not past a frame
-            // of this side's.
-            if lock(&self.shared).outbox.is_empty() && !self.replies.urgent() {
-                tokio::select! {
-                    _ = tokio::time::sleep(ACK_DELAY) => {}
-                    _ = self.wake.notified() => {}
-                }
-            }
             let mut batch = {
                 let mut shared = lock(&self.shared);
-                let owed = self.replies.collect(&mut reported, &mut shared.outbox);
-                shared.queued += owed as u64;
+                if due {
+                    let owed = self.replies.collect(&mut reported, &mut shared.outbox);
+                    shared.queued += owed as u64;
+                }
                 std::mem::take(&mut shared.outbox)
             };
             while !batch.is_empty() {
