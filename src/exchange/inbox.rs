@@ -237,18 +237,19 @@ impl Actor for MailboxActor {
 
 /// A lane a peer session opened to this mailbox.
 impl StreamHandler<InboundLane> for MailboxActor {
-    fn handle(&mut self, InboundLane { messages, ack, peer }: InboundLane, ctx: &mut Context<Self>) {
+    fn handle(&mut self, lane: InboundLane, ctx: &mut Context<Self>) {
+        // A lane dropped unaccepted is closed to its sender: nothing it sends
+        // is taken, and it re-routes that through Redis as not taken.
         if self.closing {
-            // Nothing it sends will be taken: its sender re-routes it
-            // through Redis as not taken (not re-sent).
-            return ack.close();
+            return drop(lane);
         }
         if self.conns.len() >= self.exchange.config().max_connections {
             let reports = &self.exchange.config().link.reports;
-            let what = format_args!("mailbox {}: peer {peer}: it has its maximum of connections open", self.id);
+            let what = format_args!("mailbox {}: peer {}: it has its maximum of lanes open", self.id, lane.peer);
             reports.bad(Bad::Connection, what);
-            return ack.close();
+            return drop(lane);
         }
+        let (messages, ack) = lane.accept();
         let conn = self.next_conn;
         self.next_conn += 1;
         let messages = messages

@@ -162,10 +162,10 @@ fn put(frame: &Frame, dst: &mut BytesMut) {
         Frame::Closing(lane) => put_header(dst, CLOSING, *lane, 0),
         Frame::Refused(lane) => put_header(dst, REFUSED, *lane, 0),
         Frame::Keepalive => put_header(dst, KEEPALIVE, 0, 0),
+        // Sessions name only addresses of 1 to HELLO_MAX bytes.
         Frame::Hello(address) => {
-            let address = &address.as_bytes()[..address.len().min(HELLO_MAX)];
             put_header(dst, HELLO, 0, address.len());
-            dst.extend_from_slice(address);
+            dst.extend_from_slice(address.as_bytes());
         }
         Frame::Bye => put_header(dst, BYE, 0, 0),
     }

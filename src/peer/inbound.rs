@@ -23,12 +23,30 @@ use super::{Frame, Outbox};
 use crate::error::Error;
 
 /// One lane of a session, handed to the mailbox it opened: its messages, in
-/// order, and what the mailbox has taken of them.
+/// order, and what the mailbox has taken of them. Dropped before the mailbox
+/// [accepts](Self::accept) it (the mailbox stopped first), it is closed to
+/// its sender, nothing taken.
 pub(crate) struct InboundLane {
-    pub(crate) messages: mpsc::UnboundedReceiver<Bytes>,
-    pub(crate) ack: Arc<AckState>,
+    messages: Option<mpsc::UnboundedReceiver<Bytes>>,
+    ack: Arc<AckState>,
     /// Who sends on it.
     pub(crate) peer: SocketAddr,
+}
+
+impl InboundLane {
+    /// The mailbox takes the lane: its messages, and what it owes for them
+    /// (it closes the acknowledgement state when it lets go of the lane).
+    pub(crate) fn accept(mut self) -> (mpsc::UnboundedReceiver<Bytes>, Arc<AckState>) {
+        (self.messages.take().expect("accepted once"), self.ack.clone())
+    }
+}
+
+impl Drop for InboundLane {
+    fn drop(&mut self) {
+        if self.messages.is_some() {
+            self.ack.close();
+        }
+    }
 }
 
 /// Where the lanes opened for one mailbox go.
@@ -149,7 +167,9 @@ impl Replies {
                 Reply::Ack(lane) => lane,
             };
             let Some(state) = lock(&self.states).get(&lane).cloned() else { continue };
-            state.queued.store(false, Ordering::Release);
+            // A read-modify-write, ordered with the one in `queue`: a take or
+            // close after it queues again, one before it is seen below.
+            state.queued.swap(false, Ordering::AcqRel);
             let closed = state.closed.load(Ordering::Acquire);
             // Closing: what is taken now is all that will be.
             let taken = match closed {
@@ -218,7 +238,7 @@ impl TheirLanes {
             out: Arc::downgrade(&self.replies),
         });
         lock(&self.replies.states).insert(lane, ack.clone());
-        let opened = InboundLane { messages, ack, peer: self.peer };
+        let opened = InboundLane { messages: Some(messages), ack, peer: self.peer };
         let mailbox = routes.and_then(|routes| routes.route(dest));
         if mailbox.is_some_and(|mailbox| mailbox.unbounded_send(opened).is_ok()) {
             self.lanes.insert(lane, Their::Open(tx));

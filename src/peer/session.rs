@@ -143,7 +143,8 @@ impl Sessions {
     /// process dialed must show a certificate naming the host it publishes,
     /// which the dialing side's certificate was not checked for.
     fn adopt(&self, address: String, session: &Arc<Session>) {
-        if self.security.protection == super::Protection::Tls {
+        // Named once: a second Hello is not believed either.
+        if self.security.protection == super::Protection::Tls || lock(&session.address).is_some() {
             return;
         }
         let mut live = lock(&self.live);
@@ -264,10 +265,13 @@ impl Session {
     fn new(sessions: &Arc<Sessions>, address: Option<String>, dialed: bool) -> Arc<Self> {
         let mut shared =
             Shared { outbox: Outbox::default(), queued: 0, lanes: HashMap::new(), next: 1, theirs: 0, over: false };
-        if dialed {
-            if let Some((_, published)) = &sessions.own {
-                shared.push(Frame::Hello(published.clone()));
+        // An address a Hello cannot carry is not named: the other side then
+        // dials this process for its own lanes.
+        match &sessions.own {
+            Some((_, published)) if dialed && (1..=255).contains(&published.len()) => {
+                shared.push(Frame::Hello(published.clone()))
             }
+            _ => {}
         }
         Arc::new(Session {
             address: Mutex::new(address),
