@@ -879,7 +879,7 @@ async fn a_mailbox_that_takes_nothing_does_not_stall_its_neighbours() {
 }
 
 /// A mailbox with its maximum of lanes open turns a new one away
-/// after the handshake (with a `Closing` frame, so the caller re-routes its
+/// when it opens (with a `Closing` frame, so the caller re-routes its
 /// request through Redis as never taken): the request is still run, once.
 #[actix::test]
 async fn a_caller_past_a_mailboxs_connection_cap_is_still_answered_once() {
