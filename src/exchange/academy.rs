@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use super::inbox::{Feed, Inbox};
+use super::inbox::{drain, Feed, Inbox};
 use super::keys::Keys;
 use super::reserve_opening;
 use super::{Bad, Delivery, MailboxStatus, Origin, Reports, WhenInactive};
@@ -899,13 +899,12 @@ impl Feed for AcademyFeed {
     /// back, with a request whose acknowledgement was under way.
     fn close(
         &self,
-        mut rx: mpsc::Receiver<Box<Delivery>>,
+        rx: mpsc::Receiver<Box<Delivery>>,
         claim: Option<(u64, Bytes)>,
     ) -> BoxFuture<'static, Result<(), Error>> {
         let (exchange, id, feeder) = (self.exchange.clone(), self.id.clone(), self.feeder.clone());
         Box::pin(async move {
-            rx.close();
-            while rx.try_recv().is_ok() {}
+            drop(drain(rx));
             exchange.close_inbox(&id, &feeder, claim.map(|(_, raw)| raw)).await
         })
     }

@@ -368,8 +368,6 @@ impl ExchangeBuilder {
             seal: Seal::new(&secret),
             reports: Reports::default(),
             sessions,
-            peer_timeout: self.peer_timeout,
-            max_frame_len: self.max_frame_len,
             expiry: self.expiry,
             keys: keys.clone(),
             actor: actor.clone(),
@@ -912,7 +910,7 @@ impl HybridExchange {
     /// The envelope's bytes, stamped; [`Error::TooLarge`] over the frame cap.
     fn encode(&self, envelope: &Envelope) -> Result<Parts, Error> {
         let frame = envelope.encode_parts(Some(self.next_stamp(&envelope.dest)))?;
-        let max = self.inner.config.link.max_frame_len;
+        let max = self.inner.config.link.sessions.max_frame_len;
         match frame.len() > max {
             true => Err(Error::TooLarge { len: frame.len(), max }),
             false => Ok(frame),
@@ -1058,7 +1056,7 @@ impl HybridExchange {
     /// last acknowledgements each get the peer timeout, handing what is left
     /// to Redis gets 5 s.
     pub(crate) fn close_bound(&self) -> Duration {
-        self.inner.config.link.peer_timeout * 2 + Duration::from_secs(5)
+        self.inner.config.link.sessions.peer_timeout * 2 + Duration::from_secs(5)
     }
 
     /// Finishes background sends, flushes every outbound link (waiting for
@@ -1066,7 +1064,7 @@ impl HybridExchange {
     /// the Redis connection, within [`close_bound`](Self::close_bound).
     pub(crate) async fn close(&self) {
         let inner = &self.inner;
-        let peer_timeout = inner.config.link.peer_timeout;
+        let peer_timeout = inner.config.link.sessions.peer_timeout;
         let deadline = tokio::time::Instant::now() + self.close_bound();
         // Replies and mailbox hand-backs in flight get the peer timeout.
         inner.background.close();

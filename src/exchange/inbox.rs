@@ -79,6 +79,12 @@ pub(crate) trait Feed: Send + Sync + std::fmt::Debug {
     fn stop_now(&self) {}
 }
 
+/// Closes `rx` to its senders and takes what it holds.
+pub(crate) fn drain(mut rx: mpsc::Receiver<Box<Delivery>>) -> Vec<Delivery> {
+    rx.close();
+    std::iter::from_fn(|| rx.try_recv().ok().map(|delivery| *delivery)).collect()
+}
+
 /// How long a closing mailbox waits for its watcher before stopping anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -412,8 +418,12 @@ impl MailboxActor {
     /// Checks a queue entry's seal and size, then decodes it.
     fn open_entry(&self, raw: &Bytes) -> Result<Entry, String> {
         let link = &self.exchange.config().link;
-        if raw.len() > link.max_frame_len + SEAL_LEN + ENTRY_MARKS_LEN {
-            return Err(format!("an entry of {} bytes is over the {}-byte cap", raw.len(), link.max_frame_len));
+        if raw.len() > link.sessions.max_frame_len + SEAL_LEN + ENTRY_MARKS_LEN {
+            return Err(format!(
+                "an entry of {} bytes is over the {}-byte cap",
+                raw.len(),
+                link.sessions.max_frame_len
+            ));
         }
         let entry = link.seal.open(self.id.uid(), raw).map_err(|unsealed| match unsealed {
             Unsealed::Missing => "an unsealed entry (not written by an exchange)".to_owned(),

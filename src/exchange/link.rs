@@ -70,8 +70,6 @@ pub(crate) struct LinkEnv {
     /// Seals what goes through the queues (and opens what comes back).
     pub(crate) seal: Seal,
     pub(crate) reports: Reports,
-    pub(crate) peer_timeout: Duration,
-    pub(crate) max_frame_len: usize,
     /// How long Redis keeps what belongs to a gone entity.
     pub(crate) expiry: Duration,
     pub(crate) keys: Keys,
@@ -375,7 +373,7 @@ impl LinkTask {
         let mut lane = env.sessions.lane(address, self.dest.uid());
         let (mut acked, mut sent, mut unacked_bytes) = (0u64, 0u64, 0usize);
         let mut last_sent = Instant::now();
-        let mut tick = tokio::time::interval(env.peer_timeout / 6);
+        let mut tick = tokio::time::interval(env.sessions.peer_timeout / 6);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut closing: Option<Instant> = None;
         // Since when the window has been full, all of it written, with no
@@ -445,7 +443,7 @@ impl LinkTask {
                     // Idle: it leaves the cache, so no sender is left with a
                     // link about to close; one that raced in is still sent.
                     let idle = unacked.is_empty() && closing.is_none();
-                    if idle && now.duration_since(last_sent) > IDLE_CLOSE.max(env.peer_timeout * 10) {
+                    if idle && now.duration_since(last_sent) > IDLE_CLOSE.max(env.sessions.peer_timeout * 10) {
                         self.uncache();
                         closing = Some(now);
                         continue;
@@ -457,10 +455,10 @@ impl LinkTask {
                         true => None,
                         false => stalled_since.or(Some(now)),
                     };
-                    if stalled_since.is_some_and(|since| now.duration_since(since) > env.peer_timeout) {
+                    if stalled_since.is_some_and(|since| now.duration_since(since) > env.sessions.peer_timeout) {
                         return Err(Error::Peer("the mailbox took nothing for the peer timeout"));
                     }
-                    if closing.is_some_and(|since| now.duration_since(since) > env.peer_timeout) {
+                    if closing.is_some_and(|since| now.duration_since(since) > env.sessions.peer_timeout) {
                         return Err(Error::Peer("not acknowledged within the peer timeout of a close"));
                     }
                 }

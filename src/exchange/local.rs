@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::delivery::Delivery;
-use super::inbox::{Feed, Inbox};
+use super::inbox::{drain, Feed, Inbox};
 use super::MailboxStatus;
 use crate::error::Error;
 use crate::identifier::EntityId;
@@ -194,14 +194,10 @@ impl Feed for LocalFeed {
     /// What the FIFO holds goes back to the front of the local queue.
     fn close(
         &self,
-        mut rx: mpsc::Receiver<Box<Delivery>>,
+        rx: mpsc::Receiver<Box<Delivery>>,
         _: Option<(u64, Bytes)>,
     ) -> BoxFuture<'static, Result<(), Error>> {
-        rx.close();
-        let mut left = Vec::new();
-        while let Ok(delivery) = rx.try_recv() {
-            left.push(delivery.envelope);
-        }
+        let left = drain(rx).into_iter().map(|delivery| delivery.envelope).collect();
         self.exchange.detach(&self.id, left);
         Box::pin(async { Ok(()) })
     }
